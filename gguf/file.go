@@ -226,6 +226,9 @@ func (f *File) Architecture() string {
 
 func newFile(r io.ReaderAt, size int64, mapped []byte) (*File, error) {
 	d := &decoder{r: r, size: size}
+	if mapped != nil {
+		d.win = mapped // decode straight from the mapping, no copies
+	}
 	f := &File{Size: size, r: r, mapped: mapped}
 	if err := d.header(f); err != nil {
 		return nil, err
