@@ -1,0 +1,114 @@
+package model
+
+import "github.com/m40llm/m40llm/gguf"
+
+// Weight is a parameter tensor resident on a backend: a (Rows, Cols)
+// matrix, or a vector with Rows 1.
+type Weight interface {
+	Shape() (rows, cols int)
+}
+
+// Buf is an activation buffer on a backend: float32, row-major, with room
+// for Rows() rows of Cols() elements. Ops say how many rows they use.
+type Buf interface {
+	Rows() int
+	Cols() int
+}
+
+// Batch is the set of tokens one forward pass processes: token i sits at
+// position Pos[i] of the sequence held in KV-cache slot Seq[i]. A prompt is
+// one slot with consecutive positions; batched decode is one token per slot.
+type Batch struct {
+	Tokens []int32
+	Pos    []int32
+	Seq    []int32
+}
+
+// Len returns the number of tokens.
+func (b *Batch) Len() int { return len(b.Tokens) }
+
+// KVConfig sizes a backend's KV cache: Slots sequences of up to Ctx positions,
+// for each of Layers layers a key row of KDim and a value row of VDim
+// elements per position. Layout: [layer][slot][pos][dim].
+type KVConfig struct {
+	Layers, Slots, Ctx, KDim, VDim int
+}
+
+// RopeParams describes rotary position embedding for one model.
+type RopeParams struct {
+	Style     RopeStyle
+	Dim       int     // leading dims of each head that rotate (even)
+	Base      float32 // theta base
+	FreqScale float32 // position multiplier (linear scaling)
+	// Factors, when not nil, divides the frequency of pair i by Factors[i]
+	// (Llama 3's rope_freqs.weight; Dim/2 values).
+	Factors Weight
+}
+
+// AttnParams describes grouped-query attention for one model.
+type AttnParams struct {
+	Heads, KVHeads int
+	HeadDim        int // query/key head width
+	ValueDim       int // value head width
+	Scale          float32
+}
+
+// Backend runs the forward pass's operations. The forward pass (Forward) is
+// written once against it; the CPU backend is the reference that every
+// other backend is tested against op by op.
+//
+// Errors: ops do not return errors. A backend that can fail asynchronously
+// (a GPU) records the first failure and reports it from Read and Sync;
+// shape mismatches between arguments are programming errors and panic.
+//
+// Rows: every op acts on the first n rows of its buffers. Ops that need
+// positions or slots read them from the batch set by SetBatch.
+type Backend interface {
+	// Name identifies the backend ("cpu", "cuda:0").
+	Name() string
+
+	// LoadWeight makes a tensor resident. data holds the tensor's bytes as
+	// stored in the file, is only valid during the call, and may alias a
+	// read-only memory mapping. The result is a (ti.Rows(), ti.Dims[0])
+	// matrix.
+	LoadWeight(ti *gguf.TensorInfo, data []byte) (Weight, error)
+	// NewBuf allocates an activation buffer.
+	NewBuf(rows, cols int) (Buf, error)
+	// InitKV allocates the KV cache.
+	InitKV(cfg KVConfig) error
+	// SetBatch makes b the batch the following ops act on.
+	SetBatch(b *Batch) error
+
+	// Embed: dst[i] = table[tokens[i]] (as float32) for the batch's tokens.
+	Embed(dst Buf, table Weight, n int)
+	// RMSNorm: dst[i] = x[i] / sqrt(mean(x[i]²) + eps) * w, over rows of
+	// x.Cols() elements; w is a (1, x.Cols()) weight. dst may be x.
+	RMSNorm(dst, x Buf, w Weight, n int, eps float32)
+	// HeadRMSNorm applies RMSNorm in place to each head of width headDim of
+	// the first n rows of x, all heads sharing w (1, headDim).
+	HeadRMSNorm(x Buf, w Weight, n, headDim int, eps float32)
+	// MatMul: dst[i] = W @ x[i] (+ bias) for i < n, with W (d, k),
+	// x rows of k, dst rows of d. bias is nil or (1, d).
+	MatMul(dst, x Buf, w Weight, bias Weight, n int)
+	// Rope rotates, in place, each head of width headDim in the first n
+	// rows of x by the position of its token.
+	Rope(x Buf, n, headDim int, p *RopeParams)
+	// Attention stores the rows of k and v into the cache of layer at each
+	// token's (slot, position), then computes causal grouped-query
+	// attention of q over the slot's positions 0..pos: dst[i] is
+	// Heads × ValueDim wide.
+	Attention(dst, q, k, v Buf, layer, n int, p *AttnParams)
+	// SwiGLU: dst[i] = silu(gate[i]) * up[i]. dst may be gate.
+	SwiGLU(dst, gate, up Buf, n int)
+	// Add: dst[i] += x[i].
+	Add(dst, x Buf, n int)
+	// GatherRows: dst[j] = src[rows[j]].
+	GatherRows(dst, src Buf, rows []int32)
+	// Read copies the first n rows of src to the host; it waits for
+	// pending work and returns the first error of any op.
+	Read(dst []float32, src Buf, n int) error
+	// Sync waits for pending work and returns the first error.
+	Sync() error
+	// Close frees everything the backend holds.
+	Close() error
+}

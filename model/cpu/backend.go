@@ -1,0 +1,222 @@
+// Package cpu is the pure-Go reference backend of the forward pass. It is
+// the fallback when no GPU is usable and the oracle that every other
+// backend is tested against, op by op.
+//
+// Weights stay in their stored GGUF type; matrix products dequantize one
+// row at a time into per-worker scratch. Work is spread over a fixed pool
+// of goroutines when it is large enough to pay for the hand-off.
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+
+	"github.com/m40llm/m40llm/gguf"
+	"github.com/m40llm/m40llm/model"
+)
+
+// Options configures New.
+type Options struct {
+	// Threads is the number of goroutines that share the work; 0 means
+	// runtime.GOMAXPROCS(0).
+	Threads int
+}
+
+// Backend is the CPU implementation of model.Backend.
+type Backend struct {
+	pool    *pool
+	threads int
+	batch   model.Batch
+	kv      model.KVConfig
+	kcache  []float32 // [layer][slot][pos][KDim]
+	vcache  []float32 // [layer][slot][pos][VDim]
+	rope    ropeTable
+	scratch [][]float32 // per worker, for dequantized rows and scores
+}
+
+var _ model.Backend = (*Backend)(nil)
+
+// New returns a CPU backend.
+func New(opts Options) *Backend {
+	t := opts.Threads
+	if t <= 0 {
+		t = runtime.GOMAXPROCS(0)
+	}
+	return &Backend{pool: newPool(t), threads: t}
+}
+
+// Name returns "cpu".
+func (b *Backend) Name() string { return "cpu" }
+
+// Threads returns the number of worker goroutines.
+func (b *Backend) Threads() int { return b.threads }
+
+// UsesMapping reports true: weights alias the model file's mapping.
+func (b *Backend) UsesMapping() bool { return true }
+
+// buf is a CPU activation buffer.
+type buf struct {
+	rows, cols int
+	data       []float32
+}
+
+func (x *buf) Rows() int { return x.rows }
+func (x *buf) Cols() int { return x.cols }
+
+// row returns row i.
+func (x *buf) row(i int) []float32 { return x.data[i*x.cols : (i+1)*x.cols : (i+1)*x.cols] }
+
+// NewBuf allocates a zeroed buffer.
+func (b *Backend) NewBuf(rows, cols int) (model.Buf, error) {
+	if rows <= 0 || cols <= 0 {
+		return nil, fmt.Errorf("cpu: invalid buffer shape %dx%d", rows, cols)
+	}
+	return &buf{rows, cols, make([]float32, rows*cols)}, nil
+}
+
+// BufFrom wraps host data as a buffer (for tests and tools).
+func BufFrom(rows, cols int, data []float32) model.Buf {
+	if len(data) != rows*cols {
+		panic(fmt.Sprintf("cpu: %d values for a %dx%d buffer", len(data), rows, cols))
+	}
+	return &buf{rows, cols, data}
+}
+
+// Data returns a buffer's values (for tests and tools).
+func Data(x model.Buf) []float32 { return x.(*buf).data }
+
+// LoadWeight keeps the tensor in its stored type (see weight).
+func (b *Backend) LoadWeight(ti *gguf.TensorInfo, data []byte) (model.Weight, error) {
+	return newWeight(ti, data)
+}
+
+// InitKV allocates the float32 KV cache.
+func (b *Backend) InitKV(cfg model.KVConfig) error {
+	per := int64(cfg.Layers) * int64(cfg.Slots) * int64(cfg.Ctx)
+	if per <= 0 || cfg.KDim <= 0 || cfg.VDim <= 0 {
+		return fmt.Errorf("cpu: invalid KV cache config %+v", cfg)
+	}
+	if (per*int64(cfg.KDim+cfg.VDim))*4 > 1<<40 {
+		return fmt.Errorf("cpu: KV cache of %d positions is too large", per)
+	}
+	b.kv = cfg
+	b.kcache = make([]float32, per*int64(cfg.KDim))
+	b.vcache = make([]float32, per*int64(cfg.VDim))
+	return nil
+}
+
+// SetBatch records the batch.
+func (b *Backend) SetBatch(batch *model.Batch) error {
+	b.batch = *batch
+	b.rope.valid = false
+	return nil
+}
+
+// Read copies n rows of src.
+func (b *Backend) Read(dst []float32, src model.Buf, n int) error {
+	s := src.(*buf)
+	copy(dst, s.data[:n*s.cols])
+	return nil
+}
+
+// Sync returns nil: CPU ops complete before they return.
+func (b *Backend) Sync() error { return nil }
+
+// Close stops the worker goroutines.
+func (b *Backend) Close() error {
+	b.pool.close()
+	b.kcache, b.vcache = nil, nil
+	return nil
+}
+
+// scratchFor returns scratch space of at least n floats for a chunk of a
+// parallel loop; each concurrent chunk owns one.
+func (b *Backend) scratchFor(chunk, n int) []float32 {
+	for len(b.scratch) <= chunk {
+		b.scratch = append(b.scratch, nil)
+	}
+	if cap(b.scratch[chunk]) < n {
+		b.scratch[chunk] = make([]float32, n)
+	}
+	return b.scratch[chunk][:n]
+}
+
+// Embed gathers token rows of the embedding table.
+func (b *Backend) Embed(dst model.Buf, table model.Weight, n int) {
+	d, w := dst.(*buf), table.(*weight)
+	checkCols(d.cols, w.cols, "Embed")
+	for i := range n {
+		r := w.row(int(b.batch.Tokens[i]), d.row(i))
+		copy(d.row(i), r)
+	}
+}
+
+// RMSNorm normalizes each row and scales it by w.
+func (b *Backend) RMSNorm(dst, x model.Buf, w model.Weight, n int, eps float32) {
+	d, s, g := dst.(*buf), x.(*buf), w.(*weight).vec()
+	checkCols(d.cols, s.cols, "RMSNorm")
+	checkCols(len(g), s.cols, "RMSNorm weight")
+	for i := range n {
+		rmsNorm(d.row(i), s.row(i), g, eps)
+	}
+}
+
+// HeadRMSNorm normalizes each head of each row in place.
+func (b *Backend) HeadRMSNorm(x model.Buf, w model.Weight, n, headDim int, eps float32) {
+	s, g := x.(*buf), w.(*weight).vec()
+	checkCols(len(g), headDim, "HeadRMSNorm weight")
+	for i := range n {
+		row := s.row(i)
+		for h := 0; h+headDim <= len(row); h += headDim {
+			rmsNorm(row[h:h+headDim], row[h:h+headDim], g, eps)
+		}
+	}
+}
+
+func rmsNorm(dst, x, g []float32, eps float32) {
+	var ss float64
+	for _, v := range x {
+		ss += float64(v) * float64(v)
+	}
+	scale := float32(1 / math.Sqrt(ss/float64(len(x))+float64(eps)))
+	for j, v := range x {
+		dst[j] = v * scale * g[j]
+	}
+}
+
+// SwiGLU computes silu(gate)·up elementwise.
+func (b *Backend) SwiGLU(dst, gate, up model.Buf, n int) {
+	d, g, u := dst.(*buf), gate.(*buf), up.(*buf)
+	checkCols(d.cols, g.cols, "SwiGLU")
+	checkCols(d.cols, u.cols, "SwiGLU")
+	dd, gg, uu := d.data[:n*d.cols], g.data[:n*d.cols], u.data[:n*d.cols]
+	for j, v := range gg {
+		dd[j] = v / (1 + float32(math.Exp(float64(-v)))) * uu[j]
+	}
+}
+
+// Add adds x to dst elementwise.
+func (b *Backend) Add(dst, x model.Buf, n int) {
+	d, s := dst.(*buf), x.(*buf)
+	checkCols(d.cols, s.cols, "Add")
+	dd, ss := d.data[:n*d.cols], s.data[:n*d.cols]
+	for j, v := range ss {
+		dd[j] += v
+	}
+}
+
+// GatherRows copies the listed rows of src.
+func (b *Backend) GatherRows(dst, src model.Buf, rows []int32) {
+	d, s := dst.(*buf), src.(*buf)
+	checkCols(d.cols, s.cols, "GatherRows")
+	for j, r := range rows {
+		copy(d.row(j), s.row(int(r)))
+	}
+}
+
+func checkCols(a, b int, op string) {
+	if a != b {
+		panic(fmt.Sprintf("cpu: %s: width mismatch %d != %d", op, a, b))
+	}
+}

@@ -1,0 +1,97 @@
+package cpu
+
+import "github.com/m40llm/m40llm/model"
+
+// matmulGrain is the least work (multiply-adds) worth handing to a worker.
+const matmulGrain = 1 << 15
+
+// MatMul computes dst[i] = W @ x[i] (+ bias) for the first n rows: W is
+// (d, k) in its stored type, x rows hold k floats, dst rows d floats.
+// Rows of W are split across workers; each weight row is dequantized once
+// and used for all n activation rows, four at a time.
+func (b *Backend) MatMul(dst, x model.Buf, w model.Weight, bias model.Weight, n int) {
+	d, s, wt := dst.(*buf), x.(*buf), w.(*weight)
+	checkCols(s.cols, wt.cols, "MatMul input")
+	checkCols(d.cols, wt.rows, "MatMul output")
+	var bv []float32
+	if bias != nil {
+		bv = bias.(*weight).vec()
+		checkCols(len(bv), wt.rows, "MatMul bias")
+	}
+	k := wt.cols
+	grain := max(1, matmulGrain/(k*n))
+	b.prepareScratch(k)
+	b.pool.run(wt.rows, grain, func(chunk, lo, hi int) {
+		scratch := b.scratch[chunk][:k]
+		for r := lo; r < hi; r++ {
+			row := wt.row(r, scratch)
+			var add float32
+			if bv != nil {
+				add = bv[r]
+			}
+			i := 0
+			for ; i+4 <= n; i += 4 {
+				o0, o1, o2, o3 := dot4(row, s.row(i), s.row(i+1), s.row(i+2), s.row(i+3))
+				d.data[i*d.cols+r] = o0 + add
+				d.data[(i+1)*d.cols+r] = o1 + add
+				d.data[(i+2)*d.cols+r] = o2 + add
+				d.data[(i+3)*d.cols+r] = o3 + add
+			}
+			for ; i < n; i++ {
+				d.data[i*d.cols+r] = dot(row, s.row(i)) + add
+			}
+		}
+	})
+}
+
+// prepareScratch makes sure every worker chunk has scratch of n floats
+// before a parallel loop starts (the loop must not grow shared slices).
+func (b *Backend) prepareScratch(n int) {
+	for c := range b.threads {
+		b.scratchFor(c, n)
+	}
+}
+
+// dot returns Σ a[i]·b[i].
+func dot(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+8 <= len(a); i += 8 {
+		s0 += a[i]*b[i] + a[i+4]*b[i+4]
+		s1 += a[i+1]*b[i+1] + a[i+5]*b[i+5]
+		s2 += a[i+2]*b[i+2] + a[i+6]*b[i+6]
+		s3 += a[i+3]*b[i+3] + a[i+7]*b[i+7]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// dot4 returns the dot products of w with four vectors, loading w once.
+func dot4(w, x0, x1, x2, x3 []float32) (float32, float32, float32, float32) {
+	n := len(w)
+	x0, x1, x2, x3 = x0[:n], x1[:n], x2[:n], x3[:n]
+	var a0, a1, a2, a3, b0, b1, b2, b3 float32
+	i := 0
+	for ; i+2 <= n; i += 2 {
+		w0, w1 := w[i], w[i+1]
+		a0 += w0 * x0[i]
+		a1 += w0 * x1[i]
+		a2 += w0 * x2[i]
+		a3 += w0 * x3[i]
+		b0 += w1 * x0[i+1]
+		b1 += w1 * x1[i+1]
+		b2 += w1 * x2[i+1]
+		b3 += w1 * x3[i+1]
+	}
+	if i < n {
+		w0 := w[i]
+		a0 += w0 * x0[i]
+		a1 += w0 * x1[i]
+		a2 += w0 * x2[i]
+		a3 += w0 * x3[i]
+	}
+	return a0 + b0, a1 + b1, a2 + b2, a3 + b3
+}

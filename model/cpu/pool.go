@@ -1,0 +1,66 @@
+package cpu
+
+import (
+	"sync"
+)
+
+// pool runs parallel loops on a fixed set of worker goroutines, so that a
+// forward pass does not start goroutines per operation.
+type pool struct {
+	workers int
+	tasks   chan task
+	once    sync.Once
+}
+
+type task struct {
+	fn     func(chunk, lo, hi int)
+	chunk  int
+	lo, hi int
+	wg     *sync.WaitGroup
+}
+
+func newPool(workers int) *pool {
+	p := &pool{workers: max(workers, 1)}
+	if p.workers > 1 {
+		p.tasks = make(chan task, p.workers)
+		for range p.workers - 1 {
+			go func() {
+				for t := range p.tasks {
+					t.fn(t.chunk, t.lo, t.hi)
+					t.wg.Done()
+				}
+			}()
+		}
+	}
+	return p
+}
+
+// run calls fn over [0, total) split into at most p.workers chunks of at
+// least grain items each; the calling goroutine takes chunk 0 itself. chunk
+// is in [0, p.workers), so it can index per-worker scratch.
+func (p *pool) run(total, grain int, fn func(chunk, lo, hi int)) {
+	chunks := min(p.workers, (total+grain-1)/max(grain, 1))
+	if chunks <= 1 {
+		if total > 0 {
+			fn(0, 0, total)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Add(chunks - 1)
+	step := (total + chunks - 1) / chunks
+	for c := 1; c < chunks; c++ {
+		lo, hi := c*step, min((c+1)*step, total)
+		p.tasks <- task{fn, c, lo, hi, &wg}
+	}
+	fn(0, 0, min(step, total))
+	wg.Wait()
+}
+
+func (p *pool) close() {
+	p.once.Do(func() {
+		if p.tasks != nil {
+			close(p.tasks)
+		}
+	})
+}

@@ -1,0 +1,186 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/m40llm/m40llm/gguf"
+	"github.com/m40llm/m40llm/model/tokenizer"
+)
+
+// ErrContextFull is returned when a sequence would grow past the KV cache.
+var ErrContextFull = errors.New("context window is full")
+
+// Options configures Load.
+type Options struct {
+	// CtxSize is the number of positions the KV cache holds per slot;
+	// 0 means the model's context length, capped at DefaultCtxSize.
+	CtxSize int
+	// Slots is the number of sequences that can be in flight at once
+	// (each with its own KV cache region); 0 means 1.
+	Slots int
+	// BatchSize is the largest number of tokens one forward pass takes;
+	// longer prompts are processed in chunks. 0 means DefaultBatchSize.
+	BatchSize int
+	// Progress, when set, is called as tensors are loaded.
+	Progress func(done, total int64)
+}
+
+// Defaults for Options.
+const (
+	DefaultCtxSize   = 4096
+	DefaultBatchSize = 512
+)
+
+// MappedWeights is implemented by backends whose weights alias the model
+// file's memory mapping (the CPU backend); the file then stays open for the
+// life of the Model. Other backends copy the weights, and the file is
+// closed once they are loaded.
+type MappedWeights interface {
+	UsesMapping() bool
+}
+
+// Model is a loaded model: hyper-parameters, tokenizer and weights on a
+// backend, with a KV cache of Slots × CtxSize positions. A Model runs one
+// forward pass at a time; Forward serializes callers.
+type Model struct {
+	Config    *Config
+	Weights   *Weights
+	Tokenizer *tokenizer.Tokenizer
+	// Metadata is the file's metadata (chat template, names, ...).
+	Metadata *gguf.Metadata
+	// LoadTime is how long Load took.
+	LoadTime time.Duration
+
+	be        Backend
+	file      *gguf.File
+	act       *activations
+	ctxSize   int
+	slots     int
+	batchSize int
+	sem       chan struct{}
+}
+
+// Load opens a GGUF model file and makes it ready on be. The Model takes
+// ownership of be and closes it in Close.
+func Load(path string, be Backend, opts Options) (*Model, error) {
+	start := time.Now()
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newModel(f, be, opts)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if mw, ok := be.(MappedWeights); !ok || !mw.UsesMapping() {
+		f.Close()
+		m.file = nil
+	}
+	m.LoadTime = time.Since(start)
+	return m, nil
+}
+
+func newModel(f *gguf.File, be Backend, opts Options) (*Model, error) {
+	cfg, err := ConfigFromGGUF(&f.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.New(&f.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	if tok.VocabSize() != cfg.VocabSize {
+		return nil, &ConfigError{Key: "tokenizer.ggml.tokens", Msg: fmt.Sprintf("vocabulary has %d tokens, the model %d", tok.VocabSize(), cfg.VocabSize)}
+	}
+	m := &Model{Config: cfg, Tokenizer: tok, Metadata: &f.Metadata, be: be, file: f, sem: make(chan struct{}, 1)}
+	m.ctxSize = opts.CtxSize
+	if m.ctxSize <= 0 {
+		m.ctxSize = min(cfg.ContextLength, DefaultCtxSize)
+		if m.ctxSize <= 0 {
+			m.ctxSize = DefaultCtxSize
+		}
+	}
+	m.slots = max(opts.Slots, 1)
+	m.batchSize = opts.BatchSize
+	if m.batchSize <= 0 {
+		m.batchSize = DefaultBatchSize
+	}
+	m.batchSize = min(m.batchSize, m.ctxSize*m.slots)
+
+	if m.Weights, err = loadWeights(f, cfg, be, opts.Progress); err != nil {
+		return nil, err
+	}
+	if err := be.InitKV(KVConfig{Layers: cfg.Layers, Slots: m.slots, Ctx: m.ctxSize, KDim: cfg.KVDim(), VDim: cfg.VDim()}); err != nil {
+		return nil, fmt.Errorf("allocating the KV cache (%d slots x %d positions): %w", m.slots, m.ctxSize, err)
+	}
+	if m.act, err = newActivations(be, cfg, m.batchSize); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Backend returns the backend the model runs on.
+func (m *Model) Backend() Backend { return m.be }
+
+// CtxSize returns the KV cache positions per slot.
+func (m *Model) CtxSize() int { return m.ctxSize }
+
+// Slots returns the number of KV cache slots.
+func (m *Model) Slots() int { return m.slots }
+
+// BatchSize returns the largest batch one forward pass takes.
+func (m *Model) BatchSize() int { return m.batchSize }
+
+// Close frees the backend and the file mapping.
+func (m *Model) Close() error {
+	err := m.be.Close()
+	if m.file != nil {
+		err = errors.Join(err, m.file.Close())
+		m.file = nil
+	}
+	return err
+}
+
+// Forward runs one forward pass over b (at most BatchSize tokens) and, for
+// each index j of outRows, writes the logits of batch row outRows[j] to
+// logits[j*vocab : (j+1)*vocab]. Positions must be below CtxSize and slots
+// below Slots; a token's position must not skip past the ones already in
+// its slot's cache.
+func (m *Model) Forward(b *Batch, outRows []int32, logits []float32) error {
+	n := b.Len()
+	if n == 0 || n > m.batchSize || len(b.Pos) != n || len(b.Seq) != n {
+		return fmt.Errorf("model: batch of %d tokens (%d positions, %d slots); want 1 to %d of each", n, len(b.Pos), len(b.Seq), m.batchSize)
+	}
+	for i := range n {
+		if b.Pos[i] < 0 || int(b.Pos[i]) >= m.ctxSize {
+			return fmt.Errorf("%w: position %d is outside the %d-position context", ErrContextFull, b.Pos[i], m.ctxSize)
+		}
+		if b.Seq[i] < 0 || int(b.Seq[i]) >= m.slots {
+			return fmt.Errorf("model: slot %d out of range (have %d)", b.Seq[i], m.slots)
+		}
+		if b.Tokens[i] < 0 || int(b.Tokens[i]) >= m.Config.VocabSize {
+			return fmt.Errorf("model: token id %d out of range (vocabulary %d)", b.Tokens[i], m.Config.VocabSize)
+		}
+	}
+	vocab := m.Config.VocabSize
+	if len(outRows) > n || len(logits) < len(outRows)*vocab {
+		return fmt.Errorf("model: %d output rows for %d tokens, %d logits for %d", len(outRows), n, len(logits), len(outRows)*vocab)
+	}
+	for _, r := range outRows {
+		if r < 0 || int(r) >= n {
+			return fmt.Errorf("model: output row %d out of range", r)
+		}
+	}
+	m.sem <- struct{}{}
+	defer func() { <-m.sem }()
+	if err := forward(m.be, m.Config, m.Weights, m.act, b, outRows); err != nil {
+		return err
+	}
+	if len(outRows) == 0 {
+		return m.be.Sync()
+	}
+	return m.be.Read(logits[:len(outRows)*vocab], m.act.out, len(outRows))
+}
