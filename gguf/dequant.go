@@ -43,8 +43,11 @@ func DequantizeF16(dst []uint16, src []byte, t Type) error {
 	var buf [chunk]float32
 	bs := t.BlockSize()
 	ts := t.TypeSize()
-	if bs == 0 || len(dst)%bs != 0 {
-		return Dequantize(buf[:len(dst)%chunk], nil, t) // reports the error
+	if bs == 0 {
+		return Dequantize(nil, nil, t) // reports the unknown type
+	}
+	if len(dst)%bs != 0 {
+		return fmt.Errorf("gguf: %d %s elements is not a whole number of %d-element blocks", len(dst), t, bs)
 	}
 	for start := 0; start < len(dst); start += chunk {
 		n := min(chunk, len(dst)-start)
