@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/m40llm/m40llm/cublas"
 	"github.com/m40llm/m40llm/cudadrv"
 )
 
@@ -56,4 +57,23 @@ func Context(t testing.TB) *cudadrv.Context {
 		Unavailable(t, "no usable CUDA GPU: %v", ctxErr)
 	}
 	return ctx
+}
+
+// BLAS returns a cuBLAS library for ctx's device, or ends the test through
+// Unavailable.
+func BLAS(t testing.TB, ctx *cudadrv.Context) *cublas.Library {
+	t.Helper()
+	major, minor, err := ctx.Device().ComputeCapability()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib, err := cublas.Load(cublas.Options{
+		Path:         os.Getenv("M40LLM_LIBCUBLAS"),
+		ComputeMajor: major,
+		ComputeMinor: minor,
+	})
+	if err != nil {
+		Unavailable(t, "no usable cuBLAS: %v", err)
+	}
+	return lib
 }
