@@ -1,0 +1,159 @@
+package ptx
+
+import (
+	"fmt"
+
+	"github.com/m40llm/m40llm/cudadrv"
+)
+
+// image is one embedded module (from zkernels.go).
+type image struct {
+	name   string // NAME of NAME.cu
+	fatbin []byte // sm_52 SASS + compute_52 PTX
+	ptx    string // the PTX alone, as text
+}
+
+// kernelID indexes kernelTable.
+type kernelID int
+
+const (
+	kGemm kernelID = iota
+	kGemv
+	kConvertF32F16
+	numKernels
+)
+
+// kernelSpec is the Go side of a kernel's signature. params has one letter
+// per parameter: 'p' a pointer (PTX .u64), 'i' an int (.u32), 'f' a float
+// (.f32). TestKernelTableMatchesPTX checks it against the embedded PTX, and
+// launch checks every call against it.
+type kernelSpec struct {
+	module string
+	name   string
+	params string
+}
+
+var kernelTable = [numKernels]kernelSpec{
+	kGemm:          {"gemm", "gemm_f16w_f32", "pppiii"},
+	kGemv:          {"gemm", "gemv_f16w_f32", "pppiii"},
+	kConvertF32F16: {"gemm", "convert_f32_f16", "ppi"},
+}
+
+// Kernels is the set of embedded kernels loaded into one context.
+type Kernels struct {
+	ctx     *cudadrv.Context
+	modules []*cudadrv.Module
+	fns     [numKernels]cudadrv.Function
+	mode    LoadMode
+}
+
+// LoadMode says how the driver got code for the device.
+type LoadMode struct {
+	// Native is true when the embedded sm_52 code runs (compute 5.2 or 5.3);
+	// otherwise the driver JIT-compiled the compute_52 PTX.
+	Native bool
+	// BinaryVersion is the architecture of the code that runs, 10*major +
+	// minor (52 native; 90 after JIT on an H100), from cuFuncGetAttribute.
+	BinaryVersion int
+	// PTXVersion is the virtual architecture of the PTX (52).
+	PTXVersion int
+}
+
+// String describes the mode: "native sm_52" or "PTX JIT compute_52 → sm_90".
+func (m LoadMode) String() string {
+	if m.Native {
+		return fmt.Sprintf("native sm_%d", m.BinaryVersion)
+	}
+	return fmt.Sprintf("PTX JIT compute_%d → sm_%d", m.PTXVersion, m.BinaryVersion)
+}
+
+// Load loads every embedded module into ctx and resolves the kernels. On
+// GPUs other than compute 5.2/5.3 the first load JIT-compiles the PTX
+// (cached by the driver afterwards).
+func Load(ctx *cudadrv.Context) (*Kernels, error) {
+	k := &Kernels{ctx: ctx}
+	err := ctx.Do(func() error {
+		mods := map[string]*cudadrv.Module{}
+		for _, img := range images {
+			m, err := cudadrv.ModuleLoadData(img.fatbin)
+			if err != nil {
+				k.unload()
+				return fmt.Errorf("ptx: load module %s: %w", img.name, err)
+			}
+			k.modules = append(k.modules, m)
+			mods[img.name] = m
+		}
+		for id, spec := range kernelTable {
+			m := mods[spec.module]
+			if m == nil {
+				k.unload()
+				return fmt.Errorf("ptx: kernel %s: no module %s", spec.name, spec.module)
+			}
+			f, err := m.Function(spec.name)
+			if err != nil {
+				k.unload()
+				return fmt.Errorf("ptx: %w", err)
+			}
+			k.fns[id] = f
+		}
+		major, minor, err := ctx.Device().ComputeCapability()
+		if err != nil {
+			return err
+		}
+		k.mode.Native = major == 5 && minor >= 2
+		if k.mode.BinaryVersion, err = k.fns[0].Attribute(cudadrv.FuncBinaryVersion); err != nil {
+			return err
+		}
+		k.mode.PTXVersion, err = k.fns[0].Attribute(cudadrv.FuncPTXVersion)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+func (k *Kernels) unload() {
+	for _, m := range k.modules {
+		m.Unload()
+	}
+	k.modules = nil
+}
+
+// Mode reports whether native code or JIT-compiled PTX runs.
+func (k *Kernels) Mode() LoadMode { return k.mode }
+
+// Close unloads the modules.
+func (k *Kernels) Close() error {
+	return k.ctx.Do(func() error {
+		k.unload()
+		return nil
+	})
+}
+
+// launch checks args against the kernel's spec and launches it. Call inside
+// Context.Do.
+func (k *Kernels) launch(id kernelID, grid, block cudadrv.Dim3, s cudadrv.Stream, args ...any) error {
+	spec := kernelTable[id]
+	if len(args) != len(spec.params) {
+		return fmt.Errorf("ptx: %s takes %d parameters, got %d", spec.name, len(spec.params), len(args))
+	}
+	for i, a := range args {
+		var ok bool
+		switch spec.params[i] {
+		case 'p':
+			_, ok = a.(cudadrv.DevicePtr)
+		case 'i':
+			_, ok = a.(int32)
+		case 'f':
+			_, ok = a.(float32)
+		}
+		if !ok {
+			return fmt.Errorf("ptx: %s parameter %d: want %c, got %T", spec.name, i, spec.params[i], a)
+		}
+	}
+	if err := k.fns[id].Launch(grid, block, 0, s, args...); err != nil {
+		return fmt.Errorf("ptx: %s: %w", spec.name, err)
+	}
+	return nil
+}
