@@ -42,6 +42,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			versionCommand(),
 			inspectCommand(),
+			devicesCommand(),
 		},
 		// Errors are printed once, by main.
 		ExitErrHandler:  func(*cli.Context, error) {},
