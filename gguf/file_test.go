@@ -147,7 +147,7 @@ func TestStories260KTensors(t *testing.T) {
 	assert.EqualValues(t, 3, types[1]) // control
 	sep, err := md.Uint32("tokenizer.ggml.seperator_token_id")
 	require.NoError(t, err)
-	assert.EqualValues(t, math.MaxUint32, sep)
+	assert.Equal(t, uint32(math.MaxUint32), sep)
 }
 
 // TestOpenMatchesNewFile checks that the mapped and the ReaderAt paths agree.
