@@ -1,0 +1,208 @@
+package model
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/m40llm/m40llm/model/sample"
+)
+
+// FinishReason says why generation ended, in OpenAI's terms.
+type FinishReason string
+
+// Finish reasons.
+const (
+	// FinishStop: an end-of-generation token or a stop string.
+	FinishStop FinishReason = "stop"
+	// FinishLength: MaxTokens generated, or the context is full.
+	FinishLength FinishReason = "length"
+)
+
+// GenerateOptions configures Session.Generate.
+type GenerateOptions struct {
+	// MaxTokens bounds the generated tokens; ≤ 0 means until an
+	// end-of-generation token or a full context.
+	MaxTokens int
+	// Sampling configures the sampler (start from sample.DefaultParams, or
+	// Greedy()).
+	Sampling sample.Params
+	// Stop strings end generation; the text from the stop string on is not
+	// emitted.
+	Stop []string
+	// IgnoreEOS keeps generating past end-of-generation tokens.
+	IgnoreEOS bool
+}
+
+// Greedy returns sampling parameters that always pick the most likely
+// token, with no penalties.
+func Greedy() sample.Params {
+	return sample.Params{Temperature: 0, TopP: 1, RepeatPenalty: 1}
+}
+
+// Result reports what Generate did.
+type Result struct {
+	PromptTokens int // tokens of the prompt
+	CachedTokens int // prompt tokens reused from the cache
+	Tokens       []int32
+	Finish       FinishReason
+	PromptTime   time.Duration // evaluating the prompt (time to first token)
+	GenTime      time.Duration // after the prompt
+}
+
+// PromptTokensPerSecond returns prompt processing speed.
+func (r *Result) PromptTokensPerSecond() float64 {
+	return rate(r.PromptTokens-r.CachedTokens, r.PromptTime)
+}
+
+// TokensPerSecond returns generation speed, counted from the first
+// generated token (which the prompt pass produces) to the last.
+func (r *Result) TokensPerSecond() float64 {
+	return rate(len(r.Tokens)-1, r.GenTime)
+}
+
+func rate(n int, d time.Duration) float64 {
+	if n <= 0 || d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// Generate continues the sequence with prompt and samples new tokens,
+// calling emit with each piece of text as soon as it is final (complete
+// UTF-8, and not possibly the start of a stop string). Cached tokens that
+// match the start of prompt are reused. It stops at an end-of-generation
+// token, a stop string, MaxTokens or a full context, or when ctx is done
+// (checked between tokens; it then returns ctx's error with the partial
+// result). An error from emit stops generation and is returned.
+func (s *Session) Generate(ctx context.Context, prompt []int32, opts GenerateOptions, emit func(text string) error) (*Result, error) {
+	res := &Result{PromptTokens: len(prompt)}
+	if len(prompt) == 0 {
+		return res, errors.New("model: empty prompt")
+	}
+	smp, err := sample.New(opts.Sampling)
+	if err != nil {
+		return res, err
+	}
+	tok := s.m.Tokenizer
+
+	// Reuse the cached prefix, but evaluate at least one token so that
+	// there are logits to sample from.
+	keep := min(commonPrefix(s.tokens, prompt), len(prompt)-1)
+	s.Truncate(keep)
+	res.CachedTokens = keep
+	start := time.Now()
+	logits, err := s.Eval(ctx, prompt[keep:])
+	res.PromptTime = time.Since(start)
+	if err != nil {
+		return res, err
+	}
+	for _, id := range prompt {
+		smp.Accept(id)
+	}
+
+	dec := tok.NewContinuationDecoder()
+	stop := newStopMatcher(opts.Stop)
+	genStart := time.Now()
+	defer func() { res.GenTime = time.Since(genStart) }()
+	for {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		id := smp.Sample(logits)
+		smp.Accept(id)
+		if tok.IsEOG(id) && !opts.IgnoreEOS {
+			res.Finish = FinishStop
+			return res, emitText(emit, stop.flush(dec.Flush()))
+		}
+		res.Tokens = append(res.Tokens, id)
+		text, hit := stop.add(dec.Add(id))
+		if err := emitText(emit, text); err != nil {
+			return res, err
+		}
+		if hit {
+			res.Finish = FinishStop
+			return res, nil
+		}
+		if opts.MaxTokens > 0 && len(res.Tokens) >= opts.MaxTokens || s.Len() >= s.m.ctxSize {
+			res.Finish = FinishLength
+			return res, emitText(emit, stop.flush(dec.Flush()))
+		}
+		if logits, err = s.Eval(ctx, []int32{id}); err != nil {
+			return res, err
+		}
+	}
+}
+
+func emitText(emit func(string) error, text string) error {
+	if text == "" || emit == nil {
+		return nil
+	}
+	return emit(text)
+}
+
+// stopMatcher holds back generated text that could be the start of a stop
+// string, and cuts the text at the first stop string.
+type stopMatcher struct {
+	stops   []string
+	pending string
+	done    bool
+}
+
+func newStopMatcher(stops []string) *stopMatcher {
+	m := &stopMatcher{}
+	for _, s := range stops {
+		if s != "" {
+			m.stops = append(m.stops, s)
+		}
+	}
+	return m
+}
+
+// add appends text and returns what can be emitted, and whether a stop
+// string was found (everything from it on is dropped).
+func (m *stopMatcher) add(text string) (string, bool) {
+	if m.done {
+		return "", true
+	}
+	if len(m.stops) == 0 {
+		return text, false
+	}
+	m.pending += text
+	cut := -1
+	for _, s := range m.stops {
+		if i := strings.Index(m.pending, s); i >= 0 && (cut < 0 || i < cut) {
+			cut = i
+		}
+	}
+	if cut >= 0 {
+		out := m.pending[:cut]
+		m.pending, m.done = "", true
+		return out, true
+	}
+	// Hold back the longest suffix that is a prefix of a stop string.
+	hold := 0
+	for _, s := range m.stops {
+		for k := min(len(s)-1, len(m.pending)); k > hold; k-- {
+			if strings.HasSuffix(m.pending, s[:k]) {
+				hold = k
+				break
+			}
+		}
+	}
+	out := m.pending[:len(m.pending)-hold]
+	m.pending = m.pending[len(m.pending)-hold:]
+	return out, false
+}
+
+// flush returns the held-back text plus text, at the end of generation.
+func (m *stopMatcher) flush(text string) string {
+	out, hit := m.add(text)
+	if hit {
+		return out
+	}
+	out += m.pending
+	m.pending = ""
+	return out
+}
