@@ -3,6 +3,7 @@ module github.com/m40llm/m40llm
 go 1.26.0
 
 require (
+	github.com/dlclark/regexp2 v1.12.0
 	github.com/ebitengine/purego v0.11.3
 	github.com/urfave/cli/v2 v2.27.7
 	golang.org/x/sys v0.50.0

@@ -1,0 +1,232 @@
+package tokenizer
+
+import "strings"
+
+// spm is the SentencePiece-style tokenizer of llama.cpp (llm_tokenizer_spm)
+// for tokenizer.ggml.model "llama": spaces become U+2581, the text is split
+// into UTF-8 characters, and adjacent symbols are merged greedily, best
+// vocabulary score first (leftmost on ties), as long as the merged text is
+// a token. Symbols that are not tokens fall back to <0xNN> byte tokens.
+type spm struct {
+	v *vocab
+	// chunked is true when no token has U+2581 right after another
+	// character. Then no merge can span a boundary before a U+2581 that
+	// follows a different character, and each word is merged on its own,
+	// with the same result as merging the whole text at once.
+	chunked bool
+	// byteIDs[b] is the token of byte b: <0xNN>, else the one-byte token,
+	// else the unknown token, else -1.
+	byteIDs [256]int32
+}
+
+func newSPM(v *vocab) *spm {
+	s := &spm{v: v, chunked: true}
+	for _, t := range v.tokens {
+		for k := 1; k < len(t); k++ {
+			if strings.HasPrefix(t[k:], spaceMarker) && (k < len(spaceMarker) || t[k-len(spaceMarker):k] != spaceMarker) {
+				s.chunked = false
+				break
+			}
+		}
+	}
+	const hex = "0123456789ABCDEF"
+	for b := 0; b < 256; b++ {
+		id, ok := v.ids[string([]byte{'<', '0', 'x', hex[b>>4], hex[b&15], '>'})]
+		if !ok {
+			id, ok = v.ids[string([]byte{byte(b)})]
+		}
+		if !ok {
+			id = v.unk
+		}
+		s.byteIDs[b] = id
+	}
+	return s
+}
+
+func (s *spm) newSession() session { return &spmSession{spm: s} }
+
+// spmSymbol is a run of text buf[off:off+n] in a doubly linked list; n is 0
+// once the symbol has been merged into its left neighbour.
+type spmSymbol struct {
+	prev, next int32
+	off, n     int32
+}
+
+// spmBigram is a candidate merge of two adjacent symbols. size is their
+// combined length when the candidate was made, which tells stale entries
+// apart.
+type spmBigram struct {
+	score       float32
+	left, right int32
+	size        int32
+}
+
+// before orders the queue: higher score first, then leftmost.
+func (a spmBigram) before(b spmBigram) bool {
+	return a.score > b.score || a.score == b.score && a.left < b.left
+}
+
+// spmSession is the per-call scratch of the SPM tokenizer, with a cache of
+// the tokens of words already seen (chunked vocabularies only).
+type spmSession struct {
+	spm   *spm
+	buf   []byte
+	syms  []spmSymbol
+	heap  []spmBigram
+	cache map[string][]int32
+}
+
+func (ss *spmSession) tokenize(text string, prevSpecial bool, out []int32) []int32 {
+	v := ss.spm.v
+	// The text as the vocabulary spells it: optional leading space, and
+	// every ' ' as U+2581.
+	buf := ss.buf[:0]
+	if v.addSpacePrefix && prevSpecial {
+		buf = append(buf, spaceMarker...)
+	}
+	for i := 0; i < len(text); i++ {
+		if text[i] == ' ' {
+			buf = append(buf, spaceMarker...)
+		} else {
+			buf = append(buf, text[i])
+		}
+	}
+	ss.buf = buf
+	if len(buf) == 0 {
+		return out
+	}
+	if !ss.spm.chunked {
+		return ss.merge(0, len(buf), out)
+	}
+	// Cut before each U+2581 whose preceding symbol is something else.
+	if ss.cache == nil {
+		ss.cache = make(map[string][]int32)
+	}
+	start := 0
+	prevMarker := false
+	for off := 0; off < len(buf); {
+		n := min(utf8Len(buf[off]), len(buf)-off)
+		marker := n == len(spaceMarker) && string(buf[off:off+n]) == spaceMarker
+		if marker && !prevMarker && off > start {
+			out = ss.mergeCached(start, off, out)
+			start = off
+		}
+		prevMarker = marker
+		off += n
+	}
+	return ss.mergeCached(start, len(buf), out)
+}
+
+// mergeCached is merge with the session's word cache.
+func (ss *spmSession) mergeCached(start, end int, out []int32) []int32 {
+	if ids, ok := ss.cache[string(ss.buf[start:end])]; ok {
+		return append(out, ids...)
+	}
+	n := len(out)
+	out = ss.merge(start, end, out)
+	if len(ss.cache) >= maxCachedWords {
+		clear(ss.cache)
+	}
+	ss.cache[string(ss.buf[start:end])] = append([]int32(nil), out[n:]...)
+	return out
+}
+
+// merge tokenizes buf[start:end] and appends the ids to out.
+func (ss *spmSession) merge(start, end int, out []int32) []int32 {
+	v := ss.spm.v
+	buf := ss.buf
+	syms := ss.syms[:0]
+	for off := start; off < end; {
+		n := min(utf8Len(buf[off]), end-off)
+		i := int32(len(syms))
+		syms = append(syms, spmSymbol{prev: i - 1, next: i + 1, off: int32(off), n: int32(n)})
+		off += n
+	}
+	syms[len(syms)-1].next = -1
+	ss.syms = syms
+	ss.heap = ss.heap[:0]
+	for i := 1; i < len(syms); i++ {
+		ss.tryAdd(int32(i-1), int32(i))
+	}
+	for len(ss.heap) > 0 {
+		b := ss.pop()
+		l, r := &syms[b.left], &syms[b.right]
+		if l.n == 0 || r.n == 0 || l.n+r.n != b.size {
+			continue // one side was merged since this candidate was made
+		}
+		l.n += r.n
+		r.n = 0
+		l.next = r.next
+		if r.next >= 0 {
+			syms[r.next].prev = b.left
+		}
+		ss.tryAdd(l.prev, b.left)
+		ss.tryAdd(b.left, l.next)
+	}
+	for i := int32(0); i != -1; i = syms[i].next {
+		s := syms[i]
+		if id, ok := v.ids[string(buf[s.off:s.off+s.n])]; ok {
+			out = append(out, id)
+			continue
+		}
+		for _, c := range buf[s.off : s.off+s.n] {
+			if id := ss.spm.byteIDs[c]; id >= 0 {
+				out = append(out, id)
+			}
+		}
+	}
+	return out
+}
+
+// tryAdd queues the merge of symbols left and right if their text is a
+// token.
+func (ss *spmSession) tryAdd(left, right int32) {
+	if left < 0 || right < 0 {
+		return
+	}
+	l, r := ss.syms[left], ss.syms[right]
+	id, ok := ss.spm.v.ids[string(ss.buf[l.off:l.off+l.n+r.n])]
+	if !ok {
+		return
+	}
+	ss.push(spmBigram{score: ss.spm.v.score(id), left: left, right: right, size: l.n + r.n})
+}
+
+func (ss *spmSession) push(b spmBigram) {
+	h := append(ss.heap, b)
+	i := len(h) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h[i].before(h[p]) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+	ss.heap = h
+}
+
+func (ss *spmSession) pop() spmBigram {
+	h := ss.heap
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for i := 0; ; {
+		l := 2*i + 1
+		if l >= len(h) {
+			break
+		}
+		c := l
+		if r := l + 1; r < len(h) && h[r].before(h[l]) {
+			c = r
+		}
+		if !h[c].before(h[i]) {
+			break
+		}
+		h[i], h[c] = h[c], h[i]
+		i = c
+	}
+	ss.heap = h
+	return top
+}
