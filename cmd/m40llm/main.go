@@ -43,6 +43,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			versionCommand(),
 			inspectCommand(),
 			devicesCommand(),
+			tokenizeCommand(),
 		},
 		// Errors are printed once, by main.
 		ExitErrHandler:  func(*cli.Context, error) {},
