@@ -192,7 +192,7 @@ func (b *Backend) SwiGLU(dst, gate, up model.Buf, n int) {
 	checkCols(d.cols, u.cols, "SwiGLU")
 	dd, gg, uu := d.data[:n*d.cols], g.data[:n*d.cols], u.data[:n*d.cols]
 	for j, v := range gg {
-		dd[j] = v / (1 + float32(math.Exp(float64(-v)))) * uu[j]
+		dd[j] = v / (1 + expf(-v)) * uu[j]
 	}
 }
 

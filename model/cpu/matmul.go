@@ -52,8 +52,8 @@ func (b *Backend) prepareScratch(n int) {
 	}
 }
 
-// dot returns Σ a[i]·b[i].
-func dot(a, b []float32) float32 {
+// dotGeneric returns Σ a[i]·b[i] in portable Go.
+func dotGeneric(a, b []float32) float32 {
 	b = b[:len(a)]
 	var s0, s1, s2, s3 float32
 	i := 0
@@ -69,8 +69,9 @@ func dot(a, b []float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
-// dot4 returns the dot products of w with four vectors, loading w once.
-func dot4(w, x0, x1, x2, x3 []float32) (float32, float32, float32, float32) {
+// dot4Generic returns the dot products of w with four vectors in portable
+// Go, loading w once.
+func dot4Generic(w, x0, x1, x2, x3 []float32) (float32, float32, float32, float32) {
 	n := len(w)
 	x0, x1, x2, x3 = x0[:n], x1[:n], x2[:n], x3[:n]
 	var a0, a1, a2, a3, b0, b1, b2, b3 float32

@@ -10,6 +10,7 @@ type pool struct {
 	workers int
 	tasks   chan task
 	once    sync.Once
+	wg      sync.WaitGroup // one run at a time: backend ops are serial
 }
 
 type task struct {
@@ -46,12 +47,12 @@ func (p *pool) run(total, grain int, fn func(chunk, lo, hi int)) {
 		}
 		return
 	}
-	var wg sync.WaitGroup
+	wg := &p.wg
 	wg.Add(chunks - 1)
 	step := (total + chunks - 1) / chunks
 	for c := 1; c < chunks; c++ {
 		lo, hi := c*step, min((c+1)*step, total)
-		p.tasks <- task{fn, c, lo, hi, &wg}
+		p.tasks <- task{fn, c, lo, hi, wg}
 	}
 	fn(0, 0, min(step, total))
 	wg.Wait()

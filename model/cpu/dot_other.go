@@ -1,0 +1,11 @@
+//go:build !amd64
+
+package cpu
+
+// dot returns Σ a[i]·b[i] over len(a) elements.
+func dot(a, b []float32) float32 { return dotGeneric(a, b) }
+
+// dot4 returns the dot products of w with four vectors.
+func dot4(w, x0, x1, x2, x3 []float32) (float32, float32, float32, float32) {
+	return dot4Generic(w, x0, x1, x2, x3)
+}
