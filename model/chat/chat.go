@@ -1,0 +1,193 @@
+// Package chat renders a conversation into the prompt text a model was
+// trained on, using the Jinja chat template stored in the model file
+// (tokenizer.chat_template) or a built-in fallback.
+//
+// Templates run on github.com/ardanlabs/jinja with the conventions of
+// HuggingFace transformers' apply_chat_template: Jinja2's trim_blocks and
+// lstrip_blocks, no trailing newline, and these variables:
+//
+//	messages               list of {"role", "content"} in order
+//	add_generation_prompt  RenderOptions.AddGenerationPrompt
+//	bos_token, eos_token   RenderOptions.BOSToken, EOSToken
+//	tools, documents       None
+//	raise_exception(msg)   fails the render with a *TemplateError
+//	strftime_now(format)   RenderOptions.Now (or the current time) formatted
+//	                       like Python's strftime
+//
+// RenderOptions.Extra adds variables or replaces any of these.
+//
+// This package applies Jinja2's whitespace rules itself before the engine
+// sees a template, because ardanlabs/jinja v1.8.0 applies them to the wrong
+// text when a tag follows another tag (ChatQA's template loses the blank
+// line after its system text and the space after "User:").
+//
+// A rendered prompt may start with the BOS token's text when the template
+// emits bos_token (Llama 2/3, Mistral, Gemma do); the tokenizer then must
+// not add another BOS.
+package chat
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ardanlabs/jinja"
+)
+
+// Message is one turn of a conversation. Role is usually "system", "user"
+// or "assistant"; templates decide which roles and orders they accept.
+type Message struct {
+	Role    string
+	Content string
+}
+
+// RenderOptions are the per-call inputs of Render besides the messages.
+type RenderOptions struct {
+	// AddGenerationPrompt appends the header that starts the assistant's
+	// reply, for templates that have one.
+	AddGenerationPrompt bool
+
+	// BOSToken and EOSToken are the texts of the model's BOS and EOS
+	// tokens (e.g. "<s>", "</s>"), which many templates write out.
+	BOSToken, EOSToken string
+
+	// Extra holds further template variables, such as tools, documents,
+	// date_string or enable_thinking, and may replace the standard ones
+	// (messages included, for messages richer than Message). Values are
+	// converted as JSON would encode them; a json.RawMessage keeps the key
+	// order of its objects, which tojson then reproduces.
+	Extra map[string]any
+
+	// Now is the time strftime_now reports. The zero value means the time
+	// of the Render call.
+	Now time.Time
+}
+
+// Template is a compiled chat template. It is safe for concurrent use.
+type Template struct {
+	name string
+	src  string
+	tmpl *jinja.Template
+}
+
+// Name says where the template came from: "tokenizer.chat_template" for a
+// model's own template, the built-in's name (see Builtin), or "custom" for
+// Parse.
+func (t *Template) Name() string { return t.name }
+
+// Source returns the Jinja source the template was compiled from.
+func (t *Template) Source() string { return t.src }
+
+// Error reports a template that does not compile or fails while rendering
+// for a reason other than its own raise_exception.
+type Error struct {
+	Template string // Name of the template
+	Op       string // "parse" or "render"
+	Err      error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("chat template %q: %s: %v", e.Template, e.Op, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// TemplateError is the error a template raises itself through
+// raise_exception, typically because it does not support the conversation
+// (a system message, roles that do not alternate). Message is the
+// template's own text; callers can report it to the client as a bad
+// request.
+type TemplateError struct {
+	Template string // Name of the template
+	Message  string // the argument of raise_exception
+}
+
+func (e *TemplateError) Error() string {
+	return fmt.Sprintf("chat template %q: %s", e.Template, e.Message)
+}
+
+// Parse compiles a Jinja chat template, such as the value of
+// tokenizer.chat_template. Its Name is "custom".
+func Parse(src string) (*Template, error) { return parse("custom", src) }
+
+func parse(name, src string) (_ *Template, err error) {
+	defer recoverEngine(name, "parse", &err)
+	norm, err := normalize(src)
+	if err != nil {
+		return nil, &Error{Template: name, Op: "parse", Err: err}
+	}
+	tmpl, err := jinja.Compile(norm)
+	if err != nil {
+		return nil, &Error{Template: name, Op: "parse", Err: err}
+	}
+	return &Template{name: name, src: src, tmpl: tmpl}, nil
+}
+
+// Render formats msgs with the template. A template that rejects the
+// conversation yields a *TemplateError; other failures a *Error.
+func (t *Template) Render(msgs []Message, opts RenderOptions) (_ string, err error) {
+	defer recoverEngine(t.name, "render", &err)
+	list := make([]jinja.Value, len(msgs))
+	for i, m := range msgs {
+		d := jinja.NewDict()
+		d.AsDict().Set("role", jinja.NewString(m.Role))
+		d.AsDict().Set("content", jinja.NewString(m.Content))
+		list[i] = d
+	}
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	vars := map[string]jinja.Value{
+		"messages":              jinja.NewList(list),
+		"add_generation_prompt": jinja.NewBool(opts.AddGenerationPrompt),
+		"bos_token":             jinja.NewString(opts.BOSToken),
+		"eos_token":             jinja.NewString(opts.EOSToken),
+		"tools":                 jinja.None(),
+		"documents":             jinja.None(),
+		"raise_exception":       jinja.NewCallable("raise_exception", t.raise),
+		"strftime_now": jinja.NewCallable("strftime_now", func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+			if len(args) != 1 || !args[0].IsString() {
+				return jinja.Undefined(), errors.New("strftime_now takes one format string")
+			}
+			return jinja.NewString(strftime(args[0].AsString(), now)), nil
+		}),
+	}
+	for k, v := range opts.Extra {
+		val, err := toValue(v)
+		if err != nil {
+			return "", &Error{Template: t.name, Op: "render", Err: fmt.Errorf("extra variable %q: %w", k, err)}
+		}
+		vars[k] = val
+	}
+	out, err := t.tmpl.RenderValues(vars)
+	if err != nil {
+		var te *TemplateError
+		if errors.As(err, &te) {
+			return "", te
+		}
+		return "", &Error{Template: t.name, Op: "render", Err: err}
+	}
+	return out, nil
+}
+
+// recoverEngine turns a panic of the template engine into an *Error: model
+// files come from strangers, and their templates must not bring the
+// process down.
+func recoverEngine(name, op string, err *error) {
+	if r := recover(); r != nil {
+		*err = &Error{Template: name, Op: op, Err: fmt.Errorf("template engine panic: %v", r)}
+	}
+}
+
+func (t *Template) raise(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+	msg := "raise_exception called without a message"
+	if len(args) > 0 {
+		if args[0].IsString() {
+			msg = args[0].AsString()
+		} else {
+			msg = args[0].String()
+		}
+	}
+	return jinja.Undefined(), &TemplateError{Template: t.name, Message: msg}
+}

@@ -1,0 +1,93 @@
+package chat
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// strftime formats t like Python's time.strftime in the C locale, for the
+// directives chat templates use (Llama 3.1 calls strftime_now("%d %b %Y")).
+// A '-' after '%' drops the zero padding of a number, as glibc does.
+// Unknown directives are copied unchanged.
+func strftime(format string, t time.Time) string {
+	var b strings.Builder
+	for i := 0; i < len(format); i++ {
+		c := format[i]
+		if c != '%' || i+1 == len(format) {
+			b.WriteByte(c)
+			continue
+		}
+		i++
+		pad := true
+		if format[i] == '-' && i+1 < len(format) {
+			pad = false
+			i++
+		}
+		num := func(v, width int) {
+			if pad {
+				fmt.Fprintf(&b, "%0*d", width, v)
+			} else {
+				fmt.Fprintf(&b, "%d", v)
+			}
+		}
+		hour12 := t.Hour() % 12
+		if hour12 == 0 {
+			hour12 = 12
+		}
+		switch format[i] {
+		case 'a':
+			b.WriteString(t.Weekday().String()[:3])
+		case 'A':
+			b.WriteString(t.Weekday().String())
+		case 'b', 'h':
+			b.WriteString(t.Month().String()[:3])
+		case 'B':
+			b.WriteString(t.Month().String())
+		case 'd':
+			num(t.Day(), 2)
+		case 'e':
+			fmt.Fprintf(&b, "%2d", t.Day())
+		case 'H':
+			num(t.Hour(), 2)
+		case 'I':
+			num(hour12, 2)
+		case 'j':
+			num(t.YearDay(), 3)
+		case 'm':
+			num(int(t.Month()), 2)
+		case 'M':
+			num(t.Minute(), 2)
+		case 'p':
+			if t.Hour() < 12 {
+				b.WriteString("AM")
+			} else {
+				b.WriteString("PM")
+			}
+		case 'S':
+			num(t.Second(), 2)
+		case 'y':
+			num(t.Year()%100, 2)
+		case 'Y':
+			fmt.Fprintf(&b, "%d", t.Year())
+		case 'F':
+			b.WriteString(t.Format("2006-01-02"))
+		case 'T':
+			b.WriteString(t.Format("15:04:05"))
+		case 'Z':
+			name, _ := t.Zone()
+			b.WriteString(name)
+		case 'z':
+			b.WriteString(t.Format("-0700"))
+		case '%':
+			b.WriteByte('%')
+		default:
+			b.WriteByte('%')
+			if !pad {
+				b.WriteByte('-')
+			}
+			b.WriteByte(format[i])
+		}
+	}
+	return b.String()
+}
