@@ -41,8 +41,9 @@ type Params struct {
 
 	// RepeatLastN is the number of most recently accepted tokens that all
 	// three penalties look at. -1 means every token accepted since New or
-	// Reset, 0 turns the penalties off; other negative values are rejected.
-	// llama.cpp's default is 64.
+	// Reset (kept in memory, and counted again on every Sample), 0 turns the
+	// penalties off; other negative values are rejected. llama.cpp's default
+	// is 64.
 	RepeatLastN int
 
 	// FrequencyPenalty is subtracted from a token's logit once per occurrence
