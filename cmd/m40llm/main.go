@@ -32,8 +32,9 @@ func onUsageError(_ *cli.Context, err error, _ bool) error {
 	return &exitError{code: 2, err: err}
 }
 
-func newApp(stdout, stderr io.Writer) *cli.App {
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
+		Reader:    stdin,
 		Name:      "m40llm",
 		Usage:     "run LLaMA-family GGUF models on Tesla M40 (sm_52) and newer NVIDIA GPUs, or on the CPU",
 		Version:   version,
@@ -44,11 +45,14 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			inspectCommand(),
 			devicesCommand(),
 			tokenizeCommand(),
+			generateCommand(),
+			chatCommand(),
+			benchCommand(),
 		},
 		// Errors are printed once, by main.
 		ExitErrHandler:  func(*cli.Context, error) {},
 		HideHelpCommand: true,
-		OnUsageError: onUsageError,
+		OnUsageError:    onUsageError,
 	}
 	for _, c := range app.Commands {
 		if c.OnUsageError == nil {
@@ -58,9 +62,15 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	return app
 }
 
-// run executes the CLI and returns the process exit status.
+// run executes the CLI with the process's standard input and returns the
+// exit status.
 func run(args []string, stdout, stderr io.Writer) int {
-	err := newApp(stdout, stderr).Run(args)
+	return runWithInput(args, os.Stdin, stdout, stderr)
+}
+
+// runWithInput executes the CLI reading standard input from stdin.
+func runWithInput(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	err := newApp(stdin, stdout, stderr).Run(args)
 	if err == nil {
 		return 0
 	}

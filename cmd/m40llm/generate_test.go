@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// expectedStories reads the greedy continuation llama.cpp produces for
+// "Once upon a time" from the shared expected-output file.
+func expectedStories(t *testing.T) (prompt, continuation string, n int) {
+	p := "../../../shared/testdata/models/stories260K.expected.json"
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Skipf("shared test data not available: %v", err)
+	}
+	var exp struct {
+		GreedyWithPrompt []struct {
+			Prompt       string  `json:"prompt"`
+			GeneratedIDs []int32 `json:"generated_ids"`
+			Output       string  `json:"output_text_including_prompt"`
+		} `json:"greedy_with_prompt"`
+	}
+	require.NoError(t, json.Unmarshal(data, &exp))
+	c := exp.GreedyWithPrompt[0]
+	return c.Prompt, strings.TrimPrefix(c.Output, c.Prompt), len(c.GeneratedIDs)
+}
+
+func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
+	var out, errb bytes.Buffer
+	code := runWithInput(append([]string{"m40llm"}, args...), strings.NewReader(stdin), &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestGenerateGreedyMatchesLlamaCpp(t *testing.T) {
+	prompt, want, n := expectedStories(t)
+	out, errs, code := runCLI(t, "", "generate", "-m", stories260K, "-p", prompt, "-n", itoa(n), "--temp", "0", "--backend", "cpu")
+	require.Equal(t, 0, code, errs)
+	assert.Equal(t, want, out, "stdout holds exactly the continuation")
+	assert.Contains(t, errs, "tok/s")
+	assert.Contains(t, errs, "finish: length")
+}
+
+func TestGenerateErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"no prompt", []string{"generate", "-m", stories260K}, 2, "no prompt"},
+		{"missing model flag", []string{"generate", "-p", "x"}, 2, "model"},
+		{"model not found", []string{"generate", "-m", "nope.gguf", "-p", "x"}, 1, "no such file"},
+		{"not a model", []string{"generate", "-m", "main.go", "-p", "x"}, 1, "not a GGUF file"},
+		{"bad backend", []string{"generate", "-m", stories260K, "-p", "x", "--backend", "tpu"}, 2, "want auto, cpu or cuda"},
+		{"bad top-p", []string{"generate", "-m", stories260K, "-p", "x", "--top-p", "2"}, 1, "TopP"},
+		{"prompt longer than context", []string{"generate", "-m", stories260K, "-p", strings.Repeat("long ", 40), "-c", "16"}, 1, "context"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errs, code := runCLI(t, "", tt.args...)
+			assert.Equal(t, tt.code, code, errs)
+			assert.Contains(t, errs, tt.msg)
+			assert.NotContains(t, errs, "goroutine", "no stack trace")
+		})
+	}
+}
+
+func TestChatSession(t *testing.T) {
+	out, errs, code := runCLI(t, "Hello there\n/reset\nHi\n", "chat", "-m", stories260K, "--temp", "0", "-n", "12", "--backend", "cpu")
+	require.Equal(t, 0, code, errs)
+	assert.Contains(t, errs, "chat template llama2")
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	assert.Len(t, lines, 2, "one reply per message: %q", out)
+}
+
+func TestBenchJSON(t *testing.T) {
+	out, errs, code := runCLI(t, "", "bench", "-m", stories260K, "-p", "16", "-n", "8", "-r", "2", "-o", "json", "--backend", "cpu")
+	require.Equal(t, 0, code, errs)
+	var rs []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out), &rs), out)
+	require.Len(t, rs, 2)
+	assert.EqualValues(t, 16, rs[0]["n_prompt"])
+	assert.EqualValues(t, 8, rs[1]["n_gen"])
+	for _, r := range rs {
+		assert.Greater(t, r["avg_ts"], 0.0)
+		assert.Len(t, r["samples_ns"], 2)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"time"
+
+	"github.com/m40llm/m40llm/model"
+	"github.com/m40llm/m40llm/model/cpu"
+	"github.com/m40llm/m40llm/model/sample"
+	"github.com/urfave/cli/v2"
+)
+
+// modelFlags are the flags of every command that loads a model.
+func modelFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file (required)", EnvVars: []string{"M40LLM_MODEL"}},
+		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "KV cache positions per sequence (0: the model's context length, at most 4096)"},
+		&cli.IntFlag{Name: "batch-size", Aliases: []string{"b"}, Value: model.DefaultBatchSize, Usage: "largest number of tokens per forward pass"},
+		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)"},
+		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "auto, cpu or cuda"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print load and memory details to stderr"},
+	}
+}
+
+// samplingFlags are the flags that configure the sampler (llama.cpp's
+// names and defaults).
+func samplingFlags() []cli.Flag {
+	d := sample.DefaultParams()
+	return []cli.Flag{
+		&cli.Float64Flag{Name: "temp", Value: float64(d.Temperature), Usage: "temperature; 0 is greedy"},
+		&cli.IntFlag{Name: "top-k", Value: d.TopK, Usage: "keep the K most likely tokens (0: off)"},
+		&cli.Float64Flag{Name: "top-p", Value: float64(d.TopP), Usage: "keep the smallest set of tokens with this much probability (1: off)"},
+		&cli.Float64Flag{Name: "min-p", Value: float64(d.MinP), Usage: "drop tokens less likely than this times the most likely (0: off)"},
+		&cli.Float64Flag{Name: "repeat-penalty", Value: float64(d.RepeatPenalty), Usage: "penalise repeated tokens (1: off)"},
+		&cli.IntFlag{Name: "repeat-last-n", Value: d.RepeatLastN, Usage: "tokens the penalties look back at (-1: all)"},
+		&cli.Float64Flag{Name: "presence-penalty", Usage: "subtract from tokens already present"},
+		&cli.Float64Flag{Name: "frequency-penalty", Usage: "subtract per occurrence"},
+		&cli.Int64Flag{Name: "seed", Value: -1, Usage: "random seed (-1: a new one each run)"},
+	}
+}
+
+// samplingParams builds sampler parameters from the flags; the second
+// result is the seed actually used.
+func samplingParams(c *cli.Context) (sample.Params, uint64) {
+	seed := uint64(c.Int64("seed"))
+	if c.Int64("seed") < 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	return sample.Params{
+		Temperature:      float32(c.Float64("temp")),
+		TopK:             c.Int("top-k"),
+		TopP:             float32(c.Float64("top-p")),
+		MinP:             float32(c.Float64("min-p")),
+		RepeatPenalty:    float32(c.Float64("repeat-penalty")),
+		RepeatLastN:      c.Int("repeat-last-n"),
+		PresencePenalty:  float32(c.Float64("presence-penalty")),
+		FrequencyPenalty: float32(c.Float64("frequency-penalty")),
+		Seed:             seed,
+	}, seed
+}
+
+// newBackend returns the backend the flags ask for and a one-line reason
+// for the choice.
+func newBackend(c *cli.Context) (model.Backend, string, error) {
+	threads := c.Int("threads")
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	switch name := c.String("backend"); name {
+	case "cpu":
+		return cpu.New(cpu.Options{Threads: threads}), fmt.Sprintf("cpu (%d threads, as requested)", threads), nil
+	case "auto":
+		return cpu.New(cpu.Options{Threads: threads}), fmt.Sprintf("cpu (%d threads; the CUDA backend is not available in this build)", threads), nil
+	case "cuda":
+		return nil, "", usageErrorf("--backend cuda: the CUDA forward pass is not available in this build; use --backend cpu")
+	default:
+		return nil, "", usageErrorf("--backend %q: want auto, cpu or cuda", name)
+	}
+}
+
+// loadModel loads the model the flags name, with slots KV-cache slots,
+// reporting what it did on stderr.
+func loadModel(c *cli.Context, slots int) (*model.Model, error) {
+	if c.String("model") == "" {
+		return nil, usageErrorf("no model: pass -m MODEL.gguf (or set M40LLM_MODEL)")
+	}
+	if c.Int("ctx-size") < 0 || c.Int("batch-size") < 0 {
+		return nil, usageErrorf("--ctx-size and --batch-size must not be negative")
+	}
+	be, why, err := newBackend(c)
+	if err != nil {
+		return nil, err
+	}
+	stderr := c.App.ErrWriter
+	path := c.String("model")
+	m, err := model.Load(path, be, model.Options{
+		CtxSize:   c.Int("ctx-size"),
+		Slots:     slots,
+		BatchSize: c.Int("batch-size"),
+	})
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	fmt.Fprintf(stderr, "m40llm: backend %s\n", why)
+	if c.Bool("verbose") {
+		describeModel(stderr, path, m)
+	}
+	return m, nil
+}
+
+func describeModel(w io.Writer, path string, m *model.Model) {
+	cfg := m.Config
+	fmt.Fprintf(w, "m40llm: loaded %s in %v: %s, %d layers, dim %d, %d/%d heads, ffn %d, vocab %d, %s of weights\n",
+		path, m.LoadTime.Round(time.Millisecond), cfg.Arch, cfg.Layers, cfg.Dim, cfg.Heads, cfg.KVHeads,
+		cfg.FFNDim, cfg.VocabSize, humanBytes(m.Weights.Bytes))
+	kv := int64(m.Slots()) * int64(m.CtxSize()) * int64(cfg.Layers) * int64(cfg.KVDim()+cfg.VDim()) * 4
+	fmt.Fprintf(w, "m40llm: context %d positions x %d slots, KV cache %s, batch %d\n",
+		m.CtxSize(), m.Slots(), humanBytes(kv), m.BatchSize())
+}
