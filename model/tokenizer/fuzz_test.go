@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"encoding/binary"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -18,9 +19,14 @@ func FuzzEncodeDecode(f *testing.F) {
 	}
 	f.Add("<s>hello</s> <unk>", true)
 	f.Add("\xff\xfe invalid \xe2\x96", false)
+	cut := loadTestVocab(f, "llama-spm").algo.(*spm)
+	whole := &spm{v: cut.v, byteIDs: cut.byteIDs, whole: true}
 	spm := loadTestVocab(f, "llama-spm")
 	gpt2 := loadTestVocab(f, "gpt-2")
 	f.Fuzz(func(t *testing.T, text string, parseSpecial bool) {
+		if a, b := cut.newSession().tokenize(text, true, nil), whole.newSession().tokenize(text, true, nil); !slices.Equal(a, b) {
+			t.Fatalf("SPM %q: merged in pieces %v, at once %v", text, a, b)
+		}
 		ids := spm.Encode(text, true, parseSpecial)
 		for _, id := range ids {
 			if id < 0 || int(id) >= spm.VocabSize() {

@@ -183,6 +183,11 @@ type splitState struct {
 // load decodes text. Invalid UTF-8 bytes become code points of their own
 // (see decodeRune); llama.cpp rejects such text.
 func (st *splitState) load(text string) {
+	if cap(st.offs) <= len(text) {
+		st.cpts = make([]rune, 0, len(text))
+		st.flags = make([]uint16, 0, len(text))
+		st.offs = make([]int32, 0, len(text)+1)
+	}
 	st.cpts, st.flags, st.offs = st.cpts[:0], st.flags[:0], st.offs[:0]
 	for i := 0; i < len(text); {
 		r, n := decodeRune(text[i:])

@@ -1,7 +1,5 @@
 package tokenizer
 
-import "strings"
-
 // spm is the SentencePiece-style tokenizer of llama.cpp (llm_tokenizer_spm)
 // for tokenizer.ggml.model "llama": spaces become U+2581, the text is split
 // into UTF-8 characters, and adjacent symbols are merged greedily, best
@@ -9,24 +7,33 @@ import "strings"
 // a token. Symbols that are not tokens fall back to <0xNN> byte tokens.
 type spm struct {
 	v *vocab
-	// chunked is true when no token has U+2581 right after another
-	// character. Then no merge can span a boundary before a U+2581 that
-	// follows a different character, and each word is merged on its own,
-	// with the same result as merging the whole text at once.
-	chunked bool
+	// inToken holds every pair of adjacent symbols found inside a token.
+	// Every merged symbol is a token, so no merge can join two adjacent
+	// symbols of the text whose pair is missing: the text is cut there
+	// and each piece merged on its own, with the same result as merging
+	// the whole text at once, but with short merge queues and pieces
+	// that repeat, which the session caches.
+	inToken map[[2]uint64]bool
+	// inTokenASCII is inToken for pairs of ASCII symbols.
+	inTokenASCII [128][128]bool
+	// whole disables the cutting (for tests).
+	whole bool
 	// byteIDs[b] is the token of byte b: <0xNN>, else the one-byte token,
 	// else the unknown token, else -1.
 	byteIDs [256]int32
 }
 
 func newSPM(v *vocab) *spm {
-	s := &spm{v: v, chunked: true}
+	s := &spm{v: v, inToken: map[[2]uint64]bool{}}
 	for _, t := range v.tokens {
-		for k := 1; k < len(t); k++ {
-			if strings.HasPrefix(t[k:], spaceMarker) && (k < len(spaceMarker) || t[k-len(spaceMarker):k] != spaceMarker) {
-				s.chunked = false
-				break
+		prev := -1
+		for off := 0; off < len(t); {
+			n := min(utf8Len(t[off]), len(t)-off)
+			if prev >= 0 {
+				s.addPair(t[prev:off], t[off:off+n])
 			}
+			prev = off
+			off += n
 		}
 	}
 	const hex = "0123456789ABCDEF"
@@ -41,6 +48,32 @@ func newSPM(v *vocab) *spm {
 		s.byteIDs[b] = id
 	}
 	return s
+}
+
+// symbolKey packs a symbol of 1 to 4 bytes into an integer.
+func symbolKey(sym []byte) uint64 {
+	var k uint64
+	for _, c := range sym {
+		k = k<<8 | uint64(c)
+	}
+	return k | uint64(len(sym))<<32
+}
+
+func (s *spm) addPair(a, b string) {
+	if len(a) == 1 && len(b) == 1 && a[0] < 128 && b[0] < 128 {
+		s.inTokenASCII[a[0]][b[0]] = true
+		return
+	}
+	s.inToken[[2]uint64{symbolKey([]byte(a)), symbolKey([]byte(b))}] = true
+}
+
+// joinable reports whether some token contains symbols a and b side by
+// side.
+func (s *spm) joinable(a, b []byte) bool {
+	if len(a) == 1 && len(b) == 1 && a[0] < 128 && b[0] < 128 {
+		return s.inTokenASCII[a[0]][b[0]]
+	}
+	return s.inToken[[2]uint64{symbolKey(a), symbolKey(b)}]
 }
 
 func (s *spm) newSession() session { return &spmSession{spm: s} }
@@ -67,7 +100,7 @@ func (a spmBigram) before(b spmBigram) bool {
 }
 
 // spmSession is the per-call scratch of the SPM tokenizer, with a cache of
-// the tokens of words already seen (chunked vocabularies only).
+// the tokens of text pieces already seen.
 type spmSession struct {
 	spm   *spm
 	buf   []byte
@@ -95,23 +128,21 @@ func (ss *spmSession) tokenize(text string, prevSpecial bool, out []int32) []int
 	if len(buf) == 0 {
 		return out
 	}
-	if !ss.spm.chunked {
+	if ss.spm.whole {
 		return ss.merge(0, len(buf), out)
 	}
-	// Cut before each U+2581 whose preceding symbol is something else.
+	// Cut between symbols that no token has side by side.
 	if ss.cache == nil {
 		ss.cache = make(map[string][]int32)
 	}
-	start := 0
-	prevMarker := false
-	for off := 0; off < len(buf); {
+	start, prev := 0, 0
+	for off := min(utf8Len(buf[0]), len(buf)); off < len(buf); {
 		n := min(utf8Len(buf[off]), len(buf)-off)
-		marker := n == len(spaceMarker) && string(buf[off:off+n]) == spaceMarker
-		if marker && !prevMarker && off > start {
+		if !ss.spm.joinable(buf[prev:off], buf[off:off+n]) {
 			out = ss.mergeCached(start, off, out)
 			start = off
 		}
-		prevMarker = marker
+		prev = off
 		off += n
 	}
 	return ss.mergeCached(start, len(buf), out)
