@@ -99,3 +99,31 @@ func BenchmarkEncode(b *testing.B) {
 		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "tok/s")
 	})
 }
+
+// BenchmarkDecode decodes the book's tokens at once and one by one through
+// a StreamDecoder.
+func BenchmarkDecode(b *testing.B) {
+	book := warAndPeace(b)
+	for _, name := range []string{"llama-spm", "gpt-2"} {
+		tok := loadTestVocab(b, name)
+		ids := tok.Encode(book, false, false)
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(book)))
+			for b.Loop() {
+				tok.Decode(ids)
+			}
+			b.ReportMetric(float64(len(ids))*float64(b.N)/b.Elapsed().Seconds(), "tok/s")
+		})
+		b.Run(name+"/stream", func(b *testing.B) {
+			b.SetBytes(int64(len(book)))
+			for b.Loop() {
+				sd := tok.NewStreamDecoder()
+				for _, id := range ids {
+					sd.Add(id)
+				}
+				sd.Flush()
+			}
+			b.ReportMetric(float64(len(ids))*float64(b.N)/b.Elapsed().Seconds(), "tok/s")
+		})
+	}
+}

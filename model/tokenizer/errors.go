@@ -19,6 +19,7 @@ type UnsupportedError struct {
 	Reason string // what it is, e.g. "WordPiece (BERT) tokenizer"
 }
 
+// Error describes what is unsupported and why.
 func (e *UnsupportedError) Error() string {
 	if e.Reason == "" {
 		return fmt.Sprintf("tokenizer: unsupported %s %q", e.Key, e.Value)
@@ -37,6 +38,7 @@ type MetadataError struct {
 	Err error
 }
 
+// Error names the key and the problem.
 func (e *MetadataError) Error() string {
 	switch {
 	case e.Msg != "" && e.Err != nil:

@@ -46,6 +46,7 @@ type RegexpError struct {
 	Err  error
 }
 
+// Error names the expression and the engine's complaint.
 func (e *RegexpError) Error() string {
 	return fmt.Sprintf("tokenizer: pre-tokenizer expression %q: %v", e.Expr, e.Err)
 }

@@ -123,3 +123,51 @@ func TestInvalidUTF8Split(t *testing.T) {
 	got := pieces(&st, text, st.run(steps))
 	assert.Equal(t, text, strings.Join(got, ""))
 }
+
+// FuzzScanners compares, on arbitrary text, the scanners of the
+// expressions that llama.cpp runs through std::regex with the regexp2
+// translation of the same expression. (llama.cpp runs exprGPT2 and
+// exprLlama3 through its own scanners, which the scanners here follow.)
+func FuzzScanners(f *testing.F) {
+	for _, s := range []string{"Hello, world! 123 4567", "  \t\n\r\n x'S 'll", "\u00a0\u3000a１２３", "ＡＢＣ！？（）中文 한국어", "a\xffb"} {
+		f.Add(s)
+	}
+	type pair struct {
+		expr      string
+		fast, ref splitStep
+	}
+	var pairs []pair
+	for expr, sc := range scanners {
+		if expr == exprGPT2 || expr == exprLlama3 {
+			continue
+		}
+		re, err := compileRegexpStep(expr)
+		if err != nil {
+			f.Fatal(err)
+		}
+		pairs = append(pairs, pair{expr, sc, re})
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		var st splitState
+		st.load(text)
+		for _, p := range pairs {
+			a := append([]int32(nil), st.run([]splitStep{p.fast})...)
+			b := append([]int32(nil), st.run([]splitStep{p.ref})...)
+			if got, want := pieces(&st, text, a), pieces(&st, text, b); !equalStrings(got, want) {
+				t.Fatalf("%q on %q: scanner %q, regexp2 %q", p.expr, text, got, want)
+			}
+		}
+	})
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

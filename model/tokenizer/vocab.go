@@ -39,6 +39,7 @@ const (
 	TypeByte        TokenType = 6
 )
 
+// String returns the type's name ("normal", "control", ...).
 func (t TokenType) String() string {
 	switch t {
 	case TypeUndefined:
