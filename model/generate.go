@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/m40llm/m40llm/model/sample"
+	"github.com/m40llm/m40llm/model/tokenizer"
 )
 
 // FinishReason says why generation ended, in OpenAI's terms.
@@ -81,11 +82,10 @@ func (s *Session) Generate(ctx context.Context, prompt []int32, opts GenerateOpt
 	if len(prompt) == 0 {
 		return res, errors.New("model: empty prompt")
 	}
-	smp, err := sample.New(opts.Sampling)
+	g, err := s.m.NewGeneration(prompt, opts)
 	if err != nil {
 		return res, err
 	}
-	tok := s.m.Tokenizer
 
 	// Reuse the cached prefix, but evaluate at least one token so that
 	// there are logits to sample from.
@@ -98,41 +98,82 @@ func (s *Session) Generate(ctx context.Context, prompt []int32, opts GenerateOpt
 	if err != nil {
 		return res, err
 	}
-	for _, id := range prompt {
-		smp.Accept(id)
-	}
 
-	dec := tok.NewContinuationDecoder()
-	stop := newStopMatcher(opts.Stop)
 	genStart := time.Now()
-	defer func() { res.GenTime = time.Since(genStart) }()
+	defer func() {
+		res.GenTime = time.Since(genStart)
+		res.Tokens, res.Finish = g.Tokens, g.Finish
+	}()
 	for {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		id := smp.Sample(logits)
-		smp.Accept(id)
-		if tok.IsEOG(id) && !opts.IgnoreEOS {
-			res.Finish = FinishStop
-			return res, emitText(emit, stop.flush(dec.Flush()))
-		}
-		res.Tokens = append(res.Tokens, id)
-		text, hit := stop.add(dec.Add(id))
-		if err := emitText(emit, text); err != nil {
+		id, text, done := g.Step(logits, s.Len() < s.m.ctxSize)
+		if err := emitText(emit, text); err != nil || done {
 			return res, err
-		}
-		if hit {
-			res.Finish = FinishStop
-			return res, nil
-		}
-		if opts.MaxTokens > 0 && len(res.Tokens) >= opts.MaxTokens || s.Len() >= s.m.ctxSize {
-			res.Finish = FinishLength
-			return res, emitText(emit, stop.flush(dec.Flush()))
 		}
 		if logits, err = s.Eval(ctx, []int32{id}); err != nil {
 			return res, err
 		}
 	}
+}
+
+// Generation is the per-sequence state of text generation: the sampler
+// with its history, the stream decoder and the stop strings. Session.Generate
+// drives one; a server that batches many sequences into one forward pass
+// drives one per sequence.
+type Generation struct {
+	opts GenerateOptions
+	tok  *tokenizer.Tokenizer
+	smp  *sample.Sampler
+	dec  *tokenizer.StreamDecoder
+	stop *stopMatcher
+	// Tokens are the generated tokens (end-of-generation tokens excluded).
+	Tokens []int32
+	// Finish is set once Step reports done.
+	Finish FinishReason
+}
+
+// NewGeneration starts generating after prompt (whose tokens the
+// penalties see) with opts.
+func (m *Model) NewGeneration(prompt []int32, opts GenerateOptions) (*Generation, error) {
+	smp, err := sample.New(opts.Sampling)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range prompt {
+		smp.Accept(id)
+	}
+	return &Generation{
+		opts: opts, tok: m.Tokenizer, smp: smp,
+		dec:  m.Tokenizer.NewContinuationDecoder(),
+		stop: newStopMatcher(opts.Stop),
+	}, nil
+}
+
+// Step samples the next token from logits and returns it with the text
+// that became final. done reports that generation has ended (Finish says
+// why): the token then must not be evaluated. room tells whether the
+// sequence has space for one more evaluated token; without it the
+// generation ends after this token.
+func (g *Generation) Step(logits []float32, room bool) (id int32, text string, done bool) {
+	id = g.smp.Sample(logits)
+	g.smp.Accept(id)
+	if g.tok.IsEOG(id) && !g.opts.IgnoreEOS {
+		g.Finish = FinishStop
+		return id, g.stop.flush(g.dec.Flush()), true
+	}
+	g.Tokens = append(g.Tokens, id)
+	text, hit := g.stop.add(g.dec.Add(id))
+	if hit {
+		g.Finish = FinishStop
+		return id, text, true
+	}
+	if g.opts.MaxTokens > 0 && len(g.Tokens) >= g.opts.MaxTokens || !room {
+		g.Finish = FinishLength
+		return id, text + g.stop.flush(g.dec.Flush()), true
+	}
+	return id, text, false
 }
 
 func emitText(emit func(string) error, text string) error {
