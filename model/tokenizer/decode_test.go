@@ -161,6 +161,14 @@ func TestContinuationDecoder(t *testing.T) {
 	assert.Equal(t, "time", streamAll(t, tok.NewStreamDecoder(), gen), "a new sequence drops the leading space")
 	assert.Equal(t, " time", streamAll(t, tok.NewContinuationDecoder(), gen))
 	assert.Equal(t, "<s> Once upon a time", tok.Decode(append(prompt, gen...)))
+
+	// Control and unknown tokens are hidden, as llama.cpp prints
+	// generated text.
+	withControl := append([]int32{2, 0}, gen...)
+	assert.Equal(t, " time", streamAll(t, tok.NewContinuationDecoder(), withControl))
+	assert.Equal(t, "</s><unk> time", streamAll(t, tok.NewStreamDecoder(), withControl))
+	chat := chatVocab(t, "gpt-2", nil)
+	assert.Equal(t, "hello<tool>", streamAll(t, chat.NewContinuationDecoder(), []int32{260, 259, 263, 261}))
 }
 
 func TestStreamDecoderHoldsCleanup(t *testing.T) {

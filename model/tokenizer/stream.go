@@ -10,16 +10,18 @@ import (
 // does text that the clean-up of a BPE vocabulary (see Decode) might still
 // change. Flush returns the rest.
 //
-// The concatenation of everything Add and Flush return is Decode of the
-// same ids, except that it is always valid UTF-8: a byte that cannot be
-// part of a UTF-8 character becomes U+FFFD.
+// For a decoder from NewStreamDecoder, the concatenation of everything Add
+// and Flush return is Decode of the same ids, except that it is always
+// valid UTF-8: a byte that cannot be part of a UTF-8 character becomes
+// U+FFFD.
 //
 // A StreamDecoder is not safe for concurrent use.
 type StreamDecoder struct {
-	t       *Tokenizer
-	strip   bool   // drop one leading space of the next token's piece
-	clean   bool   // apply the clean-up passes
-	pending []byte // decoded bytes not returned yet
+	t           *Tokenizer
+	strip       bool   // drop one leading space of the next token's piece
+	clean       bool   // apply the clean-up passes
+	hideControl bool   // control and unknown tokens decode to nothing
+	pending     []byte // decoded bytes not returned yet
 }
 
 // NewStreamDecoder returns a decoder for a sequence that starts with its
@@ -30,15 +32,22 @@ func (t *Tokenizer) NewStreamDecoder() *StreamDecoder {
 }
 
 // NewContinuationDecoder returns a decoder for tokens that continue text
-// already shown, such as the tokens generated after a prompt: it keeps the
-// first token's leading space (" time" after "Once upon a" stays " time").
+// already shown, such as the tokens generated after a prompt. It differs
+// from NewStreamDecoder in two ways, both as llama.cpp's server and CLI
+// print generated text: the first token's leading space is kept (" time"
+// after "Once upon a" stays " time"), and control and unknown tokens
+// ("<|im_start|>", "<unk>") decode to nothing. User-defined tokens are
+// still written.
 func (t *Tokenizer) NewContinuationDecoder() *StreamDecoder {
-	return &StreamDecoder{t: t, clean: t.v.cleanSpaces}
+	return &StreamDecoder{t: t, clean: t.v.cleanSpaces, hideControl: true}
 }
 
 // Add decodes id and returns the text that is now complete, possibly "".
 func (sd *StreamDecoder) Add(id int32) string {
 	p := sd.t.piece(id)
+	if sd.hideControl && id >= 0 && int(id) < len(sd.t.v.attrs) && sd.t.v.attrs[id]&(attrControl|attrUnknown) != 0 {
+		p = ""
+	}
 	if sd.strip && len(p) > 0 && p[0] == ' ' {
 		p = p[1:]
 	}
