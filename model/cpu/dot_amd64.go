@@ -1,6 +1,11 @@
 package cpu
 
-import "golang.org/x/sys/cpu"
+import (
+	"unsafe"
+
+	"github.com/m40llm/m40llm/gguf"
+	"golang.org/x/sys/cpu"
+)
 
 // useAVX2 selects the assembly kernels (AVX2 and FMA, Haswell and later).
 var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
@@ -43,4 +48,38 @@ func dot4(w, x0, x1, x2, x3 []float32) (float32, float32, float32, float32) {
 		out[3] += w[i] * x3[i]
 	}
 	return out[0], out[1], out[2], out[3]
+}
+
+//go:noescape
+func dotF16AVX2(w *uint16, x *float32, n int) float32
+
+//go:noescape
+func dotQ8_0AVX2(w *byte, x *float32, nblocks int) float32
+
+// hasFusedDot reports whether rows of type t have a fused dot kernel.
+func hasFusedDot(t gguf.Type) bool {
+	return useAVX2 && (t == gguf.TypeF16 || t == gguf.TypeQ8_0)
+}
+
+// fusedDot returns row · x for a row stored as t (F16 or Q8_0; see
+// hasFusedDot), without dequantizing it to memory.
+func fusedDot(t gguf.Type, row []byte, x []float32) float32 {
+	n := len(x)
+	switch t {
+	case gguf.TypeF16:
+		w := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(row))), len(row)/2)[:n]
+		m := n &^ 7
+		var s float32
+		if m > 0 {
+			s = dotF16AVX2(&w[0], &x[0], m)
+		}
+		for i := m; i < n; i++ {
+			s += gguf.F16ToF32(w[i]) * x[i]
+		}
+		return s
+	case gguf.TypeQ8_0:
+		_ = row[n/32*34-1]
+		return dotQ8_0AVX2(&row[0], &x[0], n/32)
+	}
+	panic("cpu: fusedDot of " + t.String())
 }

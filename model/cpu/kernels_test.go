@@ -5,7 +5,9 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/m40llm/m40llm/gguf"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestDotKernels compares the dispatching dot and dot4 (assembly on amd64
@@ -52,4 +54,76 @@ func TestExpf(t *testing.T) {
 	assert.True(t, math.IsInf(float64(expf(100)), 1))
 	assert.True(t, math.IsNaN(float64(expf(float32(math.NaN())))))
 	assert.Equal(t, float32(1), expf(0))
+}
+
+// TestFusedDot compares the fused F16 and Q8_0 row kernels with
+// dequantize-then-dot.
+func TestFusedDot(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, typ := range []gguf.Type{gguf.TypeF16, gguf.TypeQ8_0} {
+		if !hasFusedDot(typ) {
+			t.Skipf("%s: no fused kernel on this CPU", typ)
+		}
+		for _, n := range []int{32, 64, 96, 4096 + 32} {
+			src := make([]float32, n)
+			x := make([]float32, n)
+			for i := range src {
+				src[i], x[i] = float32(r.NormFloat64()), float32(r.NormFloat64())
+			}
+			size, _ := typ.RowSize(int64(n))
+			raw := make([]byte, size)
+			require.NoError(t, gguf.Quantize(raw, src, typ))
+			deq := make([]float32, n)
+			require.NoError(t, gguf.Dequantize(deq, raw, typ))
+			var want float64
+			for i := range deq {
+				want += float64(deq[i]) * float64(x[i])
+			}
+			got := fusedDot(typ, raw, x)
+			assert.InDelta(t, want, float64(got), 1e-4*math.Sqrt(float64(n)), "%s n=%d", typ, n)
+		}
+	}
+}
+
+// TestMatMulPathsAgree checks that a product computed row by row (the
+// decode path: fused kernels for F16/Q8_0) equals the same product in one
+// batch (the prompt path: dequantized rows, four activation rows at once).
+func TestMatMulPathsAgree(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	const rows, cols, n = 83, 96, 6
+	for _, typ := range []gguf.Type{gguf.TypeF32, gguf.TypeF16, gguf.TypeQ8_0, gguf.TypeQ4_0, gguf.TypeQ4_K} {
+		t.Run(typ.String(), func(t *testing.T) {
+			k := cols
+			if typ == gguf.TypeQ4_K {
+				k = 256
+			}
+			src := make([]float32, rows*k)
+			for i := range src {
+				src[i] = float32(r.NormFloat64())
+			}
+			size, _ := typ.RowSize(int64(len(src)))
+			raw := make([]byte, size)
+			require.NoError(t, gguf.Quantize(raw, src, typ))
+			ti := &gguf.TensorInfo{Name: "w", Type: typ, Dims: []int64{int64(k), rows}, Size: size}
+			b := New(Options{Threads: 2})
+			defer b.Close()
+			w, err := b.LoadWeight(ti, raw)
+			require.NoError(t, err)
+			xs := make([]float32, n*k)
+			for i := range xs {
+				xs[i] = float32(r.Float64()*2 - 1)
+			}
+			x := BufFrom(n, k, xs)
+			batch, _ := b.NewBuf(n, rows)
+			b.MatMul(batch, x, w, nil, n)
+			for i := range n {
+				one, _ := b.NewBuf(1, rows)
+				b.MatMul(one, BufFrom(1, k, xs[i*k:(i+1)*k]), w, nil, 1)
+				want := Data(batch)[i*rows : (i+1)*rows]
+				for j, v := range Data(one) {
+					assert.InDelta(t, want[j], v, 1e-4, "%s row %d col %d", typ, i, j)
+				}
+			}
+		})
+	}
 }

@@ -7,8 +7,10 @@ const matmulGrain = 1 << 15
 
 // MatMul computes dst[i] = W @ x[i] (+ bias) for the first n rows: W is
 // (d, k) in its stored type, x rows hold k floats, dst rows d floats.
-// Rows of W are split across workers; each weight row is dequantized once
-// and used for all n activation rows, four at a time.
+// Rows of W are split across workers. For a few rows (decode), F16 and Q8_0
+// weights go through fused kernels that never write the dequantized row;
+// otherwise each weight row is dequantized once and used for all n
+// activation rows, four at a time.
 func (b *Backend) MatMul(dst, x model.Buf, w model.Weight, bias model.Weight, n int) {
 	d, s, wt := dst.(*buf), x.(*buf), w.(*weight)
 	checkCols(s.cols, wt.cols, "MatMul input")
@@ -21,14 +23,22 @@ func (b *Backend) MatMul(dst, x model.Buf, w model.Weight, bias model.Weight, n 
 	k := wt.cols
 	grain := max(1, matmulGrain/(k*n))
 	b.prepareScratch(k)
+	fused := n < 4 && wt.raw != nil && hasFusedDot(wt.typ)
 	b.pool.run(wt.rows, grain, func(chunk, lo, hi int) {
 		scratch := b.scratch[chunk][:k]
 		for r := lo; r < hi; r++ {
-			row := wt.row(r, scratch)
 			var add float32
 			if bv != nil {
 				add = bv[r]
 			}
+			if fused {
+				raw := wt.raw[r*wt.rowBytes : (r+1)*wt.rowBytes]
+				for i := range n {
+					d.data[i*d.cols+r] = fusedDot(wt.typ, raw, s.row(i)) + add
+				}
+				continue
+			}
+			row := wt.row(r, scratch)
 			i := 0
 			for ; i+4 <= n; i += 4 {
 				o0, o1, o2, o3 := dot4(row, s.row(i), s.row(i+1), s.row(i+2), s.row(i+3))
