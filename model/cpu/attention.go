@@ -1,8 +1,6 @@
 package cpu
 
 import (
-	"math"
-
 	"github.com/m40llm/m40llm/model"
 )
 
@@ -54,42 +52,39 @@ func (b *Backend) Attention(dst, q, k, v model.Buf, layer, n int, p *model.AttnP
 // attendHead computes one head's output: softmax over positions of
 // scale·(q · key[pos]) weighting value[pos]. Keys and values are rows of
 // kstride / vstride floats; the head's slice starts at koff / voff.
-func attendHead(out, q, keys, vals []float32, kstride, vstride, koff, voff, npos int, scale float32, scores []float32) {
-	hd := len(q)
-	sc := scores[:npos]
-	maxS := float32(math.Inf(-1))
-	for pos := range npos {
-		key := keys[pos*kstride+koff : pos*kstride+koff+hd]
-		var s float32
-		if hd >= 32 {
-			s = dot(q, key)
-		} else {
-			for j, kj := range key {
-				s += q[j] * kj
-			}
-		}
-		s *= scale
-		sc[pos] = s
+func attendHead(out, q, keys, vals []float32, kstride, vstride, koff, voff, npos int, scale float32, scratch []float32) {
+	sc := scratch[:npos]
+	scores(sc, q, keys[koff:], kstride, scale)
+	maxS := sc[0]
+	for _, s := range sc[1:] {
 		maxS = max(maxS, s)
 	}
-	var sum float32
-	for pos, s := range sc {
-		e := expf(s - maxS)
-		sc[pos] = e
-		sum += e
-	}
-	clear(out)
+	sum := expSub(sc, maxS)
 	inv := 1 / sum
-	vd := len(out)
-	for pos, e := range sc {
-		axpy(out, vals[pos*vstride+voff:pos*vstride+voff+vd], e*inv)
+	for i := range sc {
+		sc[i] *= inv
 	}
+	wsum(out, vals[voff:], vstride, sc)
 }
 
-// axpy computes y += a·x.
-func axpy(y, x []float32, a float32) {
-	x = x[:len(y)]
-	for j := range y {
-		y[j] += a * x[j]
+// dotSmall is a dot product for short vectors, inlined.
+func dotSmall(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s float32
+	for i, v := range a {
+		s += v * b[i]
+	}
+	return s
+}
+
+// wsumGeneric is wsum in portable Go.
+func wsumGeneric(out, vals []float32, stride int, w []float32) {
+	clear(out)
+	hd := len(out)
+	for p, wp := range w {
+		v := vals[p*stride : p*stride+hd]
+		for j := range out {
+			out[j] += wp * v[j]
+		}
 	}
 }

@@ -127,3 +127,59 @@ func TestMatMulPathsAgree(t *testing.T) {
 		})
 	}
 }
+
+// TestAttentionKernels compares scores, expSub and wsum (assembly on amd64
+// with AVX2) with float64 references over head widths, strides and
+// position counts around the 8-wide blocks.
+func TestAttentionKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, hd := range []int{8, 16, 24, 64, 128, 12} {
+		for _, npos := range []int{1, 7, 8, 9, 17, 64, 131} {
+			stride := hd*3 + 8 // rows of a KV cache holding several heads
+			keys := make([]float32, npos*stride)
+			for i := range keys {
+				keys[i] = float32(r.Float64()*2 - 1)
+			}
+			q := make([]float32, hd)
+			for i := range q {
+				q[i] = float32(r.Float64()*2 - 1)
+			}
+			const scale = 0.37
+			sc := make([]float32, npos)
+			scores(sc, q, keys[hd:], stride, scale)
+			maxS := float64(-1e30)
+			for p := range npos {
+				var want float64
+				for j := range hd {
+					want += float64(q[j]) * float64(keys[hd+p*stride+j])
+				}
+				want *= scale
+				maxS = max(maxS, want)
+				require.InDelta(t, want, sc[p], 1e-5, "scores hd=%d npos=%d p=%d", hd, npos, p)
+			}
+
+			e := append([]float32(nil), sc...)
+			sum := expSub(e, float32(maxS))
+			var wantSum float64
+			for p := range npos {
+				want := math.Exp(float64(sc[p] - float32(maxS))) // the kernel's own input
+				wantSum += want
+				require.InDelta(t, want, e[p], 3e-7*want+1e-30, "expSub p=%d", p)
+			}
+			require.InDelta(t, wantSum, sum, 1e-5*wantSum)
+
+			out := make([]float32, hd)
+			for i := range out {
+				out[i] = float32(math.NaN()) // poisoned
+			}
+			wsum(out, keys[2*hd:], stride, e)
+			for j := range hd {
+				var want float64
+				for p := range npos {
+					want += float64(e[p]) * float64(keys[2*hd+p*stride+j])
+				}
+				require.InDelta(t, want, out[j], 1e-5*float64(npos), "wsum hd=%d npos=%d j=%d", hd, npos, j)
+			}
+		}
+	}
+}
