@@ -83,7 +83,7 @@ type bpeSession struct {
 	split splitState
 	enc   strings.Builder
 	syms  []bpeSymbol
-	heap  []bpeBigram
+	heap  minHeap[bpeBigram]
 	cache map[string][]int32
 }
 
@@ -141,7 +141,7 @@ func (bs *bpeSession) word(word string, out []int32) []int32 {
 		bs.tryAdd(enc, int32(i-1), int32(i))
 	}
 	for len(bs.heap) > 0 {
-		bg := bs.pop()
+		bg := bs.heap.pop()
 		l, r := &syms[bg.left], &syms[bg.right]
 		if l.n == 0 || r.n == 0 || l.n+r.n != bg.size {
 			continue // stale
@@ -179,44 +179,5 @@ func (bs *bpeSession) tryAdd(enc string, left, right int32) {
 	if !ok {
 		return
 	}
-	bs.push(bpeBigram{rank: rank, left: left, right: right, size: l.n + r.n})
-}
-
-func (bs *bpeSession) push(b bpeBigram) {
-	h := append(bs.heap, b)
-	i := len(h) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if !h[i].before(h[p]) {
-			break
-		}
-		h[i], h[p] = h[p], h[i]
-		i = p
-	}
-	bs.heap = h
-}
-
-func (bs *bpeSession) pop() bpeBigram {
-	h := bs.heap
-	top := h[0]
-	last := len(h) - 1
-	h[0] = h[last]
-	h = h[:last]
-	for i := 0; ; {
-		l := 2*i + 1
-		if l >= len(h) {
-			break
-		}
-		c := l
-		if r := l + 1; r < len(h) && h[r].before(h[l]) {
-			c = r
-		}
-		if !h[c].before(h[i]) {
-			break
-		}
-		h[i], h[c] = h[c], h[i]
-		i = c
-	}
-	bs.heap = h
-	return top
+	bs.heap.push(bpeBigram{rank: rank, left: left, right: right, size: l.n + r.n})
 }

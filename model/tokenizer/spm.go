@@ -105,7 +105,7 @@ type spmSession struct {
 	spm   *spm
 	buf   []byte
 	syms  []spmSymbol
-	heap  []spmBigram
+	heap  minHeap[spmBigram]
 	cache map[string][]int32
 }
 
@@ -180,7 +180,7 @@ func (ss *spmSession) merge(start, end int, out []int32) []int32 {
 		ss.tryAdd(int32(i-1), int32(i))
 	}
 	for len(ss.heap) > 0 {
-		b := ss.pop()
+		b := ss.heap.pop()
 		l, r := &syms[b.left], &syms[b.right]
 		if l.n == 0 || r.n == 0 || l.n+r.n != b.size {
 			continue // one side was merged since this candidate was made
@@ -220,44 +220,5 @@ func (ss *spmSession) tryAdd(left, right int32) {
 	if !ok {
 		return
 	}
-	ss.push(spmBigram{score: ss.spm.v.score(id), left: left, right: right, size: l.n + r.n})
-}
-
-func (ss *spmSession) push(b spmBigram) {
-	h := append(ss.heap, b)
-	i := len(h) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if !h[i].before(h[p]) {
-			break
-		}
-		h[i], h[p] = h[p], h[i]
-		i = p
-	}
-	ss.heap = h
-}
-
-func (ss *spmSession) pop() spmBigram {
-	h := ss.heap
-	top := h[0]
-	last := len(h) - 1
-	h[0] = h[last]
-	h = h[:last]
-	for i := 0; ; {
-		l := 2*i + 1
-		if l >= len(h) {
-			break
-		}
-		c := l
-		if r := l + 1; r < len(h) && h[r].before(h[l]) {
-			c = r
-		}
-		if !h[c].before(h[i]) {
-			break
-		}
-		h[i], h[c] = h[c], h[i]
-		i = c
-	}
-	ss.heap = h
-	return top
+	ss.heap.push(spmBigram{score: ss.spm.v.score(id), left: left, right: right, size: l.n + r.n})
 }
