@@ -1,0 +1,313 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	mrand "math/rand/v2"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/m40llm/m40llm/model"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", s.handleHealth)
+	mux.HandleFunc("GET /v1/models", s.handleModels)
+	mux.HandleFunc("GET /v1/models/{id...}", s.handleModel)
+	mux.HandleFunc("POST /v1/completions", s.handleCompletions)
+	mux.HandleFunc("POST /v1/chat/completions", s.handleChat)
+	mux.HandleFunc("POST /tokenize", s.handleTokenize)
+	mux.HandleFunc("POST /detokenize", s.handleDetokenize)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, &Error{Status: http.StatusNotFound, Type: TypeInvalidRequest, Code: "not_found",
+			Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
+	})
+	return s.instrument(s.recoverPanics(s.cors(s.authorize(s.limitBody(mux)))))
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	_, _, err := s.target()
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, HealthResponse{Status: "ok"})
+	case err == ErrNotReady:
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "loading model"})
+	default:
+		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "shutting down"})
+	}
+}
+
+func (s *Server) modelInfo(served *Served) ModelInfo {
+	return ModelInfo{ID: served.Name, Object: "model", Created: time.Now().Add(-served.Model.LoadTime).Unix(), OwnedBy: "m40llm"}
+}
+
+func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
+	served, _, err := s.target()
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, ModelList{Object: "list", Data: []ModelInfo{s.modelInfo(served)}})
+}
+
+func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
+	served, _, err := s.target()
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	if err := checkModel(r.PathValue("id"), served); err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.modelInfo(served))
+}
+
+func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
+	served, sched, err := s.target()
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	var req CompletionRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	gr, err := FromCompletionRequest(&req, served, mrand.Uint64())
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	s.generate(w, r, served, sched, gr, &completionFormat{id: newID("cmpl-"), created: time.Now().Unix(), model: served.Name})
+}
+
+func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
+	served, sched, err := s.target()
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	var req ChatCompletionRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	gr, err := FromChatRequest(&req, served, mrand.Uint64())
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	s.generate(w, r, served, sched, gr, &chatFormat{id: newID("chatcmpl-"), created: time.Now().Unix(), model: served.Name})
+}
+
+// format builds the response objects of one request kind.
+type format interface {
+	start() any                        // the first chunk of a stream, or nil
+	delta(text string) any             // a chunk with new text
+	end(finish model.FinishReason) any // the chunk with the finish reason
+	usage(r *Result) any               // the usage chunk
+	whole(text string, r *Result) any  // the non-streamed response
+}
+
+type completionFormat struct {
+	id      string
+	created int64
+	model   string
+}
+
+func (f *completionFormat) start() any { return nil }
+func (f *completionFormat) delta(text string) any {
+	return ToCompletionChunk(f.id, f.created, f.model, text, "")
+}
+func (f *completionFormat) end(finish model.FinishReason) any {
+	return ToCompletionChunk(f.id, f.created, f.model, "", finish)
+}
+func (f *completionFormat) usage(r *Result) any {
+	return ToCompletionUsageChunk(f.id, f.created, f.model, r)
+}
+func (f *completionFormat) whole(text string, r *Result) any {
+	return ToCompletion(f.id, f.created, f.model, text, r)
+}
+
+type chatFormat struct {
+	id      string
+	created int64
+	model   string
+}
+
+func (f *chatFormat) start() any { return ToChatChunk(f.id, f.created, f.model, true, "", "") }
+func (f *chatFormat) delta(text string) any {
+	return ToChatChunk(f.id, f.created, f.model, false, text, "")
+}
+func (f *chatFormat) end(finish model.FinishReason) any {
+	return ToChatChunk(f.id, f.created, f.model, false, "", finish)
+}
+func (f *chatFormat) usage(r *Result) any { return ToChatUsageChunk(f.id, f.created, f.model, r) }
+func (f *chatFormat) whole(text string, r *Result) any {
+	return ToChatCompletion(f.id, f.created, f.model, text, r)
+}
+
+// generate submits gr with the request's context and writes the answer:
+// one JSON object, or SSE chunks flushed as tokens arrive.
+func (s *Server) generate(w http.ResponseWriter, r *http.Request, served *Served, sched *scheduler, gr *GenerateRequest, f format) {
+	gen, err := served.Model.NewGeneration(gr.Prompt, gr.Options)
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	ctx := r.Context()
+	t := newTask(ctx, gr.Prompt, gen)
+	if err := sched.submit(t); err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	if !gr.Stream {
+		var text strings.Builder
+		for {
+			pieces, done, res, err := t.next(ctx)
+			for _, p := range pieces {
+				text.WriteString(p)
+			}
+			switch {
+			case err != nil:
+				s.writeError(w, r, apiError(err))
+				return
+			case done:
+				writeJSON(w, http.StatusOK, f.whole(text.String(), &res))
+				return
+			}
+		}
+	}
+
+	sse := newSSEWriter(w)
+	if c := f.start(); c != nil {
+		sse.event(c)
+	}
+	if sse.flush() != nil {
+		return
+	}
+	for {
+		pieces, done, res, err := t.next(ctx)
+		for _, p := range pieces {
+			sse.event(f.delta(p))
+		}
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				ae := apiError(err)
+				s.logError(r, ae)
+				sse.event(ae.Body())
+				sse.flush()
+			}
+			return
+		case done:
+			sse.event(f.end(res.Finish))
+			if gr.IncludeUsage {
+				sse.event(f.usage(&res))
+			}
+			sse.done()
+			return
+		}
+		if sse.flush() != nil {
+			return // the client is gone; the scheduler sees the cancelled context
+		}
+	}
+}
+
+func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
+	served, _, err := s.target()
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	var req TokenizeRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	parse := req.ParseSpecial == nil || *req.ParseSpecial
+	tok := served.Model.Tokenizer
+	ids := tok.Encode(req.Content, req.AddSpecial, parse)
+	if ids == nil {
+		ids = []int32{}
+	}
+	if !req.WithPieces {
+		writeJSON(w, http.StatusOK, TokenizeResponse{Tokens: ids})
+		return
+	}
+	out := make([]TokenPiece, len(ids))
+	for i, id := range ids {
+		dec := tok.NewContinuationDecoder()
+		piece := dec.Add(id) + dec.Flush()
+		if piece == "" && tok.IsControl(id) {
+			piece = tok.Piece(id)
+		}
+		out[i] = TokenPiece{ID: id, Piece: piece}
+	}
+	writeJSON(w, http.StatusOK, TokenizePiecesResponse{Tokens: out})
+}
+
+func (s *Server) handleDetokenize(w http.ResponseWriter, r *http.Request) {
+	served, _, err := s.target()
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	var req DetokenizeRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	tok := served.Model.Tokenizer
+	for i, id := range req.Tokens {
+		if id < 0 || int(id) >= tok.VocabSize() {
+			s.writeError(w, r, badRequest(fmt.Sprintf("tokens[%d]", i), CodeInvalidValue,
+				"token id %d is outside the vocabulary (%d tokens)", id, tok.VocabSize()))
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, DetokenizeResponse{Content: tok.Decode(req.Tokens)})
+}
+
+// writeJSON writes v as the JSON body with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // a write error means the client is gone
+}
+
+// writeError writes e in OpenAI's shape and logs server-side failures. A
+// cancelled request (the client is gone) gets nothing.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *Error) {
+	if e.Status == 499 {
+		return
+	}
+	s.logError(r, e)
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(e.RetryAfter))
+	}
+	writeJSON(w, e.Status, e.Body())
+}
+
+func (s *Server) logError(r *http.Request, e *Error) {
+	if e.Status >= 500 && e.Status != http.StatusServiceUnavailable {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status, "msg", e.Message, "err", e.Err)
+		return
+	}
+	s.log.Debug("request rejected", "method", r.Method, "path", r.URL.Path, "status", e.Status, "msg", e.Message)
+}
+
+// newID returns prefix followed by 24 random hex digits.
+func newID(prefix string) string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return prefix + hex.EncodeToString(b[:])
+}

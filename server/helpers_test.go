@@ -1,0 +1,157 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+
+	"github.com/m40llm/m40llm/model"
+	"github.com/m40llm/m40llm/model/cpu"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	stories260K = "../testdata/stories260K.gguf"
+	modelName   = "stories260K"
+	testKey     = "test-key"
+)
+
+// testBackend is the CPU backend with switches for tests: Read and Sync
+// fail while fail is set, and it reports a fake device memory.
+type testBackend struct {
+	*cpu.Backend
+	fail atomic.Bool
+}
+
+var errInjected = errors.New("injected backend failure")
+
+func (b *testBackend) Read(dst []float32, src model.Buf, n int) error {
+	if b.fail.Load() {
+		return errInjected
+	}
+	return b.Backend.Read(dst, src, n)
+}
+
+func (b *testBackend) Sync() error {
+	if b.fail.Load() {
+		return errInjected
+	}
+	return b.Backend.Sync()
+}
+
+// MemoryInfo pretends to be a device with 1 GiB, a quarter free.
+func (b *testBackend) MemoryInfo() (free, total uint64, err error) { return 256 << 20, 1 << 30, nil }
+
+// loadModel loads the bundled model on the CPU backend with slots slots
+// of ctx positions.
+func loadModel(t testing.TB, slots, ctx int) (*model.Model, *testBackend) {
+	t.Helper()
+	be := &testBackend{Backend: cpu.New(cpu.Options{Threads: 2})}
+	m, err := model.Load(stories260K, be, model.Options{Slots: slots, CtxSize: ctx})
+	require.NoError(t, err)
+	return m, be
+}
+
+type testServer struct {
+	srv *Server
+	ts  *httptest.Server
+	m   *model.Model
+	be  *testBackend
+}
+
+// startServer serves the bundled model on a loopback port. opts.Name
+// defaults to modelName and opts.APIKey to testKey ("-" for none).
+func startServer(t testing.TB, slots, ctx int, opts Options) *testServer {
+	t.Helper()
+	m, be := loadModel(t, slots, ctx)
+	t.Cleanup(func() { m.Close() })
+	if opts.Name == "" {
+		opts.Name = modelName
+	}
+	switch opts.APIKey {
+	case "":
+		opts.APIKey = testKey
+	case "-":
+		opts.APIKey = ""
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srv := New(opts)
+	require.NoError(t, srv.Start(m))
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	t.Cleanup(func() { srv.Close() })
+	return &testServer{srv: srv, ts: ts, m: m, be: be}
+}
+
+// client returns an SDK client of the server that does not retry.
+func (s *testServer) client(opts ...option.RequestOption) *openai.Client {
+	c := openai.NewClient(append([]option.RequestOption{
+		option.WithBaseURL(s.ts.URL + "/v1/"),
+		option.WithAPIKey(testKey),
+		option.WithMaxRetries(0),
+	}, opts...)...)
+	return &c
+}
+
+// post sends body (a string, or a value to encode) to path with the test
+// key and returns the status, the headers and the body.
+func (s *testServer) post(t testing.TB, path string, body any) (int, http.Header, []byte) {
+	t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case string:
+		r = bytes.NewBufferString(b)
+	default:
+		data, err := json.Marshal(b)
+		require.NoError(t, err)
+		r = bytes.NewReader(data)
+	}
+	req, err := http.NewRequest(http.MethodPost, s.ts.URL+path, r)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	req.Header.Set("Content-Type", "application/json")
+	return do(t, req)
+}
+
+func (s *testServer) get(t testing.TB, path string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.ts.URL+path, nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	return do(t, req)
+}
+
+func do(t testing.TB, req *http.Request) (int, http.Header, []byte) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, resp.Header, data
+}
+
+// decodeError decodes an OpenAI error body.
+func decodeError(t testing.TB, body []byte) ErrorDetail {
+	t.Helper()
+	var e ErrorBody
+	require.NoError(t, json.Unmarshal(body, &e), "error body %s", body)
+	return e.Error
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

@@ -1,0 +1,153 @@
+package server
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+)
+
+// statusRecorder remembers the status a handler sent, for the metrics and
+// for the panic handler (which can only answer before the header is out).
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Flush lets handlers that look for http.Flusher stream through the
+// recorder.
+func (r *statusRecorder) Flush() {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	_ = http.NewResponseController(r.ResponseWriter).Flush()
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// instrument counts requests by route pattern and status code.
+func (s *Server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() {
+			route := r.Pattern // set by the ServeMux on this request
+			if route == "" || route == "/" {
+				route = "other"
+			}
+			code := rec.status
+			if code == 0 {
+				code = 499 // the handler wrote nothing: the client went away
+			}
+			s.metrics.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}
+
+// recoverPanics turns a handler panic into a 500 with an error body (when
+// nothing was sent yet) and a log line with the stack.
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			p := recover()
+			if p == nil {
+				return
+			}
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			if rec, ok := w.(*statusRecorder); ok && rec.status != 0 {
+				return // too late for a status; the response just ends
+			}
+			e := &Error{Status: http.StatusInternalServerError, Type: TypeServer, Code: CodeInternal, Message: "internal error"}
+			writeJSON(w, e.Status, e.Body())
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cors adds the CORS headers when Options.CORSOrigin is set, and answers
+// preflight requests.
+func (s *Server) cors(next http.Handler) http.Handler {
+	origin := s.opts.CORSOrigin
+	if origin == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		if origin != "*" {
+			h.Add("Vary", "Origin")
+		}
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// authorize requires "Authorization: Bearer KEY" when Options.APIKey is
+// set, on every route but /health. The comparison takes the same time
+// whatever the key sent.
+func (s *Server) authorize(next http.Handler) http.Handler {
+	if s.opts.APIKey == "" {
+		return next
+	}
+	want := sha256.Sum256([]byte(s.opts.APIKey))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		auth := r.Header.Get("Authorization")
+		key, ok := strings.CutPrefix(auth, "Bearer ")
+		got := sha256.Sum256([]byte(strings.TrimSpace(key)))
+		if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			msg := "missing API key: send it as \"Authorization: Bearer KEY\""
+			if auth != "" {
+				msg = "incorrect API key"
+			}
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			s.writeError(w, r, &Error{Status: http.StatusUnauthorized, Type: TypeInvalidRequest, Code: CodeInvalidAPIKey, Message: msg})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// limitBody rejects bodies over Options.MaxBodyBytes: at once when the
+// Content-Length says so, else when reading passes the limit.
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	limit := s.opts.MaxBodyBytes
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			s.writeError(w, r, tooLarge(limit))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		next.ServeHTTP(w, r)
+	})
+}
