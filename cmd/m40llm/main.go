@@ -48,6 +48,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			generateCommand(),
 			chatCommand(),
 			benchCommand(),
+			serveCommand(),
 			synthCommand(),
 		},
 		// Errors are printed once, by main.

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/m40llm/m40llm/server"
+	"github.com/urfave/cli/v2"
+)
+
+// defaultAddr is where serve listens unless told otherwise: loopback, so
+// that exposing the server on a network is an explicit choice.
+const defaultAddr = "127.0.0.1:58439"
+
+func serveCommand() *cli.Command {
+	flags := append(modelFlags(),
+		&cli.StringFlag{Name: "addr", Value: defaultAddr, Usage: "listen address; anything but loopback exposes the server to the network", EnvVars: []string{"M40LLM_ADDR"}},
+		&cli.IntFlag{Name: "parallel", Aliases: []string{"np"}, Value: 4, Usage: "requests served at once, each in its own KV cache slot of --ctx-size positions"},
+		&cli.IntFlag{Name: "queue", Value: server.DefaultQueue, Usage: "requests that may wait for a slot; more get 503 (-1: none)"},
+		&cli.IntFlag{Name: "prefill-chunk", Value: server.DefaultPrefillChunk, Usage: "most prompt tokens evaluated per step, so that long prompts do not stall running requests"},
+		&cli.StringFlag{Name: "api-key", Usage: "require \"Authorization: Bearer KEY\" on every route but /health", EnvVars: []string{"M40LLM_API_KEY"}},
+		&cli.StringFlag{Name: "cors-origin", Usage: "allow browser requests from this origin (\"*\": any); no CORS headers without it"},
+		&cli.StringFlag{Name: "alias", Usage: "model id in the API (default: the file name without .gguf)"},
+		&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
+	)
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "serve the model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, /health, /metrics)",
+		Flags: flags,
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usageErrorf("serve takes no arguments (got %q)", c.Args().First())
+			}
+			if c.Int("parallel") < 1 {
+				return usageErrorf("--parallel must be at least 1")
+			}
+			if c.String("model") == "" {
+				return usageErrorf("no model: pass -m MODEL.gguf (or set M40LLM_MODEL)")
+			}
+			return serve(c)
+		},
+	}
+}
+
+func serve(c *cli.Context) error {
+	stderr := c.App.ErrWriter
+	level := slog.LevelInfo
+	if c.Bool("verbose") {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	name := c.String("alias")
+	if name == "" {
+		name = strings.TrimSuffix(filepath.Base(c.String("model")), ".gguf")
+	}
+	srv := server.New(server.Options{
+		Name:         name,
+		APIKey:       c.String("api-key"),
+		CORSOrigin:   c.String("cors-origin"),
+		Queue:        c.Int("queue"),
+		PrefillChunk: c.Int("prefill-chunk"),
+		Logger:       logger,
+	})
+	ln, err := net.Listen("tcp", c.String("addr"))
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintf(stderr, "m40llm: listening on http://%s (/health says 503 until the model is loaded)\n", ln.Addr())
+
+	m, err := loadModel(c, c.Int("parallel"))
+	if err != nil {
+		hs.Close()
+		return err
+	}
+	defer m.Close()
+	if err := srv.Start(m); err != nil {
+		hs.Close()
+		return err
+	}
+	fmt.Fprintf(stderr, "m40llm: serving %q: %d slots x %d positions, batch %d\n", name, m.Slots(), m.CtxSize(), m.BatchSize())
+
+	select {
+	case err := <-served:
+		srv.Close()
+		return err
+	case <-ctx.Done():
+	}
+	stop() // a second signal kills the process
+	timeout := c.Duration("shutdown-timeout")
+	fmt.Fprintf(stderr, "m40llm: shutting down; running requests have %v to finish\n", timeout)
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- hs.Shutdown(sctx) }()
+	if err := srv.Shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {
+		fmt.Fprintln(stderr, "m40llm: cancelled the requests still running")
+	}
+	<-httpDone // at the latest at the deadline
+	// Every request has ended; give the handlers a moment to send their
+	// last event before the connections close.
+	gctx, gcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = hs.Shutdown(gctx) // the listener is closed already: only waits for handlers
+	gcancel()
+	hs.Close()
+	fmt.Fprintln(stderr, "m40llm: stopped")
+	return nil
+}
