@@ -1,6 +1,10 @@
 package model
 
-import "github.com/m40llm/m40llm/gguf"
+import (
+	"math"
+
+	"github.com/m40llm/m40llm/gguf"
+)
 
 // Weight is a parameter tensor resident on a backend: a (Rows, Cols)
 // matrix, or a vector with Rows 1.
@@ -111,4 +115,102 @@ type Backend interface {
 	Sync() error
 	// Close frees everything the backend holds.
 	Close() error
+}
+
+// MaxTopK is the largest k a TopKReader must accept.
+const MaxTopK = 1024
+
+// TopKReader is implemented by backends that select the largest logits on
+// the device, so that only k candidates per row cross to the host instead
+// of the whole vocabulary.
+//
+// ReadTopK(ids, vals, src, n, k), with 1 ≤ k ≤ MaxTopK and ids and vals
+// holding at least n·k elements, is exactly the unfused sequence
+//
+//	full := make([]float32, n*src.Cols())
+//	err := Read(full, src, n)
+//	for i := range n {
+//		TopK(ids[i*k:(i+1)*k], vals[i*k:(i+1)*k], full[i*src.Cols():(i+1)*src.Cols()])
+//	}
+//
+// with the same ids and values, in the same order. Like Read, it waits for
+// pending work and returns the first error of any op.
+type TopKReader interface {
+	ReadTopK(ids []int32, vals []float32, src Buf, n, k int) error
+}
+
+// TopK is the reference selection that TopKReader implementations match:
+// it writes the len(ids) largest values of row to vals and their indices to
+// ids, in descending order of value with ties broken toward the lower
+// index (the order sample.Sampler.SampleCandidates expects). NaN counts as
+// -Inf. When len(ids) > len(row) the remaining entries are (-1, -Inf).
+// len(vals) must equal len(ids).
+func TopK(ids []int32, vals []float32, row []float32) {
+	k := len(ids)
+	if len(vals) != k {
+		panic("model: TopK: len(ids) != len(vals)")
+	}
+	ninf := float32(math.Inf(-1))
+	before := func(av float32, ai int32, bv float32, bi int32) bool {
+		return av > bv || av == bv && ai < bi
+	}
+	n := 0 // entries held, sorted
+	for i, v := range row {
+		if v != v {
+			v = ninf
+		}
+		id := int32(i)
+		if n == k && !before(v, id, vals[k-1], ids[k-1]) {
+			continue
+		}
+		j := min(n, k-1)
+		for j > 0 && before(v, id, vals[j-1], ids[j-1]) {
+			vals[j], ids[j] = vals[j-1], ids[j-1]
+			j--
+		}
+		vals[j], ids[j] = v, id
+		n = min(n+1, k)
+	}
+	for ; n < k; n++ {
+		vals[n], ids[n] = ninf, -1
+	}
+}
+
+// Plan describes everything Load is about to allocate on a backend, before
+// it allocates anything.
+type Plan struct {
+	Config *Config
+	// Tensors are the model file's tensors; Load passes each tensor the
+	// model uses to LoadWeight.
+	Tensors []*gguf.TensorInfo
+	// KV is the cache InitKV will allocate.
+	KV KVConfig
+	// Bufs are the (rows, cols) shapes NewBuf will be asked for.
+	Bufs [][2]int
+}
+
+// Planner is implemented by backends that check a Plan against the memory
+// they have (and may reserve it) before Load allocates anything, so that a
+// model that does not fit fails at once with how much it needs.
+type Planner interface {
+	Plan(p *Plan) error
+}
+
+// MemoryUsage is the device memory a backend holds, in bytes.
+type MemoryUsage struct {
+	Weights     int64 // parameters as stored on the device
+	KV          int64 // the KV cache
+	Activations int64 // activation buffers
+	Scratch     int64 // everything else the backend allocated
+	// DeviceUsed and DeviceTotal are the device's memory in use by every
+	// process (cuMemGetInfo) and its size; 0 when unknown.
+	DeviceUsed, DeviceTotal int64
+}
+
+// Total returns the bytes this backend holds.
+func (u MemoryUsage) Total() int64 { return u.Weights + u.KV + u.Activations + u.Scratch }
+
+// MemoryReporter is implemented by backends that hold device memory.
+type MemoryReporter interface {
+	MemoryUsage() MemoryUsage
 }

@@ -92,8 +92,20 @@ func (s *Session) Generate(ctx context.Context, prompt []int32, opts GenerateOpt
 	keep := min(commonPrefix(s.tokens, prompt), len(prompt)-1)
 	s.Truncate(keep)
 	res.CachedTokens = keep
+	// When the sampler needs only the highest logits, only those leave the
+	// backend (on the device, for a TopKReader).
+	k := g.CandidateCount()
+	var (
+		logits []float32
+		ids    []int32
+		vals   []float32
+	)
 	start := time.Now()
-	logits, err := s.Eval(ctx, prompt[keep:])
+	if k > 0 && k <= MaxTopK && k < s.m.Config.VocabSize {
+		ids, vals, err = s.EvalTopK(ctx, prompt[keep:], k)
+	} else {
+		logits, err = s.Eval(ctx, prompt[keep:])
+	}
 	res.PromptTime = time.Since(start)
 	if err != nil {
 		return res, err
@@ -108,11 +120,26 @@ func (s *Session) Generate(ctx context.Context, prompt []int32, opts GenerateOpt
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		id, text, done := g.Step(logits, s.Len() < s.m.ctxSize)
+		var (
+			id   int32
+			text string
+			done bool
+		)
+		room := s.Len() < s.m.ctxSize
+		if ids != nil {
+			id, text, done = g.StepCandidates(ids, vals, room)
+		} else {
+			id, text, done = g.Step(logits, room)
+		}
 		if err := emitText(emit, text); err != nil || done {
 			return res, err
 		}
-		if logits, err = s.Eval(ctx, []int32{id}); err != nil {
+		if ids != nil {
+			ids, vals, err = s.EvalTopK(ctx, []int32{id}, k)
+		} else {
+			logits, err = s.Eval(ctx, []int32{id})
+		}
+		if err != nil {
 			return res, err
 		}
 	}
@@ -157,7 +184,24 @@ func (m *Model) NewGeneration(prompt []int32, opts GenerateOptions) (*Generation
 // sequence has space for one more evaluated token; without it the
 // generation ends after this token.
 func (g *Generation) Step(logits []float32, room bool) (id int32, text string, done bool) {
-	id = g.smp.Sample(logits)
+	return g.accept(g.smp.Sample(logits), room)
+}
+
+// CandidateCount returns how many of the highest logits StepCandidates
+// needs to choose exactly the token Step would (see
+// sample.Sampler.CandidateCount), or 0 when the sampler needs the whole
+// logits vector.
+func (g *Generation) CandidateCount() int { return g.smp.CandidateCount() }
+
+// StepCandidates is Step over the CandidateCount() highest logits, as
+// Model.ForwardTopK or Session.EvalTopK return them: token ids[i] has logit
+// vals[i].
+func (g *Generation) StepCandidates(ids []int32, vals []float32, room bool) (id int32, text string, done bool) {
+	return g.accept(g.smp.SampleCandidates(ids, vals), room)
+}
+
+// accept records the sampled token and decides whether generation ends.
+func (g *Generation) accept(id int32, room bool) (int32, string, bool) {
 	g.smp.Accept(id)
 	if g.tok.IsEOG(id) && !g.opts.IgnoreEOS {
 		g.Finish = FinishStop

@@ -60,6 +60,9 @@ type Model struct {
 	slots     int
 	batchSize int
 	sem       chan struct{}
+	// topkScratch holds full logits for ForwardTopK on backends that are
+	// not TopKReaders.
+	topkScratch []float32
 }
 
 // Load opens a GGUF model file and makes it ready on be. The Model takes
@@ -110,6 +113,19 @@ func newModel(f *gguf.File, be Backend, opts Options) (*Model, error) {
 	}
 	m.batchSize = min(m.batchSize, m.ctxSize*m.slots)
 
+	if pl, ok := be.(Planner); ok {
+		plan := &Plan{
+			Config: cfg,
+			KV:     KVConfig{Layers: cfg.Layers, Slots: m.slots, Ctx: m.ctxSize, KDim: cfg.KVDim(), VDim: cfg.VDim()},
+			Bufs:   activationShapes(cfg, m.batchSize),
+		}
+		for i := range f.Tensors {
+			plan.Tensors = append(plan.Tensors, &f.Tensors[i])
+		}
+		if err := pl.Plan(plan); err != nil {
+			return nil, err
+		}
+	}
 	if m.Weights, err = loadWeights(f, cfg, be, opts.Progress); err != nil {
 		return nil, err
 	}
@@ -150,6 +166,21 @@ func (m *Model) Close() error {
 // below Slots; a token's position must not skip past the ones already in
 // its slot's cache.
 func (m *Model) Forward(b *Batch, outRows []int32, logits []float32) error {
+	vocab := m.Config.VocabSize
+	if len(logits) < len(outRows)*vocab {
+		return fmt.Errorf("model: %d logits for %d output rows of %d", len(logits), len(outRows), vocab)
+	}
+	return m.forward(b, outRows, func() error {
+		if len(outRows) == 0 {
+			return m.be.Sync()
+		}
+		return m.be.Read(logits[:len(outRows)*vocab], m.act.out, len(outRows))
+	})
+}
+
+// forward validates b and outRows, runs the forward pass and then read,
+// holding the model for both.
+func (m *Model) forward(b *Batch, outRows []int32, read func() error) error {
 	n := b.Len()
 	if n == 0 || n > m.batchSize || len(b.Pos) != n || len(b.Seq) != n {
 		return fmt.Errorf("model: batch of %d tokens (%d positions, %d slots); want 1 to %d of each", n, len(b.Pos), len(b.Seq), m.batchSize)
@@ -165,9 +196,8 @@ func (m *Model) Forward(b *Batch, outRows []int32, logits []float32) error {
 			return fmt.Errorf("model: token id %d out of range (vocabulary %d)", b.Tokens[i], m.Config.VocabSize)
 		}
 	}
-	vocab := m.Config.VocabSize
-	if len(outRows) > n || len(logits) < len(outRows)*vocab {
-		return fmt.Errorf("model: %d output rows for %d tokens, %d logits for %d", len(outRows), n, len(logits), len(outRows)*vocab)
+	if len(outRows) > n {
+		return fmt.Errorf("model: %d output rows for %d tokens", len(outRows), n)
 	}
 	for _, r := range outRows {
 		if r < 0 || int(r) >= n {
@@ -179,8 +209,47 @@ func (m *Model) Forward(b *Batch, outRows []int32, logits []float32) error {
 	if err := forward(m.be, m.Config, m.Weights, m.act, b, outRows); err != nil {
 		return err
 	}
-	if len(outRows) == 0 {
-		return m.be.Sync()
+	return read()
+}
+
+// ForwardTopK is Forward that keeps, for each index j of outRows, only the
+// k largest logits of batch row outRows[j]: their token IDs in
+// ids[j*k:(j+1)*k] and their values in vals[j*k:(j+1)*k], in descending
+// order with ties broken toward the lower ID, as TopK selects them. On a
+// TopKReader backend the selection runs on the device and only the
+// candidates are copied to the host. k must be in 1..MaxTopK.
+func (m *Model) ForwardTopK(b *Batch, outRows []int32, k int, ids []int32, vals []float32) error {
+	if k < 1 || k > MaxTopK || len(outRows) == 0 || len(ids) < len(outRows)*k || len(vals) < len(outRows)*k {
+		return fmt.Errorf("model: top-%d of %d rows into %d ids and %d values (k must be 1 to %d)", k, len(outRows), len(ids), len(vals), MaxTopK)
 	}
-	return m.be.Read(logits[:len(outRows)*vocab], m.act.out, len(outRows))
+	if tk, ok := m.be.(TopKReader); ok {
+		return m.forward(b, outRows, func() error {
+			return tk.ReadTopK(ids, vals, m.act.out, len(outRows), k)
+		})
+	}
+	vocab := m.Config.VocabSize
+	if cap(m.topkScratch) < len(outRows)*vocab {
+		m.topkScratch = make([]float32, len(outRows)*vocab)
+	}
+	full := m.topkScratch[:len(outRows)*vocab]
+	return m.forward(b, outRows, func() error {
+		if err := m.be.Read(full, m.act.out, len(outRows)); err != nil {
+			return err
+		}
+		for j := range outRows {
+			TopK(ids[j*k:(j+1)*k], vals[j*k:(j+1)*k], full[j*vocab:(j+1)*vocab])
+		}
+		return nil
+	})
+}
+
+// activationShapes lists the (rows, cols) of the buffers newActivations
+// allocates, for Plan.
+func activationShapes(c *Config, rows int) [][2]int {
+	widths := []int{c.Dim, c.Dim, c.QDim(), c.KVDim(), c.VDim(), c.Heads * c.ValueDim, c.FFNDim, c.FFNDim, c.Dim, c.VocabSize}
+	shapes := make([][2]int, len(widths))
+	for i, w := range widths {
+		shapes[i] = [2]int{rows, w}
+	}
+	return shapes
 }

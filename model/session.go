@@ -14,6 +14,9 @@ type Session struct {
 	tokens []int32
 	logits []float32 // logits after the last evaluated token
 	batch  Batch
+	// candIDs and candVals hold EvalTopK's result.
+	candIDs  []int32
+	candVals []float32
 }
 
 // NewSession returns an empty session on KV-cache slot (0 ≤ slot < Slots).
@@ -53,15 +56,52 @@ func (s *Session) Logits() []float32 { return s.logits }
 // (valid until the next Eval). It fails with ErrContextFull when the
 // sequence would outgrow the context; the cache then holds what fit.
 func (s *Session) Eval(ctx context.Context, tokens []int32) ([]float32, error) {
+	err := s.eval(ctx, tokens, func(b *Batch, out []int32) error {
+		return s.m.Forward(b, out, s.logits)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.logits, nil
+}
+
+// EvalTopK is Eval that returns only the k largest logits after the last
+// token, as Model.ForwardTopK selects them: their token IDs and values, in
+// descending order (valid until the next EvalTopK). On a TopKReader backend
+// the full logits never leave the device. Logits is not updated.
+func (s *Session) EvalTopK(ctx context.Context, tokens []int32, k int) ([]int32, []float32, error) {
+	if k < 1 || k > MaxTopK {
+		return nil, nil, fmt.Errorf("model: EvalTopK: k=%d, want 1 to %d", k, MaxTopK)
+	}
+	if cap(s.candIDs) < k {
+		s.candIDs, s.candVals = make([]int32, k), make([]float32, k)
+	}
+	ids, vals := s.candIDs[:k], s.candVals[:k]
+	err := s.eval(ctx, tokens, func(b *Batch, out []int32) error {
+		if len(out) == 0 {
+			return s.m.Forward(b, nil, nil)
+		}
+		return s.m.ForwardTopK(b, out, k, ids, vals)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return ids, vals, nil
+}
+
+// eval runs tokens through the model in chunks of at most BatchSize; run
+// evaluates one chunk, with out naming its last row on the last chunk and
+// empty before.
+func (s *Session) eval(ctx context.Context, tokens []int32, run func(b *Batch, out []int32) error) error {
 	if len(tokens) == 0 {
-		return nil, fmt.Errorf("model: Eval of no tokens")
+		return fmt.Errorf("model: Eval of no tokens")
 	}
 	if len(s.tokens)+len(tokens) > s.m.ctxSize {
-		return nil, fmt.Errorf("%w: %d cached + %d new tokens > %d positions", ErrContextFull, len(s.tokens), len(tokens), s.m.ctxSize)
+		return fmt.Errorf("%w: %d cached + %d new tokens > %d positions", ErrContextFull, len(s.tokens), len(tokens), s.m.ctxSize)
 	}
 	for start := 0; start < len(tokens); start += s.m.batchSize {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		chunk := tokens[start:min(start+s.m.batchSize, len(tokens))]
 		n := len(chunk)
@@ -76,12 +116,12 @@ func (s *Session) Eval(ctx context.Context, tokens []int32) ([]float32, error) {
 		if start+n == len(tokens) {
 			out = []int32{int32(n - 1)}
 		}
-		if err := s.m.Forward(b, out, s.logits); err != nil {
-			return nil, err
+		if err := run(b, out); err != nil {
+			return err
 		}
 		s.tokens = append(s.tokens, chunk...)
 	}
-	return s.logits, nil
+	return nil
 }
 
 // commonPrefix returns the length of the longest common prefix of a and b.
