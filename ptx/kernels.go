@@ -20,6 +20,36 @@ const (
 	kGemm kernelID = iota
 	kGemv
 	kConvertF32F16
+	kEmbed
+	kSwiGLU
+	kAdd
+	kAddBias
+	kGatherRows
+	kRMSNorm
+	kAddRMSNorm
+	kHeadRMSNorm
+	kRopeTable
+	kRope
+	kKVAppend
+	kRopeAppend
+	kAttnDecode
+	kAttnCombine
+	kAttnPrefill8
+	kAttnPrefill16
+	kAttnPrefill32
+	kAttnPrefill64
+	kAttnPrefill128
+	kMatvec1
+	kMatvec2
+	kMatvec4
+	kMatvec8
+	kMatvec16
+	kGateUp1
+	kGateUp2
+	kGateUp4
+	kGateUp8
+	kGateUp16
+	kTopK
 	numKernels
 )
 
@@ -37,6 +67,40 @@ var kernelTable = [numKernels]kernelSpec{
 	kGemm:          {"gemm", "gemm_f16w_f32", "pppiii"},
 	kGemv:          {"gemm", "gemv_f16w_f32", "pppiii"},
 	kConvertF32F16: {"gemm", "convert_f32_f16", "ppi"},
+
+	kEmbed:       {"elementwise", "embed_f16", "pppii"},
+	kSwiGLU:      {"elementwise", "swiglu_f32", "pppi"},
+	kAdd:         {"elementwise", "add_f32", "ppi"},
+	kAddBias:     {"elementwise", "add_bias_f32", "ppii"},
+	kGatherRows:  {"elementwise", "gather_rows_f32", "pppii"},
+	kRMSNorm:     {"norm", "rmsnorm_f32", "pppif"},
+	kAddRMSNorm:  {"norm", "add_rmsnorm_f32", "ppppif"},
+	kHeadRMSNorm: {"norm", "head_rmsnorm_f32", "ppiiif"},
+	kRopeTable:   {"rope", "rope_table", "pppiif"},
+	kRope:        {"rope", "rope_f32", "ppiiiii"},
+	kKVAppend:    {"rope", "kv_append", "ppppppiiii"},
+	kRopeAppend:  {"rope", "rope_append", "ppppppppiiiiiiii"},
+
+	kAttnDecode:     {"attention", "attn_decode", "ppppppiiiiiiiif"},
+	kAttnCombine:    {"attention", "attn_combine", "pppiiiii"},
+	kAttnPrefill8:   {"attention", "attn_prefill_h8", "ppppppiiiif"},
+	kAttnPrefill16:  {"attention", "attn_prefill_h16", "ppppppiiiif"},
+	kAttnPrefill32:  {"attention", "attn_prefill_h32", "ppppppiiiif"},
+	kAttnPrefill64:  {"attention", "attn_prefill_h64", "ppppppiiiif"},
+	kAttnPrefill128: {"attention", "attn_prefill_h128", "ppppppiiiif"},
+
+	kMatvec1:  {"matvec", "matvec_f16_n1", "ppppppppppiiiii"},
+	kMatvec2:  {"matvec", "matvec_f16_n2", "ppppppppppiiiii"},
+	kMatvec4:  {"matvec", "matvec_f16_n4", "ppppppppppiiiii"},
+	kMatvec8:  {"matvec", "matvec_f16_n8", "ppppppppppiiiii"},
+	kMatvec16: {"matvec", "matvec_f16_n16", "ppppppppppiiiii"},
+	kGateUp1:  {"matvec", "gateup_f16_n1", "pppppiii"},
+	kGateUp2:  {"matvec", "gateup_f16_n2", "pppppiii"},
+	kGateUp4:  {"matvec", "gateup_f16_n4", "pppppiii"},
+	kGateUp8:  {"matvec", "gateup_f16_n8", "pppppiii"},
+	kGateUp16: {"matvec", "gateup_f16_n16", "pppppiii"},
+
+	kTopK: {"topk", "topk_pass", "ppppiii"},
 }
 
 // Kernels is the set of embedded kernels loaded into one context.
@@ -134,6 +198,11 @@ func (k *Kernels) Close() error {
 // launch checks args against the kernel's spec and launches it. Call inside
 // Context.Do.
 func (k *Kernels) launch(id kernelID, grid, block cudadrv.Dim3, s cudadrv.Stream, args ...any) error {
+	return k.launchShared(id, grid, block, 0, s, args...)
+}
+
+// launchShared is launch with sharedMem bytes of dynamic shared memory.
+func (k *Kernels) launchShared(id kernelID, grid, block cudadrv.Dim3, sharedMem int, s cudadrv.Stream, args ...any) error {
 	spec := kernelTable[id]
 	if len(args) != len(spec.params) {
 		return fmt.Errorf("ptx: %s takes %d parameters, got %d", spec.name, len(spec.params), len(args))
@@ -152,7 +221,7 @@ func (k *Kernels) launch(id kernelID, grid, block cudadrv.Dim3, s cudadrv.Stream
 			return fmt.Errorf("ptx: %s parameter %d: want %c, got %T", spec.name, i, spec.params[i], a)
 		}
 	}
-	if err := k.fns[id].Launch(grid, block, 0, s, args...); err != nil {
+	if err := k.fns[id].Launch(grid, block, sharedMem, s, args...); err != nil {
 		return fmt.Errorf("ptx: %s: %w", spec.name, err)
 	}
 	return nil

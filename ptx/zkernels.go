@@ -14,18 +14,55 @@ const (
 )
 
 var (
+	//go:embed attention.fatbin
+	attentionFatbin []byte
+	//go:embed attention.ptx
+	attentionPTX string
+	//go:embed elementwise.fatbin
+	elementwiseFatbin []byte
+	//go:embed elementwise.ptx
+	elementwisePTX string
 	//go:embed gemm.fatbin
 	gemmFatbin []byte
 	//go:embed gemm.ptx
 	gemmPTX string
+	//go:embed matvec.fatbin
+	matvecFatbin []byte
+	//go:embed matvec.ptx
+	matvecPTX string
+	//go:embed norm.fatbin
+	normFatbin []byte
+	//go:embed norm.ptx
+	normPTX string
+	//go:embed rope.fatbin
+	ropeFatbin []byte
+	//go:embed rope.ptx
+	ropePTX string
+	//go:embed topk.fatbin
+	topkFatbin []byte
+	//go:embed topk.ptx
+	topkPTX string
 )
 
 // sourceHashes holds the sha256 of every kernel source when the artifacts were built.
 var sourceHashes = map[string]string{
-	"gemm.cu": "13283bbeed162cfd9a73bab0346c846088f53388af3fc0b66bf138332e1cc3fa",
+	"attention.cu":   "802eaf871d9e16ae15aad6ea24976d0b12793b41c623a2f9660b89e742d53dfa",
+	"elementwise.cu": "fbcbd6a7d9eb69a1771ccdf9724937e212e11fbee3c6316b47d2c03bcfc07366",
+	"gemm.cu":        "13283bbeed162cfd9a73bab0346c846088f53388af3fc0b66bf138332e1cc3fa",
+	"matvec.cu":      "ae4883537b124e1895bfafb40a5713565e2c0fdc99486c0a9ef2ffc04afed5b6",
+	"norm.cu":        "c90b1da133ac7dddb3921b3b14313fe42f73de470cb44da594c7b3d0e31f2287",
+	"reduce.cuh":     "f36ad3a72bfdac929bb876ca9acda575774821b9e7ad56009b2e326becd0541c",
+	"rope.cu":        "8ddf1c33e295150d37d0f8cc2fc75caf12abe82157185be93474eab2ed7739bc",
+	"topk.cu":        "0d92ec5b364995ee3a11bd2a66d125583c7915673d06e0aa2bcc856c64e0f736",
 }
 
 // images lists the embedded modules, one per .cu file.
 var images = []image{
+	{name: "attention", fatbin: attentionFatbin, ptx: attentionPTX},
+	{name: "elementwise", fatbin: elementwiseFatbin, ptx: elementwisePTX},
 	{name: "gemm", fatbin: gemmFatbin, ptx: gemmPTX},
+	{name: "matvec", fatbin: matvecFatbin, ptx: matvecPTX},
+	{name: "norm", fatbin: normFatbin, ptx: normPTX},
+	{name: "rope", fatbin: ropeFatbin, ptx: ropePTX},
+	{name: "topk", fatbin: topkFatbin, ptx: topkPTX},
 }

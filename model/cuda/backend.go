@@ -1,0 +1,250 @@
+// Package cuda is the GPU implementation of model.Backend: the forward pass
+// on an NVIDIA GPU through the driver API (cudadrv), the embedded kernels
+// (ptx) and, for prompt processing, cuBLAS.
+//
+// # Precision
+//
+// Weight matrices are stored as FP16 (every GGUF type is converted once, at
+// load); norm weights, biases and RoPE factors stay FP32. Activations and
+// all arithmetic are FP32 (the Tesla M40 has no fast FP16 arithmetic). The
+// KV cache is FP16, laid out [layer][slot][pos][dim]. Prompt processing
+// through cuBLAS rounds the activations fed to each product to FP16 as well
+// (see ptx.BLAS); decode uses the built-in matrix-vector kernels, which keep
+// them FP32.
+//
+// # Execution
+//
+// Ops are not run when they are called: each appends a record (kernel and
+// operands) to the step being built, fusing it with the previous record
+// where one kernel can do the work of two (see record). Read, ReadTopK and
+// Sync submit the whole step in one call on the context's thread: the batch
+// is copied to fixed device buffers, the step runs — as a CUDA graph,
+// captured the first time a step of that exact shape is seen and replayed
+// after, when it has at most GraphMaxRows tokens — and the result is copied
+// back, with one host synchronization. Errors of any op are recorded
+// (sticky: the backend is unusable afterwards) and returned by Read,
+// ReadTopK and Sync.
+//
+// # Memory
+//
+// Plan compares what a model needs (FP16 weights, KV cache, activations and
+// scratch) with the device's free memory before anything is allocated,
+// and reserves one block for all weights. Weights are copied through two
+// page-locked staging buffers, converted in parallel on the CPU; no host
+// copy is kept (MappedWeights is false, so model.Load closes the file).
+// Close frees everything.
+package cuda
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/m40llm/m40llm/cublas"
+	"github.com/m40llm/m40llm/cudadrv"
+	"github.com/m40llm/m40llm/model"
+	"github.com/m40llm/m40llm/ptx"
+)
+
+// GraphMaxRows is the largest batch whose steps are captured and replayed
+// as CUDA graphs: decode, one token per sequence. Longer batches (prompt
+// processing) are launched kernel by kernel, which their run time hides.
+const GraphMaxRows = ptx.MatVecMaxN
+
+// Options configures New.
+type Options struct {
+	// Device is the CUDA device ordinal.
+	Device int
+	// Driver configures the driver library search (cudadrv.Init).
+	Driver cudadrv.Options
+	// BLAS configures the cuBLAS library search; its compute capability
+	// fields are filled in by New.
+	BLAS cublas.Options
+	// DisableCUBLAS runs prompt-processing products on the built-in tiled
+	// kernel instead of cuBLAS.
+	DisableCUBLAS bool
+	// NoGraphs launches every step kernel by kernel (for tests and
+	// diagnosis).
+	NoGraphs bool
+	// NoFusion records every op as its own kernel (for tests).
+	NoFusion bool
+}
+
+// Backend is the CUDA implementation of model.Backend. It is used by one
+// goroutine at a time (model.Model serializes its forward passes).
+type Backend struct {
+	opts   Options
+	info   cudadrv.DeviceInfo
+	ctx    *cudadrv.Context
+	k      *ptx.Kernels
+	blas   *ptx.BLAS // nil when cuBLAS is off or missing
+	blasH  *cublas.Handle
+	blasLn string // cuBLAS description, or why it is not used
+
+	stream cudadrv.Stream // every step runs here
+
+	mem  memory
+	load loader
+
+	kv     model.KVConfig
+	kc, vc cudadrv.DevicePtr // [layer][slot][pos][KDim|VDim] FP16
+
+	st     step
+	graphs graphCache
+
+	err error // first failure; sticky
+}
+
+var (
+	_ model.Backend        = (*Backend)(nil)
+	_ model.MappedWeights  = (*Backend)(nil)
+	_ model.TopKReader     = (*Backend)(nil)
+	_ model.Planner        = (*Backend)(nil)
+	_ model.MemoryReporter = (*Backend)(nil)
+)
+
+// New initializes the driver, opens device opts.Device, loads the embedded
+// kernels and, unless disabled, cuBLAS (a missing or unsuitable cuBLAS is
+// not an error: the built-in kernels take over; BLASStatus says why).
+func New(opts Options) (*Backend, error) {
+	sys, err := cudadrv.Discover(opts.Driver)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Device < 0 || opts.Device >= len(sys.Devices) {
+		return nil, fmt.Errorf("cuda: device %d does not exist (%d devices): %w", opts.Device, len(sys.Devices), cudadrv.ErrInvalidDevice)
+	}
+	b := &Backend{opts: opts, info: sys.Devices[opts.Device]}
+	if b.ctx, err = cudadrv.NewContext(b.info.Device); err != nil {
+		return nil, fmt.Errorf("cuda:%d: %w", opts.Device, err)
+	}
+	if err := b.init(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Backend) init() error {
+	var err error
+	if b.k, err = ptx.Load(b.ctx); err != nil {
+		return fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	err = b.ctx.Do(func() error {
+		var err error
+		if b.stream, err = cudadrv.NewStream(); err != nil {
+			return err
+		}
+		return b.load.init()
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", b.Name(), err)
+	}
+	b.mem.ctx = b.ctx
+	b.initBLAS()
+	b.graphs.init()
+	return nil
+}
+
+// initBLAS loads cuBLAS unless it is disabled; failures leave the built-in
+// kernels in charge.
+func (b *Backend) initBLAS() {
+	if b.opts.DisableCUBLAS {
+		b.blasLn = "disabled; built-in GEMM kernels"
+		return
+	}
+	bo := b.opts.BLAS
+	bo.ComputeMajor, bo.ComputeMinor = b.info.Major, b.info.Minor
+	lib, err := cublas.Load(bo)
+	if err != nil {
+		b.blasLn = fmt.Sprintf("not available (%v); built-in GEMM kernels", err)
+		return
+	}
+	err = b.ctx.Do(func() error {
+		h, err := lib.NewHandle()
+		if err != nil {
+			return err
+		}
+		b.blasH = h
+		b.blas = ptx.NewBLAS(b.k, h)
+		return nil
+	})
+	if err != nil {
+		b.blasLn = fmt.Sprintf("not usable (%v); built-in GEMM kernels", err)
+		return
+	}
+	major, minor, patch := lib.Version()
+	b.blasLn = fmt.Sprintf("cuBLAS %d.%d.%d (%s)", major, minor, patch, lib.Path())
+}
+
+// Name returns "cuda:N", N the device ordinal.
+func (b *Backend) Name() string { return fmt.Sprintf("cuda:%d", b.opts.Device) }
+
+// Device returns the GPU's description.
+func (b *Backend) Device() cudadrv.DeviceInfo { return b.info }
+
+// Describe returns one line naming the GPU: "cuda:0 Tesla M40 (compute
+// 5.2, 24 GB, native sm_52)".
+func (b *Backend) Describe() string {
+	return fmt.Sprintf("%s %s (compute %d.%d, %.0f GB, %s)", b.Name(), b.info.Name, b.info.Major, b.info.Minor,
+		float64(b.info.TotalMem)/1e9, b.k.Mode())
+}
+
+// BLASStatus says whether cuBLAS runs prompt-processing products, and if
+// not, why.
+func (b *Backend) BLASStatus() string { return b.blasLn }
+
+// UsesMapping reports false: weights are copied to the GPU, so the model
+// file can be closed once they are loaded.
+func (b *Backend) UsesMapping() bool { return false }
+
+// fail records the first error.
+func (b *Backend) fail(err error) {
+	if err != nil && b.err == nil {
+		b.err = fmt.Errorf("%s: %w", b.Name(), err)
+	}
+}
+
+// MemoryUsage reports the device memory the backend holds, and the
+// device's memory in use by every process.
+func (b *Backend) MemoryUsage() model.MemoryUsage {
+	u := b.mem.usage()
+	if b.ctx == nil {
+		return u
+	}
+	_ = b.ctx.Do(func() error {
+		free, total, err := cudadrv.MemGetInfo()
+		if err == nil {
+			u.DeviceUsed, u.DeviceTotal = int64(total-free), int64(total)
+		}
+		return err
+	})
+	return u
+}
+
+// Close waits for pending work and frees everything the backend holds.
+// It is safe to call on a partly initialized backend and more than once.
+func (b *Backend) Close() error {
+	if b.ctx == nil {
+		return nil
+	}
+	err := b.ctx.Do(func() error {
+		errs := []error{b.stream.Synchronize(), b.load.close()}
+		b.graphs.clear()
+		if b.blas != nil {
+			errs = append(errs, b.blas.Close(), b.blasH.Destroy())
+			b.blas, b.blasH = nil, nil
+		}
+		errs = append(errs, b.st.close(), b.mem.freeAll(), b.stream.Destroy())
+		b.stream = 0
+		return errors.Join(errs...)
+	})
+	if b.k != nil {
+		err = errors.Join(err, b.k.Close())
+	}
+	err = errors.Join(err, b.ctx.Close())
+	b.ctx = nil
+	if b.err == nil {
+		b.err = fmt.Errorf("%s: backend is closed", b.Name())
+	}
+	return err
+}

@@ -1,0 +1,213 @@
+package cuda
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/m40llm/m40llm/cudadrv"
+	"github.com/m40llm/m40llm/model"
+	"github.com/m40llm/m40llm/ptx"
+)
+
+// category classifies device allocations for MemoryUsage.
+type category int
+
+const (
+	catWeights category = iota
+	catKV
+	catActivations
+	catScratch
+	numCategories
+)
+
+// fixedReserve is the device memory Plan keeps free beyond what the model
+// needs: cuBLAS's workspace, instantiated graphs and the driver's own
+// per-launch state.
+const fixedReserve = 128 << 20
+
+// allocAlign is the alignment of every block, as cuMemAlloc gives it.
+const allocAlign = 256
+
+func alignUp(n int64) int64 { return (n + allocAlign - 1) &^ (allocAlign - 1) }
+
+// memory tracks the backend's device allocations by category. Weights are
+// carved out of one reserved block (the arena) when Plan made one.
+type memory struct {
+	ctx    *cudadrv.Context
+	blocks map[cudadrv.DevicePtr]block
+	bytes  [numCategories]int64
+
+	arena      cudadrv.DevicePtr
+	arenaSize  int64
+	arenaUsed  int64
+	arenaSpent int64 // weight bytes taken from the arena
+}
+
+type block struct {
+	size int64
+	cat  category
+}
+
+// alloc allocates bytes of device memory (inside Do).
+func (m *memory) alloc(bytes int64, cat category) (cudadrv.DevicePtr, error) {
+	p, err := cudadrv.MemAlloc(int(bytes))
+	if err != nil {
+		return 0, err
+	}
+	if m.blocks == nil {
+		m.blocks = map[cudadrv.DevicePtr]block{}
+	}
+	m.blocks[p] = block{bytes, cat}
+	m.bytes[cat] += bytes
+	return p, nil
+}
+
+// free releases a block from alloc (inside Do). Freeing 0 is a no-op.
+func (m *memory) free(p cudadrv.DevicePtr) error {
+	if p == 0 {
+		return nil
+	}
+	bl, ok := m.blocks[p]
+	if !ok {
+		return fmt.Errorf("cuda: free of unknown block %#x", p)
+	}
+	delete(m.blocks, p)
+	m.bytes[bl.cat] -= bl.size
+	return cudadrv.MemFree(p)
+}
+
+// weight returns room for a weight of bytes: from the arena while it
+// lasts, else a block of its own (inside Do).
+func (m *memory) weight(bytes int64) (cudadrv.DevicePtr, error) {
+	n := alignUp(bytes)
+	if m.arena != 0 && m.arenaUsed+n <= m.arenaSize {
+		p := m.arena.Offset(int(m.arenaUsed))
+		m.arenaUsed += n
+		m.arenaSpent += n
+		return p, nil
+	}
+	return m.alloc(n, catWeights)
+}
+
+// freeAll frees every block (inside Do).
+func (m *memory) freeAll() error {
+	var errs []error
+	for p := range m.blocks {
+		errs = append(errs, m.free(p))
+	}
+	m.arena, m.arenaSize, m.arenaUsed, m.arenaSpent = 0, 0, 0, 0
+	return errors.Join(errs...)
+}
+
+// usage reports the bytes held by category. The arena counts as weights,
+// whether or not it is used up.
+func (m *memory) usage() model.MemoryUsage {
+	return model.MemoryUsage{
+		Weights:     m.bytes[catWeights],
+		KV:          m.bytes[catKV],
+		Activations: m.bytes[catActivations],
+		Scratch:     m.bytes[catScratch],
+	}
+}
+
+// OutOfMemoryError reports a model that does not fit in the device's free
+// memory, found before anything was allocated. It matches
+// cudadrv.ErrOutOfMemory with errors.Is.
+type OutOfMemoryError struct {
+	Device string // "cuda:0 (Tesla M40 24GB)"
+	// Need is the total, the sum of the parts below plus a fixed reserve
+	// for cuBLAS and graphs.
+	Need, Free                        int64
+	Weights, KV, Activations, Scratch int64
+}
+
+// Error implements error.
+func (e *OutOfMemoryError) Error() string {
+	return fmt.Sprintf("%s: the model needs %s of GPU memory (FP16 weights %s, KV cache %s, activations %s, scratch %s), "+
+		"but only %s is free; use a smaller --ctx-size or --batch-size, or a smaller model",
+		e.Device, gib(e.Need), gib(e.Weights), gib(e.KV), gib(e.Activations), gib(e.Scratch+fixedReserve), gib(e.Free))
+}
+
+// Unwrap returns cudadrv.ErrOutOfMemory.
+func (e *OutOfMemoryError) Unwrap() error { return cudadrv.ErrOutOfMemory }
+
+func gib(n int64) string { return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30)) }
+
+// need computes what a plan will allocate on this backend.
+func (b *Backend) need(p *model.Plan) *OutOfMemoryError {
+	e := &OutOfMemoryError{Device: fmt.Sprintf("%s (%s)", b.Name(), b.info.Name)}
+	for _, ti := range p.Tensors {
+		rows, cols := ti.Rows(), ti.Dims[0]
+		if rows == 1 {
+			e.Weights += alignUp(4 * cols)
+		} else {
+			e.Weights += alignUp(2 * rows * cols)
+		}
+	}
+	kv := p.KV
+	per := 2 * int64(kv.Layers) * int64(kv.Slots) * int64(kv.Ctx)
+	e.KV = alignUp(per*int64(kv.KDim)) + alignUp(per*int64(kv.VDim))
+	batch, maxK := 1, 1
+	for _, s := range p.Bufs {
+		e.Activations += alignUp(4 * int64(s[0]) * int64(s[1]))
+		batch, maxK = max(batch, s[0]), max(maxK, s[1])
+	}
+	c := p.Config
+	e.Scratch = int64(b.scratchNeed(c, kv, batch, maxK))
+	e.Need = e.Weights + e.KV + e.Activations + e.Scratch + fixedReserve
+	return e
+}
+
+// scratchNeed estimates the scratch a model allocates: batch buffers, RoPE
+// tables, attention partials, top-k buffers and cuBLAS's FP16 copy of the
+// activations (maxK the widest activation).
+func (b *Backend) scratchNeed(c *model.Config, kv model.KVConfig, batch, maxK int) int {
+	n := 16*batch + 8*batch*c.RopeDim/2 + 8*c.RopeDim/2
+	a := ptx.Attention{Cache: ptx.KVCache{Ctx: kv.Ctx, KCols: kv.KDim, VCols: kv.VDim},
+		Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim, ValueDim: c.ValueDim}
+	rows := min(batch, GraphMaxRows)
+	if !a.PrefillSupported() {
+		rows = batch
+	}
+	n += 4 * a.PartialElems(rows, a.PlanDecode(rows, b.info.SMs))
+	tk := min(batch, GraphMaxRows)
+	n += ptx.TopKScratch(tk, c.VocabSize, topKPlanned) + 8*tk*topKPlanned
+	if b.blas != nil && batch > GraphMaxRows {
+		n += 2 * batch * maxK
+	}
+	return n
+}
+
+// topKPlanned is the k that Plan reserves top-k scratch for; larger k
+// allocate on first use.
+const topKPlanned = 256
+
+// Plan checks that the model fits in the device's free memory before
+// anything is allocated, failing with an *OutOfMemoryError that says how
+// much it needs and how much is free, then reserves one block for all the
+// weights.
+func (b *Backend) Plan(p *model.Plan) error {
+	if b.err != nil {
+		return b.err
+	}
+	e := b.need(p)
+	return b.ctx.Do(func() error {
+		free, _, err := cudadrv.MemGetInfo()
+		if err != nil {
+			return err
+		}
+		e.Free = int64(free)
+		if e.Need > e.Free {
+			return e
+		}
+		if b.mem.arena != 0 {
+			return nil
+		}
+		p, err := b.mem.alloc(e.Weights, catWeights)
+		if err != nil {
+			return fmt.Errorf("%s: reserving %s for the weights: %w", b.Name(), gib(e.Weights), err)
+		}
+		b.mem.arena, b.mem.arenaSize = p, e.Weights
+		return nil
+	})
+}

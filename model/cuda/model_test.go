@@ -1,0 +1,287 @@
+package cuda_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/m40llm/m40llm/cudadrv"
+	"github.com/m40llm/m40llm/model"
+	"github.com/m40llm/m40llm/model/cpu"
+	"github.com/m40llm/m40llm/model/cuda"
+	"github.com/m40llm/m40llm/model/sample"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// sharedTestdata is the shared test data folder; M40LLM_TESTDATA
+// overrides it (the GPU machine gets a copy next to the test binary).
+func sharedTestdata(t testing.TB, rel string) string {
+	t.Helper()
+	dir := os.Getenv("M40LLM_TESTDATA")
+	if dir == "" {
+		dir = "../../../shared/testdata"
+	}
+	p := filepath.Join(dir, rel)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("shared test data not available: %v", err)
+	}
+	return p
+}
+
+const bundledModel = "../../testdata/stories260K.gguf"
+
+// models are the end-to-end cases: the bundled stories260K, the shared
+// llama-2-tiny-random and the four transformers fixtures.
+var models = []struct {
+	name string
+	path func(t testing.TB) string
+}{
+	{"stories260K", func(testing.TB) string { return bundledModel }},
+	{"llama-2-tiny-random", func(t testing.TB) string { return sharedTestdata(t, "models/llama-2-tiny-random.gguf") }},
+	{"llama-linear", hfFixture("llama-linear")},
+	{"llama3", hfFixture("llama3")},
+	{"qwen2", hfFixture("qwen2")},
+	{"qwen3", hfFixture("qwen3")},
+}
+
+func hfFixture(name string) func(testing.TB) string {
+	return func(testing.TB) string { return filepath.Join("../testdata/hf", name+".gguf") }
+}
+
+func loadGPU(t testing.TB, path string, mo model.Options, opts cuda.Options) *model.Model {
+	t.Helper()
+	be := newGPU(t, opts)
+	m, err := model.Load(path, be, mo)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func loadCPU(t testing.TB, path string, mo model.Options) *model.Model {
+	t.Helper()
+	m, err := model.Load(path, cpu.New(cpu.Options{}), mo)
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// promptIDs returns a deterministic prompt of n tokens.
+func promptIDs(m *model.Model, n int) []int32 {
+	ids := make([]int32, n)
+	for i := range ids {
+		ids[i] = int32((i*7919 + 13) % m.Config.VocabSize)
+	}
+	if m.Tokenizer.AddBOS() {
+		ids[0] = m.Tokenizer.BOS()
+	}
+	return ids
+}
+
+// forwardAll runs ids as one batch of slot 0 and returns every row's
+// logits.
+func forwardAll(t *testing.T, m *model.Model, ids []int32) []float32 {
+	n := len(ids)
+	b := &model.Batch{Tokens: ids, Pos: make([]int32, n), Seq: make([]int32, n)}
+	rows := make([]int32, n)
+	for i := range n {
+		b.Pos[i], rows[i] = int32(i), int32(i)
+	}
+	out := make([]float32, n*m.Config.VocabSize)
+	require.NoError(t, m.Forward(b, rows, out))
+	return out
+}
+
+// forwardEach runs ids one token per forward pass in slot, returning the
+// logits after each.
+func forwardEach(t *testing.T, m *model.Model, ids []int32, slot int32) []float32 {
+	vocab := m.Config.VocabSize
+	out := make([]float32, len(ids)*vocab)
+	for i, id := range ids {
+		b := &model.Batch{Tokens: []int32{id}, Pos: []int32{int32(i)}, Seq: []int32{slot}}
+		require.NoError(t, m.Forward(b, []int32{0}, out[i*vocab:(i+1)*vocab]))
+	}
+	return out
+}
+
+// TestModelLogits compares GPU and CPU logits for every position of a
+// prompt, processed as one batch (the prefill path; above 16 tokens the
+// GEMM and tiled attention) and token by token (decode: matvec kernels,
+// split attention, graphs).
+func TestModelLogits(t *testing.T) {
+	for _, mc := range models {
+		t.Run(mc.name, func(t *testing.T) {
+			mo := model.Options{CtxSize: 64, Slots: 2}
+			path := mc.path(t)
+			mc2 := loadCPU(t, path, mo)
+			mg := loadGPU(t, path, mo, options())
+			vocab := mc2.Config.VocabSize
+			for _, n := range []int{5, 40} {
+				ids := promptIDs(mc2, n)
+				want := forwardAll(t, mc2, ids)
+				got := forwardAll(t, mg, ids)
+				worst := 0.0
+				for i := range n {
+					worst = max(worst, nmse(want[i*vocab:(i+1)*vocab], got[i*vocab:(i+1)*vocab]))
+				}
+				assert.LessOrEqual(t, worst, tolModel, "batch of %d: worst row NMSE", n)
+				t.Logf("batch of %d: worst row NMSE %.2g", n, worst)
+			}
+			ids := promptIDs(mc2, 24)
+			want := forwardEach(t, mc2, ids, 1)
+			got := forwardEach(t, mg, ids, 1)
+			worst := 0.0
+			for i := range ids {
+				worst = max(worst, nmse(want[i*vocab:(i+1)*vocab], got[i*vocab:(i+1)*vocab]))
+			}
+			assert.LessOrEqual(t, worst, tolModel, "token by token: worst row NMSE")
+			t.Logf("token by token: worst row NMSE %.2g", worst)
+		})
+	}
+}
+
+// TestGreedyStories260K reproduces llama.cpp's and llama2.c's greedy
+// output on the GPU (sampling through the GPU top-k path).
+func TestGreedyStories260K(t *testing.T) {
+	var exp struct {
+		GreedyFromBOS struct {
+			Text         string  `json:"text"`
+			GeneratedIDs []int32 `json:"generated_ids"`
+		} `json:"greedy_from_bos_200_steps"`
+		GreedyWithPrompt []struct {
+			Prompt       string  `json:"prompt"`
+			GeneratedIDs []int32 `json:"generated_ids"`
+			Output       string  `json:"output_text_including_prompt"`
+		} `json:"greedy_with_prompt"`
+	}
+	data, err := os.ReadFile(sharedTestdata(t, "models/stories260K.expected.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(data, &exp))
+	m := loadGPU(t, bundledModel, model.Options{CtxSize: 256}, options())
+	s, err := m.NewSession(0)
+	require.NoError(t, err)
+	gen := func(prompt []int32, n int) (string, *model.Result) {
+		var sb strings.Builder
+		s.Reset()
+		res, err := s.Generate(context.Background(), prompt, model.GenerateOptions{MaxTokens: n, Sampling: model.Greedy()},
+			func(text string) error { sb.WriteString(text); return nil })
+		require.NoError(t, err)
+		return sb.String(), res
+	}
+	for _, c := range exp.GreedyWithPrompt {
+		t.Run(c.Prompt, func(t *testing.T) {
+			text, res := gen(m.Tokenizer.Encode(c.Prompt, true, false), len(c.GeneratedIDs))
+			assert.Equal(t, c.GeneratedIDs, res.Tokens)
+			assert.Equal(t, c.Output, c.Prompt+text)
+		})
+	}
+	t.Run("from BOS, 200 steps", func(t *testing.T) {
+		text, res := gen([]int32{m.Tokenizer.BOS()}, 200)
+		assert.Equal(t, exp.GreedyFromBOS.GeneratedIDs, res.Tokens)
+		assert.Equal(t, exp.GreedyFromBOS.Text, strings.TrimPrefix(text, " "))
+	})
+	t.Run("seeded top-k sampling matches the CPU", func(t *testing.T) {
+		mc := loadCPU(t, bundledModel, model.Options{CtxSize: 256})
+		opts := model.GenerateOptions{MaxTokens: 60, Sampling: sample.Params{Temperature: 0.9, TopK: 40, TopP: 0.95, RepeatPenalty: 1, Seed: 7}}
+		var texts [2]string
+		for i, mm := range []*model.Model{mc, m} {
+			ss, err := mm.NewSession(0)
+			require.NoError(t, err)
+			var sb strings.Builder
+			_, err = ss.Generate(context.Background(), mm.Tokenizer.Encode("Once upon a time", true, false), opts,
+				func(text string) error { sb.WriteString(text); return nil })
+			require.NoError(t, err)
+			texts[i] = sb.String()
+		}
+		assert.Equal(t, texts[0], texts[1])
+	})
+}
+
+// TestGraphReplay: decoding through captured graphs gives exactly what
+// launching every kernel gives, and without fusion within rounding.
+func TestGraphReplay(t *testing.T) {
+	path := filepath.Join("../testdata/hf", "qwen2.gguf")
+	mo := model.Options{CtxSize: 64}
+	ref := loadGPU(t, path, mo, func() cuda.Options { o := options(); o.NoGraphs = true; return o }())
+	unfused := loadGPU(t, path, mo, func() cuda.Options { o := options(); o.NoGraphs, o.NoFusion = true, true; return o }())
+	graphs := loadGPU(t, path, mo, options())
+	ids := promptIDs(ref, 30)
+	want := forwardEach(t, ref, ids, 0)
+	got := forwardEach(t, graphs, ids, 0)
+	assert.Equal(t, want, got, "graph replay differs from plain launches")
+	gb := graphs.Backend().(*cuda.Backend)
+	assert.Positive(t, gb.Graphs(), "no graph was captured")
+	t.Logf("%d graphs captured", gb.Graphs())
+	e := nmse(want, forwardEach(t, unfused, ids, 0))
+	assert.LessOrEqual(t, e, 1e-10, "fused vs unfused kernels")
+	t.Logf("fused vs unfused NMSE %.2g", e)
+}
+
+// TestBatchedDecode: one forward pass over one token in each of four
+// slots gives what four separate passes give.
+func TestBatchedDecode(t *testing.T) {
+	for _, name := range []string{"llama3", "qwen3"} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join("../testdata/hf", name+".gguf")
+			mo := model.Options{CtxSize: 64, Slots: 4}
+			mb := loadGPU(t, path, mo, options())
+			ms := loadGPU(t, path, mo, options())
+			vocab := mb.Config.VocabSize
+			next := make([]int32, 4)
+			lens := make([]int32, 4)
+			for slot := range 4 {
+				ids := promptIDs(mb, 3+5*slot)
+				forwardEach(t, mb, ids, int32(slot))
+				forwardEach(t, ms, ids, int32(slot))
+				lens[slot] = int32(len(ids))
+				next[slot] = int32(100 + slot)
+			}
+			b := &model.Batch{Tokens: next, Pos: lens, Seq: []int32{0, 1, 2, 3}}
+			batched := make([]float32, 4*vocab)
+			require.NoError(t, mb.Forward(b, []int32{0, 1, 2, 3}, batched))
+			for slot := range 4 {
+				one := make([]float32, vocab)
+				bb := &model.Batch{Tokens: next[slot : slot+1], Pos: lens[slot : slot+1], Seq: []int32{int32(slot)}}
+				require.NoError(t, ms.Forward(bb, []int32{0}, one))
+				e := nmse(one, batched[slot*vocab:(slot+1)*vocab])
+				assert.LessOrEqual(t, e, 1e-12, "slot %d", slot)
+			}
+		})
+	}
+}
+
+// TestOutOfMemory: a model that cannot fit fails before allocating, says
+// how much it needs and how much is free, and leaves nothing allocated.
+func TestOutOfMemory(t *testing.T) {
+	be := newGPU(t, options())
+	before := be.MemoryUsage()
+	_, err := model.Load(bundledModel, be, model.Options{CtxSize: 1 << 20, Slots: 1 << 10, BatchSize: 1})
+	require.Error(t, err)
+	var oom *cuda.OutOfMemoryError
+	require.True(t, errors.As(err, &oom), "%v", err)
+	assert.True(t, errors.Is(err, cudadrv.ErrOutOfMemory))
+	assert.Greater(t, oom.Need, oom.Free)
+	assert.Contains(t, err.Error(), "is free")
+	t.Log(err)
+	after := be.MemoryUsage()
+	assert.Equal(t, before.Total(), after.Total(), "bytes held after the failed load")
+}
+
+// TestMemoryUsage: what the backend holds is the FP16 weights, the KV
+// cache, the activations and a small scratch.
+func TestMemoryUsage(t *testing.T) {
+	path := filepath.Join("../testdata/hf", "llama3.gguf")
+	m := loadGPU(t, path, model.Options{CtxSize: 128, Slots: 2}, options())
+	u := m.Backend().(model.MemoryReporter).MemoryUsage()
+	c := m.Config
+	kv := int64(2 * c.Layers * 2 * 128 * (c.KVDim() + c.VDim()))
+	assert.Equal(t, kv, u.KV)
+	assert.Positive(t, u.Weights)
+	assert.Positive(t, u.DeviceTotal)
+	t.Logf("%+v", u)
+	t.Log(m.Backend().(*cuda.Backend).Describe())
+}

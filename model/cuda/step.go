@@ -1,0 +1,170 @@
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/m40llm/m40llm/cudadrv"
+	"github.com/m40llm/m40llm/model"
+)
+
+// scratchSlot names a scratch buffer of the step.
+type scratchSlot int
+
+const (
+	scrRopeCS   scratchSlot = iota // (batch, ropeDim/2) float2 cos/sin table
+	scrPartials                    // attn_decode partial results
+	scrTopK                        // top-k ping-pong buffers
+	scrTopKOut                     // top-k values (rows, k) then ids (rows, k)
+	numScratch
+)
+
+type scratch struct {
+	p   cudadrv.DevicePtr
+	cap int // bytes
+}
+
+// step is the work being recorded: the batch, its device and page-locked
+// copies, the recorded ops and the scratch they use.
+type step struct {
+	ops []op
+	n   int // batch length
+
+	// The batch travels as four int32 arrays of cap entries each: tokens,
+	// positions, slots and the row indices of GatherRows, page-locked on
+	// the host (filled by SetBatch and GatherRows) and on the device
+	// (uploaded in one copy before the step runs).
+	cap      int
+	dev      cudadrv.DevicePtr
+	host     *cudadrv.HostBuffer
+	rowsUsed int
+	dirty    bool
+
+	ropeValid bool // the step holds a cos/sin table for ropeKey
+	ropeKey   ropeKey
+	ropeScale float32
+	invFreq   map[ropeKey]cudadrv.DevicePtr
+
+	scratch [numScratch]scratch
+	retired []cudadrv.DevicePtr // freed after the next submission
+
+	read *cudadrv.HostBuffer // page-locked landing area for Read
+}
+
+func (s *step) tokens() cudadrv.DevicePtr { return s.dev }
+func (s *step) pos() cudadrv.DevicePtr    { return s.dev.Offset(4 * s.cap) }
+func (s *step) seq() cudadrv.DevicePtr    { return s.dev.Offset(8 * s.cap) }
+func (s *step) rows() cudadrv.DevicePtr   { return s.dev.Offset(12 * s.cap) }
+
+// hostArrays returns the page-locked tokens, positions, slots and rows.
+func (s *step) hostArrays() (tokens, pos, seq, rows []int32) {
+	all := unsafe.Slice((*int32)(s.host.Ptr()), 4*s.cap)
+	c := s.cap
+	return all[:c:c], all[c : 2*c : 2*c], all[2*c : 3*c : 3*c], all[3*c:]
+}
+
+// stageRows copies GatherRows indices into the step's row area and returns
+// their device address, or 0 when the area is full.
+func (s *step) stageRows(rows []int32) cudadrv.DevicePtr {
+	if s.rowsUsed+len(rows) > s.cap {
+		return 0
+	}
+	_, _, _, hr := s.hostArrays()
+	copy(hr[s.rowsUsed:], rows)
+	p := s.rows().Offset(4 * s.rowsUsed)
+	s.rowsUsed += len(rows)
+	s.dirty = true
+	return p
+}
+
+// close frees the page-locked buffers (device memory is freed by memory).
+func (s *step) close() error {
+	var errs []error
+	for _, h := range []*cudadrv.HostBuffer{s.host, s.read} {
+		if h != nil {
+			errs = append(errs, h.Free())
+		}
+	}
+	s.host, s.read = nil, nil
+	return errors.Join(errs...)
+}
+
+// scratchBuf returns a scratch buffer of at least bytes, growing it if
+// needed; a replaced buffer is freed only after the next submission, since
+// recorded ops may still name it.
+func (b *Backend) scratchBuf(slot scratchSlot, bytes int) (cudadrv.DevicePtr, bool) {
+	sc := &b.st.scratch[slot]
+	if sc.cap >= bytes && sc.p != 0 {
+		return sc.p, true
+	}
+	size := max(bytes, 256)
+	b.do(func() error {
+		p, err := b.mem.alloc(int64(size), catScratch)
+		if err != nil {
+			return fmt.Errorf("scratch of %d bytes: %w", size, err)
+		}
+		if sc.p != 0 {
+			b.st.retired = append(b.st.retired, sc.p)
+		}
+		sc.p, sc.cap = p, size
+		return nil
+	})
+	return sc.p, b.err == nil
+}
+
+// SetBatch makes batch the one the following ops act on. Work recorded for
+// the previous batch is submitted first. The tokens, positions and slots
+// are copied to page-locked memory; they reach the device with the step.
+func (b *Backend) SetBatch(batch *model.Batch) error {
+	if b.err != nil {
+		return b.err
+	}
+	n := batch.Len()
+	if n == 0 || len(batch.Pos) != n || len(batch.Seq) != n {
+		return fmt.Errorf("cuda: batch of %d tokens, %d positions, %d slots", n, len(batch.Pos), len(batch.Seq))
+	}
+	for i := range n {
+		if b.kv.Ctx > 0 && (batch.Pos[i] < 0 || int(batch.Pos[i]) >= b.kv.Ctx || batch.Seq[i] < 0 || int(batch.Seq[i]) >= b.kv.Slots) {
+			return fmt.Errorf("cuda: token %d at position %d of slot %d is outside the KV cache (%d slots of %d)",
+				i, batch.Pos[i], batch.Seq[i], b.kv.Slots, b.kv.Ctx)
+		}
+	}
+	if len(b.st.ops) > 0 {
+		if err := b.flush(nil, nil); err != nil {
+			return err
+		}
+	}
+	st := &b.st
+	if n > st.cap {
+		c := (n + 63) &^ 63
+		b.do(func() error {
+			dev, err := b.mem.alloc(16*int64(c), catScratch)
+			if err != nil {
+				return err
+			}
+			host, err := cudadrv.MemAllocHost(16 * c)
+			if err != nil {
+				b.mem.free(dev)
+				return err
+			}
+			if st.dev != 0 {
+				st.retired = append(st.retired, st.dev)
+			}
+			if st.host != nil {
+				st.host.Free()
+			}
+			st.dev, st.host, st.cap = dev, host, c
+			return nil
+		})
+		if b.err != nil {
+			return b.err
+		}
+	}
+	tokens, pos, seq, _ := st.hostArrays()
+	copy(tokens, batch.Tokens)
+	copy(pos, batch.Pos)
+	copy(seq, batch.Seq)
+	st.n, st.rowsUsed, st.dirty, st.ropeValid = n, 0, true, false
+	return nil
+}

@@ -1,0 +1,202 @@
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"github.com/m40llm/m40llm/cudadrv"
+	"github.com/m40llm/m40llm/gguf"
+	"github.com/m40llm/m40llm/model"
+)
+
+// weight is a parameter on the GPU: a (rows, cols) FP16 matrix, row-major
+// (ggml ne=[cols, rows]), or, when rows is 1, an FP32 vector (norm
+// weights, biases, RoPE factors) with a host copy.
+type weight struct {
+	rows, cols int
+	p          cudadrv.DevicePtr
+	f16        bool
+	host       []float32 // vectors only
+}
+
+func (w *weight) Shape() (int, int) { return w.rows, w.cols }
+
+// LoadWeight converts the tensor to FP16 (FP32 for vectors) and copies it
+// to the GPU. Matrices go through the page-locked staging buffers, converted
+// by all cores, while the previous chunk is being copied; the copy may
+// still be in flight when LoadWeight returns (data is not needed anymore).
+// Tensors whose rows are not whole quantization blocks are converted whole.
+func (b *Backend) LoadWeight(ti *gguf.TensorInfo, data []byte) (model.Weight, error) {
+	if b.err != nil {
+		return nil, b.err
+	}
+	rows, cols := int(ti.Rows()), int(ti.Dims[0])
+	if rows <= 0 || cols <= 0 {
+		return nil, fmt.Errorf("cuda: tensor %s has shape %v", ti.Name, ti.Dims)
+	}
+	if !ti.Type.CanDequantize() {
+		return nil, fmt.Errorf("cuda: tensor type %s is not supported", ti.Type)
+	}
+	if rows == 1 {
+		w := &weight{rows: 1, cols: cols, host: make([]float32, cols)}
+		if err := gguf.Dequantize(w.host, data, ti.Type); err != nil {
+			return nil, err
+		}
+		err := b.ctx.Do(func() error {
+			var err error
+			if w.p, err = b.mem.weight(4 * int64(cols)); err != nil {
+				return err
+			}
+			return cudadrv.CopyToDevice(w.p, w.host)
+		})
+		return w, err
+	}
+	w := &weight{rows: rows, cols: cols, f16: true}
+	bytes := 2 * int64(rows) * int64(cols)
+	if err := b.ctx.Do(func() error {
+		var err error
+		w.p, err = b.mem.weight(bytes)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if !ti.RowAligned() || 2*cols > stageBytes {
+		h := make([]uint16, rows*cols)
+		if err := gguf.DequantizeF16(h, data, ti.Type); err != nil {
+			return nil, err
+		}
+		return w, b.ctx.Do(func() error { return cudadrv.CopyToDevice(w.p, h) })
+	}
+	return w, b.load.upload(b.ctx, w.p, ti.Type, data, rows, cols)
+}
+
+// stageBytes is the size of each of the two staging buffers.
+const stageBytes = 32 << 20
+
+// loader copies weights to the GPU through two page-locked buffers on its
+// own stream: while one is copied, the CPU fills the other.
+type loader struct {
+	stream   cudadrv.Stream
+	stage    [2]*cudadrv.HostBuffer
+	done     [2]cudadrv.Event // recorded after each buffer's copy
+	next     int
+	inflight bool
+}
+
+// init creates the stream and events (inside Do).
+func (l *loader) init() error {
+	var err error
+	if l.stream, err = cudadrv.NewStream(); err != nil {
+		return err
+	}
+	for i := range l.done {
+		if l.done[i], err = cudadrv.NewEvent(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// upload converts rows of data (type t, rows of cols elements) to FP16 and
+// copies them to dst, one staging buffer at a time.
+func (l *loader) upload(ctx *cudadrv.Context, dst cudadrv.DevicePtr, t gguf.Type, data []byte, rows, cols int) error {
+	rowBytes := len(data) / rows
+	chunk := max(1, stageBytes/(2*cols))
+	for r0 := 0; r0 < rows; r0 += chunk {
+		nr := min(chunk, rows-r0)
+		i := l.next
+		l.next ^= 1
+		var buf *cudadrv.HostBuffer
+		err := ctx.Do(func() error {
+			if l.stage[i] == nil {
+				var err error
+				if l.stage[i], err = cudadrv.MemAllocHost(stageBytes); err != nil {
+					return err
+				}
+			}
+			buf = l.stage[i]
+			// The buffer's previous copy must be done before it is refilled.
+			return l.done[i].Synchronize()
+		})
+		if err != nil {
+			return err
+		}
+		out := unsafe.Slice((*uint16)(buf.Ptr()), nr*cols)
+		if err := convertF16(out, data[r0*rowBytes:(r0+nr)*rowBytes], t, nr, cols); err != nil {
+			return err
+		}
+		err = ctx.Do(func() error {
+			if err := cudadrv.MemcpyHtoDAsync(dst.Offset(2*r0*cols), buf.Ptr(), 2*nr*cols, l.stream); err != nil {
+				return err
+			}
+			l.inflight = true
+			return l.done[i].Record(l.stream)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// convertF16 converts rows of src (type t) to FP16 in dst, the rows split
+// among all cores. F16 rows are copied as they are.
+func convertF16(dst []uint16, src []byte, t gguf.Type, rows, cols int) error {
+	workers := max(1, min(runtime.GOMAXPROCS(0), rows, len(dst)/(64<<10)))
+	per := (rows + workers - 1) / workers
+	rowBytes := len(src) / rows
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*per, min(rows, (w+1)*per)
+		if lo >= hi {
+			continue
+		}
+		wg.Go(func() {
+			out, in := dst[lo*cols:hi*cols], src[lo*rowBytes:hi*rowBytes]
+			if t == gguf.TypeF16 {
+				copy(unsafe.Slice((*byte)(unsafe.Pointer(&out[0])), 2*len(out)), in)
+				return
+			}
+			errs[w] = gguf.DequantizeF16(out, in, t)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// finish waits for the copies in flight and frees the staging buffers
+// (inside Do).
+func (l *loader) finish() error {
+	var errs []error
+	if l.inflight {
+		errs = append(errs, l.stream.Synchronize())
+		l.inflight = false
+	}
+	for i, s := range l.stage {
+		if s != nil {
+			errs = append(errs, s.Free())
+			l.stage[i] = nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// close finishes and destroys the stream and events (inside Do).
+func (l *loader) close() error {
+	errs := []error{l.finish()}
+	for i, e := range l.done {
+		if e != 0 {
+			errs = append(errs, e.Destroy())
+			l.done[i] = 0
+		}
+	}
+	if l.stream != 0 {
+		errs = append(errs, l.stream.Destroy())
+		l.stream = 0
+	}
+	return errors.Join(errs...)
+}
