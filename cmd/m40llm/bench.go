@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/m40llm/m40llm/model"
+	"github.com/m40llm/m40llm/model/cuda"
 	"github.com/urfave/cli/v2"
 )
 
@@ -102,6 +103,21 @@ type benchResult struct {
 	SamplesTS    []float64 `json:"samples_ts"`
 	WeightBytes  int64     `json:"weight_bytes"`
 	EffectiveGBs float64   `json:"effective_gb_per_s"`
+	// DecodeBytes is the weight bytes one decode step reads (FP16 on the
+	// GPU; the stored tensors on the CPU), EffectiveGBs that times tok/s.
+	DecodeBytes int64 `json:"decode_bytes_per_token"`
+	// PeakGBs is the device's theoretical memory bandwidth and
+	// PeakFraction EffectiveGBs over it (GPU decode tests only).
+	PeakGBs      float64 `json:"device_bandwidth_gb_per_s,omitempty"`
+	PeakFraction float64 `json:"bandwidth_fraction,omitempty"`
+	// GPUMemory is the device memory the backend holds; GPUDeviceUsed
+	// what every process holds on the device.
+	GPUMemory     int64 `json:"gpu_memory_used,omitempty"`
+	GPUDeviceUsed int64 `json:"gpu_memory_device_used,omitempty"`
+	// LoadSeconds is the model load time (file to ready), LoadGBs the
+	// file's weight bytes over it.
+	LoadSeconds float64 `json:"load_seconds"`
+	LoadGBs     float64 `json:"load_gb_per_s"`
 }
 
 type bencher struct {
@@ -160,6 +176,15 @@ func (b *bencher) run(ctx context.Context, path string, np, ng, reps int) (bench
 	if t, ok := b.m.Backend().(interface{ Threads() int }); ok {
 		r.NThreads = t.Threads()
 	}
+	r.DecodeBytes = r.WeightBytes
+	r.LoadSeconds = b.m.LoadTime.Seconds()
+	r.LoadGBs = float64(r.WeightBytes) / r.LoadSeconds / 1e9
+	if g, ok := b.m.Backend().(*cuda.Backend); ok {
+		r.GPUInfo = g.Describe()
+		r.TypeK, r.TypeV = "f16", "f16"
+		r.DecodeBytes = fp16DecodeBytes(b.m.Config, b.m.Weights)
+		r.PeakGBs = g.Device().Bandwidth() / 1e9
+	}
 	for range reps {
 		d, err := once()
 		if err != nil {
@@ -172,9 +197,33 @@ func (b *bencher) run(ctx context.Context, path string, np, ng, reps int) (bench
 	r.AvgTS, r.StddevTS = meanStdF(r.SamplesTS)
 	if ng > 0 {
 		// Decode reads every weight once per token.
-		r.EffectiveGBs = float64(r.WeightBytes) * r.AvgTS / 1e9
+		r.EffectiveGBs = float64(r.DecodeBytes) * r.AvgTS / 1e9
+		if r.PeakGBs > 0 {
+			r.PeakFraction = r.EffectiveGBs / r.PeakGBs
+		}
+	}
+	if mr, ok := b.m.Backend().(model.MemoryReporter); ok {
+		u := mr.MemoryUsage()
+		r.GPUMemory, r.GPUDeviceUsed = u.Total(), u.DeviceUsed
 	}
 	return r, nil
+}
+
+// fp16DecodeBytes returns the bytes of FP16 weights (FP32 vectors) one
+// decode step reads on the GPU: every matrix but the embedding table, of
+// which one row is read (unless it doubles as the output matrix).
+func fp16DecodeBytes(c *model.Config, w *model.Weights) int64 {
+	dim, ffn := int64(c.Dim), int64(c.FFNDim)
+	q, kv, vd, att := int64(c.QDim()), int64(c.KVDim()), int64(c.VDim()), int64(c.Heads*c.ValueDim)
+	perLayer := 2*(dim*(q+kv+vd)+att*dim+3*dim*ffn) + 4*2*dim
+	if c.QKVBias {
+		perLayer += 4 * (q + kv + vd)
+	}
+	n := int64(c.Layers)*perLayer + 2*int64(c.VocabSize)*dim + 4*dim
+	if w.Output != w.TokenEmbd {
+		n += 2 * dim // the embedding row
+	}
+	return n
 }
 
 func meanStd(xs []int64) (int64, int64) {
@@ -204,17 +253,30 @@ func meanStdF(xs []float64) (float64, float64) {
 
 func writeBenchTable(w io.Writer, rs []benchResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
-	fmt.Fprintln(tw, "| model\t| size\t| backend\t| threads\t| test\t| t/s\t| weights GB/s\t|")
-	fmt.Fprintln(tw, "| ---\t| ---:\t| ---\t| ---:\t| ---\t| ---:\t| ---:\t|")
+	fmt.Fprintln(tw, "| model\t| size\t| backend\t| threads\t| test\t| t/s\t| weights GB/s\t| of peak\t| GPU memory\t|")
+	fmt.Fprintln(tw, "| ---\t| ---:\t| ---\t| ---:\t| ---\t| ---:\t| ---:\t| ---:\t| ---:\t|")
 	for _, r := range rs {
 		test := fmt.Sprintf("pp%d", r.NPrompt)
-		gbs := ""
+		gbs, frac, mem := "", "", ""
 		if r.NGen > 0 {
 			test = fmt.Sprintf("tg%d", r.NGen)
 			gbs = fmt.Sprintf("%.2f", r.EffectiveGBs)
+			if r.PeakFraction > 0 {
+				frac = fmt.Sprintf("%.0f%%", 100*r.PeakFraction)
+			}
 		}
-		fmt.Fprintf(tw, "| %s\t| %s\t| %s\t| %d\t| %s\t| %.2f ± %.2f\t| %s\t|\n",
-			strings.TrimSuffix(r.ModelFile, ".gguf"), humanBytes(r.ModelSize), r.Backends, r.NThreads, test, r.AvgTS, r.StddevTS, gbs)
+		if r.GPUMemory > 0 {
+			mem = humanBytes(r.GPUMemory)
+		}
+		fmt.Fprintf(tw, "| %s\t| %s\t| %s\t| %d\t| %s\t| %.2f ± %.2f\t| %s\t| %s\t| %s\t|\n",
+			strings.TrimSuffix(r.ModelFile, ".gguf"), humanBytes(r.ModelSize), r.Backends, r.NThreads, test, r.AvgTS, r.StddevTS, gbs, frac, mem)
+	}
+	if len(rs) > 0 {
+		r := rs[0]
+		if r.GPUInfo != "" {
+			fmt.Fprintf(tw, "\n%s; peak %.0f GB/s\n", r.GPUInfo, r.PeakGBs)
+		}
+		fmt.Fprintf(tw, "load: %.2f s, %.2f GB/s\n", r.LoadSeconds, r.LoadGBs)
 	}
 	return tw.Flush()
 }

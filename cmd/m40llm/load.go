@@ -1,13 +1,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
 	"time"
 
+	"github.com/m40llm/m40llm/cudadrv"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
+	"github.com/m40llm/m40llm/model/cuda"
 	"github.com/m40llm/m40llm/model/sample"
 	"github.com/urfave/cli/v2"
 )
@@ -19,7 +22,8 @@ func modelFlags() []cli.Flag {
 		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "KV cache positions per sequence (0: the model's context length, at most 4096)"},
 		&cli.IntFlag{Name: "batch-size", Aliases: []string{"b"}, Value: model.DefaultBatchSize, Usage: "largest number of tokens per forward pass"},
 		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)"},
-		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "auto, cpu or cuda"},
+		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "auto (CUDA when a usable GPU exists, else CPU), cpu or cuda"},
+		&cli.IntFlag{Name: "device", Value: -1, Usage: "CUDA device ordinal (-1: the first compute-5.2 device, else device 0)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print load and memory details to stderr"},
 	}
 }
@@ -61,23 +65,55 @@ func samplingParams(c *cli.Context) (sample.Params, uint64) {
 	}, seed
 }
 
-// newBackend returns the backend the flags ask for and a one-line reason
-// for the choice.
+// newBackend returns the backend the flags ask for and a one-line
+// description of the choice and its reason.
 func newBackend(c *cli.Context) (model.Backend, string, error) {
 	threads := c.Int("threads")
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
+	newCPU := func(why string) (model.Backend, string, error) {
+		return cpu.New(cpu.Options{Threads: threads}), fmt.Sprintf("cpu (%d threads): %s", threads, why), nil
+	}
 	switch name := c.String("backend"); name {
 	case "cpu":
-		return cpu.New(cpu.Options{Threads: threads}), fmt.Sprintf("cpu (%d threads, as requested)", threads), nil
-	case "auto":
-		return cpu.New(cpu.Options{Threads: threads}), fmt.Sprintf("cpu (%d threads; the CUDA backend is not available in this build)", threads), nil
-	case "cuda":
-		return nil, "", usageErrorf("--backend cuda: the CUDA forward pass is not available in this build; use --backend cpu")
+		return newCPU("as requested")
+	case "cuda", "auto":
+		be, err := newCUDA(c, gpuOptionsFromEnv())
+		if err == nil {
+			return be, be.Describe(), nil
+		}
+		if name == "cuda" {
+			return nil, "", fmt.Errorf("--backend cuda: %w", err)
+		}
+		return newCPU("no GPU: " + err.Error())
 	default:
 		return nil, "", usageErrorf("--backend %q: want auto, cpu or cuda", name)
 	}
+}
+
+// newCUDA opens the device --device names, by default the first Tesla
+// M40-class (compute 5.2) device, else device 0. Its errors say precisely
+// why no GPU can be used.
+func newCUDA(c *cli.Context, o gpuOptions) (*cuda.Backend, error) {
+	sys, err := cudadrv.Discover(o.driver)
+	if err != nil {
+		return nil, errors.New(noGPUReason(sys, err))
+	}
+	dev := c.Int("device")
+	if dev < 0 {
+		dev = 0
+		for _, d := range sys.Devices {
+			if d.Major == 5 && d.Minor == 2 {
+				dev = d.Ordinal
+				break
+			}
+		}
+	}
+	if dev >= len(sys.Devices) {
+		return nil, fmt.Errorf("--device %d: there are %d CUDA devices (see m40llm devices)", dev, len(sys.Devices))
+	}
+	return cuda.New(cuda.Options{Device: dev, Driver: o.driver, BLAS: o.blas, DisableCUBLAS: o.disableCUBLAS})
 }
 
 // loadModel loads the model the flags name, with slots KV-cache slots,
@@ -113,10 +149,31 @@ func loadModel(c *cli.Context, slots int) (*model.Model, error) {
 
 func describeModel(w io.Writer, path string, m *model.Model) {
 	cfg := m.Config
-	fmt.Fprintf(w, "m40llm: loaded %s in %v: %s, %d layers, dim %d, %d/%d heads, ffn %d, vocab %d, %s of weights\n",
-		path, m.LoadTime.Round(time.Millisecond), cfg.Arch, cfg.Layers, cfg.Dim, cfg.Heads, cfg.KVHeads,
-		cfg.FFNDim, cfg.VocabSize, humanBytes(m.Weights.Bytes))
-	kv := int64(m.Slots()) * int64(m.CtxSize()) * int64(cfg.Layers) * int64(cfg.KVDim()+cfg.VDim()) * 4
+	fmt.Fprintf(w, "m40llm: loaded %s in %v (%.2f GB/s): %s, %d layers, dim %d, %d/%d heads, ffn %d, vocab %d, %s of weights\n",
+		path, m.LoadTime.Round(time.Millisecond), float64(m.Weights.Bytes)/m.LoadTime.Seconds()/1e9, cfg.Arch, cfg.Layers,
+		cfg.Dim, cfg.Heads, cfg.KVHeads, cfg.FFNDim, cfg.VocabSize, humanBytes(m.Weights.Bytes))
+	kvBytes := int64(4) // the CPU cache is float32
+	mr, gpu := m.Backend().(model.MemoryReporter)
+	if gpu {
+		kvBytes = 2 // FP16 on the GPU
+	}
+	kv := int64(m.Slots()) * int64(m.CtxSize()) * int64(cfg.Layers) * int64(cfg.KVDim()+cfg.VDim()) * kvBytes
 	fmt.Fprintf(w, "m40llm: context %d positions x %d slots, KV cache %s, batch %d\n",
 		m.CtxSize(), m.Slots(), humanBytes(kv), m.BatchSize())
+	if gpu {
+		if b, ok := m.Backend().(*cuda.Backend); ok {
+			fmt.Fprintf(w, "m40llm: matrix products for prompts: %s\n", b.BLASStatus())
+		}
+		fmt.Fprintf(w, "m40llm: %s\n", gpuMemory(mr.MemoryUsage()))
+	}
+}
+
+// gpuMemory describes a backend's device memory in one line.
+func gpuMemory(u model.MemoryUsage) string {
+	s := fmt.Sprintf("GPU memory in use: %s (weights %s, KV cache %s, activations %s, scratch %s)",
+		humanBytes(u.Total()), humanBytes(u.Weights), humanBytes(u.KV), humanBytes(u.Activations), humanBytes(u.Scratch))
+	if u.DeviceTotal > 0 {
+		s += fmt.Sprintf("; device: %s of %s in use by all processes", humanBytes(u.DeviceUsed), humanBytes(u.DeviceTotal))
+	}
+	return s
 }
