@@ -25,15 +25,20 @@ const (
 )
 
 // testBackend is the CPU backend with switches for tests: Read and Sync
-// fail while fail is set, and it reports a fake device memory.
+// fail while fail is set, Read panics while panic is set, and it reports
+// a fake device memory.
 type testBackend struct {
 	*cpu.Backend
-	fail atomic.Bool
+	fail  atomic.Bool
+	panic atomic.Bool // Read panics, as a backend with a broken invariant would
 }
 
 var errInjected = errors.New("injected backend failure")
 
 func (b *testBackend) Read(dst []float32, src model.Buf, n int) error {
+	if b.panic.Load() {
+		panic("injected backend panic")
+	}
 	if b.fail.Load() {
 		return errInjected
 	}

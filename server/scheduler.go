@@ -119,6 +119,8 @@ type schedulerOptions struct {
 	chunk   int // prompt tokens per step, over all slots in prefill
 	metrics *metrics
 	log     *slog.Logger
+	// onStep, when set, sees every batch before it runs (tests).
+	onStep func(b *model.Batch)
 }
 
 type scheduler struct {
@@ -403,6 +405,9 @@ func (s *scheduler) step() {
 	met := s.opts.metrics
 	if met != nil {
 		met.batchTokens.Observe(float64(b.Len()))
+	}
+	if s.opts.onStep != nil {
+		s.opts.onStep(b)
 	}
 
 	if err := s.forward(); err != nil {

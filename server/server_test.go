@@ -527,6 +527,12 @@ func TestForwardErrorFailsRequests(t *testing.T) {
 	assert.Contains(t, stream.Err().Error(), errInjected.Error())
 
 	ts.be.fail.Store(false)
+	ts.be.panic.Store(true)
+	status, _, body = ts.post(t, "/v1/completions", `{"prompt":"Once","max_tokens":4}`)
+	assert.Equal(t, http.StatusInternalServerError, status)
+	assert.Contains(t, decodeError(t, body).Message, "panic in the forward pass: injected backend panic")
+
+	ts.be.panic.Store(false)
 	status, _, body = ts.post(t, "/v1/completions", `{"prompt":"Once","max_tokens":4}`)
 	assert.Equal(t, http.StatusOK, status, "the server still works: %s", body)
 	var resp CompletionResponse
