@@ -1,0 +1,160 @@
+package main
+
+/*
+#include "capi.h"
+*/
+import "C"
+
+import (
+	"github.com/m40llm/m40llm/model"
+)
+
+// loadedModel is the object behind an m40llm_model handle.
+type loadedModel struct {
+	guard
+	m    *model.Model
+	busy []bool // KV-cache slots held by sessions; under guard.mu
+	live int    // sessions alive; under guard.mu
+}
+
+// enterModel looks up handle h and registers a call on it; call m.exit
+// when done.
+func enterModel(h C.uintptr_t) (*loadedModel, error) {
+	m, err := lookup[*loadedModel](h, "model")
+	if err != nil {
+		return nil, err
+	}
+	if err := m.enter("model"); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+//export capiModelParamsInit
+func capiModelParamsInit(p *C.m40llm_model_params) (st status) {
+	defer recoverPanic(&st)
+	if p == nil {
+		return failArg(argErrorf("params is NULL"))
+	}
+	*p = defaultModelParams()
+	return stOK
+}
+
+func defaultModelParams() C.m40llm_model_params {
+	return C.m40llm_model_params{backend: C.M40LLM_BACKEND_AUTO}
+}
+
+// checkModelParams refuses negative sizes.
+func checkModelParams(p *C.m40llm_model_params) error {
+	for _, f := range []struct {
+		name string
+		v    C.int32_t
+	}{{"device", p.device}, {"n_ctx", p.n_ctx}, {"n_sessions", p.n_sessions}, {"n_batch", p.n_batch}, {"n_threads", p.n_threads}} {
+		if f.v < 0 {
+			return argErrorf("model params: %s is %d; want 0 or more", f.name, int32(f.v))
+		}
+	}
+	return nil
+}
+
+//export capiModelLoad
+func capiModelLoad(path *C.char, params *C.m40llm_model_params, out *C.uintptr_t) (st status) {
+	defer recoverPanic(&st)
+	switch {
+	case out == nil:
+		return failArg(argErrorf("model (the result pointer) is NULL"))
+	case path == nil:
+		return failArg(argErrorf("path is NULL"))
+	}
+	p := defaultModelParams()
+	if params != nil {
+		p = *params
+	}
+	if err := checkModelParams(&p); err != nil {
+		return failArg(err)
+	}
+	be, err := newBackend(&p)
+	if err != nil {
+		return failArg(err)
+	}
+	m, err := model.Load(C.GoString(path), be, model.Options{
+		CtxSize:   int(p.n_ctx),
+		Slots:     int(p.n_sessions),
+		BatchSize: int(p.n_batch),
+	})
+	if err != nil {
+		be.Close()
+		// Errors of the backend's weight loading (a tensor type the
+		// backend lacks) are not typed; they are the file's fault.
+		return fail(err, stUnsupported)
+	}
+	*out = newHandle(&loadedModel{m: m, busy: make([]bool, m.Slots())})
+	return stOK
+}
+
+//export capiModelFree
+func capiModelFree(h C.uintptr_t) (st status) {
+	defer recoverPanic(&st)
+	if h == 0 {
+		return stOK
+	}
+	m, err := lookup[*loadedModel](h, "model")
+	if err != nil {
+		return failArg(err)
+	}
+	err = m.close("model", func() error {
+		if m.live > 0 {
+			return errorf(stBusy, "model has %d live session(s); free them first", m.live)
+		}
+		return nil
+	})
+	if err != nil {
+		return failArg(err)
+	}
+	deleteHandle(h)
+	return fail(m.m.Close(), stInternal)
+}
+
+//export capiModelInfo
+func capiModelInfo(h C.uintptr_t, props *C.m40llm_model_props) (st status) {
+	defer recoverPanic(&st)
+	m, err := enterModel(h)
+	if err != nil {
+		return failArg(err)
+	}
+	defer m.exit()
+	if props == nil {
+		return failArg(argErrorf("props is NULL"))
+	}
+	cfg, tok := m.m.Config, m.m.Tokenizer
+	var p C.m40llm_model_props
+	copyCString(p.architecture[:], cfg.Arch)
+	copyCString(p.backend[:], m.m.Backend().Name())
+	p.context_length = C.int32_t(cfg.ContextLength)
+	p.n_ctx = C.int32_t(m.m.CtxSize())
+	p.n_sessions = C.int32_t(m.m.Slots())
+	p.n_batch = C.int32_t(m.m.BatchSize())
+	p.vocab_size = C.int32_t(cfg.VocabSize)
+	p.n_layers = C.int32_t(cfg.Layers)
+	p.n_embd = C.int32_t(cfg.Dim)
+	p.n_heads = C.int32_t(cfg.Heads)
+	p.n_kv_heads = C.int32_t(cfg.KVHeads)
+	p.bos_token = C.int32_t(tok.BOS())
+	p.eos_token = C.int32_t(tok.EOS())
+	p.weight_bytes = C.uint64_t(m.m.Weights.Bytes)
+	*props = p
+	return stOK
+}
+
+// copyCString copies s into the fixed array dst, truncated at a UTF-8
+// boundary so that it fits with its NUL.
+func copyCString(dst []C.char, s string) {
+	n := min(len(s), len(dst)-1)
+	for n > 0 && n < len(s) && s[n]&0xc0 == 0x80 {
+		n--
+	}
+	for i := range n {
+		dst[i] = C.char(s[i])
+	}
+	dst[n] = 0
+}
