@@ -24,9 +24,9 @@ const (
 	testKey     = "test-key"
 )
 
-// testBackend is the CPU backend with switches for tests: Read and Sync
-// fail while fail is set, Read panics while panic is set, and it reports
-// a fake device memory.
+// testBackend is the CPU backend with switches for tests: Read, ReadTopK
+// and Sync fail while fail is set, Read and ReadTopK panic while panic is
+// set, and it reports a fake device memory.
 type testBackend struct {
 	*cpu.Backend
 	fail  atomic.Bool
@@ -45,6 +45,16 @@ func (b *testBackend) Read(dst []float32, src model.Buf, n int) error {
 	return b.Backend.Read(dst, src, n)
 }
 
+func (b *testBackend) ReadTopK(ids []int32, vals []float32, src model.Buf, n, k int) error {
+	if b.panic.Load() {
+		panic("injected backend panic")
+	}
+	if b.fail.Load() {
+		return errInjected
+	}
+	return b.Backend.ReadTopK(ids, vals, src, n, k)
+}
+
 func (b *testBackend) Sync() error {
 	if b.fail.Load() {
 		return errInjected
@@ -52,8 +62,10 @@ func (b *testBackend) Sync() error {
 	return b.Backend.Sync()
 }
 
-// MemoryInfo pretends to be a device with 1 GiB, a quarter free.
-func (b *testBackend) MemoryInfo() (free, total uint64, err error) { return 256 << 20, 1 << 30, nil }
+// MemoryUsage pretends to be a device of 1 GiB with 768 MiB in use.
+func (b *testBackend) MemoryUsage() model.MemoryUsage {
+	return model.MemoryUsage{Weights: 1 << 20, KV: 2 << 20, Activations: 3 << 20, Scratch: 4 << 20, DeviceUsed: 768 << 20, DeviceTotal: 1 << 30}
+}
 
 // loadModel loads the bundled model on the CPU backend with slots slots
 // of ctx positions.

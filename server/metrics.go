@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/m40llm/m40llm/model"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -21,14 +22,6 @@ type metrics struct {
 	queued          prometheus.Gauge
 	kvTokens        prometheus.Gauge
 	kvRatio         prometheus.Gauge
-}
-
-// DeviceMemory is implemented by backends that can report the memory of
-// their device (the CUDA backend); the server then exports it as
-// m40llm_gpu_memory_used_bytes and m40llm_gpu_memory_total_bytes.
-type DeviceMemory interface {
-	// MemoryInfo returns the free and total bytes of the device.
-	MemoryInfo() (free, total uint64, err error)
 }
 
 func newMetrics() *metrics {
@@ -83,24 +76,42 @@ func newMetrics() *metrics {
 	return m
 }
 
-// addDeviceMemory exports the device memory of a backend that reports it.
-func (m *metrics) addDeviceMemory(dm DeviceMemory) {
-	read := func(used bool) float64 {
-		free, total, err := dm.MemoryInfo()
-		if err != nil {
-			return 0
-		}
-		if used {
-			return float64(total - free)
-		}
-		return float64(total)
+// addDeviceMemory exports the memory of a backend that reports it (the
+// CUDA backend).
+func (m *metrics) addDeviceMemory(mr model.MemoryReporter) {
+	m.reg.MustRegister(&memoryCollector{mr: mr})
+}
+
+// memoryCollector reads model.MemoryUsage once per scrape.
+type memoryCollector struct {
+	mr model.MemoryReporter
+}
+
+var (
+	gpuUsedDesc = prometheus.NewDesc("m40llm_gpu_memory_used_bytes",
+		"Device memory in use by every process (0 when unknown).", nil, nil)
+	gpuTotalDesc = prometheus.NewDesc("m40llm_gpu_memory_total_bytes",
+		"Device memory in total (0 when unknown).", nil, nil)
+	backendMemDesc = prometheus.NewDesc("m40llm_backend_memory_bytes",
+		"Device memory the backend holds, by use.", []string{"kind"}, nil)
+)
+
+// Describe sends the descriptors of the memory metrics.
+func (c *memoryCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- gpuUsedDesc
+	ch <- gpuTotalDesc
+	ch <- backendMemDesc
+}
+
+// Collect reads the backend's memory usage.
+func (c *memoryCollector) Collect(ch chan<- prometheus.Metric) {
+	u := c.mr.MemoryUsage()
+	ch <- prometheus.MustNewConstMetric(gpuUsedDesc, prometheus.GaugeValue, float64(u.DeviceUsed))
+	ch <- prometheus.MustNewConstMetric(gpuTotalDesc, prometheus.GaugeValue, float64(u.DeviceTotal))
+	for _, k := range []struct {
+		kind  string
+		bytes int64
+	}{{"weights", u.Weights}, {"kv", u.KV}, {"activations", u.Activations}, {"scratch", u.Scratch}} {
+		ch <- prometheus.MustNewConstMetric(backendMemDesc, prometheus.GaugeValue, float64(k.bytes), k.kind)
 	}
-	m.reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "m40llm_gpu_memory_used_bytes", Help: "Device memory in use (all processes).",
-		}, func() float64 { return read(true) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "m40llm_gpu_memory_total_bytes", Help: "Device memory in total.",
-		}, func() float64 { return read(false) }),
-	)
 }

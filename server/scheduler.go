@@ -22,8 +22,9 @@ import (
 //   - every step builds one model.Batch holding the next token of every
 //     decoding slot, then up to chunk prompt tokens of the slots still in
 //     prefill (oldest first), calls Model.Forward once with the last row
-//     of every sequence that needs logits, and feeds each logits row to
-//     that request's model.Generation;
+//     of every sequence that needs logits, and feeds each logits row (or
+//     its top candidates, when every sampler of the step can do with them)
+//     to that request's model.Generation;
 //   - requests join and leave between steps; a request whose context is
 //     done (the client went away) gives up its slot before the next step.
 //
@@ -147,7 +148,9 @@ type scheduler struct {
 	outRows  []int32
 	outSlots []*slot
 	prefill  []*slot
-	logits   []float32
+	logits   []float32 // Forward's output: one vocabulary row per output row
+	ids      []int32   // ForwardTopK's output: k candidates per output row
+	vals     []float32
 }
 
 func newScheduler(m *model.Model, opts schedulerOptions) *scheduler {
@@ -410,7 +413,8 @@ func (s *scheduler) step() {
 		s.opts.onStep(b)
 	}
 
-	if err := s.forward(); err != nil {
+	k := s.candidates()
+	if err := s.forward(k); err != nil {
 		s.opts.log.Error("forward pass failed", "tokens", b.Len(), "err", err)
 		fail := &Error{Status: http.StatusInternalServerError, Type: TypeServer, Code: CodeInternal,
 			Message: "the forward pass failed: " + err.Error(), Err: err}
@@ -443,7 +447,18 @@ func (s *scheduler) step() {
 	now := time.Now()
 	for j, sl := range s.outSlots {
 		t := sl.task
-		id, text, done := t.gen.Step(s.logits[j*vocab:(j+1)*vocab], len(sl.cache) < ctxSize)
+		room := len(sl.cache) < ctxSize
+		var (
+			id   int32
+			text string
+			done bool
+		)
+		if k > 0 {
+			c := t.gen.CandidateCount()
+			id, text, done = t.gen.StepCandidates(s.ids[j*k:j*k+c], s.vals[j*k:j*k+c], room)
+		} else {
+			id, text, done = t.gen.Step(s.logits[j*vocab:(j+1)*vocab], room)
+		}
 		if met != nil {
 			if t.firstToken.IsZero() {
 				met.ttft.Observe(now.Sub(t.submitted).Seconds())
@@ -466,14 +481,43 @@ func (s *scheduler) step() {
 	}
 }
 
-// forward runs the batch, turning a panic in a backend into an error so
+// candidates returns how many of the highest logits per output row are
+// enough for every sequence of the step to sample exactly as from the
+// whole vocabulary, or 0 when some sequence needs all of them (or no row
+// is wanted). With k > 0 only the top k leave the backend (selected on
+// the device by a model.TopKReader), which saves copying and scanning
+// rows × vocabulary floats per step.
+func (s *scheduler) candidates() int {
+	if len(s.outRows) == 0 {
+		return 0
+	}
+	k := 0
+	for _, sl := range s.outSlots {
+		c := sl.task.gen.CandidateCount()
+		if c <= 0 || c > model.MaxTopK || c >= s.m.Config.VocabSize {
+			return 0
+		}
+		k = max(k, c)
+	}
+	if n := len(s.outRows) * k; cap(s.ids) < n {
+		s.ids, s.vals = make([]int32, n), make([]float32, n)
+	}
+	return k
+}
+
+// forward runs the batch, reading the top k logits of each output row
+// (k > 0) or all of them, and turns a panic in a backend into an error so
 // that one bad step fails its requests and not the process.
-func (s *scheduler) forward() (err error) {
+func (s *scheduler) forward(k int) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("panic in the forward pass: %v", p)
 		}
 	}()
+	if k > 0 {
+		n := len(s.outRows) * k
+		return s.m.ForwardTopK(&s.batch, s.outRows, k, s.ids[:n], s.vals[:n])
+	}
 	return s.m.Forward(&s.batch, s.outRows, s.logits)
 }
 

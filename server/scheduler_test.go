@@ -167,6 +167,24 @@ func TestBatchedDecodeMatchesAlone(t *testing.T) {
 		assert.Equal(t, alone[i], text, "prompt %q", prompts[i])
 		assert.Equal(t, 24, res.CompletionTokens)
 	}
+
+	// Next to a sampler that needs the whole vocabulary (top-k off), the
+	// step reads full logits rows; greedy text stays the same.
+	ids := m.Tokenizer.Encode(prompts[1], true, true)
+	p := model.Greedy()
+	p.Temperature, p.TopK, p.Seed = 1, 0, 7
+	gen, err := m.NewGeneration(ids, model.GenerateOptions{MaxTokens: 24, Sampling: p, IgnoreEOS: true})
+	require.NoError(t, err)
+	require.Zero(t, gen.CandidateCount())
+	full := newTask(ctx, ids, gen)
+	require.NoError(t, s.submit(full))
+	greedy := submitText(t, ctx, s, m, prompts[0], 24)
+	text, _, err := wait(t, greedy)
+	require.NoError(t, err)
+	assert.Equal(t, alone[0], text)
+	_, res, err := wait(t, full)
+	require.NoError(t, err)
+	assert.Equal(t, 24, res.CompletionTokens)
 }
 
 func TestPrefixReuse(t *testing.T) {

@@ -114,8 +114,8 @@ func (s *Server) Start(m *model.Model) error {
 	if terr != nil {
 		s.log.Warn("no chat template; /v1/chat/completions will fail", "err", terr)
 	}
-	if dm, ok := m.Backend().(DeviceMemory); ok {
-		s.metrics.addDeviceMemory(dm)
+	if mr, ok := m.Backend().(model.MemoryReporter); ok {
+		s.metrics.addDeviceMemory(mr)
 	}
 	s.sched = newScheduler(m, schedulerOptions{
 		queue: s.opts.Queue, chunk: min(s.opts.PrefillChunk, m.BatchSize()), metrics: s.metrics, log: s.log,

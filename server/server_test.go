@@ -460,6 +460,8 @@ func TestMetrics(t *testing.T) {
 	assert.Contains(t, text, `m40llm_http_requests_total{code="400",route="POST /v1/completions"} 1`)
 	assert.Contains(t, text, "m40llm_generated_tokens_total 8\n")
 	assert.Contains(t, text, "m40llm_gpu_memory_used_bytes 8.05306368e+08\n")
+	assert.Contains(t, text, "m40llm_gpu_memory_total_bytes 1.073741824e+09\n")
+	assert.Contains(t, text, `m40llm_backend_memory_bytes{kind="kv"} 2.097152e+06`)
 }
 
 func TestCORS(t *testing.T) {
