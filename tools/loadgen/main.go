@@ -5,13 +5,13 @@
 //	loadgen -url http://127.0.0.1:58439 -streams 1,8 -requests 4 -max-tokens 256
 //
 // Every request asks for exactly -max-tokens tokens (ignore_eos) so that
-// runs are comparable; the first line of output per level is the
-// aggregate tokens per second over the level's wall time, and the last
-// column compares it with the first level (the batched-decode speed-up
-// when the first level is 1). One warm-up request runs first and is not
-// counted (the first request also pays for PTX compilation and graph
-// capture on a GPU). It exits 1 when any request fails or returns another
-// token count.
+// runs are comparable. Each level prints one row: the aggregate tokens
+// per second over the level's wall time and, in the last column, its
+// ratio to the first level's (the batched-decode speed-up when the first
+// level is 1). loadgen first waits for /health to say 200 (-wait), then
+// sends one warm-up request that is not counted (the first request also
+// pays for PTX compilation and graph capture on a GPU). It exits 1 when
+// any request fails or returns another token count.
 package main
 
 import (
@@ -64,6 +64,7 @@ func main() {
 	flag.BoolVar(&cfg.chat, "chat", false, "use /v1/chat/completions instead of /v1/completions")
 	flag.Float64Var(&cfg.temperature, "temperature", 0, "sampling temperature (0: greedy)")
 	flag.DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
+	wait := flag.Duration("wait", time.Minute, "wait this long for /health to say 200 (the server may still be loading)")
 	flag.Parse()
 
 	var ns []int
@@ -78,6 +79,10 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 
+	if err := waitHealthy(ctx, cfg.url, *wait); err != nil {
+		fmt.Fprintf(os.Stderr, "loadgen: %v\n", err)
+		os.Exit(1)
+	}
 	if r := request(ctx, &cfg, cfg.prompt); r.err != nil {
 		fmt.Fprintf(os.Stderr, "loadgen: warm-up request: %v\n", r.err)
 		os.Exit(1)
@@ -110,6 +115,33 @@ func main() {
 	tw.Flush()
 	if failed {
 		os.Exit(1)
+	}
+}
+
+// waitHealthy polls GET /health until it answers 200, for at most d.
+func waitHealthy(ctx context.Context, url string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+"/health", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("/health: status %d", resp.StatusCode)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the server is not ready after %v: %w", d, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 }
 
