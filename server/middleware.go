@@ -43,12 +43,17 @@ func (r *statusRecorder) Flush() {
 // Unwrap gives http.ResponseController the underlying writer.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// instrument counts requests by route pattern and status code.
-func (s *Server) instrument(next http.Handler) http.Handler {
+// instrument counts requests by the mux's route pattern and status code
+// (requests answered before the mux, such as 401s, are counted under the
+// route they asked for).
+func (s *Server) instrument(mux *http.ServeMux, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w}
 		defer func() {
 			route := r.Pattern // set by the ServeMux on this request
+			if route == "" {
+				_, route = mux.Handler(r)
+			}
 			if route == "" || route == "/" {
 				route = "other"
 			}

@@ -443,6 +443,10 @@ func TestMetrics(t *testing.T) {
 	})
 	require.NoError(t, err)
 	ts.post(t, "/v1/completions", `{"prompt":`) // a 400
+	req, err := http.NewRequest(http.MethodGet, ts.ts.URL+"/v1/models", nil)
+	require.NoError(t, err)
+	status, _, _ := do(t, req) // a 401, answered before the mux
+	require.Equal(t, http.StatusUnauthorized, status)
 	status, hdr, body := ts.get(t, "/metrics")
 	require.Equal(t, http.StatusOK, status)
 	assert.Contains(t, hdr.Get("Content-Type"), "text/plain")
@@ -458,6 +462,7 @@ func TestMetrics(t *testing.T) {
 	}
 	assert.Contains(t, text, `m40llm_http_requests_total{code="200",route="POST /v1/completions"} 1`)
 	assert.Contains(t, text, `m40llm_http_requests_total{code="400",route="POST /v1/completions"} 1`)
+	assert.Contains(t, text, `m40llm_http_requests_total{code="401",route="GET /v1/models"} 1`)
 	assert.Contains(t, text, "m40llm_generated_tokens_total 8\n")
 	assert.Contains(t, text, "m40llm_gpu_memory_used_bytes 8.05306368e+08\n")
 	assert.Contains(t, text, "m40llm_gpu_memory_total_bytes 1.073741824e+09\n")
@@ -497,7 +502,7 @@ func TestCORS(t *testing.T) {
 func TestPanicBecomes500(t *testing.T) {
 	var logs strings.Builder
 	s := New(Options{Name: modelName, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	h := s.instrument(s.recoverPanics(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+	h := s.instrument(http.NewServeMux(), s.recoverPanics(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
 		panic("boom")
 	})))
 	rec := httptest.NewRecorder()
