@@ -15,8 +15,6 @@ import (
 // Error types and codes of OpenAI's error body that the server uses.
 const (
 	TypeInvalidRequest = "invalid_request_error"
-	TypeAuthentication = "authentication_error"
-	TypeNotFound       = "not_found_error"
 	TypeServer         = "server_error"
 	TypeUnavailable    = "unavailable_error"
 
