@@ -83,3 +83,25 @@ func fusedDot(t gguf.Type, row []byte, x []float32) float32 {
 	}
 	panic("cpu: fusedDot of " + t.String())
 }
+
+//go:noescape
+func f16ToF32AVX2(dst *float32, src *uint16, n int)
+
+// rowToF32 converts a stored row to float32 in dst with a vector kernel
+// and reports true, or reports false when t has none (the caller then
+// dequantizes the generic way).
+func rowToF32(t gguf.Type, dst []float32, row []byte) bool {
+	if !useAVX2 || t != gguf.TypeF16 {
+		return false
+	}
+	n := len(dst)
+	src := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(row))), len(row)/2)[:n]
+	m := n &^ 7
+	if m > 0 {
+		f16ToF32AVX2(&dst[0], &src[0], m)
+	}
+	for i := m; i < n; i++ {
+		dst[i] = gguf.F16ToF32(src[i])
+	}
+	return true
+}

@@ -220,3 +220,40 @@ q8reduce:
 	VZEROUPPER
 	MOVSS X0, ret+24(FP)
 	RET
+
+// func f16ToF32AVX2(dst *float32, src *uint16, n int)
+// Converts n half floats (a multiple of 8) to float32 with F16C.
+TEXT ·f16ToF32AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+
+cvtloop32:
+	CMPQ CX, $32
+	JL   cvtloop8
+	VCVTPH2PS (SI), Y0
+	VCVTPH2PS 16(SI), Y1
+	VCVTPH2PS 32(SI), Y2
+	VCVTPH2PS 48(SI), Y3
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ $64, SI
+	ADDQ $128, DI
+	SUBQ $32, CX
+	JMP  cvtloop32
+
+cvtloop8:
+	CMPQ CX, $8
+	JL   cvtdone
+	VCVTPH2PS (SI), Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $16, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  cvtloop8
+
+cvtdone:
+	VZEROUPPER
+	RET

@@ -19,3 +19,6 @@ func hasFusedDot(gguf.Type) bool { return false }
 func fusedDot(t gguf.Type, _ []byte, _ []float32) float32 {
 	panic("cpu: fusedDot of " + t.String())
 }
+
+// rowToF32 reports false: no vector conversion on this architecture.
+func rowToF32(gguf.Type, []float32, []byte) bool { return false }

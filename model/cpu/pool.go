@@ -7,10 +7,12 @@ import (
 // pool runs parallel loops on a fixed set of worker goroutines, so that a
 // forward pass does not start goroutines per operation.
 type pool struct {
-	workers int
-	tasks   chan task
-	once    sync.Once
-	wg      sync.WaitGroup // one run at a time: backend ops are serial
+	workers  int
+	tasks    chan task
+	once     sync.Once
+	wg       sync.WaitGroup // one run at a time: backend ops are serial
+	mu       sync.Mutex
+	panicked any // first panic of a worker during the current run
 }
 
 type task struct {
@@ -20,6 +22,23 @@ type task struct {
 	wg     *sync.WaitGroup
 }
 
+// call runs the task and hands a panic to the goroutine that called run,
+// so that it surfaces where the operation was started (and can be
+// recovered there) instead of killing the process from a worker.
+func (t task) call(p *pool) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.mu.Lock()
+			if p.panicked == nil {
+				p.panicked = r
+			}
+			p.mu.Unlock()
+		}
+		t.wg.Done()
+	}()
+	t.fn(t.chunk, t.lo, t.hi)
+}
+
 func newPool(workers int) *pool {
 	p := &pool{workers: max(workers, 1)}
 	if p.workers > 1 {
@@ -27,8 +46,7 @@ func newPool(workers int) *pool {
 		for range p.workers - 1 {
 			go func() {
 				for t := range p.tasks {
-					t.fn(t.chunk, t.lo, t.hi)
-					t.wg.Done()
+					t.call(p)
 				}
 			}()
 		}
@@ -54,8 +72,17 @@ func (p *pool) run(total, grain int, fn func(chunk, lo, hi int)) {
 		lo, hi := c*step, min((c+1)*step, total)
 		p.tasks <- task{fn, c, lo, hi, wg}
 	}
+	defer func() {
+		wg.Wait()
+		p.mu.Lock()
+		r := p.panicked
+		p.panicked = nil
+		p.mu.Unlock()
+		if r != nil {
+			panic(r)
+		}
+	}()
 	fn(0, 0, min(step, total))
-	wg.Wait()
 }
 
 func (p *pool) close() {

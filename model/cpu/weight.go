@@ -53,8 +53,11 @@ func (w *weight) row(r int, scratch []float32) []float32 {
 		return w.f32[r*w.cols : (r+1)*w.cols : (r+1)*w.cols]
 	}
 	dst := scratch[:w.cols]
-	// Lengths were validated at load; Dequantize cannot fail here.
-	_ = gguf.Dequantize(dst, w.raw[r*w.rowBytes:(r+1)*w.rowBytes], w.typ)
+	raw := w.raw[r*w.rowBytes : (r+1)*w.rowBytes]
+	if !rowToF32(w.typ, dst, raw) {
+		// Lengths were validated at load; Dequantize cannot fail here.
+		_ = gguf.Dequantize(dst, raw, w.typ)
+	}
 	return dst
 }
 
