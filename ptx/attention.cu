@@ -12,6 +12,8 @@
 //   part   (n, heads, splits, vd+2)  FP32 partial results of the split
 //          decode kernel: max score m, sum of exp l, then vd unnormalized
 //          outputs, for positions [split*chunk, (split+1)*chunk)
+//   cnt    (n, gridDim.x of attn_decode) int32 arrival counters, zero
+//          between launches
 //
 // Query i attends to positions 0..pos[i] of slot seq[i]; query head h reads
 // KV head h / (heads/kvheads). Scores are scale·(q·k), softmax in FP32.
@@ -20,22 +22,35 @@
 #include <cuda_fp16.h>
 #include "reduce.cuh"
 
-// Keys per step of the decode kernel's online softmax.
+// Keys per step of the decode kernel's online softmax, and per warp of
+// its four.
 #define DEC_SUB 64
+#define DEC_WARPS 4
+#define DEC_KPW (DEC_SUB / DEC_WARPS)
 
-// attn_decode is the first half of split-KV (flash-decoding) attention:
-// block (x: KV head kh and a group of up to hpb of its query heads, y:
-// split, z: query row i) folds positions [y*chunk, min((y+1)*chunk,
-// pos[i]+1)) into a running max, sum and output per query head, DEC_SUB
-// keys at a time, and writes them to part. Splits past the query's position
-// return at once; attn_combine reads only the splits that hold positions.
-// Block: 128 threads. Dynamic shared memory: hpb*(hd + DEC_SUB + vd + 3)
+// attn_decode is split-KV (flash-decoding) attention: block (x: KV head kh
+// and a group of up to hpb of its query heads, y: split, z: query row i)
+// folds positions [y*chunk, min((y+1)*chunk, pos[i]+1)) into a running
+// max, sum and output per query head, DEC_SUB keys at a time, and writes
+// them to part. Splits past the query's position return at once. The last
+// block of a (row, head group) to finish — it counts arrivals in cnt and
+// resets the counter — merges the splits into dst:
+//
+//   dst[i, h] = Σ_s e^(m_s−M)·o_s / Σ_s e^(m_s−M)·l_s,  M = max_s m_s
+//
+// Each warp owns DEC_KPW keys of a step. It loads all of their key rows
+// (16 bytes per lane, hd/8 lanes per key) before using any, then all of
+// their value rows, so that a step waits for memory about twice whatever
+// the group size; every loaded row serves all the block's query heads.
+// Block: 128 threads. Dynamic shared memory: hpb*(hd + DEC_SUB + 5*vd + 3)
 // floats.
 extern "C" __global__ void __launch_bounds__(128)
-attn_decode(float *__restrict__ part, const float *__restrict__ q, const __half *__restrict__ kc,
-            const __half *__restrict__ vc, const int *__restrict__ seq, const int *__restrict__ pos,
+attn_decode(float *__restrict__ part, float *__restrict__ dst, int *__restrict__ cnt,
+            const float *__restrict__ q, const __half *__restrict__ kc, const __half *__restrict__ vc,
+            const int *__restrict__ seq, const int *__restrict__ pos,
             int n, int heads, int kvheads, int hd, int vd, int ctx, int chunk, int hpb, float scale)
 {
+    __shared__ int last;
     extern __shared__ float sm[];
     const int i = blockIdx.z;
     const int G = heads / kvheads;
@@ -54,7 +69,8 @@ attn_decode(float *__restrict__ part, const float *__restrict__ q, const __half 
     float *qs = sm;                  // [hpb][hd]
     float *sc = qs + hpb * hd;       // [hpb][DEC_SUB] scores, then weights
     float *os = sc + hpb * DEC_SUB;  // [hpb][vd] running outputs
-    float *ms = os + hpb * vd;       // [hpb] running max
+    float *red = os + hpb * vd;      // [DEC_WARPS][hpb][vd] per-warp sums
+    float *ms = red + DEC_WARPS * hpb * vd; // [hpb] running max
     float *ls = ms + hpb;            // [hpb] running sum
     float *al = ls + hpb;            // [hpb] rescale of this step
 
@@ -75,41 +91,50 @@ attn_decode(float *__restrict__ part, const float *__restrict__ q, const __half 
     const __half *kbase = kc + slot * kcols + (size_t)kh * hd;
     const __half *vbase = vc + slot * vcols + (size_t)kh * vd;
     // Keys are read 16 bytes per lane by groups of lpk = hd/8 lanes (a
-    // power of two up to 32) when the rows allow it.
+    // power of two up to 16) when the rows allow it; values as half2 by
+    // whole warps when vd is even and at most 128.
     const int lpk = hd / 8;
-    const bool vec = (hd % 8 == 0) && lpk <= 32 && (lpk & (lpk - 1)) == 0 && (kcols % 8 == 0);
+    const bool kvec = (hd % 8 == 0) && lpk <= 16 && (lpk & (lpk - 1)) == 0 && (kcols % 8 == 0);
+    const bool vvec = (vd % 2 == 0) && vd <= 128;
 
     for (int b0 = start; b0 < end; b0 += DEC_SUB) {
         const int L = min(DEC_SUB, end - b0);
-        if (vec) {
-            const int kpw = 32 / lpk;         // keys per warp per step
-            const int sub = lane % lpk;       // this lane's 8 dims
-            for (int base = 0; base < L; base += nwarps * kpw) {
-                const int j = base + warp * kpw + lane / lpk;
-                float kf[8];
-                if (j < L) {
-                    const uint4 raw = *reinterpret_cast<const uint4 *>(kbase + (size_t)(b0 + j) * kcols + sub * 8);
-                    const __half2 *h2 = reinterpret_cast<const __half2 *>(&raw);
+        if (kvec) {
+            const int kpw = 32 / lpk;                   // keys per warp per load
+            const int steps = (DEC_KPW + kpw - 1) / kpw; // at most 8
+            const int sub = lane % lpk;                 // this lane's 8 dims
+            uint4 kr[8];
 #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const float2 f = __half22float2(h2[e]);
-                        kf[2 * e] = f.x;
-                        kf[2 * e + 1] = f.y;
-                    }
-                } else {
+            for (int t = 0; t < 8; t++) {
+                const int jj = t * kpw + lane / lpk;
+                const int j = warp * DEC_KPW + jj;
+                kr[t] = make_uint4(0, 0, 0, 0);
+                if (t < steps && jj < DEC_KPW && j < L)
+                    kr[t] = *reinterpret_cast<const uint4 *>(kbase + (size_t)(b0 + j) * kcols + sub * 8);
+            }
+            for (int g = 0; g < gn; g++) {
+                const float4 qa = *reinterpret_cast<const float4 *>(qs + g * hd + sub * 8);
+                const float4 qb = *reinterpret_cast<const float4 *>(qs + g * hd + sub * 8 + 4);
 #pragma unroll
-                    for (int e = 0; e < 8; e++)
-                        kf[e] = 0.0f;
-                }
-                for (int g = 0; g < gn; g++) {
-                    const float *qg = qs + g * hd + sub * 8;
-                    float s = 0.0f;
-#pragma unroll
-                    for (int e = 0; e < 8; e++)
-                        s = fmaf(qg[e], kf[e], s);
+                for (int t = 0; t < 8; t++) {
+                    if (t >= steps)
+                        break;
+                    const __half2 *h2 = reinterpret_cast<const __half2 *>(&kr[t]);
+                    const float2 k0 = __half22float2(h2[0]), k1 = __half22float2(h2[1]);
+                    const float2 k2 = __half22float2(h2[2]), k3 = __half22float2(h2[3]);
+                    float s = qa.x * k0.x;
+                    s = fmaf(qa.y, k0.y, s);
+                    s = fmaf(qa.z, k1.x, s);
+                    s = fmaf(qa.w, k1.y, s);
+                    s = fmaf(qb.x, k2.x, s);
+                    s = fmaf(qb.y, k2.y, s);
+                    s = fmaf(qb.z, k3.x, s);
+                    s = fmaf(qb.w, k3.y, s);
                     for (int off = lpk / 2; off > 0; off /= 2)
                         s += __shfl_xor_sync(0xffffffffu, s, off);
-                    if (j < L && sub == 0)
+                    const int jj = t * kpw + lane / lpk;
+                    const int j = warp * DEC_KPW + jj;
+                    if (sub == 0 && jj < DEC_KPW && j < L)
                         sc[g * DEC_SUB + j] = s * scale;
                 }
             }
@@ -149,14 +174,63 @@ attn_decode(float *__restrict__ part, const float *__restrict__ q, const __half 
         }
         __syncthreads();
 
-        for (int t = tid; t < gn * vd; t += blockDim.x) {
-            const int g = t / vd, d = t % vd;
-            const float *p = sc + g * DEC_SUB;
-            const __half *vcol = vbase + (size_t)b0 * vcols + d;
-            float acc = 0.0f;
-            for (int j = 0; j < L; j++)
-                acc = fmaf(p[j], __half2float(vcol[(size_t)j * vcols]), acc);
-            os[t] = os[t] * al[g] + acc;
+        if (vvec) {
+            const int npair = vd / 2;
+            const __half2 *vb2 = reinterpret_cast<const __half2 *>(vbase + (size_t)b0 * vcols);
+            __half2 vr[DEC_KPW][2];
+#pragma unroll
+            for (int t = 0; t < DEC_KPW; t++) {
+                const int j = warp * DEC_KPW + t;
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    const int p = lane + 32 * c;
+                    vr[t][c] = __float2half2_rn(0.0f);
+                    if (j < L && p < npair)
+                        vr[t][c] = vb2[(size_t)j * (vcols / 2) + p];
+                }
+            }
+            for (int g = 0; g < gn; g++) {
+                float2 acc[2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+#pragma unroll
+                for (int t = 0; t < DEC_KPW; t++) {
+                    const int j = warp * DEC_KPW + t;
+                    const float pj = j < L ? sc[g * DEC_SUB + j] : 0.0f;
+#pragma unroll
+                    for (int c = 0; c < 2; c++) {
+                        const float2 f = __half22float2(vr[t][c]);
+                        acc[c].x = fmaf(pj, f.x, acc[c].x);
+                        acc[c].y = fmaf(pj, f.y, acc[c].y);
+                    }
+                }
+                float *rw = red + ((size_t)warp * hpb + g) * vd;
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    const int p = lane + 32 * c;
+                    if (p < npair) {
+                        rw[2 * p] = acc[c].x;
+                        rw[2 * p + 1] = acc[c].y;
+                    }
+                }
+            }
+            __syncthreads();
+            for (int t = tid; t < gn * vd; t += blockDim.x) {
+                const int g = t / vd, d = t % vd;
+                float acc = 0.0f;
+#pragma unroll
+                for (int w = 0; w < DEC_WARPS; w++)
+                    acc += red[((size_t)w * hpb + g) * vd + d];
+                os[t] = os[t] * al[g] + acc;
+            }
+        } else {
+            for (int t = tid; t < gn * vd; t += blockDim.x) {
+                const int g = t / vd, d = t % vd;
+                const float *p = sc + g * DEC_SUB;
+                const __half *vcol = vbase + (size_t)b0 * vcols + d;
+                float acc = 0.0f;
+                for (int j = 0; j < L; j++)
+                    acc = fmaf(p[j], __half2float(vcol[(size_t)j * vcols]), acc);
+                os[t] = os[t] * al[g] + acc;
+            }
         }
         __syncthreads();
     }
@@ -167,33 +241,46 @@ attn_decode(float *__restrict__ part, const float *__restrict__ q, const __half 
         const float val = c == 0 ? ms[g] : c == 1 ? ls[g] : os[g * vd + c - 2];
         part[(((size_t)i * heads + h0 + g) * splits + blockIdx.y) * w + c] = val;
     }
-}
 
-// attn_combine is the second half: dst[i, h] = Σ_s e^(m_s−M)·o_s / Σ_s
-// e^(m_s−M)·l_s over the splits s that hold positions of query i, with M
-// the largest m_s. Grid (x: heads, y: n), block 128.
-extern "C" __global__ void __launch_bounds__(128)
-attn_combine(float *__restrict__ dst, const float *__restrict__ part, const int *__restrict__ pos,
-             int n, int heads, int vd, int chunk, int splits)
-{
-    const int h = blockIdx.x, i = blockIdx.y;
-    if (i >= n)
+    // Count this block in; the last of the splits holding positions
+    // merges them.
+    const int nv = min(splits, (npos + chunk - 1) / chunk);
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        int *c = cnt + (size_t)i * gridDim.x + blockIdx.x;
+        last = atomicAdd(c, 1) == nv - 1;
+        if (last)
+            *c = 0;
+    }
+    __syncthreads();
+    if (!last)
         return;
-    const int w = vd + 2;
-    const int nv = min(splits, (pos[i] + chunk) / chunk);
-    const float *pp = part + ((size_t)i * heads + h) * splits * w;
-    float M = -INFINITY;
-    for (int s = 0; s < nv; s++)
-        M = fmaxf(M, pp[s * w]);
-    float L = 0.0f;
-    for (int s = 0; s < nv; s++)
-        L += expf(pp[s * w] - M) * pp[s * w + 1];
-    float *out = dst + (size_t)i * heads * vd + (size_t)h * vd;
-    for (int d = threadIdx.x; d < vd; d += blockDim.x) {
+    __threadfence();
+    for (int g = warp; g < gn; g += nwarps) {
+        const float *pp = part + ((size_t)i * heads + h0 + g) * splits * w;
+        float M = -INFINITY;
+        for (int sp = lane; sp < nv; sp += 32)
+            M = fmaxf(M, __ldcg(pp + (size_t)sp * w));
+        M = warp_max(M);
+        float L = 0.0f;
+        for (int sp = lane; sp < nv; sp += 32)
+            L += expf(__ldcg(pp + (size_t)sp * w) - M) * __ldcg(pp + (size_t)sp * w + 1);
+        L = warp_sum(L);
+        if (lane == 0) {
+            ms[g] = M;
+            ls[g] = L;
+        }
+    }
+    __syncthreads();
+    for (int t = tid; t < gn * vd; t += blockDim.x) {
+        const int g = t / vd, d = t % vd;
+        const float *pp = part + ((size_t)i * heads + h0 + g) * splits * w;
+        const float M = ms[g];
         float o = 0.0f;
-        for (int s = 0; s < nv; s++)
-            o += expf(pp[s * w] - M) * pp[s * w + 2 + d];
-        out[d] = o / L;
+        for (int sp = 0; sp < nv; sp++)
+            o += expf(__ldcg(pp + (size_t)sp * w) - M) * __ldcg(pp + (size_t)sp * w + 2 + d);
+        dst[(size_t)i * heads * vd + (size_t)(h0 + g) * vd + d] = o / ls[g];
     }
 }
 

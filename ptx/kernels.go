@@ -33,7 +33,6 @@ const (
 	kKVAppend
 	kRopeAppend
 	kAttnDecode
-	kAttnCombine
 	kAttnPrefill8
 	kAttnPrefill16
 	kAttnPrefill32
@@ -81,8 +80,7 @@ var kernelTable = [numKernels]kernelSpec{
 	kKVAppend:    {"rope", "kv_append", "ppppppiiii"},
 	kRopeAppend:  {"rope", "rope_append", "ppppppppiiiiiiii"},
 
-	kAttnDecode:     {"attention", "attn_decode", "ppppppiiiiiiiif"},
-	kAttnCombine:    {"attention", "attn_combine", "pppiiiii"},
+	kAttnDecode:     {"attention", "attn_decode", "ppppppppiiiiiiiif"},
 	kAttnPrefill8:   {"attention", "attn_prefill_h8", "ppppppiiiif"},
 	kAttnPrefill16:  {"attention", "attn_prefill_h16", "ppppppiiiif"},
 	kAttnPrefill32:  {"attention", "attn_prefill_h32", "ppppppiiiif"},

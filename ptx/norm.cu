@@ -14,8 +14,8 @@
 #include "reduce.cuh"
 
 // dst[i] = rmsnorm(x[i]) * w for the row i = blockIdx.x. dst may alias x.
-// Block: 256 threads.
-extern "C" __global__ void __launch_bounds__(256)
+// Block: 256 threads, or up to 1024 when there are few rows.
+extern "C" __global__ void __launch_bounds__(1024)
 rmsnorm_f32(float *dst, const float *x, const float *__restrict__ w, int cols, float eps)
 {
     __shared__ float scratch[32];
@@ -38,8 +38,9 @@ rmsnorm_f32(float *dst, const float *x, const float *__restrict__ w, int cols, f
 //
 // for the row i = blockIdx.x. It replaces add_f32 followed by rmsnorm_f32
 // (one read of x less, one launch less). dst may alias d: every thread
-// reads d[j] before it writes dst[j], for the same j. Block: 256 threads.
-extern "C" __global__ void __launch_bounds__(256)
+// reads d[j] before it writes dst[j], for the same j. Block: 256 threads,
+// or up to 1024 when there are few rows.
+extern "C" __global__ void __launch_bounds__(1024)
 add_rmsnorm_f32(float *x, const float *d, float *dst, const float *__restrict__ w, int cols, float eps)
 {
     __shared__ float scratch[32];

@@ -29,6 +29,17 @@ const (
 func dim1(x int) cudadrv.Dim3    { return cudadrv.Dim3{X: uint32(x), Y: 1, Z: 1} }
 func dim2(x, y int) cudadrv.Dim3 { return cudadrv.Dim3{X: uint32(x), Y: uint32(y), Z: 1} }
 
+// rowThreads is the block size of kernels that give each of n rows one
+// block: 256 threads when there are enough rows to fill the GPU, more (up
+// to 1024, about one per 4 elements) for decode, where one block per row
+// would leave a long serial loop.
+func rowThreads(n, cols int) int {
+	if n >= 32 {
+		return 256
+	}
+	return max(256, min(1024, (cols/4+31)&^31))
+}
+
 // blocks returns the blocks of threads needed to cover count elements once,
 // capped so that the grid-stride loops of the kernels take the rest.
 func blocks(count, threads int) int { return max(1, min((count+threads-1)/threads, 8192)) }
@@ -98,7 +109,7 @@ func (k *Kernels) RMSNorm(s cudadrv.Stream, dst, x, w cudadrv.DevicePtr, n, cols
 	if err := checkCounts("RMSNorm", n, cols); err != nil {
 		return err
 	}
-	return k.launch(kRMSNorm, dim1(n), dim1(256), s, dst, x, w, int32(cols), eps)
+	return k.launch(kRMSNorm, dim1(n), dim1(rowThreads(n, cols)), s, dst, x, w, int32(cols), eps)
 }
 
 // AddRMSNorm enqueues x[i] += d[i]; dst[i] = rmsnorm(x[i]) * w for i < n,
@@ -108,7 +119,7 @@ func (k *Kernels) AddRMSNorm(s cudadrv.Stream, x, d, dst, w cudadrv.DevicePtr, n
 	if err := checkCounts("AddRMSNorm", n, cols); err != nil {
 		return err
 	}
-	return k.launch(kAddRMSNorm, dim1(n), dim1(256), s, x, d, dst, w, int32(cols), eps)
+	return k.launch(kAddRMSNorm, dim1(n), dim1(rowThreads(n, cols)), s, x, d, dst, w, int32(cols), eps)
 }
 
 // HeadRMSNorm enqueues, in place, RMSNorm of every head (headDim
@@ -158,7 +169,7 @@ func (k *Kernels) KVAppend(s cudadrv.Stream, c KVCache, kk, v, seq, pos cudadrv.
 	if err := checkCounts("KVAppend", n, c.Ctx, c.KCols, c.VCols); err != nil {
 		return err
 	}
-	return k.launch(kKVAppend, dim1(n), dim1(256), s, c.K, c.V, kk, v, seq, pos, int32(n), int32(c.Ctx), int32(c.KCols), int32(c.VCols))
+	return k.launch(kKVAppend, dim1(n), dim1(rowThreads(n, c.KCols)), s, c.K, c.V, kk, v, seq, pos, int32(n), int32(c.Ctx), int32(c.KCols), int32(c.VCols))
 }
 
 // RopeAppend enqueues the fused Rope(q), Rope(kk), KVAppend(kk, v): q is
@@ -168,7 +179,7 @@ func (k *Kernels) RopeAppend(s cudadrv.Stream, c KVCache, q, kk, v, cs, seq, pos
 	if err := checkCounts("RopeAppend", n, qcols, headDim, ropeDim, c.Ctx, c.KCols, c.VCols); err != nil {
 		return err
 	}
-	return k.launch(kRopeAppend, dim1(n), dim1(256), s, q, kk, v, c.K, c.V, cs, seq, pos,
+	return k.launch(kRopeAppend, dim1(n), dim1(rowThreads(n, qcols/2)), s, q, kk, v, c.K, c.V, cs, seq, pos,
 		int32(n), int32(qcols), int32(c.KCols), int32(c.VCols), int32(headDim), int32(ropeDim), b2i(neox), int32(c.Ctx))
 }
 
@@ -200,24 +211,41 @@ type DecodePlan struct {
 }
 
 // PlanDecode chooses the split for n query rows over contexts of up to ctx
-// positions on a GPU with sms multiprocessors: enough splits that about two
-// blocks per multiprocessor have work at a full context, and as many query
-// heads per block as fit in shared memory.
+// positions on a GPU with sms multiprocessors. Query heads that share a KV
+// head are spread over blocks until the blocks of one split cover the
+// multiprocessors (at short contexts parallelism matters more than reading
+// each key once per group; the re-reads hit the L2 cache), then the KV axis
+// is split until about two blocks per multiprocessor have work at a full
+// context.
 func (a *Attention) PlanDecode(n, sms int) DecodePlan {
 	group := a.Heads / a.KVHeads
+	sms = max(sms, 1)
 	hpb := group
-	per := func(h int) int { return 4 * h * (a.HeadDim + decodeSub + a.ValueDim + 3) }
-	for hpb > 1 && per(hpb) > maxSharedKB<<10 {
+	for hpb > 1 && (decodeShared(hpb, a.HeadDim, a.ValueDim) > maxSharedKB<<10 ||
+		n*a.KVHeads*((group+hpb-1)/hpb) < sms) {
 		hpb = (hpb + 1) / 2
 	}
 	blocksPerSplit := n * a.KVHeads * ((group + hpb - 1) / hpb)
 	maxSplits := (a.Cache.Ctx + decodeSub - 1) / decodeSub
-	splits := max(1, min(maxSplits, (2*max(sms, 1)+blocksPerSplit-1)/blocksPerSplit))
+	splits := max(1, min(maxSplits, (2*sms+blocksPerSplit-1)/blocksPerSplit))
 	chunk := (a.Cache.Ctx + splits - 1) / splits
 	chunk = (chunk + decodeSub - 1) / decodeSub * decodeSub
 	splits = (a.Cache.Ctx + chunk - 1) / chunk
 	return DecodePlan{Splits: splits, Chunk: chunk, HeadsPerBlock: hpb}
 }
+
+// Counters is the number of int32 arrival counters AttnDecode needs for n
+// rows, which must be zero before the first launch (the kernel leaves them
+// zero).
+func (a *Attention) Counters(n int, p DecodePlan) int {
+	group := a.Heads / a.KVHeads
+	return n * a.KVHeads * ((group + p.HeadsPerBlock - 1) / p.HeadsPerBlock)
+}
+
+// decodeShared is attn_decode's dynamic shared memory in bytes for hpb
+// query heads per block: their queries, scores, outputs, the four warps'
+// partial outputs and three scalars each.
+func decodeShared(hpb, hd, vd int) int { return 4 * hpb * (hd + decodeSub + 5*vd + 3) }
 
 // PartialElems is the size in floats of the partial results AttnDecode
 // writes for n rows: n·Heads·Splits·(ValueDim+2).
@@ -227,8 +255,9 @@ func (a *Attention) PartialElems(n int, p DecodePlan) int {
 
 // AttnDecode enqueues split-KV attention for any n: attn_decode writes
 // partial results for every (row, head, split) to part (PartialElems
-// floats), and attn_combine merges them into dst.
-func (k *Kernels) AttnDecode(s cudadrv.Stream, a *Attention, p DecodePlan, dst, part, q, seq, pos cudadrv.DevicePtr, n int) error {
+// floats), and the last block of each (row, head group) merges them into
+// dst. cnt holds Counters(n, p) zeroed int32.
+func (k *Kernels) AttnDecode(s cudadrv.Stream, a *Attention, p DecodePlan, dst, part, cnt, q, seq, pos cudadrv.DevicePtr, n int) error {
 	if err := a.check(n); err != nil {
 		return err
 	}
@@ -237,19 +266,14 @@ func (k *Kernels) AttnDecode(s cudadrv.Stream, a *Attention, p DecodePlan, dst, 
 	}
 	group := a.Heads / a.KVHeads
 	nsub := (group + p.HeadsPerBlock - 1) / p.HeadsPerBlock
-	smem := 4 * p.HeadsPerBlock * (a.HeadDim + decodeSub + a.ValueDim + 3)
+	smem := decodeShared(p.HeadsPerBlock, a.HeadDim, a.ValueDim)
 	if smem > maxSharedKB<<10 {
 		return fmt.Errorf("ptx: AttnDecode: %d heads per block need %d bytes of shared memory", p.HeadsPerBlock, smem)
 	}
 	grid := cudadrv.Dim3{X: uint32(a.KVHeads * nsub), Y: uint32(p.Splits), Z: uint32(n)}
-	err := k.launchShared(kAttnDecode, grid, dim1(128), smem, s, part, q, a.Cache.K, a.Cache.V, seq, pos,
+	return k.launchShared(kAttnDecode, grid, dim1(128), smem, s, part, dst, cnt, q, a.Cache.K, a.Cache.V, seq, pos,
 		int32(n), int32(a.Heads), int32(a.KVHeads), int32(a.HeadDim), int32(a.ValueDim), int32(a.Cache.Ctx),
 		int32(p.Chunk), int32(p.HeadsPerBlock), a.Scale)
-	if err != nil {
-		return err
-	}
-	return k.launch(kAttnCombine, dim2(a.Heads, n), dim1(128), s, dst, part, pos,
-		int32(n), int32(a.Heads), int32(a.ValueDim), int32(p.Chunk), int32(p.Splits))
 }
 
 // prefillKernels maps a head dimension to its attn_prefill instantiation
@@ -286,19 +310,21 @@ func (k *Kernels) AttnPrefill(s cudadrv.Stream, a *Attention, dst, q, seq, pos c
 }
 
 // matvecKernels are the instantiations of matvec_f16 and gateup_f16 by the
-// number of rows N they take.
+// number of rows N they take, with the weight rows per warp each uses
+// (matvec.cu): blocks hold 8 rows of W, so 256/r and 512/rg threads.
 var matvecKernels = []struct {
-	n              int
+	n, r, rg       int
 	matvec, gateup kernelID
 }{
-	{1, kMatvec1, kGateUp1}, {2, kMatvec2, kGateUp2}, {4, kMatvec4, kGateUp4},
-	{8, kMatvec8, kGateUp8}, {16, kMatvec16, kGateUp16},
+	{1, 1, 2, kMatvec1, kGateUp1}, {2, 1, 2, kMatvec2, kGateUp2}, {4, 1, 2, kMatvec4, kGateUp4},
+	{8, 4, 4, kMatvec8, kGateUp8}, {16, 4, 4, kMatvec16, kGateUp16},
 }
 
-func matvecFor(n int) (matvec, gateup kernelID) {
+// matvecFor returns the kernels for n rows and their block sizes.
+func matvecFor(n int) (matvec kernelID, mvThreads int, gateup kernelID, guThreads int) {
 	for _, mk := range matvecKernels {
 		if n <= mk.n {
-			return mk.matvec, mk.gateup
+			return mk.matvec, 256 / mk.r, mk.gateup, 512 / mk.rg
 		}
 	}
 	panic("unreachable")
@@ -330,8 +356,8 @@ func (k *Kernels) MatVec(s cudadrv.Stream, x cudadrv.DevicePtr, n, kk int, outs 
 		}
 		rows += out.M
 	}
-	id, _ := matvecFor(n)
-	return k.launch(id, dim1((rows+7)/8), dim1(256), s, o[0].Y, o[1].Y, o[2].Y, x, o[0].W, o[1].W, o[2].W,
+	id, threads, _, _ := matvecFor(n)
+	return k.launch(id, dim1((rows+7)/8), dim1(threads), s, o[0].Y, o[1].Y, o[2].Y, x, o[0].W, o[1].W, o[2].W,
 		o[0].Bias, o[1].Bias, o[2].Bias, int32(n), int32(o[0].M), int32(o[1].M), int32(o[2].M), int32(kk))
 }
 
@@ -347,8 +373,8 @@ func (k *Kernels) GateUp(s cudadrv.Stream, hb, hb2, x, wg, wu cudadrv.DevicePtr,
 	if n > MatVecMaxN {
 		return fmt.Errorf("ptx: GateUp: %d rows, at most %d", n, MatVecMaxN)
 	}
-	_, id := matvecFor(n)
-	return k.launch(id, dim1((m+7)/8), dim1(256), s, hb, hb2, x, wg, wu, int32(n), int32(m), int32(kk))
+	_, _, id, threads := matvecFor(n)
+	return k.launch(id, dim1((m+7)/8), dim1(threads), s, hb, hb2, x, wg, wu, int32(n), int32(m), int32(kk))
 }
 
 // TopKScratch returns the bytes of scratch TopK needs for rows × cols

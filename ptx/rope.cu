@@ -63,7 +63,7 @@ rope_f32(float *x, const float2 *__restrict__ cs, int n, int cols, int headDim, 
 
 // Stores row i of k (n, kcols) and v (n, vcols), rounded to FP16, at
 // (seq[i], pos[i]) of the layer's caches. Grid (n), one block per row.
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(1024)
 kv_append(__half *__restrict__ kc, __half *__restrict__ vc, const float *__restrict__ k,
           const float *__restrict__ v, const int *__restrict__ seq, const int *__restrict__ pos,
           int n, int ctx, int kcols, int vcols)
@@ -86,8 +86,8 @@ kv_append(__half *__restrict__ kc, __half *__restrict__ vc, const float *__restr
 // (n, qcols) and k (n, kcols) in place, then stores the rotated k row and
 // the v row (n, vcols) in the caches as kv_append does. Grid (n): one block
 // owns one row of q, k and v, so the block barrier orders the rotation of k
-// before its store.
-extern "C" __global__ void __launch_bounds__(256)
+// before its store. Block: up to 1024 threads.
+extern "C" __global__ void __launch_bounds__(1024)
 rope_append(float *q, float *k, const float *__restrict__ v, __half *__restrict__ kc,
             __half *__restrict__ vc, const float2 *__restrict__ cs, const int *__restrict__ seq,
             const int *__restrict__ pos, int n, int qcols, int kcols, int vcols,

@@ -46,13 +46,13 @@ var (
 
 // sourceHashes holds the sha256 of every kernel source when the artifacts were built.
 var sourceHashes = map[string]string{
-	"attention.cu":   "802eaf871d9e16ae15aad6ea24976d0b12793b41c623a2f9660b89e742d53dfa",
+	"attention.cu":   "3f2088e1c4ea052b4a8654ab61ab322cf4625ea0a18f870730a2fc03389a18b6",
 	"elementwise.cu": "fbcbd6a7d9eb69a1771ccdf9724937e212e11fbee3c6316b47d2c03bcfc07366",
 	"gemm.cu":        "13283bbeed162cfd9a73bab0346c846088f53388af3fc0b66bf138332e1cc3fa",
-	"matvec.cu":      "ae4883537b124e1895bfafb40a5713565e2c0fdc99486c0a9ef2ffc04afed5b6",
-	"norm.cu":        "c90b1da133ac7dddb3921b3b14313fe42f73de470cb44da594c7b3d0e31f2287",
+	"matvec.cu":      "fe69b8cd189f3c4391cbd919c4d5e1b373e1f657df4398aa5beb338f064f12e0",
+	"norm.cu":        "8fcffa377191939bb3a7a9f3e7728a2794b01b0b3f8c38e3a9484b857503db44",
 	"reduce.cuh":     "f36ad3a72bfdac929bb876ca9acda575774821b9e7ad56009b2e326becd0541c",
-	"rope.cu":        "8ddf1c33e295150d37d0f8cc2fc75caf12abe82157185be93474eab2ed7739bc",
+	"rope.cu":        "c54b5c39faa9590f2e37e564955d6a81bfcacda1fb887b0cc5eeae3e868e4ccb",
 	"topk.cu":        "0d92ec5b364995ee3a11bd2a66d125583c7915673d06e0aa2bcc856c64e0f736",
 }
 

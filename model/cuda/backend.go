@@ -88,6 +88,11 @@ type Backend struct {
 	kv     model.KVConfig
 	kc, vc cudadrv.DevicePtr // [layer][slot][pos][KDim|VDim] FP16
 
+	// planBatch is the largest batch of the Plan (0 without one); shapes
+	// holds one weight of each (rows, cols) loaded, for warmUp.
+	planBatch int
+	shapes    map[[2]int]cudadrv.DevicePtr
+
 	st     step
 	graphs graphCache
 

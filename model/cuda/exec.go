@@ -145,7 +145,7 @@ func (b *Backend) launch(o *op) error {
 	case opRopeAppend:
 		return k.RopeAppend(s, o.attn.Cache, o.a, o.b, o.c, o.d, o.seq, o.pos, o.n, o.i0, o.i1, o.i2, o.neox)
 	case opAttnDecode:
-		return k.AttnDecode(s, &o.attn, o.plan, o.a, o.c, o.b, o.seq, o.pos, o.n)
+		return k.AttnDecode(s, &o.attn, o.plan, o.a, o.c, o.d, o.b, o.seq, o.pos, o.n)
 	case opAttnPrefill:
 		return k.AttnPrefill(s, &o.attn, o.a, o.b, o.seq, o.pos, o.n)
 	case opTopK:

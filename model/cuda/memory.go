@@ -169,7 +169,8 @@ func (b *Backend) scratchNeed(c *model.Config, kv model.KVConfig, batch, maxK in
 	if !a.PrefillSupported() {
 		rows = batch
 	}
-	n += 4 * a.PartialElems(rows, a.PlanDecode(rows, b.info.SMs))
+	plan := a.PlanDecode(rows, b.info.SMs)
+	n += 4*a.PartialElems(rows, plan) + 4*a.Counters(rows, plan)
 	tk := min(batch, GraphMaxRows)
 	n += ptx.TopKScratch(tk, c.VocabSize, topKPlanned) + 8*tk*topKPlanned
 	if b.blas != nil && batch > GraphMaxRows {
@@ -191,6 +192,9 @@ func (b *Backend) Plan(p *model.Plan) error {
 		return b.err
 	}
 	e := b.need(p)
+	for _, s := range p.Bufs {
+		b.planBatch = max(b.planBatch, s[0])
+	}
 	return b.ctx.Do(func() error {
 		free, _, err := cudadrv.MemGetInfo()
 		if err != nil {
@@ -210,4 +214,51 @@ func (b *Backend) Plan(p *model.Plan) error {
 		b.mem.arena, b.mem.arenaSize = p, e.Weights
 		return nil
 	})
+}
+
+// warmUp prepares what the first forward pass would otherwise set up while
+// the user waits: the batch buffers and the read staging for the planned
+// batch, and cuBLAS, which loads and selects its kernels on the first
+// product of each shape — each distinct weight shape is run once at the
+// planned batch size (inside Do, after the weights are loaded).
+func (b *Backend) warmUp() error {
+	n := b.planBatch
+	if n == 0 {
+		return nil
+	}
+	if err := b.growBatch(n); err != nil {
+		return err
+	}
+	if _, err := b.readStage(1<<20, false); err != nil {
+		return err
+	}
+	if b.blas == nil || n <= GraphMaxRows || len(b.shapes) == 0 {
+		return nil
+	}
+	maxM, maxK := 0, 0
+	for s := range b.shapes {
+		maxM, maxK = max(maxM, s[0]), max(maxK, s[1])
+	}
+	if err := b.blas.Reserve(n * maxK); err != nil {
+		return err
+	}
+	x, err := cudadrv.MemAlloc(4 * n * maxK)
+	if err != nil {
+		return err
+	}
+	defer cudadrv.MemFree(x)
+	y, err := cudadrv.MemAlloc(4 * n * maxM)
+	if err != nil {
+		return err
+	}
+	defer cudadrv.MemFree(y)
+	if err := cudadrv.MemsetD32(x, 0, n*maxK); err != nil {
+		return err
+	}
+	for s, w := range b.shapes {
+		if err := b.blas.MatMulF16(b.stream, y, x, w, n, s[0], s[1]); err != nil {
+			return err
+		}
+	}
+	return b.stream.Synchronize()
 }

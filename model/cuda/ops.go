@@ -40,7 +40,8 @@ func (b *Backend) NewBuf(rows, cols int) (model.Buf, error) {
 
 // InitKV allocates the FP16 KV cache, [layer][slot][pos][KDim] for keys
 // and [layer][slot][pos][VDim] for values, zeroed. It also waits for the
-// weight copies still in flight.
+// weight copies still in flight and, after a Plan, warms up (see warmUp):
+// model.Load calls it last.
 func (b *Backend) InitKV(cfg model.KVConfig) error {
 	if b.err != nil {
 		return b.err
@@ -72,7 +73,10 @@ func (b *Backend) InitKV(cfg model.KVConfig) error {
 		if err := cudadrv.MemsetD8(b.kc, 0, int(kb)); err != nil {
 			return err
 		}
-		return cudadrv.MemsetD8(b.vc, 0, int(vb))
+		if err := cudadrv.MemsetD8(b.vc, 0, int(vb)); err != nil {
+			return err
+		}
+		return b.warmUp()
 	})
 }
 
@@ -105,7 +109,7 @@ const (
 	opRope                          // a = x, b = cs; i0 = cols, i1 = headDim, i2 = ropeDim; neox
 	opKVAppend                      // a = k, b = v; attn.Cache
 	opRopeAppend                    // a = q, b = k, c = v, d = cs; i0 = qcols, i1 = headDim, i2 = ropeDim; neox; attn.Cache
-	opAttnDecode                    // a = dst, b = q, c = partials; attn, plan
+	opAttnDecode                    // a = dst, b = q, c = partials, d = counters; attn, plan
 	opAttnPrefill                   // a = dst, b = q; attn
 	opTopK                          // a = vals, b = ids, c = src, d = scratch; i0 = cols, i1 = k
 )
@@ -395,8 +399,8 @@ func (b *Backend) ropeTable(p *model.RopeParams) (cudadrv.DevicePtr, bool) {
 }
 
 // Attention records the KV-cache store of k and v and the attention of q.
-// With up to 16 rows (decode) it is split-KV attention (attn_decode then
-// attn_combine), which spreads long contexts over the whole GPU; with more
+// With up to 16 rows (decode) it is split-KV attention (attn_decode), which
+// spreads long contexts over the whole GPU; with more
 // rows the tiled prefill kernel, when it supports the head dims. When the
 // two ops before are Rope(q) and Rope(k) they become one rope_append with
 // the store.
@@ -442,7 +446,11 @@ func (b *Backend) Attention(dst, q, k, v model.Buf, layer, n int, p *model.AttnP
 	if !ok {
 		return
 	}
-	b.record(op{kind: opAttnDecode, n: n, a: d.p, b: qs.p, c: part, attn: a, plan: plan, pos: st.pos(), seq: st.seq()})
+	cnt, ok := b.scratchBuf(scrCounters, 4*a.Counters(n, plan))
+	if !ok {
+		return
+	}
+	b.record(op{kind: opAttnDecode, n: n, a: d.p, b: qs.p, c: part, d: cnt, attn: a, plan: plan, pos: st.pos(), seq: st.seq()})
 }
 
 // do runs fn on the context's thread, recording its error.

@@ -15,6 +15,7 @@ type scratchSlot int
 const (
 	scrRopeCS   scratchSlot = iota // (batch, ropeDim/2) float2 cos/sin table
 	scrPartials                    // attn_decode partial results
+	scrCounters                    // attn_decode arrival counters (zeroed)
 	scrTopK                        // top-k ping-pong buffers
 	scrTopKOut                     // top-k values (rows, k) then ids (rows, k)
 	numScratch
@@ -92,7 +93,7 @@ func (s *step) close() error {
 
 // scratchBuf returns a scratch buffer of at least bytes, growing it if
 // needed; a replaced buffer is freed only after the next submission, since
-// recorded ops may still name it.
+// recorded ops may still name it. New buffers are zeroed.
 func (b *Backend) scratchBuf(slot scratchSlot, bytes int) (cudadrv.DevicePtr, bool) {
 	sc := &b.st.scratch[slot]
 	if sc.cap >= bytes && sc.p != 0 {
@@ -103,6 +104,9 @@ func (b *Backend) scratchBuf(slot scratchSlot, bytes int) (cudadrv.DevicePtr, bo
 		p, err := b.mem.alloc(int64(size), catScratch)
 		if err != nil {
 			return fmt.Errorf("scratch of %d bytes: %w", size, err)
+		}
+		if err := cudadrv.MemsetD8(p, 0, size); err != nil {
+			return err
 		}
 		if sc.p != 0 {
 			b.st.retired = append(b.st.retired, sc.p)
@@ -137,26 +141,7 @@ func (b *Backend) SetBatch(batch *model.Batch) error {
 	}
 	st := &b.st
 	if n > st.cap {
-		c := (n + 63) &^ 63
-		b.do(func() error {
-			dev, err := b.mem.alloc(16*int64(c), catScratch)
-			if err != nil {
-				return err
-			}
-			host, err := cudadrv.MemAllocHost(16 * c)
-			if err != nil {
-				b.mem.free(dev)
-				return err
-			}
-			if st.dev != 0 {
-				st.retired = append(st.retired, st.dev)
-			}
-			if st.host != nil {
-				st.host.Free()
-			}
-			st.dev, st.host, st.cap = dev, host, c
-			return nil
-		})
+		b.do(func() error { return b.growBatch(n) })
 		if b.err != nil {
 			return b.err
 		}
@@ -166,5 +151,32 @@ func (b *Backend) SetBatch(batch *model.Batch) error {
 	copy(pos, batch.Pos)
 	copy(seq, batch.Seq)
 	st.n, st.rowsUsed, st.dirty, st.ropeValid = n, 0, true, false
+	return nil
+}
+
+// growBatch makes room for batches of n tokens (inside Do; no work may be
+// in flight).
+func (b *Backend) growBatch(n int) error {
+	st := &b.st
+	if n <= st.cap {
+		return nil
+	}
+	c := (n + 63) &^ 63
+	dev, err := b.mem.alloc(16*int64(c), catScratch)
+	if err != nil {
+		return err
+	}
+	host, err := cudadrv.MemAllocHost(16 * c)
+	if err != nil {
+		b.mem.free(dev)
+		return err
+	}
+	if st.dev != 0 {
+		st.retired = append(st.retired, st.dev)
+	}
+	if st.host != nil {
+		st.host.Free()
+	}
+	st.dev, st.host, st.cap = dev, host, c
 	return nil
 }

@@ -63,6 +63,10 @@ func (b *Backend) LoadWeight(ti *gguf.TensorInfo, data []byte) (model.Weight, er
 	}); err != nil {
 		return nil, err
 	}
+	if b.shapes == nil {
+		b.shapes = map[[2]int]cudadrv.DevicePtr{}
+	}
+	b.shapes[[2]int{rows, cols}] = w.p
 	if !ti.RowAligned() || 2*cols > stageBytes {
 		h := make([]uint16, rows*cols)
 		if err := gguf.DequantizeF16(h, data, ti.Type); err != nil {
