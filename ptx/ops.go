@@ -215,8 +215,10 @@ type DecodePlan struct {
 // head are spread over blocks until the blocks of one split cover the
 // multiprocessors (at short contexts parallelism matters more than reading
 // each key once per group; the re-reads hit the L2 cache), then the KV axis
-// is split until about two blocks per multiprocessor have work at a full
-// context.
+// is split until several blocks per multiprocessor have work at a full
+// context. Blocks are latency-bound (a few hundred positions each take
+// several dependent memory round trips), so the split aims at eight
+// blocks per multiprocessor.
 func (a *Attention) PlanDecode(n, sms int) DecodePlan {
 	group := a.Heads / a.KVHeads
 	sms = max(sms, 1)
@@ -227,7 +229,7 @@ func (a *Attention) PlanDecode(n, sms int) DecodePlan {
 	}
 	blocksPerSplit := n * a.KVHeads * ((group + hpb - 1) / hpb)
 	maxSplits := (a.Cache.Ctx + decodeSub - 1) / decodeSub
-	splits := max(1, min(maxSplits, (2*sms+blocksPerSplit-1)/blocksPerSplit))
+	splits := max(1, min(maxSplits, (8*sms+blocksPerSplit-1)/blocksPerSplit))
 	chunk := (a.Cache.Ctx + splits - 1) / splits
 	chunk = (chunk + decodeSub - 1) / decodeSub * decodeSub
 	splits = (a.Cache.Ctx + chunk - 1) / chunk
