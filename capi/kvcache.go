@@ -29,6 +29,8 @@ type kvCache struct {
 	idx     cudadrv.DevicePtr // int32 (seq, pos) of the token a kernel takes
 	part    cudadrv.DevicePtr // attn_decode's partial results
 	partCap int               // floats at part
+	cnt     cudadrv.DevicePtr // attn_decode's arrival counters, kept zero
+	cntCap  int               // int32s at cnt
 }
 
 // cols is the number of elements of one key or value row.
@@ -47,8 +49,9 @@ func (kv *kvCache) setIndex(seq, pos int) error {
 
 // release frees the device memory (inside Do).
 func (kv *kvCache) release() error {
-	err := errors.Join(cudadrv.MemFree(kv.k), cudadrv.MemFree(kv.v), cudadrv.MemFree(kv.idx), cudadrv.MemFree(kv.part))
-	kv.k, kv.v, kv.idx, kv.part, kv.partCap = 0, 0, 0, 0, 0
+	err := errors.Join(cudadrv.MemFree(kv.k), cudadrv.MemFree(kv.v), cudadrv.MemFree(kv.idx),
+		cudadrv.MemFree(kv.part), cudadrv.MemFree(kv.cnt))
+	kv.k, kv.v, kv.idx, kv.part, kv.partCap, kv.cnt, kv.cntCap = 0, 0, 0, 0, 0, 0, 0
 	return err
 }
 
@@ -226,8 +229,8 @@ func capiAttentionLastToken(ctxh, kvh C.uintptr_t, layer, seq, heads C.int32_t, 
 	}), stCUDA)
 }
 
-// attend runs the decode-attention kernels (attn_decode, attn_combine) for
-// one query at position n-1 of (layer, seq), inside Do.
+// attend runs the decode-attention kernel (attn_decode, split over the KV
+// axis) for one query at position n-1 of (layer, seq), inside Do.
 func (kv *kvCache) attend(layer, seq, n, heads int, q, out cudadrv.DevicePtr) error {
 	a := &ptx.Attention{
 		Cache: kv.layer(layer),
@@ -235,22 +238,42 @@ func (kv *kvCache) attend(layer, seq, n, heads int, q, out cudadrv.DevicePtr) er
 		Scale: float32(1 / math.Sqrt(float64(kv.headDim))),
 	}
 	plan := a.PlanDecode(1, kv.ctx.sms)
-	if need := a.PartialElems(1, plan); need > kv.partCap {
-		if err := cudadrv.MemFree(kv.part); err != nil {
+	if err := grow(&kv.part, &kv.partCap, a.PartialElems(1, plan)); err != nil {
+		return err
+	}
+	if need := a.Counters(1, plan); need > kv.cntCap {
+		if err := grow(&kv.cnt, &kv.cntCap, need); err != nil {
 			return err
 		}
-		kv.part, kv.partCap = 0, 0
-		p, err := cudadrv.MemAlloc(4 * need)
-		if err != nil {
+		// The kernel leaves the counters zero for the next launch.
+		if err := cudadrv.MemsetD32(kv.cnt, 0, need); err != nil {
 			return err
 		}
-		kv.part, kv.partCap = p, need
 	}
 	if err := kv.setIndex(seq, n-1); err != nil {
 		return err
 	}
-	if err := kv.ctx.kern.AttnDecode(0, a, plan, out, kv.part, q, kv.idx, kv.idx.Offset(4), 1); err != nil {
+	if err := kv.ctx.kern.AttnDecode(0, a, plan, out, kv.part, kv.cnt, q, kv.idx, kv.idx.Offset(4), 1); err != nil {
 		return err
 	}
 	return kv.ctx.ctx.Synchronize()
+}
+
+// grow makes *p hold at least n 4-byte elements (*capacity counts them),
+// reallocating when it is smaller; the contents are then undefined. Inside
+// Do.
+func grow(p *cudadrv.DevicePtr, capacity *int, n int) error {
+	if n <= *capacity {
+		return nil
+	}
+	if err := cudadrv.MemFree(*p); err != nil {
+		return err
+	}
+	*p, *capacity = 0, 0
+	q, err := cudadrv.MemAlloc(4 * n)
+	if err != nil {
+		return err
+	}
+	*p, *capacity = q, n
+	return nil
 }
