@@ -220,16 +220,16 @@ func TestTLSBlockIsSmall(t *testing.T) {
 	}
 }
 
-// lsanSuppressions is written next to the ASan build. libcuda.so.1 leaks a
-// few hundred bytes each time cuInit fails (no GPU), and cudadrv closes
-// the library after such a failure, so the leaked blocks' stacks end in an
+// lsanSuppressions is written next to the ASan build. libcuda.so.1 leaks
+// about 870 bytes each time cuInit fails (no GPU), and cudadrv closes the
+// library after such a failure, so the leaked blocks' stacks end in an
 // unknown module entered through purego's call trampoline. The pattern
 // matches only stacks through that trampoline, i.e. memory the CUDA
 // libraries allocated.
 const lsanSuppressions = "leak:github.com/ebitengine/purego\n"
 
-// cTestEnv returns the environment for the C test program under the
-// sanitizers.
+// sanitizerEnv returns the environment for the C test program under the
+// sanitizers, with the suppressions written to dir.
 func sanitizerEnv(t *testing.T, dir string) []string {
 	supp := filepath.Join(dir, "lsan.supp")
 	require.NoError(t, os.WriteFile(supp, []byte(lsanSuppressions), 0o644))

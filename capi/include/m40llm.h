@@ -375,9 +375,10 @@ typedef int (*m40llm_text_callback)(const char *text, size_t len, void *user_dat
  * m40llm_generate tokenizes prompt, continues it in session and streams the
  * generated text to callback (which may be NULL). The session's cached tokens
  * that match the start of the prompt are reused, so a conversation can pass
- * its whole history each turn; afterwards the session holds the prompt and
- * the generated tokens. params may be NULL for the defaults; result may be
- * NULL, and is filled also when generation fails part-way.
+ * its whole history each turn; afterwards the session's cache holds the
+ * prompt and every generated token but the last (which was never fed
+ * back). params may be NULL for the defaults; result may be NULL, and is
+ * filled also when generation fails part-way.
  */
 m40llm_status m40llm_generate(m40llm_session *session, const char *prompt,
                               const m40llm_generate_params *params,
