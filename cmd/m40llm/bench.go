@@ -23,6 +23,7 @@ func benchCommand() *cli.Command {
 		&cli.IntFlag{Name: "n-gen", Aliases: []string{"n"}, Value: 128, Usage: "generation test length (0: skip)"},
 		&cli.IntFlag{Name: "repetitions", Aliases: []string{"r"}, Value: 5, Usage: "runs per test"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "md", Usage: "md or json (llama-bench's JSON fields plus m40llm's)"},
+		&cli.BoolFlag{Name: "json", Usage: "same as --output json"},
 	)
 	return &cli.Command{
 		Name:  "bench",
@@ -34,6 +35,9 @@ func benchCommand() *cli.Command {
 				return usageErrorf("bench needs -p ≥ 0, -n ≥ 0 (not both 0) and -r ≥ 1")
 			}
 			format := c.String("output")
+			if c.Bool("json") {
+				format = "json"
+			}
 			if format != "md" && format != "json" {
 				return usageErrorf("--output %q: want md or json", format)
 			}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -131,11 +132,21 @@ func loadModel(c *cli.Context, slots int) (*model.Model, error) {
 	}
 	stderr := c.App.ErrWriter
 	path := c.String("model")
+	var prog *progress
 	m, err := model.Load(path, be, model.Options{
 		CtxSize:   c.Int("ctx-size"),
 		Slots:     slots,
 		BatchSize: c.Int("batch-size"),
+		Progress: func(done, total int64) {
+			if prog == nil {
+				prog = newProgress(stderr, "loading "+filepath.Base(path), total)
+			}
+			prog.update(done, total)
+		},
 	})
+	if prog != nil {
+		prog.done()
+	}
 	if err != nil {
 		be.Close()
 		return nil, err
