@@ -309,22 +309,15 @@ func TestGraph(t *testing.T) {
 			return err
 		}
 		defer s.Destroy()
-		if err := s.BeginCapture(); err != nil {
-			return err
-		}
 		g, b := grid(n)
-		for i := 0; i < launches; i++ {
-			if err := k.add.Launch(g, b, 0, s, p, uint32(1), int32(n)); err != nil {
-				s.EndCapture()
-				return err
+		exec, err := s.Capture(func() error {
+			for i := 0; i < launches; i++ {
+				if err := k.add.Launch(g, b, 0, s, p, uint32(1), int32(n)); err != nil {
+					return err
+				}
 			}
-		}
-		graph, err := s.EndCapture()
-		if err != nil {
-			return err
-		}
-		defer graph.Destroy()
-		exec, err := graph.Instantiate()
+			return nil
+		})
 		if err != nil {
 			return err
 		}

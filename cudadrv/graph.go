@@ -1,5 +1,7 @@
 package cudadrv
 
+import "errors"
+
 // Graph is a CUgraph: recorded work, from Stream.BeginCapture/EndCapture.
 // Instantiate it to run it. Call its methods inside Context.Do.
 type Graph uintptr
@@ -45,4 +47,24 @@ func (e GraphExec) Destroy() error {
 		return err
 	}
 	return check("cuGraphExecDestroy", d.cuGraphExecDestroy(e))
+}
+
+// Capture records the work that fn enqueues on s into a graph and returns
+// it instantiated. When fn, the capture or the instantiation fails, the
+// capture is ended and no graph is left behind. Call it inside Context.Do.
+func (s Stream) Capture(fn func() error) (GraphExec, error) {
+	if err := s.BeginCapture(); err != nil {
+		return 0, err
+	}
+	runErr := fn()
+	g, endErr := s.EndCapture()
+	if runErr != nil || endErr != nil {
+		if g != 0 {
+			g.Destroy()
+		}
+		return 0, errors.Join(runErr, endErr)
+	}
+	exec, err := g.Instantiate()
+	g.Destroy()
+	return exec, err
 }

@@ -77,19 +77,7 @@ func (b *Backend) runOps() error {
 	if exec, ok := b.graphs.find(ops); ok {
 		return exec.Launch(b.stream)
 	}
-	if err := b.stream.BeginCapture(); err != nil {
-		return err
-	}
-	runErr := b.launchAll(ops)
-	g, endErr := b.stream.EndCapture()
-	if runErr != nil || endErr != nil {
-		if g != 0 {
-			g.Destroy()
-		}
-		return errors.Join(runErr, endErr)
-	}
-	exec, err := g.Instantiate()
-	g.Destroy()
+	exec, err := b.stream.Capture(func() error { return b.launchAll(ops) })
 	if err != nil {
 		return err
 	}
