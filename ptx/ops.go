@@ -312,21 +312,28 @@ func (k *Kernels) AttnPrefill(s cudadrv.Stream, a *Attention, dst, q, seq, pos c
 }
 
 // matvecKernels are the instantiations of matvec_f16 and gateup_f16 by the
-// number of rows N they take, with the weight rows per warp each uses
-// (matvec.cu): blocks hold 8 rows of W, so 256/r and 512/rg threads.
+// number of rows N they take (matvec.cu), with their launch shapes: a
+// matvec block of mvThreads threads computes mvRows rows of W, a gateup
+// block of guThreads threads guRows rows of hb (as many gate and up rows).
 var matvecKernels = []struct {
-	n, r, rg       int
-	matvec, gateup kernelID
+	n                 int
+	mvThreads, mvRows int
+	guThreads, guRows int
+	matvec, gateup    kernelID
 }{
-	{1, 1, 2, kMatvec1, kGateUp1}, {2, 1, 2, kMatvec2, kGateUp2}, {4, 1, 2, kMatvec4, kGateUp4},
-	{8, 4, 4, kMatvec8, kGateUp8}, {16, 4, 4, kMatvec16, kGateUp16},
+	{1, 256, 8, 256, 8, kMatvec1, kGateUp1}, // a warp per row (gateup: gate and up)
+	// Tiled: warps of 4 weight rows (gateup: 2 gate and 2 up rows).
+	{2, 128, 16, 128, 8, kMatvec2, kGateUp2},
+	{4, 128, 16, 128, 8, kMatvec4, kGateUp4},
+	{8, 128, 16, 256, 16, kMatvec8, kGateUp8},
+	{16, 256, 32, 256, 16, kMatvec16, kGateUp16},
 }
 
-// matvecFor returns the kernels for n rows and their block sizes.
-func matvecFor(n int) (matvec kernelID, mvThreads int, gateup kernelID, guThreads int) {
-	for _, mk := range matvecKernels {
+// matvecFor returns the instantiation for n rows.
+func matvecFor(n int) int {
+	for i, mk := range matvecKernels {
 		if n <= mk.n {
-			return mk.matvec, 256 / mk.r, mk.gateup, 512 / mk.rg
+			return i
 		}
 	}
 	panic("unreachable")
@@ -358,8 +365,8 @@ func (k *Kernels) MatVec(s cudadrv.Stream, x cudadrv.DevicePtr, n, kk int, outs 
 		}
 		rows += out.M
 	}
-	id, threads, _, _ := matvecFor(n)
-	return k.launch(id, dim1((rows+7)/8), dim1(threads), s, o[0].Y, o[1].Y, o[2].Y, x, o[0].W, o[1].W, o[2].W,
+	mk := matvecKernels[matvecFor(n)]
+	return k.launch(mk.matvec, dim1((rows+mk.mvRows-1)/mk.mvRows), dim1(mk.mvThreads), s, o[0].Y, o[1].Y, o[2].Y, x, o[0].W, o[1].W, o[2].W,
 		o[0].Bias, o[1].Bias, o[2].Bias, int32(n), int32(o[0].M), int32(o[1].M), int32(o[2].M), int32(kk))
 }
 
@@ -375,8 +382,8 @@ func (k *Kernels) GateUp(s cudadrv.Stream, hb, hb2, x, wg, wu cudadrv.DevicePtr,
 	if n > MatVecMaxN {
 		return fmt.Errorf("ptx: GateUp: %d rows, at most %d", n, MatVecMaxN)
 	}
-	_, _, id, threads := matvecFor(n)
-	return k.launch(id, dim1((m+7)/8), dim1(threads), s, hb, hb2, x, wg, wu, int32(n), int32(m), int32(kk))
+	mk := matvecKernels[matvecFor(n)]
+	return k.launch(mk.gateup, dim1((m+mk.guRows-1)/mk.guRows), dim1(mk.guThreads), s, hb, hb2, x, wg, wu, int32(n), int32(m), int32(kk))
 }
 
 // TopKScratch returns the bytes of scratch TopK needs for rows × cols

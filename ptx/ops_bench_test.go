@@ -94,7 +94,8 @@ func randomFloats(p cudadrv.DevicePtr, n int, seed uint64) error {
 }
 
 // BenchmarkMatVec times the decode products (MatVec and GateUp) in CUDA
-// graphs, on the shapes of Llama 2 7B and TinyLlama. GB/s counts the
+// graphs, on the shapes of Llama 2 7B and TinyLlama, for one row of X and
+// for batches. GB/s counts the
 // weight bytes (the activations are a few KB); compare with the card's
 // bandwidth (Tesla M40: 288 GB/s; H100 80GB HBM3: 3352 GB/s).
 func BenchmarkMatVec(b *testing.B) {
@@ -109,7 +110,14 @@ func BenchmarkMatVec(b *testing.B) {
 		{"7b-output", 1, 32000, 4096, false},
 		{"tiny-qkv", 1, 2560, 2048, false}, {"tiny-wo", 1, 2048, 2048, false},
 		{"tiny-gateup", 1, 5632, 2048, true}, {"tiny-down", 1, 2048, 5632, false},
-		{"7b-wo-n4", 4, 4096, 4096, false}, {"7b-wo-n16", 16, 4096, 4096, false},
+		// Batched decode (the server's continuous batching): one step of n
+		// sequences reads the same weights as one sequence.
+		{"7b-wo", 2, 4096, 4096, false}, {"7b-wo", 4, 4096, 4096, false},
+		{"7b-wo", 8, 4096, 4096, false}, {"7b-wo", 16, 4096, 4096, false},
+		{"7b-qkv", 8, 12288, 4096, false}, {"7b-gateup", 8, 11008, 4096, true},
+		{"7b-gateup", 16, 11008, 4096, true}, {"7b-down", 8, 4096, 11008, false},
+		{"tiny-qkv", 8, 2560, 2048, false}, {"tiny-wo", 8, 2048, 2048, false},
+		{"tiny-gateup", 8, 5632, 2048, true}, {"tiny-down", 8, 2048, 5632, false},
 	}
 	for _, sh := range shapes {
 		b.Run(fmt.Sprintf("%s/n=%d,m=%d,k=%d", sh.name, sh.n, sh.m, sh.k), func(b *testing.B) {
