@@ -20,12 +20,13 @@ type Buf interface {
 }
 
 // Batch is the set of tokens one forward pass processes: token i sits at
-// position Pos[i] of the sequence held in KV-cache slot Seq[i]. A prompt is
-// one slot with consecutive positions; batched decode is one token per slot.
+// position Pos[i] of the sequence held in KV-cache slot Slot[i]. A prompt
+// is one slot with consecutive positions; batched decode is one token per
+// slot.
 type Batch struct {
 	Tokens []int32
 	Pos    []int32
-	Seq    []int32
+	Slot   []int32
 }
 
 // Len returns the number of tokens.
@@ -62,8 +63,11 @@ type AttnParams struct {
 // other backend is tested against op by op.
 //
 // Errors: ops do not return errors. A backend that can fail asynchronously
-// (a GPU) records the first failure and reports it from Read and Sync;
-// shape mismatches between arguments are programming errors and panic.
+// (a GPU) records the failure and reports it from Read, ReadTopK and Sync;
+// a failure that leaves the backend unusable (a device fault) is also
+// reported by Err from then on, while one that only lost the step (an
+// allocation that did not fit) is not. Shape
+// mismatches between arguments are programming errors and panic.
 //
 // Rows: every op acts on the first n rows of its buffers. Ops that need
 // positions or slots read them from the batch set by SetBatch.
@@ -111,35 +115,34 @@ type Backend interface {
 	// Read copies the first n rows of src to the host; it waits for
 	// pending work and returns the first error of any op.
 	Read(dst []float32, src Buf, n int) error
+	// ReadTopK keeps only the k largest values of each of the first n
+	// rows of src, so that a GPU sends k candidates per row to the host
+	// instead of the whole vocabulary. With 1 ≤ k ≤ MaxTopK and ids and
+	// vals holding at least n·k elements it is exactly the unfused
+	// sequence
+	//
+	//	full := make([]float32, n*src.Cols())
+	//	err := Read(full, src, n)
+	//	for i := range n {
+	//		TopK(ids[i*k:(i+1)*k], vals[i*k:(i+1)*k], full[i*src.Cols():(i+1)*src.Cols()])
+	//	}
+	//
+	// with the same ids and values, in the same order. Like Read, it waits
+	// for pending work and returns the first error of any op.
+	ReadTopK(ids []int32, vals []float32, src Buf, n, k int) error
 	// Sync waits for pending work and returns the first error.
 	Sync() error
+	// Err returns the failure that has made the backend unusable, or nil
+	// while it works. It does not wait for pending work.
+	Err() error
 	// Close frees everything the backend holds.
 	Close() error
 }
 
-// MaxTopK is the largest k a TopKReader must accept.
+// MaxTopK is the largest k ReadTopK must accept.
 const MaxTopK = 1024
 
-// TopKReader is implemented by backends that select the largest logits on
-// the device, so that only k candidates per row cross to the host instead
-// of the whole vocabulary.
-//
-// ReadTopK(ids, vals, src, n, k), with 1 ≤ k ≤ MaxTopK and ids and vals
-// holding at least n·k elements, is exactly the unfused sequence
-//
-//	full := make([]float32, n*src.Cols())
-//	err := Read(full, src, n)
-//	for i := range n {
-//		TopK(ids[i*k:(i+1)*k], vals[i*k:(i+1)*k], full[i*src.Cols():(i+1)*src.Cols()])
-//	}
-//
-// with the same ids and values, in the same order. Like Read, it waits for
-// pending work and returns the first error of any op.
-type TopKReader interface {
-	ReadTopK(ids []int32, vals []float32, src Buf, n, k int) error
-}
-
-// TopK is the reference selection that TopKReader implementations match:
+// TopK is the reference selection that ReadTopK implementations match:
 // it writes the len(ids) largest values of row to vals and their indices to
 // ids, in descending order of value with ties broken toward the lower
 // index (the order sample.Sampler.SampleCandidates expects). NaN counts as

@@ -19,10 +19,6 @@ import (
 	"github.com/m40llm/m40llm/gguf"
 )
 
-// ErrUnsupportedArch is matched by the error for a general.architecture this
-// package does not run.
-var ErrUnsupportedArch = errors.New("unsupported model architecture")
-
 // ConfigError reports missing or invalid hyper-parameters.
 type ConfigError struct {
 	Key string // metadata key, when one is at fault
@@ -118,7 +114,7 @@ func ConfigFromGGUF(md *gguf.Metadata) (*Config, error) {
 	}
 	traits, ok := architectures[arch]
 	if !ok {
-		return nil, fmt.Errorf("%w %q (supported: %s)", ErrUnsupportedArch, arch, strings.Join(SupportedArchitectures(), ", "))
+		return nil, &UnsupportedError{What: "architecture", Value: arch, Hint: "supported: " + strings.Join(SupportedArchitectures(), ", ")}
 	}
 	c := &Config{Arch: arch, RopeStyle: traits.rope, QKVBias: traits.qkvBias, QKNorm: traits.qkNorm}
 	r := keyReader{md: md, prefix: arch + "."}

@@ -20,22 +20,21 @@ type activations struct {
 	out  Buf // (batch, vocab) logits
 }
 
+// activationWidths are the widths of the activations fields, in order:
+// the one definition that newActivations and Plan share.
+func activationWidths(c *Config) []int {
+	return []int{c.Dim, c.Dim, c.QDim(), c.KVDim(), c.VDim(), c.Heads * c.ValueDim, c.FFNDim, c.FFNDim, c.Dim, c.VocabSize}
+}
+
 func newActivations(b Backend, c *Config, rows int) (*activations, error) {
 	a := &activations{}
-	bufs := []struct {
-		dst  *Buf
-		cols int
-	}{
-		{&a.x, c.Dim}, {&a.xb, c.Dim}, {&a.q, c.QDim()}, {&a.k, c.KVDim()}, {&a.v, c.VDim()},
-		{&a.att, c.Heads * c.ValueDim}, {&a.hb, c.FFNDim}, {&a.hb2, c.FFNDim},
-		{&a.last, c.Dim}, {&a.out, c.VocabSize},
-	}
-	for _, s := range bufs {
-		buf, err := b.NewBuf(rows, s.cols)
+	dsts := []*Buf{&a.x, &a.xb, &a.q, &a.k, &a.v, &a.att, &a.hb, &a.hb2, &a.last, &a.out}
+	for i, cols := range activationWidths(c) {
+		buf, err := b.NewBuf(rows, cols)
 		if err != nil {
-			return nil, fmt.Errorf("allocating activations (%d x %d) on %s: %w", rows, s.cols, b.Name(), err)
+			return nil, fmt.Errorf("allocating activations (%d x %d) on %s: %w", rows, cols, b.Name(), err)
 		}
-		*s.dst = buf
+		*dsts[i] = buf
 	}
 	return a, nil
 }

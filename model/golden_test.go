@@ -65,7 +65,7 @@ func loadCPU(t testing.TB, path string, opts model.Options) *model.Model {
 func promptLogits(t testing.TB, m *model.Model, ids []int32) [][]float32 {
 	t.Helper()
 	n := len(ids)
-	b := &model.Batch{Tokens: ids, Pos: make([]int32, n), Seq: make([]int32, n)}
+	b := &model.Batch{Tokens: ids, Pos: make([]int32, n), Slot: make([]int32, n)}
 	rows := make([]int32, n)
 	for i := range n {
 		b.Pos[i], rows[i] = int32(i), int32(i)

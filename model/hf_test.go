@@ -45,7 +45,7 @@ func TestHFFixtureLogits(t *testing.T) {
 			vocab := m.Config.VocabSize
 			out := make([]float32, vocab)
 			for pos, id := range exp.InputIDs {
-				b := &model.Batch{Tokens: []int32{id}, Pos: []int32{int32(pos)}, Seq: []int32{1}}
+				b := &model.Batch{Tokens: []int32{id}, Pos: []int32{int32(pos)}, Slot: []int32{1}}
 				require.NoError(t, m.Forward(b, []int32{0}, out))
 				assertClose(t, exp.Logits[pos], out, 2e-4)
 			}

@@ -9,9 +9,6 @@ import (
 	"github.com/m40llm/m40llm/model/tokenizer"
 )
 
-// ErrContextFull is returned when a sequence would grow past the KV cache.
-var ErrContextFull = errors.New("context window is full")
-
 // Options configures Load.
 type Options struct {
 	// CtxSize is the number of positions the KV cache holds per slot;
@@ -33,12 +30,15 @@ const (
 	DefaultBatchSize = 512
 )
 
-// MappedWeights is implemented by backends whose weights alias the model
-// file's memory mapping (the CPU backend); the file then stays open for the
-// life of the Model. Other backends copy the weights, and the file is
-// closed once they are loaded.
-type MappedWeights interface {
-	UsesMapping() bool
+// WeightCopier is implemented by backends that copy every weight during
+// LoadWeight (a GPU) and so never read the data slice after the call;
+// model.Load then closes the file once the weights are loaded. Without it
+// (or when CopiesWeights reports false) the file stays mapped for the life
+// of the Model, which is what a backend whose weights alias the mapping
+// (the CPU backend) needs, and what a decorator that hides the wrapped
+// backend's methods gets: the safe choice is the default.
+type WeightCopier interface {
+	CopiesWeights() bool
 }
 
 // Model is a loaded model: hyper-parameters, tokenizer and weights on a
@@ -60,9 +60,6 @@ type Model struct {
 	slots     int
 	batchSize int
 	sem       chan struct{}
-	// topkScratch holds full logits for ForwardTopK on backends that are
-	// not TopKReaders.
-	topkScratch []float32
 }
 
 // Load opens a GGUF model file and makes it ready on be. The Model takes
@@ -78,9 +75,13 @@ func Load(path string, be Backend, opts Options) (*Model, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if mw, ok := be.(MappedWeights); !ok || !mw.UsesMapping() {
-		f.Close()
+	if wc, ok := be.(WeightCopier); ok && wc.CopiesWeights() {
+		err := f.Close()
 		m.file = nil
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
 	}
 	m.LoadTime = time.Since(start)
 	return m, nil
@@ -113,12 +114,9 @@ func newModel(f *gguf.File, be Backend, opts Options) (*Model, error) {
 	}
 	m.batchSize = min(m.batchSize, m.ctxSize*m.slots)
 
+	kv := m.kvConfig()
 	if pl, ok := be.(Planner); ok {
-		plan := &Plan{
-			Config: cfg,
-			KV:     KVConfig{Layers: cfg.Layers, Slots: m.slots, Ctx: m.ctxSize, KDim: cfg.KVDim(), VDim: cfg.VDim()},
-			Bufs:   activationShapes(cfg, m.batchSize),
-		}
+		plan := &Plan{Config: cfg, KV: kv, Bufs: activationShapes(cfg, m.batchSize)}
 		for i := range f.Tensors {
 			plan.Tensors = append(plan.Tensors, &f.Tensors[i])
 		}
@@ -129,13 +127,19 @@ func newModel(f *gguf.File, be Backend, opts Options) (*Model, error) {
 	if m.Weights, err = loadWeights(f, cfg, be, opts.Progress); err != nil {
 		return nil, err
 	}
-	if err := be.InitKV(KVConfig{Layers: cfg.Layers, Slots: m.slots, Ctx: m.ctxSize, KDim: cfg.KVDim(), VDim: cfg.VDim()}); err != nil {
+	if err := be.InitKV(kv); err != nil {
 		return nil, fmt.Errorf("allocating the KV cache (%d slots x %d positions): %w", m.slots, m.ctxSize, err)
 	}
 	if m.act, err = newActivations(be, cfg, m.batchSize); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// kvConfig is the KV cache the model's options ask for.
+func (m *Model) kvConfig() KVConfig {
+	c := m.Config
+	return KVConfig{Layers: c.Layers, Slots: m.slots, Ctx: m.ctxSize, KDim: c.KVDim(), VDim: c.VDim()}
 }
 
 // Backend returns the backend the model runs on.
@@ -182,15 +186,15 @@ func (m *Model) Forward(b *Batch, outRows []int32, logits []float32) error {
 // holding the model for both.
 func (m *Model) forward(b *Batch, outRows []int32, read func() error) error {
 	n := b.Len()
-	if n == 0 || n > m.batchSize || len(b.Pos) != n || len(b.Seq) != n {
-		return fmt.Errorf("model: batch of %d tokens (%d positions, %d slots); want 1 to %d of each", n, len(b.Pos), len(b.Seq), m.batchSize)
+	if n == 0 || n > m.batchSize || len(b.Pos) != n || len(b.Slot) != n {
+		return fmt.Errorf("model: batch of %d tokens (%d positions, %d slots); want 1 to %d of each", n, len(b.Pos), len(b.Slot), m.batchSize)
 	}
 	for i := range n {
 		if b.Pos[i] < 0 || int(b.Pos[i]) >= m.ctxSize {
 			return fmt.Errorf("%w: position %d is outside the %d-position context", ErrContextFull, b.Pos[i], m.ctxSize)
 		}
-		if b.Seq[i] < 0 || int(b.Seq[i]) >= m.slots {
-			return fmt.Errorf("model: slot %d out of range (have %d)", b.Seq[i], m.slots)
+		if b.Slot[i] < 0 || int(b.Slot[i]) >= m.slots {
+			return fmt.Errorf("model: slot %d out of range (have %d)", b.Slot[i], m.slots)
 		}
 		if b.Tokens[i] < 0 || int(b.Tokens[i]) >= m.Config.VocabSize {
 			return fmt.Errorf("model: token id %d out of range (vocabulary %d)", b.Tokens[i], m.Config.VocabSize)
@@ -215,38 +219,27 @@ func (m *Model) forward(b *Batch, outRows []int32, read func() error) error {
 // ForwardTopK is Forward that keeps, for each index j of outRows, only the
 // k largest logits of batch row outRows[j]: their token IDs in
 // ids[j*k:(j+1)*k] and their values in vals[j*k:(j+1)*k], in descending
-// order with ties broken toward the lower ID, as TopK selects them. On a
-// TopKReader backend the selection runs on the device and only the
-// candidates are copied to the host. k must be in 1..MaxTopK.
+// order with ties broken toward the lower ID, as TopK selects them (see
+// Backend.ReadTopK: on a GPU only the candidates reach the host). k must
+// be in 1..MaxTopK.
 func (m *Model) ForwardTopK(b *Batch, outRows []int32, k int, ids []int32, vals []float32) error {
 	if k < 1 || k > MaxTopK || len(outRows) == 0 || len(ids) < len(outRows)*k || len(vals) < len(outRows)*k {
 		return fmt.Errorf("model: top-%d of %d rows into %d ids and %d values (k must be 1 to %d)", k, len(outRows), len(ids), len(vals), MaxTopK)
 	}
-	if tk, ok := m.be.(TopKReader); ok {
-		return m.forward(b, outRows, func() error {
-			return tk.ReadTopK(ids, vals, m.act.out, len(outRows), k)
-		})
-	}
-	vocab := m.Config.VocabSize
-	if cap(m.topkScratch) < len(outRows)*vocab {
-		m.topkScratch = make([]float32, len(outRows)*vocab)
-	}
-	full := m.topkScratch[:len(outRows)*vocab]
 	return m.forward(b, outRows, func() error {
-		if err := m.be.Read(full, m.act.out, len(outRows)); err != nil {
-			return err
-		}
-		for j := range outRows {
-			TopK(ids[j*k:(j+1)*k], vals[j*k:(j+1)*k], full[j*vocab:(j+1)*vocab])
-		}
-		return nil
+		return m.be.ReadTopK(ids, vals, m.act.out, len(outRows), k)
 	})
 }
 
+// Err returns the failure that has made the model's backend unusable (a
+// device fault), or nil while it works; every later forward pass would
+// fail with it.
+func (m *Model) Err() error { return m.be.Err() }
+
 // activationShapes lists the (rows, cols) of the buffers newActivations
-// allocates, for Plan.
+// allocates, in the order of the activations fields.
 func activationShapes(c *Config, rows int) [][2]int {
-	widths := []int{c.Dim, c.Dim, c.QDim(), c.KVDim(), c.VDim(), c.Heads * c.ValueDim, c.FFNDim, c.FFNDim, c.Dim, c.VocabSize}
+	widths := activationWidths(c)
 	shapes := make([][2]int, len(widths))
 	for i, w := range widths {
 		shapes[i] = [2]int{rows, w}

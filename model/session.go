@@ -107,10 +107,10 @@ func (s *Session) eval(ctx context.Context, tokens []int32, run func(b *Batch, o
 		n := len(chunk)
 		b := &s.batch
 		b.Tokens = append(b.Tokens[:0], chunk...)
-		b.Pos, b.Seq = b.Pos[:0], b.Seq[:0]
+		b.Pos, b.Slot = b.Pos[:0], b.Slot[:0]
 		for i := range n {
 			b.Pos = append(b.Pos, int32(len(s.tokens)+i))
-			b.Seq = append(b.Seq, s.slot)
+			b.Slot = append(b.Slot, s.slot)
 		}
 		var out []int32
 		if start+n == len(tokens) {

@@ -54,13 +54,6 @@ func TestTopK(t *testing.T) {
 	}
 }
 
-// notTopK hides the CPU backend's TopKReader, so ForwardTopK takes the
-// host path.
-type notTopK struct{ model.Backend }
-
-// UsesMapping keeps the file mapped: the CPU weights alias it.
-func (notTopK) UsesMapping() bool { return true }
-
 // recorder notes the buffer shapes a model allocates.
 type recorder struct {
 	*cpu.Backend
@@ -87,17 +80,17 @@ func TestPlanMatchesAllocations(t *testing.T) {
 }
 
 func TestForwardTopK(t *testing.T) {
-	for _, name := range []string{"device selection", "host selection"} {
+	for _, name := range []string{"cpu", "decorated"} {
 		t.Run(name, func(t *testing.T) {
 			var be model.Backend = cpu.New(cpu.Options{})
-			if name == "host selection" {
-				be = notTopK{be}
+			if name == "decorated" {
+				be = decorated{be}
 			}
 			m, err := model.Load(bundledModel, be, model.Options{CtxSize: 32})
 			require.NoError(t, err)
 			defer m.Close()
 			ids := []int32{1, 400, 20, 30}
-			b := &model.Batch{Tokens: ids, Pos: []int32{0, 1, 2, 3}, Seq: make([]int32, 4)}
+			b := &model.Batch{Tokens: ids, Pos: []int32{0, 1, 2, 3}, Slot: make([]int32, 4)}
 			vocab := m.Config.VocabSize
 			full := make([]float32, 2*vocab)
 			require.NoError(t, m.Forward(b, []int32{3, 1}, full))

@@ -365,12 +365,12 @@ func (s *scheduler) pickSlot(prompt []int32) *slot {
 // generations.
 func (s *scheduler) step() {
 	b := &s.batch
-	b.Tokens, b.Pos, b.Seq = b.Tokens[:0], b.Pos[:0], b.Seq[:0]
+	b.Tokens, b.Pos, b.Slot = b.Tokens[:0], b.Pos[:0], b.Slot[:0]
 	s.outRows, s.outSlots, s.prefill = s.outRows[:0], s.outSlots[:0], s.prefill[:0]
 	add := func(tok int32, pos int, sl *slot) {
 		b.Tokens = append(b.Tokens, tok)
 		b.Pos = append(b.Pos, int32(pos))
-		b.Seq = append(b.Seq, sl.id)
+		b.Slot = append(b.Slot, sl.id)
 	}
 	for _, sl := range s.slots {
 		sl.rows = 0

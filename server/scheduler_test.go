@@ -28,7 +28,7 @@ type loggedStep struct {
 func (l *stepLog) record(b *model.Batch) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.steps = append(l.steps, loggedStep{at: time.Now(), seq: append([]int32(nil), b.Seq...), pos: append([]int32(nil), b.Pos...)})
+	l.steps = append(l.steps, loggedStep{at: time.Now(), seq: append([]int32(nil), b.Slot...), pos: append([]int32(nil), b.Pos...)})
 }
 
 func (l *stepLog) get() []loggedStep {

@@ -17,7 +17,7 @@ func (b *Backend) Attention(dst, q, k, v model.Buf, layer, n int, p *model.AttnP
 	checkCols(d.cols, p.Heads*p.ValueDim, "Attention out")
 	base := func(seq int32) int { return (layer*kv.Slots + int(seq)) * kv.Ctx }
 	for i := range n {
-		at := base(b.batch.Seq[i]) + int(b.batch.Pos[i])
+		at := base(b.batch.Slot[i]) + int(b.batch.Pos[i])
 		copy(b.kcache[at*kv.KDim:(at+1)*kv.KDim], ks.row(i))
 		copy(b.vcache[at*kv.VDim:(at+1)*kv.VDim], vs.row(i))
 	}
@@ -35,7 +35,7 @@ func (b *Backend) Attention(dst, q, k, v model.Buf, layer, n int, p *model.AttnP
 		scratch := b.scratch[chunk]
 		for t := lo; t < hi; t++ {
 			i, kvh := t/p.KVHeads, t%p.KVHeads
-			start := base(b.batch.Seq[i])
+			start := base(b.batch.Slot[i])
 			npos := int(b.batch.Pos[i]) + 1
 			keys := b.kcache[start*kv.KDim : (start+npos)*kv.KDim]
 			vals := b.vcache[start*kv.VDim : (start+npos)*kv.VDim]

@@ -52,8 +52,9 @@ func (b *Backend) Name() string { return "cpu" }
 // Threads returns the number of worker goroutines.
 func (b *Backend) Threads() int { return b.threads }
 
-// UsesMapping reports true: weights alias the model file's mapping.
-func (b *Backend) UsesMapping() bool { return true }
+// Err returns nil: the CPU backend reports every failure from the call
+// that meets it and never becomes unusable.
+func (b *Backend) Err() error { return nil }
 
 // buf is a CPU activation buffer.
 type buf struct {

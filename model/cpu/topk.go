@@ -6,10 +6,9 @@ import (
 	"github.com/m40llm/m40llm/model"
 )
 
-var _ model.TopKReader = (*Backend)(nil)
-
 // ReadTopK selects the k largest values of each of the first n rows of src
-// with model.TopK, the reference every other TopKReader is tested against.
+// with model.TopK, the reference every other backend's ReadTopK is tested
+// against. It fails on a bad k or short ids or vals.
 func (b *Backend) ReadTopK(ids []int32, vals []float32, src model.Buf, n, k int) error {
 	s := src.(*buf)
 	if k < 1 || k > model.MaxTopK || len(ids) < n*k || len(vals) < n*k || n > s.rows {

@@ -1,10 +1,10 @@
 package cpu
 
 import (
-	"fmt"
 	"unsafe"
 
 	"github.com/m40llm/m40llm/gguf"
+	"github.com/m40llm/m40llm/model"
 )
 
 // weight is a (rows, cols) matrix in its stored type. F32 data and
@@ -27,7 +27,7 @@ func newWeight(ti *gguf.TensorInfo, data []byte) (*weight, error) {
 	rows, cols := int(ti.Rows()), int(ti.Dims[0])
 	w := &weight{typ: ti.Type, rows: rows, cols: cols}
 	if !ti.Type.CanDequantize() {
-		return nil, fmt.Errorf("tensor type %s is not supported by the CPU backend", ti.Type)
+		return nil, &model.UnsupportedError{What: "tensor type", Value: ti.Type.String(), By: "the cpu backend"}
 	}
 	aligned := ti.RowAligned()
 	switch {

@@ -31,7 +31,7 @@
 // scratch) with the device's free memory before anything is allocated,
 // and reserves one block for all weights. Weights are copied through two
 // page-locked staging buffers, converted in parallel on the CPU; no host
-// copy is kept (MappedWeights is false, so model.Load closes the file).
+// copy is kept (CopiesWeights is true, so model.Load closes the file).
 // Close frees everything.
 package cuda
 
@@ -101,8 +101,7 @@ type Backend struct {
 
 var (
 	_ model.Backend        = (*Backend)(nil)
-	_ model.MappedWeights  = (*Backend)(nil)
-	_ model.TopKReader     = (*Backend)(nil)
+	_ model.WeightCopier   = (*Backend)(nil)
 	_ model.Planner        = (*Backend)(nil)
 	_ model.MemoryReporter = (*Backend)(nil)
 )
@@ -198,9 +197,12 @@ func (b *Backend) Describe() string {
 // not, why.
 func (b *Backend) BLASStatus() string { return b.blasLn }
 
-// UsesMapping reports false: weights are copied to the GPU, so the model
+// CopiesWeights reports true: weights are copied to the GPU, so the model
 // file can be closed once they are loaded.
-func (b *Backend) UsesMapping() bool { return false }
+func (b *Backend) CopiesWeights() bool { return true }
+
+// Err returns the failure that made the backend unusable, or nil.
+func (b *Backend) Err() error { return b.err }
 
 // fail records the first error.
 func (b *Backend) fail(err error) {

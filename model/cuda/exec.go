@@ -268,7 +268,7 @@ func (b *Backend) Read(dst []float32, src model.Buf, n int) error {
 }
 
 // ReadTopK records the top-k selection of the first n rows of src (see
-// model.TopKReader), submits the step and copies only the n·k candidates
+// model.Backend.ReadTopK), submits the step and copies only the n·k candidates
 // to the host.
 func (b *Backend) ReadTopK(ids []int32, vals []float32, src model.Buf, n, k int) error {
 	s := bufOf(src)

@@ -142,7 +142,7 @@ func (p *pair) output(rows, cols int) (model.Buf, model.Buf) {
 
 // batch sets the same batch on both backends.
 func (p *pair) batch(tokens, pos, seq []int32) {
-	b := &model.Batch{Tokens: tokens, Pos: pos, Seq: seq}
+	b := &model.Batch{Tokens: tokens, Pos: pos, Slot: seq}
 	require.NoError(p.t, p.cpu.SetBatch(b))
 	require.NoError(p.t, p.gpu.SetBatch(b))
 }

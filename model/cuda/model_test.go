@@ -86,7 +86,7 @@ func promptIDs(m *model.Model, n int) []int32 {
 // logits.
 func forwardAll(t *testing.T, m *model.Model, ids []int32) []float32 {
 	n := len(ids)
-	b := &model.Batch{Tokens: ids, Pos: make([]int32, n), Seq: make([]int32, n)}
+	b := &model.Batch{Tokens: ids, Pos: make([]int32, n), Slot: make([]int32, n)}
 	rows := make([]int32, n)
 	for i := range n {
 		b.Pos[i], rows[i] = int32(i), int32(i)
@@ -102,7 +102,7 @@ func forwardEach(t *testing.T, m *model.Model, ids []int32, slot int32) []float3
 	vocab := m.Config.VocabSize
 	out := make([]float32, len(ids)*vocab)
 	for i, id := range ids {
-		b := &model.Batch{Tokens: []int32{id}, Pos: []int32{int32(i)}, Seq: []int32{slot}}
+		b := &model.Batch{Tokens: []int32{id}, Pos: []int32{int32(i)}, Slot: []int32{slot}}
 		require.NoError(t, m.Forward(b, []int32{0}, out[i*vocab:(i+1)*vocab]))
 	}
 	return out
@@ -240,12 +240,12 @@ func TestBatchedDecode(t *testing.T) {
 				lens[slot] = int32(len(ids))
 				next[slot] = int32(100 + slot)
 			}
-			b := &model.Batch{Tokens: next, Pos: lens, Seq: []int32{0, 1, 2, 3}}
+			b := &model.Batch{Tokens: next, Pos: lens, Slot: []int32{0, 1, 2, 3}}
 			batched := make([]float32, 4*vocab)
 			require.NoError(t, mb.Forward(b, []int32{0, 1, 2, 3}, batched))
 			for slot := range 4 {
 				one := make([]float32, vocab)
-				bb := &model.Batch{Tokens: next[slot : slot+1], Pos: lens[slot : slot+1], Seq: []int32{int32(slot)}}
+				bb := &model.Batch{Tokens: next[slot : slot+1], Pos: lens[slot : slot+1], Slot: []int32{int32(slot)}}
 				require.NoError(t, ms.Forward(bb, []int32{0}, one))
 				e := nmse(one, batched[slot*vocab:(slot+1)*vocab])
 				assert.LessOrEqual(t, e, 1e-12, "slot %d", slot)

@@ -125,13 +125,13 @@ func (b *Backend) SetBatch(batch *model.Batch) error {
 		return b.err
 	}
 	n := batch.Len()
-	if n == 0 || len(batch.Pos) != n || len(batch.Seq) != n {
-		return fmt.Errorf("cuda: batch of %d tokens, %d positions, %d slots", n, len(batch.Pos), len(batch.Seq))
+	if n == 0 || len(batch.Pos) != n || len(batch.Slot) != n {
+		return fmt.Errorf("cuda: batch of %d tokens, %d positions, %d slots", n, len(batch.Pos), len(batch.Slot))
 	}
 	for i := range n {
-		if b.kv.Ctx > 0 && (batch.Pos[i] < 0 || int(batch.Pos[i]) >= b.kv.Ctx || batch.Seq[i] < 0 || int(batch.Seq[i]) >= b.kv.Slots) {
+		if b.kv.Ctx > 0 && (batch.Pos[i] < 0 || int(batch.Pos[i]) >= b.kv.Ctx || batch.Slot[i] < 0 || int(batch.Slot[i]) >= b.kv.Slots) {
 			return fmt.Errorf("cuda: token %d at position %d of slot %d is outside the KV cache (%d slots of %d)",
-				i, batch.Pos[i], batch.Seq[i], b.kv.Slots, b.kv.Ctx)
+				i, batch.Pos[i], batch.Slot[i], b.kv.Slots, b.kv.Ctx)
 		}
 	}
 	if len(b.st.ops) > 0 {
@@ -149,7 +149,7 @@ func (b *Backend) SetBatch(batch *model.Batch) error {
 	tokens, pos, seq, _ := st.hostArrays()
 	copy(tokens, batch.Tokens)
 	copy(pos, batch.Pos)
-	copy(seq, batch.Seq)
+	copy(seq, batch.Slot)
 	st.n, st.rowsUsed, st.dirty, st.ropeValid = n, 0, true, false
 	return nil
 }

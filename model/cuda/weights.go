@@ -38,7 +38,7 @@ func (b *Backend) LoadWeight(ti *gguf.TensorInfo, data []byte) (model.Weight, er
 		return nil, fmt.Errorf("cuda: tensor %s has shape %v", ti.Name, ti.Dims)
 	}
 	if !ti.Type.CanDequantize() {
-		return nil, fmt.Errorf("cuda: tensor type %s is not supported", ti.Type)
+		return nil, &model.UnsupportedError{What: "tensor type", Value: ti.Type.String(), By: b.Name()}
 	}
 	if rows == 1 {
 		w := &weight{rows: 1, cols: cols, host: make([]float32, cols)}

@@ -1,0 +1,45 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrContextFull is returned when a sequence would grow past the KV cache.
+var ErrContextFull = errors.New("context window is full")
+
+// ErrUnsupported is matched (errors.Is) by every *UnsupportedError: the
+// model file is well formed but asks for something this build cannot run.
+var ErrUnsupported = errors.New("unsupported")
+
+// ErrUnsupportedArch is matched by the *UnsupportedError for a
+// general.architecture this package does not run.
+var ErrUnsupportedArch = errors.New("unsupported model architecture")
+
+// UnsupportedError reports a feature of a well-formed model file that this
+// build cannot run: an architecture, or a tensor type a backend has no
+// kernels for.
+type UnsupportedError struct {
+	What  string // "architecture", "tensor type"
+	Value string // the value found: "mamba", "IQ2_XXS"
+	By    string // who cannot run it: "cpu backend", "cuda:0"; empty for the model itself
+	Hint  string // what is supported, when that helps
+}
+
+// Error says what is unsupported, by whom, and what is.
+func (e *UnsupportedError) Error() string {
+	s := fmt.Sprintf("unsupported %s %q", e.What, e.Value)
+	if e.By != "" {
+		s += " on " + e.By
+	}
+	if e.Hint != "" {
+		s += " (" + e.Hint + ")"
+	}
+	return s
+}
+
+// Is makes errors.Is(err, ErrUnsupported) true, and errors.Is(err,
+// ErrUnsupportedArch) for an architecture.
+func (e *UnsupportedError) Is(target error) bool {
+	return target == ErrUnsupported || target == ErrUnsupportedArch && e.What == "architecture"
+}
