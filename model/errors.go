@@ -43,3 +43,17 @@ func (e *UnsupportedError) Error() string {
 func (e *UnsupportedError) Is(target error) bool {
 	return target == ErrUnsupported || target == ErrUnsupportedArch && e.What == "architecture"
 }
+
+// ErrBackendFailed is matched by the errors of a model whose backend has
+// become unusable (a device fault): every later forward pass fails the
+// same way, and Model.Err reports it.
+var ErrBackendFailed = errors.New("the backend has failed")
+
+// failure marks err as a backend failure when the backend has been
+// unusable since.
+func (m *Model) failure(err error) error {
+	if err != nil && m.be.Err() != nil && !errors.Is(err, ErrBackendFailed) {
+		return fmt.Errorf("%w: %w", ErrBackendFailed, err)
+	}
+	return err
+}

@@ -2,7 +2,6 @@ package model
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"time"
 
@@ -42,14 +41,17 @@ func Greedy() sample.Params {
 	return sample.Params{Temperature: 0, TopP: 1, RepeatPenalty: 1}
 }
 
-// Result reports what Generate did.
+// Result reports what a generation did.
 type Result struct {
-	PromptTokens int // tokens of the prompt
-	CachedTokens int // prompt tokens reused from the cache
-	Tokens       []int32
+	PromptTokens int     // tokens of the prompt
+	CachedTokens int     // prompt tokens reused from the session's cache
+	Tokens       []int32 // generated tokens (end-of-generation tokens excluded)
 	Finish       FinishReason
-	PromptTime   time.Duration // evaluating the prompt (time to first token)
-	GenTime      time.Duration // after the prompt
+	// QueueTime is how long the request waited for a session (Engine).
+	QueueTime time.Duration
+	// PromptTime is from admission to the first generated token (time to
+	// first token, less QueueTime); GenTime from there to the end.
+	PromptTime, GenTime time.Duration
 }
 
 // PromptTokensPerSecond returns prompt processing speed.
@@ -76,79 +78,40 @@ func rate(n int, d time.Duration) float64 {
 // match the start of prompt are reused. It stops at an end-of-generation
 // token, a stop string, MaxTokens or a full context, or when ctx is done
 // (checked between tokens; it then returns ctx's error with the partial
-// result). An error from emit stops generation and is returned.
+// result). An error from emit stops generation and is returned. It is the
+// one-request case of a Batcher, and fails as Batcher.Start and Step do;
+// the result is never nil.
 func (s *Session) Generate(ctx context.Context, prompt []int32, opts GenerateOptions, emit func(text string) error) (*Result, error) {
-	res := &Result{PromptTokens: len(prompt)}
-	if len(prompt) == 0 {
-		return res, errors.New("model: empty prompt")
+	b := NewBatcher(s.m, BatcherOptions{})
+	sink := &generateSink{emit: emit}
+	if err := b.Start(ctx, &Request{Prompt: prompt, Options: opts, Session: s}, sink); err != nil {
+		return &Result{PromptTokens: len(prompt)}, err
 	}
-	g, err := s.m.NewGeneration(prompt, opts)
-	if err != nil {
-		return res, err
+	for b.Active() > 0 {
+		b.Step() // a failed step ends the request: sink.err has it
 	}
-
-	// Reuse the cached prefix, but evaluate at least one token so that
-	// there are logits to sample from.
-	keep := min(commonPrefix(s.tokens, prompt), len(prompt)-1)
-	s.Truncate(keep)
-	res.CachedTokens = keep
-	// When the sampler needs only the highest logits, only those leave the
-	// backend (on the device, for a TopKReader).
-	k := g.CandidateCount()
-	var (
-		logits []float32
-		ids    []int32
-		vals   []float32
-	)
-	start := time.Now()
-	if k > 0 && k <= MaxTopK && k < s.m.Config.VocabSize {
-		ids, vals, err = s.EvalTopK(ctx, prompt[keep:], k)
-	} else {
-		logits, err = s.Eval(ctx, prompt[keep:])
-	}
-	res.PromptTime = time.Since(start)
-	if err != nil {
-		return res, err
-	}
-
-	genStart := time.Now()
-	defer func() {
-		res.GenTime = time.Since(genStart)
-		res.Tokens, res.Finish = g.Tokens, g.Finish
-	}()
-	for {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		var (
-			id   int32
-			text string
-			done bool
-		)
-		room := s.Len() < s.m.ctxSize
-		if ids != nil {
-			id, text, done = g.StepCandidates(ids, vals, room)
-		} else {
-			id, text, done = g.Step(logits, room)
-		}
-		if err := emitText(emit, text); err != nil || done {
-			return res, err
-		}
-		if ids != nil {
-			ids, vals, err = s.EvalTopK(ctx, []int32{id}, k)
-		} else {
-			logits, err = s.Eval(ctx, []int32{id})
-		}
-		if err != nil {
-			return res, err
-		}
-	}
+	return sink.res, sink.err
 }
 
+// generateSink passes Generate's text to its emit function.
+type generateSink struct {
+	emit func(string) error
+	res  *Result
+	err  error
+}
+
+func (g *generateSink) Token(_ int32, text string) error {
+	if text == "" || g.emit == nil {
+		return nil
+	}
+	return g.emit(text)
+}
+
+func (g *generateSink) Done(res *Result, err error) { g.res, g.err = res, err }
+
 // Generation is the per-sequence state of text generation: the sampler
-// with its history, the stream decoder and the stop strings. Session.Generate
-// drives one; a server that batches many sequences into one forward pass
-// drives one per sequence.
+// with its history, the stream decoder and the stop strings. A Batcher
+// drives one per request.
 type Generation struct {
 	opts GenerateOptions
 	tok  *tokenizer.Tokenizer
@@ -194,8 +157,7 @@ func (g *Generation) Step(logits []float32, room bool) (id int32, text string, d
 func (g *Generation) CandidateCount() int { return g.smp.CandidateCount() }
 
 // StepCandidates is Step over the CandidateCount() highest logits, as
-// Model.ForwardTopK or Session.EvalTopK return them: token ids[i] has logit
-// vals[i].
+// Model.ForwardTopK returns them: token ids[i] has logit vals[i].
 func (g *Generation) StepCandidates(ids []int32, vals []float32, room bool) (id int32, text string, done bool) {
 	return g.accept(g.smp.SampleCandidates(ids, vals), room)
 }
@@ -218,13 +180,6 @@ func (g *Generation) accept(id int32, room bool) (int32, string, bool) {
 		return id, text + g.stop.flush(g.dec.Flush()), true
 	}
 	return id, text, false
-}
-
-func emitText(emit func(string) error, text string) error {
-	if text == "" || emit == nil {
-		return nil
-	}
-	return emit(text)
 }
 
 // stopMatcher holds back generated text that could be the start of a stop

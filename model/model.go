@@ -168,7 +168,9 @@ func (m *Model) Close() error {
 // each index j of outRows, writes the logits of batch row outRows[j] to
 // logits[j*vocab : (j+1)*vocab]. Positions must be below CtxSize and slots
 // below Slots; a token's position must not skip past the ones already in
-// its slot's cache.
+// its slot's cache. An invalid batch is an error, as is the backend's
+// failure; when the backend is unusable the error matches ErrBackendFailed
+// (see Err), and Forward then fails at once.
 func (m *Model) Forward(b *Batch, outRows []int32, logits []float32) error {
 	vocab := m.Config.VocabSize
 	if len(logits) < len(outRows)*vocab {
@@ -208,12 +210,15 @@ func (m *Model) forward(b *Batch, outRows []int32, read func() error) error {
 			return fmt.Errorf("model: output row %d out of range", r)
 		}
 	}
+	if err := m.Err(); err != nil {
+		return err
+	}
 	m.sem <- struct{}{}
 	defer func() { <-m.sem }()
 	if err := forward(m.be, m.Config, m.Weights, m.act, b, outRows); err != nil {
-		return err
+		return m.failure(err)
 	}
-	return read()
+	return m.failure(read())
 }
 
 // ForwardTopK is Forward that keeps, for each index j of outRows, only the
@@ -232,9 +237,14 @@ func (m *Model) ForwardTopK(b *Batch, outRows []int32, k int, ids []int32, vals 
 }
 
 // Err returns the failure that has made the model's backend unusable (a
-// device fault), or nil while it works; every later forward pass would
-// fail with it.
-func (m *Model) Err() error { return m.be.Err() }
+// device fault), matching ErrBackendFailed, or nil while it works; every
+// later forward pass fails with it.
+func (m *Model) Err() error {
+	if err := m.be.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrBackendFailed, err)
+	}
+	return nil
+}
 
 // activationShapes lists the (rows, cols) of the buffers newActivations
 // allocates, in the order of the activations fields.

@@ -7,16 +7,15 @@ import (
 
 // Session is one sequence held in one KV-cache slot of a Model: the tokens
 // whose keys and values are cached, in order. A Session is used by one
-// goroutine at a time.
+// goroutine at a time; while a request of a Batcher (or Engine) runs on
+// it, only that Batcher uses it.
 type Session struct {
 	m      *Model
 	slot   int32
 	tokens []int32
 	logits []float32 // logits after the last evaluated token
 	batch  Batch
-	// candIDs and candVals hold EvalTopK's result.
-	candIDs  []int32
-	candVals []float32
+	busy   bool // a Batcher's request runs on it
 }
 
 // NewSession returns an empty session on KV-cache slot (0 ≤ slot < Slots).
@@ -26,6 +25,9 @@ func (m *Model) NewSession(slot int) (*Session, error) {
 	}
 	return &Session{m: m, slot: int32(slot), logits: make([]float32, m.Config.VocabSize)}, nil
 }
+
+// Slot returns the session's KV-cache slot.
+func (s *Session) Slot() int { return int(s.slot) }
 
 // Model returns the session's model.
 func (s *Session) Model() *Model { return s.m }
@@ -54,8 +56,13 @@ func (s *Session) Logits() []float32 { return s.logits }
 // Eval appends tokens to the sequence, running them through the model in
 // chunks of at most BatchSize, and returns the logits after the last one
 // (valid until the next Eval). It fails with ErrContextFull when the
-// sequence would outgrow the context; the cache then holds what fit.
+// sequence would outgrow the context (the cache then holds what fit), with
+// ErrSessionBusy while a Batcher's request runs on the session, and with
+// the forward pass's error.
 func (s *Session) Eval(ctx context.Context, tokens []int32) ([]float32, error) {
+	if s.busy {
+		return nil, ErrSessionBusy
+	}
 	err := s.eval(ctx, tokens, func(b *Batch, out []int32) error {
 		return s.m.Forward(b, out, s.logits)
 	})
@@ -63,30 +70,6 @@ func (s *Session) Eval(ctx context.Context, tokens []int32) ([]float32, error) {
 		return nil, err
 	}
 	return s.logits, nil
-}
-
-// EvalTopK is Eval that returns only the k largest logits after the last
-// token, as Model.ForwardTopK selects them: their token IDs and values, in
-// descending order (valid until the next EvalTopK). On a TopKReader backend
-// the full logits never leave the device. Logits is not updated.
-func (s *Session) EvalTopK(ctx context.Context, tokens []int32, k int) ([]int32, []float32, error) {
-	if k < 1 || k > MaxTopK {
-		return nil, nil, fmt.Errorf("model: EvalTopK: k=%d, want 1 to %d", k, MaxTopK)
-	}
-	if cap(s.candIDs) < k {
-		s.candIDs, s.candVals = make([]int32, k), make([]float32, k)
-	}
-	ids, vals := s.candIDs[:k], s.candVals[:k]
-	err := s.eval(ctx, tokens, func(b *Batch, out []int32) error {
-		if len(out) == 0 {
-			return s.m.Forward(b, nil, nil)
-		}
-		return s.m.ForwardTopK(b, out, k, ids, vals)
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return ids, vals, nil
 }
 
 // eval runs tokens through the model in chunks of at most BatchSize; run
@@ -122,6 +105,15 @@ func (s *Session) eval(ctx context.Context, tokens []int32, run func(b *Batch, o
 		s.tokens = append(s.tokens, chunk...)
 	}
 	return nil
+}
+
+// reuse keeps the cached tokens that match the start of prompt, but at
+// least one prompt token is left to evaluate, so that there are logits to
+// sample the first generated token from. It returns how many it kept.
+func (s *Session) reuse(prompt []int32) int {
+	keep := min(commonPrefix(s.tokens, prompt), len(prompt)-1)
+	s.Truncate(keep)
+	return keep
 }
 
 // commonPrefix returns the length of the longest common prefix of a and b.

@@ -1,0 +1,431 @@
+package model
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Request is one generation: a prompt to continue and how to sample the
+// tokens after it.
+type Request struct {
+	Prompt  []int32
+	Options GenerateOptions
+	// Session, when not nil, is the sequence to continue: its KV-cache
+	// slot and the tokens cached there, reused where they match Prompt.
+	// The caller must not use the session until the request has ended.
+	// When nil, the request runs on one of the Batcher's own sessions
+	// (BatcherOptions.Sessions).
+	Session *Session
+}
+
+// Sink receives what a request produces. Batcher.Step calls it on the
+// goroutine that runs the step; it must not block.
+type Sink interface {
+	// Token is called for every sampled token with the text that became
+	// final with it, often "" (inside a UTF-8 sequence, or text that may
+	// start a stop string). An error ends the request with that error.
+	Token(id int32, text string) error
+	// Done is called once, when the request ends: err is nil when it
+	// finished (res.Finish says why), else what ended it (its context's
+	// error, a failed forward pass, Token's error). res is never nil.
+	Done(res *Result, err error)
+}
+
+// Errors of admission.
+var (
+	// ErrNoFreeSession: every session of the Batcher serves a request.
+	ErrNoFreeSession = errors.New("model: no free session")
+	// ErrSessionBusy: the request's session already serves a request.
+	ErrSessionBusy = errors.New("model: the session is in use by another request")
+	// ErrInvalidToken: a prompt token is outside the vocabulary.
+	ErrInvalidToken = errors.New("token id outside the vocabulary")
+)
+
+// BatcherOptions configures a Batcher.
+type BatcherOptions struct {
+	// Sessions are the sequences requests without a Session run on, one
+	// request per session at a time. A request takes the free session
+	// whose cached tokens share the longest prefix with its prompt (the
+	// least recently used among equals), so that a returning conversation
+	// finds its cache.
+	Sessions []*Session
+	// PrefillChunk is the most prompt tokens one step evaluates, over all
+	// requests still in their prompt (the oldest first), so that a long
+	// prompt delays the others' next token by at most one chunk. 0 means
+	// the model's BatchSize.
+	PrefillChunk int
+	// OnBatch, when set, sees every batch before it runs (for tests).
+	OnBatch func(*Batch)
+}
+
+// Batcher advances many requests with one forward pass per step
+// (continuous batching): every step holds the next token of each request
+// that is generating, then prompt tokens of the requests still in their
+// prompt, and feeds each request's logits (or, when every sampler of the
+// step can do with them, its top candidates) to its Generation. Requests
+// join and leave between steps. Session.Generate is its one-request case;
+// Engine runs one on a goroutine of its own for servers and the C API.
+//
+// A Batcher is used by one goroutine at a time.
+type Batcher struct {
+	m     *Model
+	opts  BatcherOptions
+	pool  []*pooled
+	seqs  []*sequence // running, in admission order
+	clock uint64      // counts releases, for least-recently-used order
+
+	// Step scratch.
+	batch   Batch
+	decode  int // rows of the batch that are generated tokens (the first ones)
+	outRows []int32
+	outSeqs []*sequence
+	logits  []float32 // one vocabulary row per output row
+	ids     []int32   // k candidates per output row
+	vals    []float32
+}
+
+// pooled is one of the Batcher's own sessions.
+type pooled struct {
+	s    *Session
+	used uint64 // when it was last released (least recently used first)
+}
+
+// sequence is a request inside a Batcher.
+type sequence struct {
+	ctx  context.Context
+	req  *Request
+	s    *Session
+	own  *pooled // the pooled session it runs on, or nil
+	gen  *Generation
+	sink Sink
+	res  Result
+
+	todo     []int32 // prompt tokens not evaluated yet
+	decoding bool    // the prompt is done; next is the token to evaluate
+	next     int32
+	rows     int // rows of the sequence in the current batch
+	admitted time.Time
+	first    time.Time // when the first token was sampled
+}
+
+// NewBatcher returns a Batcher over m with no requests.
+func NewBatcher(m *Model, opts BatcherOptions) *Batcher {
+	if opts.PrefillChunk <= 0 || opts.PrefillChunk > m.batchSize {
+		opts.PrefillChunk = m.batchSize
+	}
+	b := &Batcher{m: m, opts: opts}
+	for _, s := range opts.Sessions {
+		b.pool = append(b.pool, &pooled{s: s})
+	}
+	return b
+}
+
+// Active returns the number of requests running.
+func (b *Batcher) Active() int { return len(b.seqs) }
+
+// CachedTokens returns the tokens held in the KV cache by the Batcher's own
+// sessions.
+func (b *Batcher) CachedTokens() int {
+	n := 0
+	for _, p := range b.pool {
+		n += p.s.Len()
+	}
+	return n
+}
+
+// Start admits req: it takes its session (req.Session, or the best free
+// one of the Batcher's own), keeps the cached tokens that match the
+// prompt, and runs from the next Step on, until sink.Done. ctx is checked
+// before every step; when it is done the request ends with its error.
+//
+// Start fails, and sink is never called, when the request is invalid (an
+// empty prompt, one that leaves no room to generate: ErrContextFull, a
+// token outside the vocabulary: ErrInvalidToken, sampling parameters:
+// *sample.ParamError), when req.Session serves another request
+// (ErrSessionBusy), or when no session of the Batcher's own is free
+// (ErrNoFreeSession).
+func (b *Batcher) Start(ctx context.Context, req *Request, sink Sink) error {
+	q, err := b.m.newSequence(ctx, req, sink)
+	if err != nil {
+		return err
+	}
+	return b.admit(q)
+}
+
+// newSequence checks req and prepares its generation without taking a
+// session. It only reads the model's immutable parts, so any goroutine may
+// call it.
+func (m *Model) newSequence(ctx context.Context, req *Request, sink Sink) (*sequence, error) {
+	p := req.Prompt
+	switch {
+	case len(p) == 0:
+		return nil, errors.New("model: empty prompt")
+	case len(p) >= m.ctxSize:
+		return nil, fmt.Errorf("%w: the prompt has %d tokens and the context %d positions; it must leave room for at least one generated token",
+			ErrContextFull, len(p), m.ctxSize)
+	}
+	for i, id := range p {
+		if id < 0 || int(id) >= m.Config.VocabSize {
+			return nil, fmt.Errorf("%w: prompt token %d is %d (vocabulary of %d)", ErrInvalidToken, i, id, m.Config.VocabSize)
+		}
+	}
+	if req.Session != nil && req.Session.m != m {
+		return nil, errors.New("model: the request's session belongs to another model")
+	}
+	gen, err := m.NewGeneration(p, req.Options)
+	if err != nil {
+		return nil, err
+	}
+	return &sequence{ctx: ctx, req: req, gen: gen, sink: sink, res: Result{PromptTokens: len(p)}}, nil
+}
+
+// admit gives q its session and makes it run, or fails with
+// ErrSessionBusy or ErrNoFreeSession.
+func (b *Batcher) admit(q *sequence) error {
+	if s := q.req.Session; s != nil {
+		if s.busy {
+			return ErrSessionBusy
+		}
+		q.s = s
+	} else {
+		q.own = b.pickSession(q.req.Prompt)
+		if q.own == nil {
+			return ErrNoFreeSession
+		}
+		q.s = q.own.s
+	}
+	q.s.busy = true
+	keep := q.s.reuse(q.req.Prompt)
+	q.todo = q.req.Prompt[keep:]
+	q.res.CachedTokens = keep
+	q.admitted = time.Now()
+	b.seqs = append(b.seqs, q)
+	return nil
+}
+
+// pickSession returns the free session of the pool whose cache shares the
+// longest prefix with prompt (the least recently used among equals), or
+// nil.
+func (b *Batcher) pickSession(prompt []int32) *pooled {
+	var best *pooled
+	bestLen := -1
+	for _, p := range b.pool {
+		if p.s.busy {
+			continue
+		}
+		n := commonPrefix(p.s.tokens, prompt)
+		if n > bestLen || n == bestLen && p.used < best.used {
+			best, bestLen = p, n
+		}
+	}
+	return best
+}
+
+// Step ends the requests whose context is done, then runs one forward pass
+// over the next tokens of every other running request and advances each:
+// sampling, stop strings, the end of generation. It returns what the pass
+// evaluated (nothing when no request runs). When the pass fails,
+// every request in it ends with the error (its session forgets its cached
+// tokens, which may be half written) and Step returns the error as well;
+// when the backend is unusable from then on the error matches
+// ErrBackendFailed. A panic in the backend is such an error, not a crash.
+func (b *Batcher) Step() (StepStats, error) {
+	for _, q := range b.seqs {
+		if err := q.ctx.Err(); err != nil {
+			b.end(q, err)
+		}
+	}
+	b.compact()
+	n := b.buildBatch()
+	if n == 0 {
+		return StepStats{}, nil
+	}
+	st := StepStats{Tokens: n, Prompt: n - b.decode}
+	if b.opts.OnBatch != nil {
+		b.opts.OnBatch(&b.batch)
+	}
+	k := b.candidates()
+	if err := b.forward(k); err != nil {
+		for _, q := range b.seqs {
+			if q.rows > 0 {
+				q.s.Reset()
+				b.end(q, err)
+			}
+		}
+		b.compact()
+		return st, err
+	}
+	for _, q := range b.seqs {
+		switch {
+		case q.rows == 0:
+		case q.decoding:
+			q.s.tokens = append(q.s.tokens, q.next)
+		default:
+			q.s.tokens = append(q.s.tokens, q.todo[:q.rows]...)
+			q.todo = q.todo[q.rows:]
+		}
+	}
+	vocab := b.m.Config.VocabSize
+	for j, q := range b.outSeqs {
+		room := q.s.Len() < b.m.ctxSize
+		var (
+			id   int32
+			text string
+			done bool
+		)
+		if k > 0 {
+			c := q.gen.CandidateCount()
+			id, text, done = q.gen.StepCandidates(b.ids[j*k:j*k+c], b.vals[j*k:j*k+c], room)
+		} else {
+			id, text, done = q.gen.Step(b.logits[j*vocab:(j+1)*vocab], room)
+		}
+		if q.first.IsZero() {
+			q.first = time.Now()
+		}
+		err := q.sink.Token(id, text)
+		switch {
+		case err != nil:
+			b.end(q, err)
+		case done:
+			b.end(q, nil)
+		default:
+			q.next, q.decoding = id, true
+		}
+	}
+	b.compact()
+	return st, nil
+}
+
+// StepStats describes one step's forward pass.
+type StepStats struct {
+	Tokens int // tokens evaluated
+	Prompt int // of which prompt tokens (the rest are generated tokens fed back)
+}
+
+// buildBatch fills the batch: one row per generating request, then up to
+// PrefillChunk prompt tokens of the requests in their prompt, oldest
+// first, within the model's BatchSize. It records which rows need logits
+// and returns the batch length.
+func (b *Batcher) buildBatch() int {
+	bt := &b.batch
+	bt.Tokens, bt.Pos, bt.Slot = bt.Tokens[:0], bt.Pos[:0], bt.Slot[:0]
+	b.outRows, b.outSeqs = b.outRows[:0], b.outSeqs[:0]
+	add := func(tok int32, pos int, q *sequence) {
+		bt.Tokens = append(bt.Tokens, tok)
+		bt.Pos = append(bt.Pos, int32(pos))
+		bt.Slot = append(bt.Slot, q.s.slot)
+	}
+	output := func(q *sequence) {
+		b.outRows = append(b.outRows, int32(bt.Len()-1))
+		b.outSeqs = append(b.outSeqs, q)
+	}
+	for _, q := range b.seqs {
+		q.rows = 0
+		if q.decoding {
+			add(q.next, q.s.Len(), q)
+			q.rows = 1
+			output(q)
+		}
+	}
+	b.decode = bt.Len()
+	budget := min(b.opts.PrefillChunk, b.m.batchSize-bt.Len())
+	// b.seqs is in admission order: the oldest prompt goes first.
+	for _, q := range b.seqs {
+		if q.decoding || budget <= 0 {
+			continue
+		}
+		n := min(len(q.todo), budget)
+		for i, tok := range q.todo[:n] {
+			add(tok, q.s.Len()+i, q)
+		}
+		q.rows = n
+		budget -= n
+		if n == len(q.todo) {
+			output(q)
+		}
+	}
+	return bt.Len()
+}
+
+// candidates returns how many of the highest logits per output row are
+// enough for every request of the step to sample exactly as from the
+// whole vocabulary, or 0 when one needs all of them (or no row is
+// wanted). With k > 0 only k candidates per row leave the backend.
+func (b *Batcher) candidates() int {
+	if len(b.outRows) == 0 {
+		return 0
+	}
+	k := 0
+	for _, q := range b.outSeqs {
+		c := q.gen.CandidateCount()
+		if c <= 0 || c > MaxTopK || c >= b.m.Config.VocabSize {
+			return 0
+		}
+		k = max(k, c)
+	}
+	return k
+}
+
+// forward runs the batch, reading the top k logits of each output row
+// (k > 0) or all of them, and turns a panic in the backend into an error.
+func (b *Batcher) forward(k int) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic in the forward pass: %v", p)
+		}
+		if err != nil {
+			err = b.m.failure(err)
+		}
+	}()
+	rows := len(b.outRows)
+	if k > 0 {
+		if n := rows * k; cap(b.ids) < n {
+			b.ids, b.vals = make([]int32, n), make([]float32, n)
+		}
+		return b.m.ForwardTopK(&b.batch, b.outRows, k, b.ids[:rows*k], b.vals[:rows*k])
+	}
+	if n := rows * b.m.Config.VocabSize; cap(b.logits) < n {
+		b.logits = make([]float32, n)
+	}
+	return b.m.Forward(&b.batch, b.outRows, b.logits[:rows*b.m.Config.VocabSize])
+}
+
+// end finishes q with err (nil: it finished normally), frees its session
+// and tells its sink. compact removes it from the running list.
+func (b *Batcher) end(q *sequence, err error) {
+	if q.sink == nil {
+		return // already ended
+	}
+	now := time.Now()
+	q.res.Tokens, q.res.Finish = q.gen.Tokens, q.gen.Finish
+	if q.first.IsZero() {
+		q.res.PromptTime = now.Sub(q.admitted)
+	} else {
+		q.res.PromptTime, q.res.GenTime = q.first.Sub(q.admitted), now.Sub(q.first)
+	}
+	q.s.busy = false
+	if q.own != nil {
+		b.clock++
+		q.own.used = b.clock
+	}
+	sink := q.sink
+	q.sink = nil
+	sink.Done(&q.res, err)
+}
+
+// compact drops the ended requests from the running list, keeping the
+// admission order.
+func (b *Batcher) compact() {
+	b.seqs = slices.DeleteFunc(b.seqs, func(q *sequence) bool { return q.sink == nil })
+}
+
+// Abort ends every running request with err.
+func (b *Batcher) Abort(err error) {
+	for _, q := range b.seqs {
+		b.end(q, err)
+	}
+	b.compact()
+}

@@ -1,0 +1,269 @@
+package model
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrEngineClosed is the error of requests submitted to, or still running
+// in, an Engine that has been closed.
+var ErrEngineClosed = errors.New("model: the engine is closed")
+
+// EngineOptions configures an Engine.
+type EngineOptions struct {
+	BatcherOptions
+	// Observer, when set, sees what the engine does (for metrics).
+	Observer Observer
+}
+
+// Observer sees what an Engine does. Its methods run on the engine's
+// goroutine, between steps, and must not block.
+type Observer interface {
+	// Admitted: a request got its session after waiting queued, with
+	// cached of its prompt tokens already in the cache.
+	Admitted(queued time.Duration, cached int)
+	// Stepped: a forward pass ran.
+	Stepped(st StepStats)
+	// Sampled: a request sampled a token; first tells whether it is its
+	// first, and since is the time since it was submitted (first) or since
+	// its previous token.
+	Sampled(first bool, since time.Duration)
+	// Ended: a request ended (see Sink.Done).
+	Ended(res *Result, err error)
+}
+
+// Engine runs a Batcher on a goroutine of its own, so that requests
+// submitted from many goroutines (HTTP handlers, C threads) share one
+// forward pass per step. A request waits, in submission order, until a
+// session is free; its output is read from its Job. Submit never blocks:
+// callers bound how many requests they submit.
+type Engine struct {
+	m   *Model
+	b   *Batcher
+	obs Observer
+
+	mu     sync.Mutex
+	inbox  []*Job // submitted, not yet seen by the loop
+	closed bool
+	wake   chan struct{} // capacity 1: the inbox has jobs, or closed is set
+
+	stopped chan struct{}
+
+	// Owned by the loop.
+	waiting []*Job
+
+	// Gauges, written by the loop.
+	active, queued, cached atomic.Int64
+}
+
+// NewEngine starts an Engine over m. The caller keeps m and closes it
+// after the Engine.
+func NewEngine(m *Model, opts EngineOptions) *Engine {
+	e := &Engine{
+		m: m, b: NewBatcher(m, opts.BatcherOptions), obs: opts.Observer,
+		wake: make(chan struct{}, 1), stopped: make(chan struct{}),
+	}
+	go e.run()
+	return e
+}
+
+// Job is a request submitted to an Engine: its text as it is produced, and
+// its end.
+type Job struct {
+	e         *Engine
+	q         *sequence
+	submitted time.Time
+	last      time.Time // the previous token (the loop's)
+
+	mu     sync.Mutex
+	pieces []string
+	done   bool
+	res    *Result
+	err    error
+	wake   chan struct{} // capacity 1: something new under mu
+}
+
+// Submit queues req. ctx is the request's: when it is done the request
+// ends within one step with ctx's error, freeing its session. Submit fails
+// at once for an invalid request (as Batcher.Start), an unusable backend
+// (ErrBackendFailed) or a closed engine (ErrEngineClosed).
+func (e *Engine) Submit(ctx context.Context, req *Request) (*Job, error) {
+	if err := e.m.Err(); err != nil {
+		return nil, err
+	}
+	j := &Job{e: e, submitted: time.Now(), wake: make(chan struct{}, 1)}
+	q, err := e.m.newSequence(ctx, req, (*jobSink)(j))
+	if err != nil {
+		return nil, err
+	}
+	j.q = q
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, ErrEngineClosed
+	}
+	e.inbox = append(e.inbox, j)
+	signal(e.wake)
+	return j, nil
+}
+
+// Stats returns the requests running, those waiting for a session, and
+// the tokens held in the cache of the engine's own sessions, as of the
+// last step.
+func (e *Engine) Stats() (active, queued, cached int) {
+	return int(e.active.Load()), int(e.queued.Load()), int(e.cached.Load())
+}
+
+// Close ends every request with ErrEngineClosed, refuses new ones and
+// waits for the engine's goroutine to return. Close is idempotent.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	signal(e.wake)
+	<-e.stopped
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// run is the engine's loop: take new jobs, end the cancelled, admit the
+// waiting in order while sessions are free, run one step.
+func (e *Engine) run() {
+	defer close(e.stopped)
+	for {
+		if e.b.Active() == 0 && len(e.waiting) == 0 {
+			<-e.wake
+		}
+		e.mu.Lock()
+		closed := e.closed
+		e.waiting = append(e.waiting, e.inbox...)
+		clear(e.inbox)
+		e.inbox = e.inbox[:0]
+		e.mu.Unlock()
+		if closed {
+			e.b.Abort(ErrEngineClosed)
+			e.endWaiting(func(*Job) error { return ErrEngineClosed })
+			e.gauges()
+			return
+		}
+		e.endWaiting(func(j *Job) error {
+			if err := j.q.ctx.Err(); err != nil {
+				return err
+			}
+			return e.m.Err()
+		})
+		e.admit()
+		if e.b.Active() > 0 {
+			if st, _ := e.b.Step(); st.Tokens > 0 && e.obs != nil {
+				e.obs.Stepped(st) // a failed step has ended its requests
+			}
+		}
+		e.gauges()
+	}
+}
+
+// endWaiting ends the waiting jobs for which reason returns an error.
+func (e *Engine) endWaiting(reason func(*Job) error) {
+	kept := e.waiting[:0]
+	for _, j := range e.waiting {
+		if err := reason(j); err != nil {
+			j.q.res.QueueTime = time.Since(j.submitted)
+			(*jobSink)(j).Done(&j.q.res, err)
+			continue
+		}
+		kept = append(kept, j)
+	}
+	clear(e.waiting[len(kept):])
+	e.waiting = kept
+}
+
+// admit gives sessions to the waiting jobs, oldest first, while sessions
+// are free. A job whose own session is busy keeps waiting without holding
+// up the others.
+func (e *Engine) admit() {
+	kept := e.waiting[:0]
+	for _, j := range e.waiting {
+		if err := e.b.admit(j.q); err != nil {
+			kept = append(kept, j)
+			continue
+		}
+		queued := time.Since(j.submitted)
+		j.q.res.QueueTime = queued
+		if e.obs != nil {
+			e.obs.Admitted(queued, j.q.res.CachedTokens)
+		}
+	}
+	clear(e.waiting[len(kept):])
+	e.waiting = kept
+}
+
+func (e *Engine) gauges() {
+	e.active.Store(int64(e.b.Active()))
+	e.queued.Store(int64(len(e.waiting)))
+	e.cached.Store(int64(e.b.CachedTokens()))
+}
+
+// jobSink is the Sink through which the engine's loop fills a Job.
+type jobSink Job
+
+func (js *jobSink) Token(_ int32, text string) error {
+	j := (*Job)(js)
+	now := time.Now()
+	if o := j.e.obs; o != nil {
+		if j.last.IsZero() {
+			o.Sampled(true, now.Sub(j.submitted))
+		} else {
+			o.Sampled(false, now.Sub(j.last))
+		}
+	}
+	j.last = now
+	if text == "" {
+		return nil
+	}
+	j.mu.Lock()
+	j.pieces = append(j.pieces, text)
+	j.mu.Unlock()
+	signal(j.wake)
+	return nil
+}
+
+func (js *jobSink) Done(res *Result, err error) {
+	j := (*Job)(js)
+	if o := j.e.obs; o != nil {
+		o.Ended(res, err)
+	}
+	j.mu.Lock()
+	j.done, j.res, j.err = true, res, err
+	j.mu.Unlock()
+	signal(j.wake)
+}
+
+// Next waits until the job has new text or has ended, and returns the new
+// pieces of text in order; done reports the end, with its result (never
+// nil then) and error (see Sink.Done). It returns ctx's error when ctx is
+// done first; the job itself goes on until its own context is done.
+func (j *Job) Next(ctx context.Context) (pieces []string, done bool, res *Result, err error) {
+	for {
+		j.mu.Lock()
+		if len(j.pieces) > 0 || j.done {
+			pieces, j.pieces = j.pieces, nil
+			done, res, err = j.done, j.res, j.err
+			j.mu.Unlock()
+			return pieces, done, res, err
+		}
+		j.mu.Unlock()
+		select {
+		case <-j.wake:
+		case <-ctx.Done():
+			return nil, false, nil, ctx.Err()
+		}
+	}
+}

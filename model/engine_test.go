@@ -1,0 +1,448 @@
+package model_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/m40llm/m40llm/model"
+	"github.com/m40llm/m40llm/model/cpu"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// stepLog records the batches an engine runs.
+type stepLog struct {
+	mu    sync.Mutex
+	steps []loggedStep
+}
+
+type loggedStep struct {
+	at        time.Time
+	slot, pos []int32
+}
+
+func (l *stepLog) record(b *model.Batch) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.steps = append(l.steps, loggedStep{at: time.Now(), slot: append([]int32(nil), b.Slot...), pos: append([]int32(nil), b.Pos...)})
+}
+
+func (l *stepLog) get() []loggedStep {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]loggedStep(nil), l.steps...)
+}
+
+// failing is the CPU backend whose steps fail while fail is set; with
+// sticky set, a failure also makes it unusable (Err), as a device fault
+// does.
+type failing struct {
+	*cpu.Backend
+	fail, sticky atomic.Bool
+	err          atomic.Value
+}
+
+var errInjected = errors.New("injected failure")
+
+func (f *failing) check() error {
+	if !f.fail.Load() {
+		return nil
+	}
+	if f.sticky.Load() {
+		f.err.Store(errInjected)
+	}
+	return errInjected
+}
+
+func (f *failing) Read(dst []float32, src model.Buf, n int) error {
+	if err := f.check(); err != nil {
+		return err
+	}
+	return f.Backend.Read(dst, src, n)
+}
+
+func (f *failing) ReadTopK(ids []int32, vals []float32, src model.Buf, n, k int) error {
+	if err := f.check(); err != nil {
+		return err
+	}
+	return f.Backend.ReadTopK(ids, vals, src, n, k)
+}
+
+func (f *failing) Err() error {
+	if err, ok := f.err.Load().(error); ok {
+		return err
+	}
+	return nil
+}
+
+// newEngine loads the bundled model with slots sessions of ctx positions
+// and starts an engine over all of them.
+func newEngine(t *testing.T, slots, ctx, chunk int) (*model.Engine, *model.Model, *stepLog, *failing) {
+	t.Helper()
+	be := &failing{Backend: cpu.New(cpu.Options{Threads: 2})}
+	m, err := model.Load(bundledModel, be, model.Options{Slots: slots, CtxSize: ctx})
+	require.NoError(t, err)
+	log := &stepLog{}
+	opts := model.EngineOptions{BatcherOptions: model.BatcherOptions{PrefillChunk: chunk, OnBatch: log.record}}
+	for i := range slots {
+		s, err := m.NewSession(i)
+		require.NoError(t, err)
+		opts.Sessions = append(opts.Sessions, s)
+	}
+	e := model.NewEngine(m, opts)
+	t.Cleanup(func() {
+		e.Close()
+		m.Close()
+	})
+	return e, m, log, be
+}
+
+func greedyRequest(m *model.Model, prompt string, n int) *model.Request {
+	return &model.Request{Prompt: m.Tokenizer.Encode(prompt, true, true),
+		Options: model.GenerateOptions{MaxTokens: n, Sampling: model.Greedy(), IgnoreEOS: true}}
+}
+
+func submit(t *testing.T, ctx context.Context, e *model.Engine, req *model.Request) *model.Job {
+	t.Helper()
+	j, err := e.Submit(ctx, req)
+	require.NoError(t, err)
+	return j
+}
+
+// wait reads j to its end and returns its text and result.
+func wait(t *testing.T, j *model.Job) (string, *model.Result, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var text strings.Builder
+	for {
+		pieces, done, res, err := j.Next(ctx)
+		for _, p := range pieces {
+			text.WriteString(p)
+		}
+		if done {
+			return text.String(), res, err
+		}
+		require.NoError(t, err, "the job did not end in time")
+	}
+}
+
+// firstPiece waits until j has produced text.
+func firstPiece(t *testing.T, j *model.Job) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		pieces, done, _, err := j.Next(ctx)
+		require.NoError(t, err)
+		require.False(t, done && len(pieces) == 0, "ended before any text")
+		if len(pieces) > 0 {
+			return
+		}
+	}
+}
+
+func TestChunkedPrefillDoesNotStallDecoding(t *testing.T) {
+	const chunk = 16
+	e, m, log, _ := newEngine(t, 2, 512, chunk)
+	ctx := context.Background()
+	a := submit(t, ctx, e, greedyRequest(m, "Once upon a time", 400))
+	firstPiece(t, a)
+	aSlot := log.get()[0].slot[0]
+
+	long := m.Tokenizer.Encode(strings.Repeat("The little dog ran to the park and played with a ball. ", 12), true, true)
+	require.Greater(t, len(long), 5*chunk)
+	require.Less(t, len(long), 400)
+	b := submit(t, ctx, e, &model.Request{Prompt: long, Options: model.GenerateOptions{MaxTokens: 4, Sampling: model.Greedy(), IgnoreEOS: true}})
+	_, resB, err := wait(t, b)
+	require.NoError(t, err)
+	_, resA, err := wait(t, a)
+	require.NoError(t, err)
+	assert.Len(t, resA.Tokens, 400)
+	assert.Len(t, resB.Tokens, 4)
+	assert.Equal(t, model.FinishLength, resA.Finish)
+
+	// Every step holds at most chunk prompt tokens; while B's prompt is
+	// evaluated, A gets its next token in every step.
+	bSlot := 1 - aSlot
+	steps := log.get()
+	maxA := int32(-1) // A's last position: A is active until a step holds it
+	for _, st := range steps {
+		for j, q := range st.slot {
+			if q == aSlot {
+				maxA = max(maxA, st.pos[j])
+			}
+		}
+	}
+	prefillSteps, overlapped := 0, 0
+	lastA := int32(-1)
+	for i, st := range steps {
+		aActive := lastA < maxA
+		bPrefill, aRows := 0, 0
+		for j, q := range st.slot {
+			switch {
+			case q == bSlot && int(st.pos[j]) < len(long):
+				bPrefill++
+			case q == aSlot:
+				aRows++
+				if lastA >= 0 {
+					assert.Equal(t, lastA+1, st.pos[j], "step %d: A advances by one token per step", i)
+				}
+				lastA = st.pos[j]
+			}
+		}
+		assert.LessOrEqual(t, bPrefill, chunk, "step %d", i)
+		if bPrefill > 0 {
+			prefillSteps++
+			if aActive {
+				overlapped++
+				assert.Equal(t, 1, aRows, "step %d: A decodes while B is in prefill", i)
+			}
+		}
+	}
+	assert.Equal(t, (len(long)+chunk-1)/chunk, prefillSteps, "B's prompt in chunks of %d", chunk)
+	assert.Positive(t, overlapped, "B's prefill ran while A was decoding")
+}
+
+func TestBatchedDecodeMatchesAlone(t *testing.T) {
+	// Greedy decoding of several requests in one batch gives each the text
+	// it gets alone, up to float rounding: compare a short greedy run.
+	e, m, log, _ := newEngine(t, 4, 256, 64)
+	ctx := context.Background()
+	prompts := []string{"Once upon a time", "Lily went to the park", "The cat", "Tom had a big red ball"}
+	alone := make([]string, len(prompts))
+	for i, p := range prompts {
+		text, _, err := wait(t, submit(t, ctx, e, greedyRequest(m, p, 24)))
+		require.NoError(t, err)
+		alone[i] = text
+	}
+	before := len(log.get())
+	jobs := make([]*model.Job, len(prompts))
+	for i, p := range prompts {
+		jobs[i] = submit(t, ctx, e, greedyRequest(m, p, 24))
+	}
+	for i, j := range jobs {
+		text, res, err := wait(t, j)
+		require.NoError(t, err)
+		assert.Equal(t, alone[i], text, "prompt %q", prompts[i])
+		assert.Len(t, res.Tokens, 24)
+	}
+	widest := 0
+	for _, st := range log.get()[before:] {
+		widest = max(widest, len(st.slot))
+	}
+	assert.GreaterOrEqual(t, widest, 2, "the requests shared steps")
+
+	// Next to a sampler that needs the whole vocabulary (top-k off), the
+	// step reads full logits rows; greedy text stays the same.
+	full := greedyRequest(m, prompts[1], 24)
+	full.Options.Sampling.Temperature, full.Options.Sampling.TopK, full.Options.Sampling.Seed = 1, 0, 7
+	fj := submit(t, ctx, e, full)
+	text, _, err := wait(t, submit(t, ctx, e, greedyRequest(m, prompts[0], 24)))
+	require.NoError(t, err)
+	assert.Equal(t, alone[0], text)
+	_, res, err := wait(t, fj)
+	require.NoError(t, err)
+	assert.Len(t, res.Tokens, 24)
+}
+
+func TestPrefixReuse(t *testing.T) {
+	e, m, _, _ := newEngine(t, 2, 256, 64)
+	ctx := context.Background()
+	r1, r2 := greedyRequest(m, "Lily went to the park", 8), greedyRequest(m, "Once upon a time there was a dog", 8)
+	j1, j2 := submit(t, ctx, e, r1), submit(t, ctx, e, r2)
+	_, _, err := wait(t, j1)
+	require.NoError(t, err)
+	_, _, err = wait(t, j2)
+	require.NoError(t, err)
+
+	// A prompt that extends r2's takes r2's session and evaluates only the
+	// rest.
+	more := *r2
+	more.Prompt = append(append([]int32(nil), r2.Prompt...), m.Tokenizer.Encode(" The end.", false, true)...)
+	_, res, err := wait(t, submit(t, ctx, e, &more))
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, res.CachedTokens, len(r2.Prompt))
+	assert.Less(t, res.CachedTokens, len(more.Prompt))
+
+	// The same prompt again reuses all but its last token.
+	_, res, err = wait(t, submit(t, ctx, e, greedyRequest(m, "Lily went to the park", 4)))
+	require.NoError(t, err)
+	assert.Equal(t, len(r1.Prompt)-1, res.CachedTokens)
+}
+
+func TestCancelledRequestLeavesWithinOneStep(t *testing.T) {
+	e, m, log, _ := newEngine(t, 1, 512, 64)
+	ctx, cancel := context.WithCancel(context.Background())
+	j := submit(t, ctx, e, greedyRequest(m, "Once upon a time", 400))
+	firstPiece(t, j)
+	cancel()
+	at := time.Now()
+	_, res, err := wait(t, j)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.NotEmpty(t, res.Tokens, "the partial result")
+	later := 0
+	for _, st := range log.get() {
+		if st.at.After(at) {
+			later++
+		}
+	}
+	assert.LessOrEqual(t, later, 1, "at most the step already under way runs after the cancel")
+	// The session is free for the next request.
+	_, res, err = wait(t, submit(t, context.Background(), e, greedyRequest(m, "Once upon a time", 3)))
+	require.NoError(t, err)
+	assert.Len(t, res.Tokens, 3)
+}
+
+// TestRequestsWithTheirOwnSessions: requests that bring their sessions (as
+// the C API's do) share steps, and each continues its own session.
+func TestRequestsWithTheirOwnSessions(t *testing.T) {
+	m, err := model.Load(bundledModel, cpu.New(cpu.Options{Threads: 2}), model.Options{Slots: 3, CtxSize: 256})
+	require.NoError(t, err)
+	defer m.Close()
+	log := &stepLog{}
+	e := model.NewEngine(m, model.EngineOptions{BatcherOptions: model.BatcherOptions{OnBatch: log.record}})
+	defer e.Close()
+
+	const n = 64
+	prompts := []string{"Once upon a time", "Lily went to the park"}
+	want := make([]string, len(prompts))
+	for i, p := range prompts {
+		s, err := m.NewSession(2)
+		require.NoError(t, err)
+		want[i], _ = generate(t, s, m.Tokenizer.Encode(p, true, true), model.GenerateOptions{MaxTokens: n, Sampling: model.Greedy(), IgnoreEOS: true})
+	}
+	sessions := make([]*model.Session, len(prompts))
+	jobs := make([]*model.Job, len(prompts))
+	for i, p := range prompts {
+		sessions[i], err = m.NewSession(i)
+		require.NoError(t, err)
+		req := greedyRequest(m, p, n)
+		req.Session = sessions[i]
+		jobs[i] = submit(t, context.Background(), e, req)
+	}
+	for i, j := range jobs {
+		text, res, err := wait(t, j)
+		require.NoError(t, err)
+		assert.Equal(t, want[i], text)
+		assert.Len(t, res.Tokens, n)
+		assert.Equal(t, len(m.Tokenizer.Encode(prompts[i], true, true))+n-1, sessions[i].Len(),
+			"the session holds the prompt and every generated token but the last")
+	}
+	shared := false
+	for _, st := range log.get() {
+		if len(st.slot) == 2 && st.slot[0] != st.slot[1] {
+			shared = true
+		}
+	}
+	assert.True(t, shared, "one step held both sessions' tokens")
+}
+
+// discard is a Sink that keeps the result.
+type discard struct {
+	res *model.Result
+	err error
+}
+
+func (d *discard) Token(int32, string) error         { return nil }
+func (d *discard) Done(res *model.Result, err error) { d.res, d.err = res, err }
+
+func TestSessionServesOneRequestAtATime(t *testing.T) {
+	m := loadCPU(t, bundledModel, model.Options{CtxSize: 64})
+	s, err := m.NewSession(0)
+	require.NoError(t, err)
+	b := model.NewBatcher(m, model.BatcherOptions{})
+	ctx := context.Background()
+	first := &discard{}
+	require.NoError(t, b.Start(ctx, &model.Request{Prompt: []int32{1, 400}, Options: model.GenerateOptions{MaxTokens: 4, Sampling: model.Greedy()}, Session: s}, first))
+	assert.ErrorIs(t, b.Start(ctx, &model.Request{Prompt: []int32{1}, Options: model.GenerateOptions{Sampling: model.Greedy()}, Session: s}, &discard{}), model.ErrSessionBusy)
+	_, err = s.Eval(ctx, []int32{1})
+	assert.ErrorIs(t, err, model.ErrSessionBusy)
+	assert.ErrorIs(t, model.NewBatcher(m, model.BatcherOptions{}).Start(ctx, &model.Request{Prompt: []int32{1}, Options: model.GenerateOptions{Sampling: model.Greedy()}}, &discard{}),
+		model.ErrNoFreeSession, "a request without a session needs the Batcher's own")
+	for b.Active() > 0 {
+		_, err := b.Step()
+		require.NoError(t, err)
+	}
+	require.NoError(t, first.err)
+	assert.Len(t, first.res.Tokens, 4)
+	_, err = s.Eval(ctx, []int32{1})
+	assert.NoError(t, err, "free again")
+}
+
+func TestEngineRejectsBadRequests(t *testing.T) {
+	e, m, _, _ := newEngine(t, 1, 32, 64)
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		req  *model.Request
+		is   error
+	}{
+		{"empty prompt", &model.Request{Options: model.GenerateOptions{Sampling: model.Greedy()}}, nil},
+		{"prompt fills the context", &model.Request{Prompt: make([]int32, 32), Options: model.GenerateOptions{Sampling: model.Greedy()}}, model.ErrContextFull},
+		{"token outside the vocabulary", &model.Request{Prompt: []int32{1, int32(m.Config.VocabSize)}, Options: model.GenerateOptions{Sampling: model.Greedy()}}, model.ErrInvalidToken},
+		{"negative token", &model.Request{Prompt: []int32{-1}, Options: model.GenerateOptions{Sampling: model.Greedy()}}, model.ErrInvalidToken},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := e.Submit(ctx, c.req)
+			require.Error(t, err)
+			if c.is != nil {
+				assert.ErrorIs(t, err, c.is)
+			}
+		})
+	}
+	_, err := e.Submit(ctx, &model.Request{Prompt: []int32{1}, Options: model.GenerateOptions{}})
+	assert.Error(t, err, "the zero sampling parameters are invalid")
+}
+
+func TestEngineFailures(t *testing.T) {
+	e, m, _, be := newEngine(t, 2, 256, 64)
+	ctx := context.Background()
+
+	// A step that fails ends the requests in it; the engine goes on.
+	be.fail.Store(true)
+	_, res, err := wait(t, submit(t, ctx, e, greedyRequest(m, "Once upon a time", 8)))
+	require.ErrorIs(t, err, errInjected)
+	assert.NotErrorIs(t, err, model.ErrBackendFailed)
+	assert.NotNil(t, res)
+	be.fail.Store(false)
+	text, _, err := wait(t, submit(t, ctx, e, greedyRequest(m, "Once upon a time", 8)))
+	require.NoError(t, err)
+	assert.NotEmpty(t, text)
+
+	// A failure that makes the backend unusable is ErrBackendFailed, and
+	// later requests fail at once.
+	be.fail.Store(true)
+	be.sticky.Store(true)
+	_, _, err = wait(t, submit(t, ctx, e, greedyRequest(m, "Once upon a time", 8)))
+	require.ErrorIs(t, err, model.ErrBackendFailed)
+	require.ErrorIs(t, err, errInjected)
+	require.ErrorIs(t, m.Err(), model.ErrBackendFailed)
+	_, err = e.Submit(ctx, greedyRequest(m, "Once", 2))
+	assert.ErrorIs(t, err, model.ErrBackendFailed)
+}
+
+func TestEngineClose(t *testing.T) {
+	e, m, _, _ := newEngine(t, 1, 512, 64)
+	ctx := context.Background()
+	a := submit(t, ctx, e, greedyRequest(m, "Once upon a time", 500))
+	b := submit(t, ctx, e, greedyRequest(m, "Lily", 2)) // waits for a's session
+	firstPiece(t, a)
+	e.Close()
+	_, _, errA := wait(t, a)
+	_, resB, errB := wait(t, b)
+	assert.ErrorIs(t, errA, model.ErrEngineClosed)
+	assert.ErrorIs(t, errB, model.ErrEngineClosed)
+	assert.Equal(t, 0, len(resB.Tokens))
+	_, err := e.Submit(ctx, greedyRequest(m, "Lily", 2))
+	assert.ErrorIs(t, err, model.ErrEngineClosed)
+	e.Close() // idempotent
+	active, queued, _ := e.Stats()
+	assert.Zero(t, active)
+	assert.Zero(t, queued)
+}
