@@ -42,6 +42,9 @@ var (
 	ErrSessionBusy = errors.New("model: the session is in use by another request")
 	// ErrInvalidToken: a prompt token is outside the vocabulary.
 	ErrInvalidToken = errors.New("token id outside the vocabulary")
+	// ErrInvalidRequest: a request that cannot run (an empty prompt, a
+	// session of another model).
+	ErrInvalidRequest = errors.New("invalid request")
 )
 
 // BatcherOptions configures a Batcher.
@@ -162,9 +165,9 @@ func (m *Model) newSequence(ctx context.Context, req *Request, sink Sink) (*sequ
 	p := req.Prompt
 	switch {
 	case len(p) == 0:
-		return nil, errors.New("model: empty prompt")
+		return nil, fmt.Errorf("%w: empty prompt", ErrInvalidRequest)
 	case len(p) >= m.ctxSize:
-		return nil, fmt.Errorf("%w: the prompt has %d tokens and the context %d positions; it must leave room for at least one generated token",
+		return nil, fmt.Errorf("%w: the prompt has %d tokens and the context holds %d positions; it must leave room for at least one generated token",
 			ErrContextFull, len(p), m.ctxSize)
 	}
 	for i, id := range p {
@@ -173,7 +176,7 @@ func (m *Model) newSequence(ctx context.Context, req *Request, sink Sink) (*sequ
 		}
 	}
 	if req.Session != nil && req.Session.m != m {
-		return nil, errors.New("model: the request's session belongs to another model")
+		return nil, fmt.Errorf("%w: the session belongs to another model", ErrInvalidRequest)
 	}
 	gen, err := m.NewGeneration(p, req.Options)
 	if err != nil {

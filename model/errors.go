@@ -8,6 +8,15 @@ import (
 // ErrContextFull is returned when a sequence would grow past the KV cache.
 var ErrContextFull = errors.New("context window is full")
 
+// OptionError reports an Options value that cannot work.
+type OptionError struct {
+	Option string // the field: "BatchSize"
+	Msg    string
+}
+
+// Error names the option and the problem.
+func (e *OptionError) Error() string { return fmt.Sprintf("model: option %s: %s", e.Option, e.Msg) }
+
 // ErrUnsupported is matched (errors.Is) by every *UnsupportedError: the
 // model file is well formed but asks for something this build cannot run.
 var ErrUnsupported = errors.New("unsupported")

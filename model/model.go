@@ -18,7 +18,8 @@ type Options struct {
 	// (each with its own KV cache region); 0 means 1.
 	Slots int
 	// BatchSize is the largest number of tokens one forward pass takes;
-	// longer prompts are processed in chunks. 0 means DefaultBatchSize.
+	// longer prompts are processed in chunks. 0 means DefaultBatchSize; it
+	// must be at least Slots (Load fails with an *OptionError).
 	BatchSize int
 	// Progress, when set, is called as tensors are loaded.
 	Progress func(done, total int64)
@@ -113,6 +114,9 @@ func newModel(f *gguf.File, be Backend, opts Options) (*Model, error) {
 		m.batchSize = DefaultBatchSize
 	}
 	m.batchSize = min(m.batchSize, m.ctxSize*m.slots)
+	if m.batchSize < m.slots {
+		return nil, &OptionError{Option: "BatchSize", Msg: fmt.Sprintf("%d is smaller than the %d slots: a step holds the next token of every slot", m.batchSize, m.slots)}
+	}
 
 	kv := m.kvConfig()
 	if pl, ok := be.(Planner); ok {

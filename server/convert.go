@@ -34,6 +34,19 @@ type GenerateRequest struct {
 	Options      model.GenerateOptions
 	Stream       bool
 	IncludeUsage bool
+	// PromptParam names the request field the prompt came from
+	// ("prompt", "messages"), for errors about it.
+	PromptParam string
+}
+
+// requestError is apiError with the errors about the prompt (too long for
+// the context, a token outside the vocabulary) pinned on its field.
+func (gr *GenerateRequest) requestError(err error) *Error {
+	ae := apiError(err)
+	if errors.Is(err, model.ErrContextFull) || errors.Is(err, model.ErrInvalidToken) {
+		ae.Param = gr.PromptParam
+	}
+	return ae
 }
 
 // decodeJSON decodes one JSON value from r into v and rejects trailing
@@ -124,25 +137,14 @@ func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*Gen
 	if !req.Prompt.Set {
 		return nil, badRequest("prompt", CodeInvalidValue, "prompt is required")
 	}
-	m := s.Model
-	var ids []int32
-	if req.Prompt.IsIDs {
-		for _, id := range req.Prompt.Tokens {
-			if id < 0 || int(id) >= m.Config.VocabSize {
-				return nil, badRequest("prompt", CodeInvalidValue, "token id %d is outside the vocabulary (%d tokens)", id, m.Config.VocabSize)
-			}
-		}
-		ids = req.Prompt.Tokens
-	} else {
-		ids = m.Tokenizer.Encode(req.Prompt.Text, true, true)
+	ids := req.Prompt.Tokens
+	if !req.Prompt.IsIDs {
+		ids = s.Model.Tokenizer.Encode(req.Prompt.Text, true, true)
 	}
 	if len(ids) == 0 {
 		return nil, badRequest("prompt", CodeInvalidValue, "the prompt is empty after tokenization")
 	}
-	if len(ids) >= m.CtxSize() {
-		return nil, contextExceeded("prompt", "prompt", len(ids), m.CtxSize())
-	}
-	return finishRequest(ids, &req.SamplingFields, req.MaxTokens, "max_tokens", seed)
+	return finishRequest(ids, "prompt", &req.SamplingFields, req.MaxTokens, "max_tokens", seed)
 }
 
 // FromChatRequest converts a /v1/chat/completions request: the messages
@@ -171,19 +173,15 @@ func FromChatRequest(req *ChatCompletionRequest, s *Served, seed uint64) (*Gener
 		return nil, &Error{Status: http.StatusInternalServerError, Type: TypeServer, Code: CodeInternal,
 			Message: fmt.Sprintf("the model has no usable chat template: %v", s.TemplateErr), Err: s.TemplateErr}
 	}
-	m := s.Model
-	ids, _, err := m.ChatTokens(s.Template, msgs, true)
+	ids, _, err := s.Model.ChatTokens(s.Template, msgs, true)
 	if err != nil {
 		return nil, apiError(err)
-	}
-	if len(ids) >= m.CtxSize() {
-		return nil, contextExceeded("messages", "messages", len(ids), m.CtxSize())
 	}
 	maxTokens, param := req.MaxTokens, "max_tokens"
 	if req.MaxCompletionTokens != nil {
 		maxTokens, param = req.MaxCompletionTokens, "max_completion_tokens"
 	}
-	return finishRequest(ids, &req.SamplingFields, maxTokens, param, seed)
+	return finishRequest(ids, "messages", &req.SamplingFields, maxTokens, param, seed)
 }
 
 func checkModel(name string, s *Served) error {
@@ -194,14 +192,9 @@ func checkModel(name string, s *Served) error {
 	return nil
 }
 
-func contextExceeded(param, what string, n, ctx int) *Error {
-	return badRequest(param, CodeContextLengthExceeded,
-		"this model's context holds %d tokens; your %s has %d (the prompt must leave room for at least one generated token)", ctx, what, n)
-}
-
 // finishRequest checks the fields common to both request kinds and builds
 // the GenerateRequest.
-func finishRequest(ids []int32, f *SamplingFields, maxTokens *int, maxParam string, seed uint64) (*GenerateRequest, error) {
+func finishRequest(ids []int32, promptParam string, f *SamplingFields, maxTokens *int, maxParam string, seed uint64) (*GenerateRequest, error) {
 	if f.N != nil && *f.N != 1 {
 		return nil, badRequest("n", CodeUnsupported, "n = %d: only one choice per request is supported", *f.N)
 	}
@@ -222,6 +215,7 @@ func finishRequest(ids []int32, f *SamplingFields, maxTokens *int, maxParam stri
 		Options:      opts,
 		Stream:       f.Stream,
 		IncludeUsage: f.Stream && f.StreamOptions != nil && f.StreamOptions.IncludeUsage,
+		PromptParam:  promptParam,
 	}, nil
 }
 
@@ -258,20 +252,12 @@ func SamplingParams(f *SamplingFields, seed uint64) (sample.Params, error) {
 	return p, nil
 }
 
-// Result is what the scheduler reports when a request ends.
-type Result struct {
-	PromptTokens     int
-	CachedTokens     int // prompt tokens reused from the slot's cache
-	CompletionTokens int
-	Finish           model.FinishReason
-}
-
 // UsageOf returns the usage object of a result.
-func UsageOf(r *Result) *Usage {
+func UsageOf(r *model.Result) *Usage {
 	return &Usage{
 		PromptTokens:        r.PromptTokens,
-		CompletionTokens:    r.CompletionTokens,
-		TotalTokens:         r.PromptTokens + r.CompletionTokens,
+		CompletionTokens:    len(r.Tokens),
+		TotalTokens:         r.PromptTokens + len(r.Tokens),
 		PromptTokensDetails: &PromptTokensDetails{CachedTokens: r.CachedTokens},
 	}
 }
@@ -284,7 +270,7 @@ const (
 )
 
 // ToCompletion builds the non-streamed /v1/completions response.
-func ToCompletion(id string, created int64, modelName, text string, r *Result) *CompletionResponse {
+func ToCompletion(id string, created int64, modelName, text string, r *model.Result) *CompletionResponse {
 	finish := string(r.Finish)
 	return &CompletionResponse{
 		ID: id, Object: objectCompletion, Created: created, Model: modelName,
@@ -309,7 +295,7 @@ func ToCompletionChunk(id string, created int64, modelName, text string, finish 
 
 // ToCompletionUsageChunk builds the last streamed chunk of a request with
 // stream_options.include_usage: no choices, the usage.
-func ToCompletionUsageChunk(id string, created int64, modelName string, r *Result) *CompletionResponse {
+func ToCompletionUsageChunk(id string, created int64, modelName string, r *model.Result) *CompletionResponse {
 	return &CompletionResponse{
 		ID: id, Object: objectCompletion, Created: created, Model: modelName,
 		Choices: []CompletionChoice{}, Usage: UsageOf(r),
@@ -317,7 +303,7 @@ func ToCompletionUsageChunk(id string, created int64, modelName string, r *Resul
 }
 
 // ToChatCompletion builds the non-streamed /v1/chat/completions response.
-func ToChatCompletion(id string, created int64, modelName, text string, r *Result) *ChatCompletionResponse {
+func ToChatCompletion(id string, created int64, modelName, text string, r *model.Result) *ChatCompletionResponse {
 	return &ChatCompletionResponse{
 		ID: id, Object: objectChat, Created: created, Model: modelName,
 		Choices: []ChatChoice{{
@@ -352,7 +338,7 @@ func ToChatChunk(id string, created int64, modelName string, first bool, text st
 
 // ToChatUsageChunk builds the usage chunk that ends a chat stream with
 // stream_options.include_usage.
-func ToChatUsageChunk(id string, created int64, modelName string, r *Result) *ChatCompletionChunk {
+func ToChatUsageChunk(id string, created int64, modelName string, r *model.Result) *ChatCompletionChunk {
 	return &ChatCompletionChunk{
 		ID: id, Object: objectChatChunk, Created: created, Model: modelName,
 		Choices: []ChatChunkChoice{}, Usage: UsageOf(r),

@@ -1,12 +1,12 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 
+	"github.com/m40llm/m40llm/internal/errclass"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/chat"
 	"github.com/m40llm/m40llm/model/sample"
@@ -26,6 +26,8 @@ const (
 	CodeModelLoading          = "model_loading"
 	CodeShuttingDown          = "shutting_down"
 	CodeInternal              = "internal_error"
+	CodeOutOfMemory           = "out_of_memory"
+	CodeBackendFailed         = "backend_failed"
 	CodeInvalidJSON           = "invalid_json"
 	CodeInvalidValue          = "invalid_value"
 	CodeUnsupported           = "unsupported_value"
@@ -98,12 +100,12 @@ var (
 )
 
 // apiError turns any error into an *Error: an *Error stays as it is, the
-// scheduler's sentinels become 503, sampling parameter and chat template
-// errors 400, everything else 500.
+// scheduler's sentinels become 503, and every other error is answered by
+// its class (errclass.Of): a bad parameter or a prompt too long 400, the
+// device out of memory or failed 503, a cancelled request 499 (nothing is
+// sent), everything else 500.
 func apiError(err error) *Error {
 	var ae *Error
-	var pe *sample.ParamError
-	var te *chat.TemplateError
 	var me *http.MaxBytesError
 	switch {
 	case errors.As(err, &ae):
@@ -111,22 +113,36 @@ func apiError(err error) *Error {
 	case errors.Is(err, ErrBusy):
 		return &Error{Status: http.StatusServiceUnavailable, Type: TypeUnavailable, Code: CodeServerBusy, RetryAfter: 1,
 			Message: "the server is busy: every slot is in use and the queue is full; retry later", Err: err}
-	case errors.Is(err, ErrShuttingDown):
+	case errors.Is(err, ErrShuttingDown), errors.Is(err, model.ErrEngineClosed):
 		return &Error{Status: http.StatusServiceUnavailable, Type: TypeUnavailable, Code: CodeShuttingDown,
 			Message: "the server is shutting down", Err: err}
 	case errors.Is(err, ErrNotReady):
 		return &Error{Status: http.StatusServiceUnavailable, Type: TypeUnavailable, Code: CodeModelLoading, RetryAfter: 1,
 			Message: "the model is loading; retry later", Err: err}
-	case errors.As(err, &pe):
-		return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Code: CodeInvalidValue, Param: paramName(pe.Field),
-			Message: fmt.Sprintf("invalid %s %v: %s", paramName(pe.Field), pe.Value, pe.Reason), Err: err}
-	case errors.As(err, &te):
-		return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Param: "messages", Message: te.Message, Err: err}
 	case errors.As(err, &me):
 		return tooLarge(me.Limit)
-	case errors.Is(err, model.ErrContextFull):
+	}
+	switch errclass.Of(err) {
+	case errclass.Invalid:
+		var pe *sample.ParamError
+		var te *chat.TemplateError
+		switch {
+		case errors.As(err, &pe):
+			return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Code: CodeInvalidValue, Param: paramName(pe.Field),
+				Message: fmt.Sprintf("invalid %s %v: %s", paramName(pe.Field), pe.Value, pe.Reason), Err: err}
+		case errors.As(err, &te):
+			return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Param: "messages", Message: te.Message, Err: err}
+		}
+		return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Code: CodeInvalidValue, Message: err.Error(), Err: err}
+	case errclass.ContextFull:
 		return &Error{Status: http.StatusBadRequest, Type: TypeInvalidRequest, Code: CodeContextLengthExceeded, Message: err.Error(), Err: err}
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errclass.OutOfMemory:
+		return &Error{Status: http.StatusServiceUnavailable, Type: TypeUnavailable, Code: CodeOutOfMemory, RetryAfter: 1,
+			Message: "the device ran out of memory for this step; retry later: " + err.Error(), Err: err}
+	case errclass.Device:
+		return &Error{Status: http.StatusServiceUnavailable, Type: TypeUnavailable, Code: CodeBackendFailed,
+			Message: "the model's backend has failed and cannot serve requests: " + err.Error(), Err: err}
+	case errclass.Canceled:
 		return &Error{Status: 499, Type: TypeServer, Message: "the request was cancelled", Err: err}
 	}
 	return &Error{Status: http.StatusInternalServerError, Type: TypeServer, Code: CodeInternal, Message: "internal error: " + err.Error(), Err: err}

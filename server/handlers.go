@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
@@ -31,12 +32,19 @@ func (s *Server) routes() http.Handler {
 	return s.instrument(mux, s.recoverPanics(s.cors(s.authorize(s.limitBody(mux)))))
 }
 
+// handleHealth answers 200 while the server can generate, and 503 with the
+// reason while the model loads, after its backend has failed (the reason
+// is the failure) and while shutting down.
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	_, _, err := s.target()
+	served, _, err := s.target()
 	switch {
 	case err == nil:
+		if ferr := served.Model.Err(); ferr != nil {
+			writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "error", Error: ferr.Error()})
+			return
+		}
 		writeJSON(w, http.StatusOK, HealthResponse{Status: "ok"})
-	case err == ErrNotReady:
+	case errors.Is(err, ErrNotReady):
 		w.Header().Set("Retry-After", "1")
 		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "loading model"})
 	default:
@@ -86,7 +94,7 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	s.generate(w, r, served, sched, gr, &completionFormat{id: newID("cmpl-"), created: time.Now().Unix(), model: served.Name})
+	s.generate(w, r, sched, gr, &completionFormat{id: newID("cmpl-"), created: time.Now().Unix(), model: served.Name})
 }
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
@@ -105,16 +113,16 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	s.generate(w, r, served, sched, gr, &chatFormat{id: newID("chatcmpl-"), created: time.Now().Unix(), model: served.Name})
+	s.generate(w, r, sched, gr, &chatFormat{id: newID("chatcmpl-"), created: time.Now().Unix(), model: served.Name})
 }
 
 // format builds the response objects of one request kind.
 type format interface {
-	start() any                        // the first chunk of a stream, or nil
-	delta(text string) any             // a chunk with new text
-	end(finish model.FinishReason) any // the chunk with the finish reason
-	usage(r *Result) any               // the usage chunk
-	whole(text string, r *Result) any  // the non-streamed response
+	start() any                             // the first chunk of a stream, or nil
+	delta(text string) any                  // a chunk with new text
+	end(finish model.FinishReason) any      // the chunk with the finish reason
+	usage(r *model.Result) any              // the usage chunk
+	whole(text string, r *model.Result) any // the non-streamed response
 }
 
 type completionFormat struct {
@@ -130,10 +138,10 @@ func (f *completionFormat) delta(text string) any {
 func (f *completionFormat) end(finish model.FinishReason) any {
 	return ToCompletionChunk(f.id, f.created, f.model, "", finish)
 }
-func (f *completionFormat) usage(r *Result) any {
+func (f *completionFormat) usage(r *model.Result) any {
 	return ToCompletionUsageChunk(f.id, f.created, f.model, r)
 }
-func (f *completionFormat) whole(text string, r *Result) any {
+func (f *completionFormat) whole(text string, r *model.Result) any {
 	return ToCompletion(f.id, f.created, f.model, text, r)
 }
 
@@ -150,38 +158,33 @@ func (f *chatFormat) delta(text string) any {
 func (f *chatFormat) end(finish model.FinishReason) any {
 	return ToChatChunk(f.id, f.created, f.model, false, "", finish)
 }
-func (f *chatFormat) usage(r *Result) any { return ToChatUsageChunk(f.id, f.created, f.model, r) }
-func (f *chatFormat) whole(text string, r *Result) any {
+func (f *chatFormat) usage(r *model.Result) any { return ToChatUsageChunk(f.id, f.created, f.model, r) }
+func (f *chatFormat) whole(text string, r *model.Result) any {
 	return ToChatCompletion(f.id, f.created, f.model, text, r)
 }
 
 // generate submits gr with the request's context and writes the answer:
 // one JSON object, or SSE chunks flushed as tokens arrive.
-func (s *Server) generate(w http.ResponseWriter, r *http.Request, served *Served, sched *scheduler, gr *GenerateRequest, f format) {
-	gen, err := served.Model.NewGeneration(gr.Prompt, gr.Options)
-	if err != nil {
-		s.writeError(w, r, apiError(err))
-		return
-	}
+func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *scheduler, gr *GenerateRequest, f format) {
 	ctx := r.Context()
-	t := newTask(ctx, gr.Prompt, gen)
-	if err := sched.submit(t); err != nil {
-		s.writeError(w, r, apiError(err))
+	j, err := sched.submit(ctx, &model.Request{Prompt: gr.Prompt, Options: gr.Options})
+	if err != nil {
+		s.writeError(w, r, gr.requestError(err))
 		return
 	}
 	if !gr.Stream {
 		var text strings.Builder
 		for {
-			pieces, done, res, err := t.next(ctx)
+			pieces, done, res, err := j.Next(ctx)
 			for _, p := range pieces {
 				text.WriteString(p)
 			}
 			switch {
-			case err != nil:
-				s.writeError(w, r, apiError(err))
+			case done && err == nil:
+				writeJSON(w, http.StatusOK, f.whole(text.String(), res))
 				return
-			case done:
-				writeJSON(w, http.StatusOK, f.whole(text.String(), &res))
+			case err != nil:
+				s.writeError(w, r, gr.requestError(err))
 				return
 			}
 		}
@@ -195,29 +198,29 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, served *Served
 		return
 	}
 	for {
-		pieces, done, res, err := t.next(ctx)
+		pieces, done, res, err := j.Next(ctx)
 		for _, p := range pieces {
 			sse.event(f.delta(p))
 		}
 		switch {
+		case done && err == nil:
+			sse.event(f.end(res.Finish))
+			if gr.IncludeUsage {
+				sse.event(f.usage(res))
+			}
+			sse.done()
+			return
 		case err != nil:
 			if ctx.Err() == nil {
-				ae := apiError(err)
+				ae := gr.requestError(err)
 				s.logError(r, ae)
 				sse.event(ae.Body())
 				sse.flush()
 			}
 			return
-		case done:
-			sse.event(f.end(res.Finish))
-			if gr.IncludeUsage {
-				sse.event(f.usage(&res))
-			}
-			sse.done()
-			return
 		}
 		if sse.flush() != nil {
-			return // the client is gone; the scheduler sees the cancelled context
+			return // the client is gone; the engine sees the cancelled context
 		}
 	}
 }
@@ -298,7 +301,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *Error) {
 }
 
 func (s *Server) logError(r *http.Request, e *Error) {
-	if e.Status >= 500 && e.Status != http.StatusServiceUnavailable {
+	if e.Status >= 500 && (e.Status != http.StatusServiceUnavailable || e.Code == CodeBackendFailed || e.Code == CodeOutOfMemory) {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status, "msg", e.Message, "err", e.Err)
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/m40llm/m40llm/cudadrv"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
 	"github.com/openai/openai-go/v3"
@@ -25,22 +27,43 @@ const (
 )
 
 // testBackend is the CPU backend with switches for tests: Read, ReadTopK
-// and Sync fail while fail is set, Read and ReadTopK panic while panic is
+// and Sync fail while fail is set (with a device out-of-memory error while
+// oom is set, and for good, as after a device fault, once a failure
+// happens while sticky is set), Read and ReadTopK panic while panic is
 // set, and it reports a fake device memory.
 type testBackend struct {
 	*cpu.Backend
-	fail  atomic.Bool
-	panic atomic.Bool // Read panics, as a backend with a broken invariant would
+	fail, oom, sticky atomic.Bool
+	panic             atomic.Bool // Read panics, as a backend with a broken invariant would
+	broken            atomic.Pointer[error]
 }
 
 var errInjected = errors.New("injected backend failure")
+
+// failure returns the error a call fails with, or nil.
+func (b *testBackend) failure() error {
+	if p := b.broken.Load(); p != nil {
+		return *p
+	}
+	if !b.fail.Load() {
+		return nil
+	}
+	err := errInjected
+	if b.oom.Load() {
+		err = fmt.Errorf("scratch: %w", &cudadrv.CallError{Func: "cuMemAlloc_v2", Result: cudadrv.ErrOutOfMemory})
+	}
+	if b.sticky.Load() {
+		b.broken.Store(&err)
+	}
+	return err
+}
 
 func (b *testBackend) Read(dst []float32, src model.Buf, n int) error {
 	if b.panic.Load() {
 		panic("injected backend panic")
 	}
-	if b.fail.Load() {
-		return errInjected
+	if err := b.failure(); err != nil {
+		return err
 	}
 	return b.Backend.Read(dst, src, n)
 }
@@ -49,17 +72,25 @@ func (b *testBackend) ReadTopK(ids []int32, vals []float32, src model.Buf, n, k 
 	if b.panic.Load() {
 		panic("injected backend panic")
 	}
-	if b.fail.Load() {
-		return errInjected
+	if err := b.failure(); err != nil {
+		return err
 	}
 	return b.Backend.ReadTopK(ids, vals, src, n, k)
 }
 
 func (b *testBackend) Sync() error {
-	if b.fail.Load() {
-		return errInjected
+	if err := b.failure(); err != nil {
+		return err
 	}
 	return b.Backend.Sync()
+}
+
+// Err reports the failure that made the backend unusable.
+func (b *testBackend) Err() error {
+	if p := b.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // MemoryUsage pretends to be a device of 1 GiB with 768 MiB in use.

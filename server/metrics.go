@@ -18,10 +18,6 @@ type metrics struct {
 	tokenLatency    prometheus.Histogram
 	queueWait       prometheus.Histogram
 	batchTokens     prometheus.Histogram
-	active          prometheus.Gauge
-	queued          prometheus.Gauge
-	kvTokens        prometheus.Gauge
-	kvRatio         prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -57,23 +53,30 @@ func newMetrics() *metrics {
 			Name: "m40llm_batch_tokens", Help: "Tokens per forward pass.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}),
-		active: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "m40llm_requests_active", Help: "Requests holding a slot.",
-		}),
-		queued: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "m40llm_requests_queued", Help: "Requests waiting for a slot.",
-		}),
-		kvTokens: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "m40llm_kv_cache_tokens", Help: "KV cache positions holding tokens (kept after a request for prefix reuse).",
-		}),
-		kvRatio: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "m40llm_kv_cache_usage_ratio", Help: "Fraction of the KV cache positions holding tokens.",
-		}),
 	}
 	reg.MustRegister(m.requests, m.promptTokens, m.cachedTokens, m.generatedTokens, m.ttft, m.tokenLatency,
-		m.queueWait, m.batchTokens, m.active, m.queued, m.kvTokens, m.kvRatio,
+		m.queueWait, m.batchTokens,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// addEngine exports the gauges of the engine that serves the requests:
+// requests running and waiting, and the KV cache positions in use out of
+// capacity.
+func (m *metrics) addEngine(e *model.Engine, capacity int) {
+	gauge := func(name, help string, f func(active, queued, cached int) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(e.Stats()) })
+	}
+	m.reg.MustRegister(
+		gauge("m40llm_requests_active", "Requests holding a slot.",
+			func(a, _, _ int) float64 { return float64(a) }),
+		gauge("m40llm_requests_queued", "Requests waiting for a slot.",
+			func(_, q, _ int) float64 { return float64(q) }),
+		gauge("m40llm_kv_cache_tokens", "KV cache positions holding tokens (kept after a request for prefix reuse).",
+			func(_, _, c int) float64 { return float64(c) }),
+		gauge("m40llm_kv_cache_usage_ratio", "Fraction of the KV cache positions holding tokens.",
+			func(_, _, c int) float64 { return float64(c) / float64(capacity) }),
+	)
 }
 
 // addDeviceMemory exports the memory of a backend that reports it (the

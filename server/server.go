@@ -5,10 +5,15 @@
 //
 // The package has three layers. The wire types (types.go) and the pure
 // functions that convert requests to model inputs and results to responses
-// (convert.go) know nothing of HTTP. The scheduler (scheduler.go) owns the
-// model and runs every request through one loop with continuous batching
-// over the model's KV-cache slots. The handlers (handlers.go) decode,
-// convert, submit with the request's context and write JSON or SSE.
+// (convert.go) know nothing of HTTP. The scheduler (scheduler.go) bounds
+// the requests in flight and submits them to the model's engine
+// (model.Engine), which runs every request through one loop with
+// continuous batching over the model's KV-cache slots. The handlers
+// (handlers.go) decode, convert, submit with the request's context and
+// write JSON or SSE.
+//
+// A backend that fails for good (a device fault) makes /health answer 503
+// with the reason and every new request a 503 at once; /metrics goes on.
 //
 // A Server answers before it has a model: /health says 503 until Start
 // attaches one, so a process can listen while it loads.
@@ -100,14 +105,16 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Start serves m from now on: one slot per m.Slots(). The Server does not
 // close m; stop the Server first.
 func (s *Server) Start(m *model.Model) error {
-	if m.BatchSize() < m.Slots() {
-		return &Error{Status: http.StatusInternalServerError, Type: TypeServer,
-			Message: "the batch size must be at least the number of slots (one decode token per slot per step)"}
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.served != nil || s.stopping {
 		return errors.New("server: Start called twice or after Shutdown")
+	}
+	sched, err := newScheduler(m, schedulerOptions{
+		queue: s.opts.Queue, chunk: min(s.opts.PrefillChunk, m.BatchSize()), metrics: s.metrics,
+	})
+	if err != nil {
+		return err
 	}
 	tmpl, terr := m.ChatTemplate()
 	s.served = &Served{Model: m, Name: s.opts.Name, Template: tmpl, TemplateErr: terr}
@@ -117,9 +124,7 @@ func (s *Server) Start(m *model.Model) error {
 	if mr, ok := m.Backend().(model.MemoryReporter); ok {
 		s.metrics.addDeviceMemory(mr)
 	}
-	s.sched = newScheduler(m, schedulerOptions{
-		queue: s.opts.Queue, chunk: min(s.opts.PrefillChunk, m.BatchSize()), metrics: s.metrics, log: s.log,
-	})
+	s.sched = sched
 	return nil
 }
 

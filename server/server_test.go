@@ -249,8 +249,8 @@ func TestErrors(t *testing.T) {
 		{"bad role", "/v1/chat/completions", `{"messages":[{"role":"wizard","content":"x"}]}`, 400, TypeInvalidRequest, CodeInvalidValue, "messages[0].role", "wizard"},
 		{"unknown model", "/v1/completions", `{"model":"gpt-4","prompt":"x"}`, 404, TypeInvalidRequest, CodeModelNotFound, "model", "gpt-4"},
 		{"unknown chat model", "/v1/chat/completions", `{"model":"gpt-4","messages":[{"role":"user","content":"x"}]}`, 404, TypeInvalidRequest, CodeModelNotFound, "model", "gpt-4"},
-		{"prompt longer than the context", "/v1/completions", `{"prompt":"` + long + `"}`, 400, TypeInvalidRequest, CodeContextLengthExceeded, "prompt", "context holds 64 tokens"},
-		{"messages longer than the context", "/v1/chat/completions", `{"messages":[{"role":"user","content":"` + long + `"}]}`, 400, TypeInvalidRequest, CodeContextLengthExceeded, "messages", "context holds 64 tokens"},
+		{"prompt longer than the context", "/v1/completions", `{"prompt":"` + long + `"}`, 400, TypeInvalidRequest, CodeContextLengthExceeded, "prompt", "context holds 64 positions"},
+		{"messages longer than the context", "/v1/chat/completions", `{"messages":[{"role":"user","content":"` + long + `"}]}`, 400, TypeInvalidRequest, CodeContextLengthExceeded, "messages", "context holds 64 positions"},
 		{"n > 1", "/v1/completions", `{"prompt":"x","n":2}`, 400, TypeInvalidRequest, CodeUnsupported, "n", "n = 2"},
 		{"chat n > 1", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x"}],"n":3}`, 400, TypeInvalidRequest, CodeUnsupported, "n", "n = 3"},
 		{"max_tokens 0", "/v1/completions", `{"prompt":"x","max_tokens":0}`, 400, TypeInvalidRequest, CodeInvalidValue, "max_tokens", "at least 1"},
@@ -545,6 +545,56 @@ func TestForwardErrorFailsRequests(t *testing.T) {
 	var resp CompletionResponse
 	require.NoError(t, json.Unmarshal(body, &resp))
 	assert.Equal(t, 4, resp.Usage.CompletionTokens)
+}
+
+// TestOutOfMemoryInAStep: a step that runs out of device memory fails its
+// requests with 503 out_of_memory; the server stays healthy and serves
+// the next request.
+func TestOutOfMemoryInAStep(t *testing.T) {
+	ts := startServer(t, 2, 128, Options{})
+	ts.be.fail.Store(true)
+	ts.be.oom.Store(true)
+	status, hdr, body := ts.post(t, "/v1/completions", `{"prompt":"Once","max_tokens":4}`)
+	assert.Equal(t, http.StatusServiceUnavailable, status, "%s", body)
+	assert.Equal(t, "1", hdr.Get("Retry-After"))
+	e := decodeError(t, body)
+	assert.Equal(t, TypeUnavailable, e.Type)
+	assert.Equal(t, CodeOutOfMemory, deref(e.Code))
+	status, _, body = ts.get(t, "/health")
+	assert.Equal(t, http.StatusOK, status, "%s", body)
+
+	ts.be.fail.Store(false)
+	status, _, body = ts.post(t, "/v1/completions", `{"prompt":"Once","max_tokens":4}`)
+	assert.Equal(t, http.StatusOK, status, "%s", body)
+}
+
+// TestBackendFailure: once the backend is unusable (a device fault), the
+// request in flight gets 503 backend_failed, /health says 503 with the
+// reason, new requests fail at once with 503, and /metrics still answers.
+func TestBackendFailure(t *testing.T) {
+	ts := startServer(t, 2, 128, Options{})
+	ts.be.fail.Store(true)
+	ts.be.sticky.Store(true)
+	status, _, body := ts.post(t, "/v1/completions", `{"prompt":"Once","max_tokens":4}`)
+	assert.Equal(t, http.StatusServiceUnavailable, status, "%s", body)
+	e := decodeError(t, body)
+	assert.Equal(t, CodeBackendFailed, deref(e.Code))
+	assert.Contains(t, e.Message, errInjected.Error())
+
+	status, _, body = ts.get(t, "/health")
+	assert.Equal(t, http.StatusServiceUnavailable, status)
+	assert.JSONEq(t, `{"status":"error","error":"the backend has failed: `+errInjected.Error()+`"}`, string(body))
+
+	ts.be.fail.Store(false) // the failure sticks regardless
+	start := time.Now()
+	status, _, body = ts.post(t, "/v1/chat/completions", `{"messages":[{"role":"user","content":"Hi"}],"max_tokens":4}`)
+	assert.Equal(t, http.StatusServiceUnavailable, status, "%s", body)
+	assert.Equal(t, CodeBackendFailed, deref(decodeError(t, body).Code))
+	assert.Less(t, time.Since(start), 2*time.Second, "fails at once")
+
+	status, _, body = ts.get(t, "/metrics")
+	assert.Equal(t, http.StatusOK, status)
+	assert.Contains(t, string(body), `m40llm_http_requests_total{code="503",route="POST /v1/completions"} 1`)
 }
 
 func TestCancelFreesSlot(t *testing.T) {

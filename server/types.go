@@ -333,7 +333,9 @@ type DetokenizeResponse struct {
 	Content string `json:"content"`
 }
 
-// HealthResponse is the body of GET /health.
+// HealthResponse is the body of GET /health: Status is "ok", "loading
+// model", "shutting down" or "error", and Error says what failed.
 type HealthResponse struct {
 	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
 }
