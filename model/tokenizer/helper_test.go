@@ -95,10 +95,8 @@ func readVectors(tb testing.TB, inp string) []vectorCase {
 // vectorNames lists the NAME of every ggml-vocab-NAME.gguf.inp.
 func vectorNames(tb testing.TB) []string {
 	tb.Helper()
-	files, err := filepath.Glob(filepath.Join(fixture.Shared(tb, "vocab"), "ggml-vocab-*.gguf.inp"))
-	require.NoError(tb, err)
 	var names []string
-	for _, f := range files {
+	for _, f := range fixture.SharedGlob(tb, "vocab/ggml-vocab-*.gguf.inp") {
 		names = append(names, strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), "ggml-vocab-"), ".gguf.inp"))
 	}
 	sort.Strings(names)
