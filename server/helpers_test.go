@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
 	"github.com/openai/openai-go/v3"
@@ -19,9 +20,8 @@ import (
 )
 
 const (
-	stories260K = "../testdata/stories260K.gguf"
-	modelName   = "stories260K"
-	testKey     = "test-key"
+	modelName = "stories260K"
+	testKey   = "test-key"
 )
 
 // testBackend is the CPU backend with switches for tests: Read, ReadTopK
@@ -72,7 +72,7 @@ func (b *testBackend) MemoryUsage() model.MemoryUsage {
 func loadModel(t testing.TB, slots, ctx int) (*model.Model, *testBackend) {
 	t.Helper()
 	be := &testBackend{Backend: cpu.New(cpu.Options{Threads: 2})}
-	m, err := model.Load(stories260K, be, model.Options{Slots: slots, CtxSize: ctx})
+	m, err := model.Load(fixture.BundledModel(t), be, model.Options{Slots: slots, CtxSize: ctx})
 	require.NoError(t, err)
 	return m, be
 }
