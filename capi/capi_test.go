@@ -18,12 +18,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-// modelPath is the bundled test model.
-const modelPath = "../testdata/stories260K.gguf"
 
 // workDir holds everything the tests build; TestMain removes it.
 var workDir string
@@ -242,7 +240,7 @@ func sanitizerEnv(t *testing.T, dir string) []string {
 
 func runCTests(t *testing.T, bin string, env []string) {
 	scratch := t.TempDir()
-	stdout, stderr, err := run(t, env, bin, modelPath, scratch)
+	stdout, stderr, err := run(t, env, bin, fixture.BundledModel(t), scratch)
 	t.Logf("%s\n%s", strings.TrimSpace(stdout), strings.TrimSpace(stderr))
 	require.NoError(t, err, "C tests failed")
 	assert.Contains(t, stdout, " checks, 0 failed")
@@ -282,6 +280,7 @@ func TestCProgramASan(t *testing.T) {
 // greedy (--temp 0) and seeded sampling.
 func TestExampleMatchesCLI(t *testing.T) {
 	t.Parallel()
+	modelPath := fixture.BundledModel(t)
 	lib := library(t, plainLib)
 	dir := filepath.Dir(lib)
 	example := compile(t, lib, filepath.Join(dir, "generate"), nil, "examples/generate.c")
@@ -325,7 +324,7 @@ func TestPythonSmoke(t *testing.T) {
 		t.Skip("python3 not found: the ctypes smoke test did not run")
 	}
 	lib := library(t, plainLib)
-	stdout, stderr, err := run(t, nil, py, "tests/smoke.py", lib, modelPath)
+	stdout, stderr, err := run(t, nil, py, "tests/smoke.py", lib, fixture.BundledModel(t))
 	t.Logf("%s%s", stdout, stderr)
 	require.NoError(t, err)
 	assert.Contains(t, stdout, " checks, 0 failed")

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/m40llm/m40llm/gguf"
+	"github.com/m40llm/m40llm/internal/fixture"
 )
 
 // Binary16 bit patterns of the (exactly representable) scales used below.
@@ -623,9 +622,6 @@ func TestDequantizeF16MatchesF32(t *testing.T) {
 	}
 }
 
-// qtSharedModels is the shared test-data folder, beside the repository.
-const qtSharedModels = "../../shared/testdata/models"
-
 // TestDequantizeQ8_0Model dequantizes every Q8_0 tensor of the Q8_0
 // stories260K and compares it with the same tensor of the F32 file. Both
 // come from karpathy's tinyllamas checkpoint (TestQuantizeQ8_0ModelBytes
@@ -641,14 +637,11 @@ const qtSharedModels = "../../shared/testdata/models"
 // README does not hold for that tensor; the global bound checked here is
 // 0.0075.
 func TestDequantizeQ8_0Model(t *testing.T) {
-	qpath := filepath.Join(qtSharedModels, "tinyllamas-stories-260k-q8_0.gguf")
-	if _, err := os.Stat(qpath); err != nil {
-		t.Skipf("shared test data not available: %v", err)
-	}
+	qpath := fixture.Shared(t, "models/tinyllamas-stories-260k-q8_0.gguf")
 	qf, err := gguf.Open(qpath)
 	require.NoError(t, err)
 	defer qf.Close()
-	ff, err := gguf.Open("../testdata/stories260K.gguf")
+	ff, err := gguf.Open(fixture.BundledModel(t))
 	require.NoError(t, err)
 	defer ff.Close()
 

@@ -10,37 +10,16 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// sharedTestdata is the project's shared fixture folder (../shared next to
-// the repository root).
-const sharedTestdata = "../../shared/testdata"
-
-// bundledModel is the tiny model shipped in the repository.
-const bundledModel = "../testdata/stories260K.gguf"
-
-func sharedFile(t testing.TB, rel string) string {
-	t.Helper()
-	p := filepath.Join(sharedTestdata, rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared test data not available: %v", err)
-	}
-	return p
-}
-
-func globShared() ([]string, error) {
-	return filepath.Glob(filepath.Join(sharedTestdata, "*", "*.gguf"))
-}
-
+// sharedGGUFs lists every GGUF of the shared test data (see
+// fixture.SharedGlob for what happens when there is none).
 func sharedGGUFs(t testing.TB) []string {
 	t.Helper()
-	files, _ := globShared()
-	if len(files) == 0 {
-		t.Skipf("no GGUF files under %s", sharedTestdata)
-	}
-	return files
+	return fixture.SharedGlob(t, "*/*.gguf")
 }
 
 // raw builds GGUF bytes field by field, so that tests can write files the
@@ -91,7 +70,7 @@ func TestOpenSharedModels(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(filepath.Base(tt.file), func(t *testing.T) {
-			f, err := Open(sharedFile(t, tt.file))
+			f, err := Open(fixture.Shared(t, tt.file))
 			require.NoError(t, err)
 			defer f.Close()
 			assert.True(t, f.Mapped())
@@ -107,6 +86,7 @@ func TestOpenSharedModels(t *testing.T) {
 }
 
 func TestStories260KTensors(t *testing.T) {
+	bundledModel := fixture.BundledModel(t)
 	f, err := Open(bundledModel)
 	require.NoError(t, err)
 	defer f.Close()
@@ -152,6 +132,7 @@ func TestStories260KTensors(t *testing.T) {
 
 // TestOpenMatchesNewFile checks that the mapped and the ReaderAt paths agree.
 func TestOpenMatchesNewFile(t *testing.T) {
+	bundledModel := fixture.BundledModel(t)
 	data, err := os.ReadFile(bundledModel)
 	require.NoError(t, err)
 	mapped, err := Open(bundledModel)
@@ -316,6 +297,7 @@ func TestMalformed(t *testing.T) {
 // TestTruncatedPrefixes feeds every prefix length (sampled) of a real model
 // to the parser: each must fail with a *FormatError, never panic.
 func TestTruncatedPrefixes(t *testing.T) {
+	bundledModel := fixture.BundledModel(t)
 	data, err := os.ReadFile(bundledModel)
 	require.NoError(t, err)
 	for n := 0; n < len(data); n += 1 + n/64 {
@@ -330,7 +312,7 @@ func TestTruncatedPrefixes(t *testing.T) {
 // 172 elements): they are accepted when the element count is a whole number
 // of blocks, and RowAligned reports false.
 func TestFlatBlocksAccepted(t *testing.T) {
-	f, err := Open(sharedFile(t, "models/tinyllamas-stories-260k-q8_0.gguf"))
+	f, err := Open(fixture.Shared(t, "models/tinyllamas-stories-260k-q8_0.gguf"))
 	require.NoError(t, err)
 	defer f.Close()
 	down, ok := f.Tensor("blk.0.ffn_down.weight")
@@ -346,6 +328,7 @@ func TestFlatBlocksAccepted(t *testing.T) {
 // TestOpenAllocations checks that opening the bundled model keeps tensor
 // data out of the Go heap: the mapping is used in place.
 func TestOpenAllocations(t *testing.T) {
+	bundledModel := fixture.BundledModel(t)
 	st, err := os.Stat(bundledModel)
 	require.NoError(t, err)
 	var before, after runtime.MemStats
@@ -365,6 +348,7 @@ func TestOpenAllocations(t *testing.T) {
 }
 
 func BenchmarkOpen(b *testing.B) {
+	bundledModel := fixture.BundledModel(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		f, err := Open(bundledModel)

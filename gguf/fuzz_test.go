@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"testing"
+
+	"github.com/m40llm/m40llm/internal/fixture"
 )
 
 // shrink rewrites a parsed file as a small seed with the same structure:
@@ -62,8 +64,7 @@ func sliceArray(a Array, n int) Array {
 // It is seeded with every GGUF in the shared test data (shrunk, see shrink)
 // and with the first 4 KiB of each, a realistic truncation.
 func FuzzOpen(f *testing.F) {
-	files, _ := globShared()
-	for _, p := range append(files, bundledModel) {
+	for _, p := range append(sharedGGUFs(f), fixture.BundledModel(f)) {
 		data, err := os.ReadFile(p)
 		if err != nil {
 			continue

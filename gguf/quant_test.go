@@ -4,14 +4,13 @@ import (
 	"encoding/hex"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/m40llm/m40llm/gguf"
+	"github.com/m40llm/m40llm/internal/fixture"
 )
 
 // qtQuantInput is the 1024-element input of TestQuantizeMatchesGGML, made
@@ -130,14 +129,11 @@ func hexU64(v uint64) string {
 // an independent converter: a byte-for-byte match of all 37 Q8_0 tensors,
 // ffn_down's row-straddling flat layout included.
 func TestQuantizeQ8_0ModelBytes(t *testing.T) {
-	qpath := filepath.Join(qtSharedModels, "tinyllamas-stories-260k-q8_0.gguf")
-	if _, err := os.Stat(qpath); err != nil {
-		t.Skipf("shared test data not available: %v", err)
-	}
+	qpath := fixture.Shared(t, "models/tinyllamas-stories-260k-q8_0.gguf")
 	qf, err := gguf.Open(qpath)
 	require.NoError(t, err)
 	defer qf.Close()
-	ff, err := gguf.Open("../testdata/stories260K.gguf")
+	ff, err := gguf.Open(fixture.BundledModel(t))
 	require.NoError(t, err)
 	defer ff.Close()
 

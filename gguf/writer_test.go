@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -13,7 +14,7 @@ import (
 // TestRoundTripShared writes every shared GGUF back out: metadata and tensor
 // bytes survive, and version-3 files come back byte for byte.
 func TestRoundTripShared(t *testing.T) {
-	for _, p := range append(sharedGGUFs(t), bundledModel) {
+	for _, p := range append(sharedGGUFs(t), fixture.BundledModel(t)) {
 		t.Run(filepath.Base(p), func(t *testing.T) {
 			orig, err := os.ReadFile(p)
 			require.NoError(t, err)

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
 )
@@ -30,7 +31,7 @@ func randomTokens(n, vocab int) []int32 {
 
 // BenchmarkPrompt measures prompt processing (pp128) on the bundled model.
 func BenchmarkPrompt(b *testing.B) {
-	m := benchModel(b, bundledModel, model.Options{CtxSize: 512})
+	m := benchModel(b, fixture.BundledModel(b), model.Options{CtxSize: 512})
 	s, _ := m.NewSession(0)
 	ids := randomTokens(128, m.Config.VocabSize)
 	b.ReportAllocs()
@@ -45,7 +46,7 @@ func BenchmarkPrompt(b *testing.B) {
 
 // BenchmarkDecode measures single-token decode (tg128) on the bundled model.
 func BenchmarkDecode(b *testing.B) {
-	m := benchModel(b, bundledModel, model.Options{CtxSize: 512})
+	m := benchModel(b, fixture.BundledModel(b), model.Options{CtxSize: 512})
 	s, _ := m.NewSession(0)
 	ids := randomTokens(128, m.Config.VocabSize)
 	b.ReportAllocs()

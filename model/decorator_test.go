@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
 	"github.com/stretchr/testify/assert"
@@ -21,8 +22,8 @@ type decorated struct{ model.Backend }
 // keep the mapping unless the backend says it copies the weights, or the
 // first Eval reads unmapped memory.
 func TestDecoratedBackendKeepsTheMapping(t *testing.T) {
-	plain := loadCPU(t, bundledModel, model.Options{CtxSize: 16})
-	m, err := model.Load(bundledModel, decorated{cpu.New(cpu.Options{})}, model.Options{CtxSize: 16})
+	plain := loadCPU(t, fixture.BundledModel(t), model.Options{CtxSize: 16})
+	m, err := model.Load(fixture.BundledModel(t), decorated{cpu.New(cpu.Options{})}, model.Options{CtxSize: 16})
 	require.NoError(t, err)
 	defer m.Close()
 
@@ -45,7 +46,7 @@ func evalLogits(t *testing.T, m *model.Model, ids []int32) []float32 {
 // callers, whatever the backend; run under -race, two goroutines over a
 // decorated backend must not touch shared state outside the model's lock.
 func TestForwardTopKConcurrentDecorated(t *testing.T) {
-	m, err := model.Load(bundledModel, decorated{cpu.New(cpu.Options{})}, model.Options{CtxSize: 16, Slots: 2})
+	m, err := model.Load(fixture.BundledModel(t), decorated{cpu.New(cpu.Options{})}, model.Options{CtxSize: 16, Slots: 2})
 	require.NoError(t, err)
 	defer m.Close()
 	const k = 8

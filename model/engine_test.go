@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
 	"github.com/stretchr/testify/assert"
@@ -85,7 +86,7 @@ func (f *failing) Err() error {
 func newEngine(t *testing.T, slots, ctx, chunk int) (*model.Engine, *model.Model, *stepLog, *failing) {
 	t.Helper()
 	be := &failing{Backend: cpu.New(cpu.Options{Threads: 2})}
-	m, err := model.Load(bundledModel, be, model.Options{Slots: slots, CtxSize: ctx})
+	m, err := model.Load(fixture.BundledModel(t), be, model.Options{Slots: slots, CtxSize: ctx})
 	require.NoError(t, err)
 	log := &stepLog{}
 	opts := model.EngineOptions{BatcherOptions: model.BatcherOptions{PrefillChunk: chunk, OnBatch: log.record}}
@@ -302,7 +303,7 @@ func TestCancelledRequestLeavesWithinOneStep(t *testing.T) {
 // TestRequestsWithTheirOwnSessions: requests that bring their sessions (as
 // the C API's do) share steps, and each continues its own session.
 func TestRequestsWithTheirOwnSessions(t *testing.T) {
-	m, err := model.Load(bundledModel, cpu.New(cpu.Options{Threads: 2}), model.Options{Slots: 3, CtxSize: 256})
+	m, err := model.Load(fixture.BundledModel(t), cpu.New(cpu.Options{Threads: 2}), model.Options{Slots: 3, CtxSize: 256})
 	require.NoError(t, err)
 	defer m.Close()
 	log := &stepLog{}
@@ -353,7 +354,7 @@ func (d *discard) Token(int32, string) error         { return nil }
 func (d *discard) Done(res *model.Result, err error) { d.res, d.err = res, err }
 
 func TestSessionServesOneRequestAtATime(t *testing.T) {
-	m := loadCPU(t, bundledModel, model.Options{CtxSize: 64})
+	m := loadCPU(t, fixture.BundledModel(t), model.Options{CtxSize: 64})
 	s, err := m.NewSession(0)
 	require.NoError(t, err)
 	b := model.NewBatcher(m, model.BatcherOptions{})

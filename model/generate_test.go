@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/sample"
 	"github.com/stretchr/testify/assert"
@@ -26,8 +27,8 @@ func generate(t *testing.T, s *model.Session, prompt []int32, opts model.Generat
 // TestGreedyStories260K reproduces llama.cpp's and llama2.c's greedy output.
 func TestGreedyStories260K(t *testing.T) {
 	var exp storiesExpected
-	loadJSON(t, sharedFile(t, "models/stories260K.expected.json"), &exp)
-	m := loadCPU(t, bundledModel, model.Options{CtxSize: 256})
+	loadJSON(t, fixture.Shared(t, "models/stories260K.expected.json"), &exp)
+	m := loadCPU(t, fixture.BundledModel(t), model.Options{CtxSize: 256})
 	s, err := m.NewSession(0)
 	require.NoError(t, err)
 
@@ -53,7 +54,7 @@ func TestGreedyStories260K(t *testing.T) {
 }
 
 func TestGenerateStopStringsAndReuse(t *testing.T) {
-	m := loadCPU(t, bundledModel, model.Options{CtxSize: 128})
+	m := loadCPU(t, fixture.BundledModel(t), model.Options{CtxSize: 128})
 	s, err := m.NewSession(0)
 	require.NoError(t, err)
 	prompt := m.Tokenizer.Encode("Once upon a time", true, false)
@@ -76,7 +77,7 @@ func TestGenerateStopStringsAndReuse(t *testing.T) {
 }
 
 func TestGenerateCancelAndContextFull(t *testing.T) {
-	m := loadCPU(t, bundledModel, model.Options{CtxSize: 16})
+	m := loadCPU(t, fixture.BundledModel(t), model.Options{CtxSize: 16})
 	s, err := m.NewSession(0)
 	require.NoError(t, err)
 	prompt := m.Tokenizer.Encode("Once upon a time", true, false)

@@ -7,25 +7,12 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
-
-const (
-	sharedTestdata = "../../shared/testdata"
-	bundledModel   = "../testdata/stories260K.gguf"
-)
-
-func sharedFile(t testing.TB, rel string) string {
-	t.Helper()
-	p := filepath.Join(sharedTestdata, rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared test data not available: %v", err)
-	}
-	return p
-}
 
 // storiesExpected is the part of stories260K.expected.json the tests use.
 type storiesExpected struct {
@@ -82,8 +69,8 @@ func promptLogits(t testing.TB, m *model.Model, ids []int32) [][]float32 {
 
 func TestStories260KLogits(t *testing.T) {
 	var exp storiesExpected
-	loadJSON(t, sharedFile(t, "models/stories260K.expected.json"), &exp)
-	for _, file := range []string{bundledModel, sharedFile(t, "models/tinyllamas-stories-260k-f32.gguf")} {
+	loadJSON(t, fixture.Shared(t, "models/stories260K.expected.json"), &exp)
+	for _, file := range []string{fixture.BundledModel(t), fixture.Shared(t, "models/tinyllamas-stories-260k-f32.gguf")} {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			m := loadCPU(t, file, model.Options{CtxSize: 64})
 			logits := promptLogits(t, m, exp.Logits.InputIDs)
@@ -138,8 +125,8 @@ func TestTinyRandomLlamaLogits(t *testing.T) {
 			Std     float64      `json:"std"`
 		} `json:"positions"`
 	}
-	loadJSON(t, sharedFile(t, "models/llama-2-tiny-random.expected.json"), &exp)
-	m := loadCPU(t, sharedFile(t, "models/llama-2-tiny-random.gguf"), model.Options{CtxSize: 16})
+	loadJSON(t, fixture.Shared(t, "models/llama-2-tiny-random.expected.json"), &exp)
+	m := loadCPU(t, fixture.Shared(t, "models/llama-2-tiny-random.gguf"), model.Options{CtxSize: 16})
 	logits := promptLogits(t, m, exp.InputIDs)
 	require.NotEmpty(t, exp.Positions)
 	for _, p := range exp.Positions {

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
 	"github.com/stretchr/testify/assert"
@@ -70,7 +71,7 @@ func (r *recorder) Plan(p *model.Plan) error { r.plan = p; return nil }
 
 func TestPlanMatchesAllocations(t *testing.T) {
 	rec := &recorder{Backend: cpu.New(cpu.Options{})}
-	m, err := model.Load(bundledModel, rec, model.Options{CtxSize: 32, Slots: 3, BatchSize: 7})
+	m, err := model.Load(fixture.BundledModel(t), rec, model.Options{CtxSize: 32, Slots: 3, BatchSize: 7})
 	require.NoError(t, err)
 	defer m.Close()
 	require.NotNil(t, rec.plan)
@@ -86,7 +87,7 @@ func TestForwardTopK(t *testing.T) {
 			if name == "decorated" {
 				be = decorated{be}
 			}
-			m, err := model.Load(bundledModel, be, model.Options{CtxSize: 32})
+			m, err := model.Load(fixture.BundledModel(t), be, model.Options{CtxSize: 32})
 			require.NoError(t, err)
 			defer m.Close()
 			ids := []int32{1, 400, 20, 30}

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/m40llm/m40llm/cudadrv"
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
 	"github.com/openai/openai-go/v3"
@@ -21,9 +22,8 @@ import (
 )
 
 const (
-	stories260K = "../testdata/stories260K.gguf"
-	modelName   = "stories260K"
-	testKey     = "test-key"
+	modelName = "stories260K"
+	testKey   = "test-key"
 )
 
 // testBackend is the CPU backend with switches for tests: Read, ReadTopK
@@ -103,7 +103,7 @@ func (b *testBackend) MemoryUsage() model.MemoryUsage {
 func loadModel(t testing.TB, slots, ctx int) (*model.Model, *testBackend) {
 	t.Helper()
 	be := &testBackend{Backend: cpu.New(cpu.Options{Threads: 2})}
-	m, err := model.Load(stories260K, be, model.Options{Slots: slots, CtxSize: ctx})
+	m, err := model.Load(fixture.BundledModel(t), be, model.Options{Slots: slots, CtxSize: ctx})
 	require.NoError(t, err)
 	return m, be
 }

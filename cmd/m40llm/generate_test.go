@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -15,11 +16,8 @@ import (
 // expectedStories reads the greedy continuation llama.cpp produces for
 // "Once upon a time" from the shared expected-output file.
 func expectedStories(t *testing.T) (prompt, continuation string, n int) {
-	p := "../../../shared/testdata/models/stories260K.expected.json"
-	data, err := os.ReadFile(p)
-	if err != nil {
-		t.Skipf("shared test data not available: %v", err)
-	}
+	data, err := os.ReadFile(fixture.Shared(t, "models/stories260K.expected.json"))
+	require.NoError(t, err)
 	var exp struct {
 		GreedyWithPrompt []struct {
 			Prompt       string  `json:"prompt"`
@@ -40,7 +38,7 @@ func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
 
 func TestGenerateGreedyMatchesLlamaCpp(t *testing.T) {
 	prompt, want, n := expectedStories(t)
-	out, errs, code := runCLI(t, "", "generate", "-m", stories260K, "-p", prompt, "-n", itoa(n), "--temp", "0", "--backend", "cpu")
+	out, errs, code := runCLI(t, "", "generate", "-m", fixture.BundledModel(t), "-p", prompt, "-n", itoa(n), "--temp", "0", "--backend", "cpu")
 	require.Equal(t, 0, code, errs)
 	assert.Equal(t, want, out, "stdout holds exactly the continuation")
 	assert.Contains(t, errs, "tok/s")
@@ -48,6 +46,7 @@ func TestGenerateGreedyMatchesLlamaCpp(t *testing.T) {
 }
 
 func TestGenerateErrors(t *testing.T) {
+	stories260K := fixture.BundledModel(t)
 	tests := []struct {
 		name string
 		args []string
@@ -73,7 +72,7 @@ func TestGenerateErrors(t *testing.T) {
 }
 
 func TestChatSession(t *testing.T) {
-	out, errs, code := runCLI(t, "Hello there\n/reset\nHi\n", "chat", "-m", stories260K, "--temp", "0", "-n", "12", "--backend", "cpu")
+	out, errs, code := runCLI(t, "Hello there\n/reset\nHi\n", "chat", "-m", fixture.BundledModel(t), "--temp", "0", "-n", "12", "--backend", "cpu")
 	require.Equal(t, 0, code, errs)
 	assert.Contains(t, errs, "chat template llama2")
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
@@ -81,7 +80,7 @@ func TestChatSession(t *testing.T) {
 }
 
 func TestBenchJSON(t *testing.T) {
-	out, errs, code := runCLI(t, "", "bench", "-m", stories260K, "-p", "16", "-n", "8", "-r", "2", "-o", "json", "--backend", "cpu")
+	out, errs, code := runCLI(t, "", "bench", "-m", fixture.BundledModel(t), "-p", "16", "-n", "8", "-r", "2", "-o", "json", "--backend", "cpu")
 	require.Equal(t, 0, code, errs)
 	var rs []map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &rs), out)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -15,10 +16,7 @@ import (
 // against the tables of ../shared/testdata/README.md (section 4) where it
 // gives them, and that every file is summarised.
 func TestInspectSharedFiles(t *testing.T) {
-	files, _ := filepath.Glob("../../../shared/testdata/*/*.gguf")
-	if len(files) == 0 {
-		t.Skip("shared test data not available")
-	}
+	files := fixture.SharedGlob(t, "*/*.gguf")
 	want := map[string]struct {
 		version          float64
 		kvs, tensors     int
@@ -73,7 +71,7 @@ func TestInspectSharedFiles(t *testing.T) {
 }
 
 func TestInspectRejectsBadFiles(t *testing.T) {
-	data, err := os.ReadFile(stories260K)
+	data, err := os.ReadFile(fixture.BundledModel(t))
 	require.NoError(t, err)
 	dir := t.TempDir()
 	truncated := filepath.Join(dir, "truncated.gguf")

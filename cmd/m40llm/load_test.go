@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -11,7 +12,7 @@ import (
 // TestBackendChoice: auto says which backend it chose and why; cuda fails
 // with the reason when no GPU is usable; unknown names are usage errors.
 func TestBackendChoice(t *testing.T) {
-	args := []string{"generate", "-m", stories260K, "-p", "Once", "-n", "3", "--temp", "0"}
+	args := []string{"generate", "-m", fixture.BundledModel(t), "-p", "Once", "-n", "3", "--temp", "0"}
 
 	_, errs, code := runCLI(t, "", append(args, "--backend", "auto")...)
 	require.Equal(t, 0, code, errs)

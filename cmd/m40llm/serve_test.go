@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/stretchr/testify/assert"
@@ -41,6 +42,7 @@ var listeningRE = regexp.MustCompile(`listening on (http://\S+)`)
 // base URL, its stderr and a channel with its exit status.
 func startServe(t *testing.T, args ...string) (string, *lockedBuffer, <-chan int) {
 	t.Helper()
+	stories260K := fixture.BundledModel(t)
 	var stdout bytes.Buffer
 	stderr := &lockedBuffer{}
 	code := make(chan int, 1)
@@ -77,7 +79,7 @@ func waitExit(t *testing.T, code <-chan int, stderr *lockedBuffer) int {
 
 func TestServeGreedyMatchesGenerateAndShutsDownGracefully(t *testing.T) {
 	const n = 48
-	want, errs, code := runCLI(t, "", "generate", "-m", stories260K, "-p", "Once upon a time", "-n", itoa(n), "--temp", "0", "--backend", "cpu")
+	want, errs, code := runCLI(t, "", "generate", "-m", fixture.BundledModel(t), "-p", "Once upon a time", "-n", itoa(n), "--temp", "0", "--backend", "cpu")
 	require.Equal(t, 0, code, errs)
 
 	url, stderr, exit := startServe(t, "--parallel", "2", "-c", "512", "--api-key", "sekrit", "--alias", "tiny")
@@ -133,6 +135,7 @@ func TestServeShutdownTimeoutCancels(t *testing.T) {
 }
 
 func TestServeErrors(t *testing.T) {
+	stories260K := fixture.BundledModel(t)
 	tests := []struct {
 		name string
 		args []string

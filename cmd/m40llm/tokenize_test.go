@@ -7,19 +7,16 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-const stories260K = "../../testdata/stories260K.gguf"
-
-// sharedVocab returns a vocabulary of the shared test data or skips.
+// sharedVocab returns a vocabulary of the shared test data (see
+// fixture.Shared for what happens when it is missing).
 func sharedVocab(t *testing.T, name string) string {
-	p := filepath.Join("../../../shared/testdata/vocab", "ggml-vocab-"+name+".gguf")
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared test data not available: %v", err)
-	}
-	return p
+	t.Helper()
+	return fixture.Shared(t, "vocab/ggml-vocab-"+name+".gguf")
 }
 
 // tokenizeIDs runs m40llm tokenize and decodes its JSON output.
@@ -34,6 +31,7 @@ func tokenizeIDs(t *testing.T, args ...string) []int32 {
 }
 
 func TestTokenize(t *testing.T) {
+	stories260K := fixture.BundledModel(t)
 	spm := sharedVocab(t, "llama-spm")
 	textFile := filepath.Join(t.TempDir(), "text.txt")
 	require.NoError(t, os.WriteFile(textFile, []byte("Hello world"), 0o644))
@@ -75,10 +73,7 @@ func TestTokenizeBook(t *testing.T) {
 	if testing.Short() {
 		t.Skip("tokenizes a 3 MB book; skipped with -short")
 	}
-	book := "../../../shared/testdata/text/war-and-peace.txt"
-	if _, err := os.Stat(book); err != nil {
-		t.Skipf("shared test data not available: %v", err)
-	}
+	book := fixture.Shared(t, "text/war-and-peace.txt")
 	ids := tokenizeIDs(t, "-m", sharedVocab(t, "gpt-2"), "-f", book)
 	assert.Len(t, ids, 792623)
 }

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -24,14 +24,11 @@ type corpusTemplate struct {
 
 func (c corpusTemplate) name() string { return fmt.Sprintf("%s#%d", c.family, c.nth) }
 
-// loadCorpus reads the real templates of the shared test data, or skips.
+// loadCorpus reads the real templates of the shared test data (see
+// fixture.Shared for what happens when they are missing).
 func loadCorpus(t *testing.T) []corpusTemplate {
 	t.Helper()
-	path := filepath.Join("..", "..", "..", "shared", "testdata", "templates", "chat-templates.jsonl")
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		t.Skipf("%s not found: the shared test data is not checked out next to this repository", path)
-	}
+	f, err := os.Open(fixture.Shared(t, "templates/chat-templates.jsonl"))
 	require.NoError(t, err)
 	defer f.Close()
 	var out []corpusTemplate

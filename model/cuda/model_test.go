@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/m40llm/m40llm/cudadrv"
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
 	"github.com/m40llm/m40llm/model/cuda"
@@ -18,31 +19,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// sharedTestdata is the shared test data folder; M40LLM_TESTDATA
-// overrides it (the GPU machine gets a copy next to the test binary).
-func sharedTestdata(t testing.TB, rel string) string {
-	t.Helper()
-	dir := os.Getenv("M40LLM_TESTDATA")
-	if dir == "" {
-		dir = "../../../shared/testdata"
-	}
-	p := filepath.Join(dir, rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared test data not available: %v", err)
-	}
-	return p
-}
-
-const bundledModel = "../../testdata/stories260K.gguf"
-
 // models are the end-to-end cases: the bundled stories260K, the shared
 // llama-2-tiny-random and the four transformers fixtures.
 var models = []struct {
 	name string
 	path func(t testing.TB) string
 }{
-	{"stories260K", func(testing.TB) string { return bundledModel }},
-	{"llama-2-tiny-random", func(t testing.TB) string { return sharedTestdata(t, "models/llama-2-tiny-random.gguf") }},
+	{"stories260K", fixture.BundledModel},
+	{"llama-2-tiny-random", func(t testing.TB) string { return fixture.Shared(t, "models/llama-2-tiny-random.gguf") }},
 	{"llama-linear", hfFixture("llama-linear")},
 	{"llama3", hfFixture("llama3")},
 	{"qwen2", hfFixture("qwen2")},
@@ -158,10 +142,10 @@ func TestGreedyStories260K(t *testing.T) {
 			Output       string  `json:"output_text_including_prompt"`
 		} `json:"greedy_with_prompt"`
 	}
-	data, err := os.ReadFile(sharedTestdata(t, "models/stories260K.expected.json"))
+	data, err := os.ReadFile(fixture.Shared(t, "models/stories260K.expected.json"))
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(data, &exp))
-	m := loadGPU(t, bundledModel, model.Options{CtxSize: 256}, options())
+	m := loadGPU(t, fixture.BundledModel(t), model.Options{CtxSize: 256}, options())
 	s, err := m.NewSession(0)
 	require.NoError(t, err)
 	gen := func(prompt []int32, n int) (string, *model.Result) {
@@ -185,7 +169,7 @@ func TestGreedyStories260K(t *testing.T) {
 		assert.Equal(t, exp.GreedyFromBOS.Text, strings.TrimPrefix(text, " "))
 	})
 	t.Run("seeded top-k sampling matches the CPU", func(t *testing.T) {
-		mc := loadCPU(t, bundledModel, model.Options{CtxSize: 256})
+		mc := loadCPU(t, fixture.BundledModel(t), model.Options{CtxSize: 256})
 		opts := model.GenerateOptions{MaxTokens: 60, Sampling: sample.Params{Temperature: 0.9, TopK: 40, TopP: 0.95, RepeatPenalty: 1, Seed: 7}}
 		var texts [2]string
 		for i, mm := range []*model.Model{mc, m} {
@@ -259,7 +243,7 @@ func TestBatchedDecode(t *testing.T) {
 func TestOutOfMemory(t *testing.T) {
 	be := newGPU(t, options())
 	before := be.MemoryUsage()
-	_, err := model.Load(bundledModel, be, model.Options{CtxSize: 1 << 20, Slots: 1 << 10, BatchSize: 1})
+	_, err := model.Load(fixture.BundledModel(t), be, model.Options{CtxSize: 1 << 20, Slots: 1 << 10, BatchSize: 1})
 	require.Error(t, err)
 	var oom *cuda.OutOfMemoryError
 	require.True(t, errors.As(err, &oom), "%v", err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/m40llm/m40llm/gguf"
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
 	"github.com/stretchr/testify/assert"
@@ -87,7 +88,7 @@ func TestWriteDeterministic(t *testing.T) {
 }
 
 func TestWriteVocabFrom(t *testing.T) {
-	v, err := gguf.Open("../../testdata/stories260K.gguf")
+	v, err := gguf.Open(fixture.BundledModel(t))
 	require.NoError(t, err)
 	defer v.Close()
 	p := small("tinyllama")

@@ -2,10 +2,10 @@ package tokenizer
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -13,7 +13,7 @@ import (
 // warAndPeace returns the shared long text.
 func warAndPeace(tb testing.TB) string {
 	tb.Helper()
-	b, err := os.ReadFile(filepath.Join(testdataDir(tb, "text"), "war-and-peace.txt"))
+	b, err := os.ReadFile(fixture.Shared(tb, "text/war-and-peace.txt"))
 	require.NoError(tb, err)
 	return string(b)
 }

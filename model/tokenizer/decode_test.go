@@ -1,11 +1,11 @@
 package tokenizer
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -30,7 +30,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			tok := vocabByName(t, name)
 			changed := 0
-			for i, c := range readVectors(t, filepath.Join(testdataDir(t, "vocab"), "ggml-vocab-"+name+".gguf.inp")) {
+			for i, c := range readVectors(t, fixture.Shared(t, "vocab/ggml-vocab-"+name+".gguf.inp")) {
 				ids := tok.Encode(c.text, false, false)
 				require.Equal(t, c.text, decodeRaw(tok, ids), "case %d: pieces", i)
 				want := c.text

@@ -2,11 +2,12 @@ package tokenizer
 
 import (
 	"encoding/binary"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/m40llm/m40llm/internal/fixture"
 )
 
 // FuzzEncodeDecode checks that encoding never panics and that decoding
@@ -14,7 +15,7 @@ import (
 // space), and up to llama.cpp's clean-up for GPT-2, which gives any bytes
 // back. Streaming must agree with Decode and stay valid UTF-8.
 func FuzzEncodeDecode(f *testing.F) {
-	for _, c := range readVectors(f, filepath.Join(testdataDir(f, "vocab"), "ggml-vocab-llama-spm.gguf.inp")) {
+	for _, c := range readVectors(f, fixture.Shared(f, "vocab/ggml-vocab-llama-spm.gguf.inp")) {
 		f.Add(c.text, false)
 	}
 	f.Add("<s>hello</s> <unk>", true)

@@ -12,32 +12,16 @@ import (
 	"testing"
 
 	"github.com/m40llm/m40llm/gguf"
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/require"
 )
 
-// sharedTestdata is the project's shared test data, next to the repository.
-const sharedTestdata = "../../../shared/testdata"
-
-// testdataDir returns sharedTestdata/sub, or skips the test when it is
-// missing.
-func testdataDir(tb testing.TB, sub string) string {
-	tb.Helper()
-	dir := filepath.Join(sharedTestdata, sub)
-	if _, err := os.Stat(dir); err != nil {
-		tb.Skipf("shared test data not available: %v", err)
-	}
-	return dir
-}
-
-// vocabPath returns the path of a vocabulary GGUF in the shared test data,
-// skipping the test when it is missing.
+// vocabPath returns the path of a vocabulary GGUF in the shared test data
+// (fixture.Shared: a skip when it is missing, or a failure under
+// M40LLM_REQUIRE_TESTDATA=1).
 func vocabPath(tb testing.TB, name string) string {
 	tb.Helper()
-	p := filepath.Join(testdataDir(tb, "vocab"), "ggml-vocab-"+name+".gguf")
-	if _, err := os.Stat(p); err != nil {
-		tb.Skipf("vocabulary %s not available: %v", name, err)
-	}
-	return p
+	return fixture.Shared(tb, "vocab/ggml-vocab-"+name+".gguf")
 }
 
 var (
@@ -111,10 +95,8 @@ func readVectors(tb testing.TB, inp string) []vectorCase {
 // vectorNames lists the NAME of every ggml-vocab-NAME.gguf.inp.
 func vectorNames(tb testing.TB) []string {
 	tb.Helper()
-	files, err := filepath.Glob(filepath.Join(testdataDir(tb, "vocab"), "ggml-vocab-*.gguf.inp"))
-	require.NoError(tb, err)
 	var names []string
-	for _, f := range files {
+	for _, f := range fixture.SharedGlob(tb, "vocab/ggml-vocab-*.gguf.inp") {
 		names = append(names, strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), "ggml-vocab-"), ".gguf.inp"))
 	}
 	sort.Strings(names)
@@ -132,7 +114,7 @@ var (
 // opens it with gguf.Open. The tokenizer is kept for later tests.
 func llama3Tokenizer(tb testing.TB) *Tokenizer {
 	tb.Helper()
-	dir := testdataDir(tb, "vocab/llama3.2-bpe")
+	dir := fixture.Shared(tb, "vocab/llama3.2-bpe")
 	llama3Mu.Lock()
 	defer llama3Mu.Unlock()
 	if llama3Tok == nil {

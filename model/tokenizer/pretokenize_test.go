@@ -1,10 +1,10 @@
 package tokenizer
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -13,7 +13,7 @@ import (
 // vector inputs, edge cases, and War and Peace.
 func splitTexts(t *testing.T) []string {
 	var texts []string
-	for _, c := range readVectors(t, filepath.Join(testdataDir(t, "vocab"), "ggml-vocab-gpt-2.gguf.inp")) {
+	for _, c := range readVectors(t, fixture.Shared(t, "vocab/ggml-vocab-gpt-2.gguf.inp")) {
 		texts = append(texts, c.text)
 	}
 	texts = append(texts,

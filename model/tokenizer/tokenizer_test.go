@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/m40llm/m40llm/gguf"
+	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -51,12 +52,12 @@ func nilIfEmpty(s []int32) []int32 {
 func TestVectors(t *testing.T) {
 	for _, name := range vectorNames(t) {
 		t.Run(name, func(t *testing.T) {
-			inp := filepath.Join(testdataDir(t, "vocab"), "ggml-vocab-"+name+".gguf.inp")
+			inp := fixture.Shared(t, "vocab/ggml-vocab-"+name+".gguf.inp")
 			if name == "llama-bpe" {
 				checkVectors(t, llama3Tokenizer(t), inp)
 				return
 			}
-			path := filepath.Join(testdataDir(t, "vocab"), "ggml-vocab-"+name+".gguf")
+			path := filepath.Join(fixture.Shared(t, "vocab"), "ggml-vocab-"+name+".gguf")
 			if _, err := os.Stat(path); err != nil {
 				if why, ok := noVocab[name]; ok {
 					t.Skip(why)
@@ -84,7 +85,7 @@ func TestVectorsWithoutVocab(t *testing.T) {
 			continue
 		}
 		t.Run(name, func(t *testing.T) {
-			path := filepath.Join(testdataDir(t, "vocab"), "ggml-vocab-"+name+".gguf")
+			path := filepath.Join(fixture.Shared(t, "vocab"), "ggml-vocab-"+name+".gguf")
 			if _, err := os.Stat(path); err == nil {
 				t.Fatalf("%s exists now: remove it from noVocab so TestVectors runs it", path)
 			}
@@ -232,10 +233,10 @@ func TestSPMChunking(t *testing.T) {
 	s := tok.algo.(*spm)
 	whole := &spm{v: s.v, byteIDs: s.byteIDs, whole: true}
 	var texts []string
-	for _, c := range readVectors(t, filepath.Join(testdataDir(t, "vocab"), "ggml-vocab-llama-spm.gguf.inp")) {
+	for _, c := range readVectors(t, fixture.Shared(t, "vocab/ggml-vocab-llama-spm.gguf.inp")) {
 		texts = append(texts, c.text)
 	}
-	book, err := os.ReadFile(filepath.Join(testdataDir(t, "text"), "war-and-peace.txt"))
+	book, err := os.ReadFile(fixture.Shared(t, "text/war-and-peace.txt"))
 	require.NoError(t, err)
 	texts = append(texts, string(book[:200000]))
 	for i, text := range texts {
@@ -260,7 +261,7 @@ func TestConcurrentEncode(t *testing.T) {
 	for _, name := range []string{"llama-spm", "gpt-2"} {
 		t.Run(name, func(t *testing.T) {
 			tok := loadTestVocab(t, name)
-			cases := readVectors(t, filepath.Join(testdataDir(t, "vocab"), "ggml-vocab-"+name+".gguf.inp"))
+			cases := readVectors(t, fixture.Shared(t, "vocab/ggml-vocab-"+name+".gguf.inp"))
 			errs := make(chan error, 8)
 			for g := 0; g < 8; g++ {
 				go func() {
