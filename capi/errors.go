@@ -8,17 +8,11 @@ import "C"
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"runtime"
 	"strings"
 	"unsafe"
 
-	"github.com/m40llm/m40llm/cublas"
-	"github.com/m40llm/m40llm/cudadrv"
-	"github.com/m40llm/m40llm/gguf"
-	"github.com/m40llm/m40llm/model"
-	"github.com/m40llm/m40llm/model/sample"
-	"github.com/m40llm/m40llm/model/tokenizer"
+	"github.com/m40llm/m40llm/internal/errclass"
 )
 
 // status is m40llm_status.
@@ -57,46 +51,29 @@ func errorf(st status, format string, args ...any) error {
 // argErrorf returns an M40LLM_ERR_INVALID_ARGUMENT error.
 func argErrorf(format string, args ...any) error { return errorf(stInvalidArg, format, args...) }
 
-// statusOf maps an error from the Go API to a status; errors it does not
-// recognise get fallback.
+// statusOf maps an error from the Go API to a status by its class
+// (errclass.Of); errors of no class get fallback.
 func statusOf(err error, fallback status) status {
-	var (
-		ae       *apiError
-		fe       *gguf.FormatError
-		ce       *model.ConfigError
-		te       *model.TensorError
-		me       *tokenizer.MetadataError
-		pe       *fs.PathError
-		pme      *sample.ParamError
-		le       *cudadrv.LoadError
-		old      *cudadrv.DriverTooOldError
-		se       *cudadrv.SymbolError
-		call     *cudadrv.CallError
-		res      cudadrv.Result
-		blas     cublas.Status
-		blasCall *cublas.CallError
-		blasLoad *cublas.LoadError
-	)
-	switch {
-	case errors.As(err, &ae):
+	var ae *apiError
+	if errors.As(err, &ae) {
 		return ae.st
-	case errors.Is(err, model.ErrContextFull):
-		return stContextFull
-	case errors.Is(err, cudadrv.ErrOutOfMemory):
-		return stOutOfMemory
-	case errors.Is(err, cudadrv.ErrNoDevice), errors.Is(err, cudadrv.ErrStubLibrary),
-		errors.Is(err, cudadrv.ErrNotSupported), errors.As(err, &le), errors.As(err, &old), errors.As(err, &se):
-		return stNoDevice
-	case errors.Is(err, model.ErrUnsupportedArch), errors.Is(err, tokenizer.ErrUnsupported):
-		return stUnsupported
-	case errors.As(err, &fe), errors.As(err, &ce), errors.As(err, &te), errors.As(err, &me):
-		return stFormat
-	case errors.As(err, &pe):
-		return stIO
-	case errors.As(err, &pme):
+	}
+	switch errclass.Of(err) {
+	case errclass.Invalid:
 		return stInvalidArg
-	case errors.As(err, &call), errors.As(err, &res), errors.As(err, &blas), errors.As(err, &blasCall),
-		errors.As(err, &blasLoad), errors.Is(err, cudadrv.ErrContextClosed):
+	case errclass.ContextFull:
+		return stContextFull
+	case errclass.OutOfMemory:
+		return stOutOfMemory
+	case errclass.NoDevice:
+		return stNoDevice
+	case errclass.Unsupported:
+		return stUnsupported
+	case errclass.Format:
+		return stFormat
+	case errclass.IO:
+		return stIO
+	case errclass.Device:
 		return stCUDA
 	}
 	return fallback

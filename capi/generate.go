@@ -109,9 +109,12 @@ func readGenerateParams(prompt *C.char, params *C.m40llm_generate_params) (*genR
 	return r, nil
 }
 
-// generate runs one generation on s, sending text to emit. It returns the
-// result (never nil) and the finish reason; an emit error ends the
-// generation with errCallbackStop or errBufferFull, which are not failures.
+// generate runs one generation on s through the model's engine, sending
+// text to emit on the calling thread. Generations of other sessions of the
+// model running at the same time share the engine's steps. It returns the
+// result (never nil) and the finish reason; an emit error stops the
+// generation (within one step) with errCallbackStop or errBufferFull,
+// which are not failures.
 func (s *session) generate(r *genRequest, emit func(string) error) (*model.Result, C.int32_t, error) {
 	s.logits = false
 	m := s.m.m
@@ -119,29 +122,41 @@ func (s *session) generate(r *genRequest, emit func(string) error) (*model.Resul
 	if len(ids) == 0 {
 		return &model.Result{}, C.M40LLM_FINISH_NONE, argErrorf("the prompt is empty after tokenization")
 	}
-	if len(ids) >= m.CtxSize() {
-		return &model.Result{PromptTokens: len(ids)}, C.M40LLM_FINISH_NONE,
-			errorf(stContextFull, "the prompt has %d tokens; the context holds %d positions and needs one more to generate", len(ids), m.CtxSize())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	j, err := s.m.eng.Submit(ctx, &model.Request{Prompt: ids, Options: r.opts, Session: s.s, Paced: true})
+	if err != nil {
+		return &model.Result{PromptTokens: len(ids)}, C.M40LLM_FINISH_NONE, err
 	}
-	res, err := s.s.Generate(context.Background(), ids, r.opts, emit)
-	if res == nil {
-		res = &model.Result{PromptTokens: len(ids)}
+	// Read to the end even after a stop: the session is the engine's until
+	// the job has ended.
+	var stop error
+	for {
+		pieces, done, res, err := j.Next(context.Background())
+		for _, p := range pieces {
+			if stop == nil {
+				if stop = emit(p); stop != nil {
+					cancel()
+				}
+			}
+		}
+		if !done {
+			continue
+		}
+		switch {
+		case errors.Is(stop, errCallbackStop):
+			return res, C.M40LLM_FINISH_CALLBACK, nil
+		case stop != nil:
+			return res, C.M40LLM_FINISH_LENGTH, stop
+		case err != nil:
+			return res, C.M40LLM_FINISH_NONE, err
+		case res.Finish == model.FinishStop:
+			return res, C.M40LLM_FINISH_STOP, nil
+		case res.Finish == model.FinishLength:
+			return res, C.M40LLM_FINISH_LENGTH, nil
+		}
+		return res, C.M40LLM_FINISH_NONE, nil
 	}
-	switch {
-	case errors.Is(err, errCallbackStop):
-		return res, C.M40LLM_FINISH_CALLBACK, nil
-	case errors.Is(err, errBufferFull):
-		return res, C.M40LLM_FINISH_LENGTH, err
-	case err != nil:
-		return res, C.M40LLM_FINISH_NONE, err
-	}
-	switch res.Finish {
-	case model.FinishStop:
-		return res, C.M40LLM_FINISH_STOP, nil
-	case model.FinishLength:
-		return res, C.M40LLM_FINISH_LENGTH, nil
-	}
-	return res, C.M40LLM_FINISH_NONE, nil
 }
 
 // fillResult writes res to out (which may be NULL).

@@ -12,7 +12,10 @@ import (
 // loadedModel is the object behind an m40llm_model handle.
 type loadedModel struct {
 	guard
-	m    *model.Model
+	m *model.Model
+	// eng runs the generations of every session of the model, so that
+	// sessions generating from several threads at once share each step.
+	eng  *model.Engine
 	busy []bool // KV-cache slots held by sessions; under guard.mu
 	live int    // sessions alive; under guard.mu
 }
@@ -84,11 +87,9 @@ func capiModelLoad(path *C.char, params *C.m40llm_model_params, out *C.uintptr_t
 	})
 	if err != nil {
 		be.Close()
-		// Errors of the backend's weight loading (a tensor type the
-		// backend lacks) are not typed; they are the file's fault.
-		return fail(err, stUnsupported)
+		return fail(err, stInternal)
 	}
-	*out = newHandle(&loadedModel{m: m, busy: make([]bool, m.Slots())})
+	*out = newHandle(&loadedModel{m: m, eng: model.NewEngine(m, model.EngineOptions{}), busy: make([]bool, m.Slots())})
 	return stOK
 }
 
@@ -112,6 +113,7 @@ func capiModelFree(h C.uintptr_t) (st status) {
 		return failArg(err)
 	}
 	deleteHandle(h)
+	m.eng.Close()
 	return fail(m.m.Close(), stInternal)
 }
 

@@ -19,6 +19,13 @@ type Request struct {
 	// When nil, the request runs on one of the Batcher's own sessions
 	// (BatcherOptions.Sessions).
 	Session *Session
+	// Paced, for a request submitted to an Engine, keeps the request out
+	// of the steps while text it produced has not been dealt with: its
+	// next token is computed only once Job.Next has been called again
+	// after returning the text. A reader that stops after some piece of
+	// text (a C callback) then stops the generation right there, and a
+	// reader slower than the model holds back only its own request.
+	Paced bool
 }
 
 // Sink receives what a request produces. Batcher.Step calls it on the
@@ -327,7 +334,7 @@ func (b *Batcher) buildBatch() int {
 	}
 	for _, q := range b.seqs {
 		q.rows = 0
-		if q.decoding {
+		if q.decoding && !q.held() {
 			add(q.next, q.s.Len(), q)
 			q.rows = 1
 			output(q)
@@ -337,7 +344,7 @@ func (b *Batcher) buildBatch() int {
 	budget := min(b.opts.PrefillChunk, b.m.batchSize-bt.Len())
 	// b.seqs is in admission order: the oldest prompt goes first.
 	for _, q := range b.seqs {
-		if q.decoding || budget <= 0 {
+		if q.decoding || q.held() || budget <= 0 {
 			continue
 		}
 		n := min(len(q.todo), budget)
@@ -417,6 +424,13 @@ func (b *Batcher) end(q *sequence, err error) {
 	sink := q.sink
 	q.sink = nil
 	sink.Done(&q.res, err)
+}
+
+// held reports whether q's sink holds it out of the step (a paced Job
+// whose text has not been read).
+func (q *sequence) held() bool {
+	h, ok := q.sink.(interface{ held() bool })
+	return ok && h.held()
 }
 
 // compact drops the ended requests from the running list, keeping the

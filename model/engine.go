@@ -76,10 +76,13 @@ type Job struct {
 	e         *Engine
 	q         *sequence
 	submitted time.Time
-	last      time.Time // the previous token (the loop's)
+	paced     bool
+	unwatch   func() bool // stops the context watch
+	last      time.Time   // the previous token (the loop's)
 
 	mu     sync.Mutex
 	pieces []string
+	unread bool // paced: text was produced that Next has not been called back for
 	done   bool
 	res    *Result
 	err    error
@@ -94,7 +97,7 @@ func (e *Engine) Submit(ctx context.Context, req *Request) (*Job, error) {
 	if err := e.m.Err(); err != nil {
 		return nil, err
 	}
-	j := &Job{e: e, submitted: time.Now(), wake: make(chan struct{}, 1)}
+	j := &Job{e: e, submitted: time.Now(), paced: req.Paced, wake: make(chan struct{}, 1)}
 	q, err := e.m.newSequence(ctx, req, (*jobSink)(j))
 	if err != nil {
 		return nil, err
@@ -105,6 +108,8 @@ func (e *Engine) Submit(ctx context.Context, req *Request) (*Job, error) {
 	if e.closed {
 		return nil, ErrEngineClosed
 	}
+	// The loop may be asleep: wake it when the request is cancelled.
+	j.unwatch = context.AfterFunc(ctx, func() { signal(e.wake) })
 	e.inbox = append(e.inbox, j)
 	signal(e.wake)
 	return j, nil
@@ -135,11 +140,14 @@ func signal(c chan struct{}) {
 }
 
 // run is the engine's loop: take new jobs, end the cancelled, admit the
-// waiting in order while sessions are free, run one step.
+// waiting in order while sessions are free, run one step; sleep until
+// something happens when an iteration changed nothing (no job, or every
+// running job paced and unread).
 func (e *Engine) run() {
 	defer close(e.stopped)
+	idle := true
 	for {
-		if e.b.Active() == 0 && len(e.waiting) == 0 {
+		if idle {
 			<-e.wake
 		}
 		e.mu.Lock()
@@ -154,6 +162,7 @@ func (e *Engine) run() {
 			e.gauges()
 			return
 		}
+		before := [2]int{e.b.Active(), len(e.waiting)}
 		e.endWaiting(func(j *Job) error {
 			if err := j.q.ctx.Err(); err != nil {
 				return err
@@ -161,12 +170,15 @@ func (e *Engine) run() {
 			return e.m.Err()
 		})
 		e.admit()
+		var st StepStats
 		if e.b.Active() > 0 {
-			if st, _ := e.b.Step(); st.Tokens > 0 && e.obs != nil {
-				e.obs.Stepped(st) // a failed step has ended its requests
+			st, _ = e.b.Step() // a failed step has ended its requests
+			if st.Tokens > 0 && e.obs != nil {
+				e.obs.Stepped(st)
 			}
 		}
 		e.gauges()
+		idle = st.Tokens == 0 && before == [2]int{e.b.Active(), len(e.waiting)}
 	}
 }
 
@@ -230,13 +242,26 @@ func (js *jobSink) Token(_ int32, text string) error {
 	}
 	j.mu.Lock()
 	j.pieces = append(j.pieces, text)
+	j.unread = j.paced
 	j.mu.Unlock()
 	signal(j.wake)
 	return nil
 }
 
+// held reports whether a paced job waits for its reader (see
+// Request.Paced).
+func (js *jobSink) held() bool {
+	j := (*Job)(js)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.unread
+}
+
 func (js *jobSink) Done(res *Result, err error) {
 	j := (*Job)(js)
+	if j.unwatch != nil {
+		j.unwatch()
+	}
 	if o := j.e.obs; o != nil {
 		o.Ended(res, err)
 	}
@@ -249,8 +274,21 @@ func (js *jobSink) Done(res *Result, err error) {
 // Next waits until the job has new text or has ended, and returns the new
 // pieces of text in order; done reports the end, with its result (never
 // nil then) and error (see Sink.Done). It returns ctx's error when ctx is
-// done first; the job itself goes on until its own context is done.
+// done first; the job itself goes on until its own context is done. For a
+// paced job, calling Next again says the pieces returned before have been
+// dealt with, and lets the job go on.
 func (j *Job) Next(ctx context.Context) (pieces []string, done bool, res *Result, err error) {
+	if j.paced {
+		j.mu.Lock()
+		resume := j.unread && len(j.pieces) == 0
+		if resume {
+			j.unread = false
+		}
+		j.mu.Unlock()
+		if resume {
+			signal(j.e.wake)
+		}
+	}
 	for {
 		j.mu.Lock()
 		if len(j.pieces) > 0 || j.done {

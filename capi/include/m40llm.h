@@ -46,9 +46,12 @@
  * THREAD SAFETY
  *
  * - A model may be used by any number of threads at once: m40llm_model_info,
- *   m40llm_tokenize and m40llm_detokenize run concurrently, and the sessions
- *   of one model run their forward passes one at a time (the library
- *   serializes them).
+ *   m40llm_tokenize and m40llm_detokenize run concurrently. Sessions of one
+ *   model that generate (m40llm_generate, m40llm_generate_text) from several
+ *   threads at once share the model's forward passes: each step evaluates
+ *   the next token of every one of them together (continuous batching), so
+ *   n threads get nearly n times the throughput of one on a GPU. Other
+ *   forward passes (m40llm_eval) run one at a time between those steps.
  * - A session is used by one thread at a time. A call on a session that is
  *   already inside a call on another thread (or on the same thread, from a
  *   generation callback) fails with M40LLM_ERR_BUSY and changes nothing.

@@ -51,9 +51,6 @@ func generateCommand() *cli.Command {
 			if len(ids) == 0 {
 				return usageErrorf("the prompt is empty after tokenization")
 			}
-			if len(ids) >= m.CtxSize() {
-				return fmt.Errorf("the prompt has %d tokens, the context only %d positions (raise --ctx-size)", len(ids), m.CtxSize())
-			}
 			s, err := m.NewSession(0)
 			if err != nil {
 				return err
@@ -73,8 +70,11 @@ func generateCommand() *cli.Command {
 			if res != nil {
 				printStats(c.App.ErrWriter, m, res)
 			}
-			if errors.Is(err, context.Canceled) {
+			switch {
+			case errors.Is(err, context.Canceled):
 				return nil // interrupted by the user: the partial output stands
+			case errors.Is(err, model.ErrContextFull):
+				return fmt.Errorf("%w (raise --ctx-size)", err)
 			}
 			return err
 		},

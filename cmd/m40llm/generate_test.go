@@ -55,11 +55,11 @@ func TestGenerateErrors(t *testing.T) {
 	}{
 		{"no prompt", []string{"generate", "-m", stories260K}, 2, "no prompt"},
 		{"missing model flag", []string{"generate", "-p", "x"}, 2, "model"},
-		{"model not found", []string{"generate", "-m", "nope.gguf", "-p", "x"}, 1, "no such file"},
-		{"not a model", []string{"generate", "-m", "main.go", "-p", "x"}, 1, "not a GGUF file"},
+		{"model not found", []string{"generate", "-m", "nope.gguf", "-p", "x"}, 3, "no such file"},
+		{"not a model", []string{"generate", "-m", "main.go", "-p", "x"}, 4, "not a GGUF file"},
 		{"bad backend", []string{"generate", "-m", stories260K, "-p", "x", "--backend", "tpu"}, 2, "want auto, cpu or cuda"},
-		{"bad top-p", []string{"generate", "-m", stories260K, "-p", "x", "--top-p", "2"}, 1, "TopP"},
-		{"prompt longer than context", []string{"generate", "-m", stories260K, "-p", strings.Repeat("long ", 40), "-c", "16"}, 1, "context"},
+		{"bad top-p", []string{"generate", "-m", stories260K, "-p", "x", "--top-p", "2"}, 2, "TopP"},
+		{"prompt longer than context", []string{"generate", "-m", stories260K, "-p", strings.Repeat("long ", 40), "-c", "16"}, 8, "raise --ctx-size"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -76,16 +76,16 @@ func TestInspectRejectsBadFiles(t *testing.T) {
 	dir := t.TempDir()
 	truncated := filepath.Join(dir, "truncated.gguf")
 	require.NoError(t, os.WriteFile(truncated, data[:len(data)/2], 0o644))
-	for _, f := range []string{truncated, "../../README.md", filepath.Join(dir, "missing.gguf")} {
+	for f, want := range map[string]int{truncated: 4, "../../README.md": 4, filepath.Join(dir, "missing.gguf"): 3} {
 		out, errs, code := runCLI(t, "", "inspect", f)
-		assert.Equal(t, 1, code, f)
+		assert.Equal(t, want, code, "%s: 4 for a malformed file, 3 for one that cannot be read", f)
 		assert.Empty(t, out)
 		lines := strings.Split(strings.TrimSpace(errs), "\n")
 		assert.Len(t, lines, 1, "one-line reason: %q", errs)
 		assert.True(t, strings.HasPrefix(errs, "m40llm: "), errs)
 	}
 	_, errs, code := runCLI(t, "", "inspect", truncated)
-	assert.Equal(t, 1, code)
+	assert.Equal(t, 4, code)
 	assert.Contains(t, errs, "runs past the end of the file")
 	_, errs, _ = runCLI(t, "", "inspect", "../../README.md")
 	assert.Contains(t, errs, "not a GGUF file")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -99,7 +98,7 @@ func newBackend(c *cli.Context) (model.Backend, string, error) {
 func newCUDA(c *cli.Context, o gpuOptions) (*cuda.Backend, error) {
 	sys, err := cudadrv.Discover(o.driver)
 	if err != nil {
-		return nil, errors.New(noGPUReason(sys, err))
+		return nil, &noGPUError{reason: noGPUReason(sys, err), err: err}
 	}
 	dev := c.Int("device")
 	if dev < 0 {
@@ -116,6 +115,16 @@ func newCUDA(c *cli.Context, o gpuOptions) (*cuda.Backend, error) {
 	}
 	return cuda.New(cuda.Options{Device: dev, Driver: o.driver, BLAS: o.blas, DisableCUBLAS: o.disableCUBLAS})
 }
+
+// noGPUError says in one sentence why no GPU can be used, and keeps the
+// driver's error for its class.
+type noGPUError struct {
+	reason string
+	err    error
+}
+
+func (e *noGPUError) Error() string { return e.reason }
+func (e *noGPUError) Unwrap() error { return e.err }
 
 // loadModel loads the model the flags name, with slots KV-cache slots,
 // reporting what it did on stderr.

@@ -25,7 +25,7 @@ func TestBackendChoice(t *testing.T) {
 
 	_, errs, code = runCLI(t, "", append(args, "--backend", "cuda")...)
 	if code != 0 {
-		assert.Equal(t, 1, code)
+		assert.Equal(t, 6, code, "no usable GPU")
 		assert.Contains(t, errs, "--backend cuda:")
 	} else {
 		assert.Contains(t, errs, "backend cuda:")

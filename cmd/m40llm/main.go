@@ -8,11 +8,38 @@ import (
 	"io"
 	"os"
 
+	"github.com/m40llm/m40llm/internal/errclass"
 	"github.com/urfave/cli/v2"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0-dev"
+
+// Exit statuses: 0 success, 2 a command-line mistake, and for every other
+// failure the status of its class (errclass.Of), so that scripts can tell
+// a missing file from a model this build cannot run or a GPU that failed.
+// README.md lists them.
+var exitCodes = map[errclass.Class]int{
+	errclass.Internal:    1,
+	errclass.Invalid:     2,
+	errclass.IO:          3,
+	errclass.Format:      4,
+	errclass.Unsupported: 5,
+	errclass.NoDevice:    6,
+	errclass.OutOfMemory: 7,
+	errclass.ContextFull: 8,
+	errclass.Device:      9,
+	errclass.Canceled:    130,
+}
+
+// exitCode returns the exit status of err (not nil).
+func exitCode(err error) int {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return exitCodes[errclass.Of(err)]
+}
 
 // exitError carries an exit status through urfave/cli.
 type exitError struct {
@@ -77,11 +104,7 @@ func runWithInput(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 		return 0
 	}
 	fmt.Fprintf(stderr, "m40llm: %v\n", err)
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	return 1
+	return exitCode(err)
 }
 
 func main() {

@@ -146,7 +146,7 @@ func TestServeErrors(t *testing.T) {
 		{"parallel 0", []string{"serve", "-m", stories260K, "--parallel", "0"}, 2, "--parallel"},
 		{"arguments", []string{"serve", "-m", stories260K, "extra"}, 2, "no arguments"},
 		{"bad address", []string{"serve", "-m", stories260K, "--addr", "127.0.0.1:99999"}, 1, "invalid port"},
-		{"model not found", []string{"serve", "-m", "nope.gguf", "--addr", "127.0.0.1:0"}, 1, "no such file"},
+		{"model not found", []string{"serve", "-m", "nope.gguf", "--addr", "127.0.0.1:0"}, 3, "no such file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -90,9 +90,9 @@ func TestTokenizeErrors(t *testing.T) {
 		{"two texts", []string{"-m", spm, "a", "b"}, 2, "at most one TEXT"},
 		{"text and file", []string{"-m", spm, "-f", spm, "a"}, 2, "not both"},
 		{"unknown flag", []string{"-m", spm, "--bogus", "a"}, 2, "bogus"},
-		{"missing model file", []string{"-m", filepath.Join(t.TempDir(), "none.gguf"), "a"}, 1, "no such file"},
-		{"missing text file", []string{"-m", spm, "-f", filepath.Join(t.TempDir(), "none.txt")}, 1, "no such file"},
-		{"unsupported vocabulary", []string{"-m", sharedVocab(t, "bert-bge"), "a"}, 1, "unsupported"},
+		{"missing model file", []string{"-m", filepath.Join(t.TempDir(), "none.gguf"), "a"}, 3, "no such file"},
+		{"missing text file", []string{"-m", spm, "-f", filepath.Join(t.TempDir(), "none.txt")}, 3, "no such file"},
+		{"unsupported vocabulary", []string{"-m", sharedVocab(t, "bert-bge"), "a"}, 5, "unsupported"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

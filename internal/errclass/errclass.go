@@ -108,7 +108,7 @@ func Of(err error) Class {
 	case errors.Is(err, cudadrv.ErrNoDevice), errors.Is(err, cudadrv.ErrStubLibrary), errors.Is(err, cudadrv.ErrNotSupported),
 		errors.As(err, &le), errors.As(err, &old), errors.As(err, &se):
 		return NoDevice
-	case errors.Is(err, model.ErrUnsupported), errors.Is(err, tokenizer.ErrUnsupported):
+	case errors.Is(err, model.ErrUnsupported), errors.Is(err, model.ErrUnsupportedArch), errors.Is(err, tokenizer.ErrUnsupported):
 		return Unsupported
 	case errors.As(err, &fe), errors.As(err, &ce), errors.As(err, &te), errors.As(err, &me):
 		return Format
