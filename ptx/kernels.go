@@ -18,7 +18,6 @@ type kernelID int
 
 const (
 	kGemm kernelID = iota
-	kGemv
 	kConvertF32F16
 	kEmbed
 	kSwiGLU
@@ -64,7 +63,6 @@ type kernelSpec struct {
 
 var kernelTable = [numKernels]kernelSpec{
 	kGemm:          {"gemm", "gemm_f16w_f32", "pppiii"},
-	kGemv:          {"gemm", "gemv_f16w_f32", "pppiii"},
 	kConvertF32F16: {"gemm", "convert_f32_f16", "ppi"},
 
 	kEmbed:       {"elementwise", "embed_f16", "pppii"},
