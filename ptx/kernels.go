@@ -109,7 +109,8 @@ type Kernels struct {
 
 // LoadMode says how the driver got code for the device.
 type LoadMode struct {
-	// Native is true when the embedded sm_52 code runs (compute 5.2 or 5.3);
+	// Native is true when the embedded sm_52 code runs, on the devices for
+	// which cudadrv.DeviceInfo.NativeCode holds (the Tesla M40 class);
 	// otherwise the driver JIT-compiled the compute_52 PTX.
 	Native bool
 	// BinaryVersion is the architecture of the code that runs, 10*major +
@@ -128,8 +129,8 @@ func (m LoadMode) String() string {
 }
 
 // Load loads every embedded module into ctx and resolves the kernels. On
-// GPUs other than compute 5.2/5.3 the first load JIT-compiles the PTX
-// (cached by the driver afterwards).
+// devices outside the M40 class (cudadrv.DeviceInfo.NativeCode) the first
+// load JIT-compiles the PTX (cached by the driver afterwards).
 func Load(ctx *cudadrv.Context) (*Kernels, error) {
 	k := &Kernels{ctx: ctx}
 	err := ctx.Do(func() error {
@@ -160,7 +161,7 @@ func Load(ctx *cudadrv.Context) (*Kernels, error) {
 		if err != nil {
 			return err
 		}
-		k.mode.Native = major == 5 && minor >= 2
+		k.mode.Native = cudadrv.DeviceInfo{Major: major, Minor: minor}.NativeCode()
 		if k.mode.BinaryVersion, err = k.fns[0].Attribute(cudadrv.FuncBinaryVersion); err != nil {
 			return err
 		}
