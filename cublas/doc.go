@@ -1,6 +1,6 @@
 // Package cublas binds the few cuBLAS calls m40llm uses (handles, streams,
-// math mode, Sgemm, GemmEx, GemmStridedBatchedEx) at run time through
-// purego, without cgo.
+// GemmEx, and the library's version) at run time through purego, without
+// cgo.
 //
 // [Load] finds the library (see [Sonames] for the order and why); a
 // [*Library] makes [*Handle]s. cuBLAS works on the CUDA context current on
