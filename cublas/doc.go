@@ -7,7 +7,8 @@
 // the calling thread, so create handles and call them inside
 // cudadrv.Context.Do, like every other driver call.
 //
-// Failed calls return a [*CallError] wrapping a [Status]; errors.Is(err,
+// Failed calls return a [*CallError] wrapping a [Status]; arguments refused
+// before cuBLAS is called wrap [ErrInvalidValue]. errors.Is(err,
 // cublas.ErrNotSupported) and the other Status constants work through
 // wrapping.
 //

@@ -84,6 +84,12 @@ func dims(fn string, v ...int) error {
 // their type for Compute32F. Supported combinations with Compute32F include
 // A, B R16F with C R16F or R32F, and all R32F; A R16F with B R32F is not one
 // of them.
+//
+// A dimension or leading dimension that is negative or does not fit int32
+// is refused before cuBLAS is called, with an error wrapping
+// ErrInvalidValue; otherwise a failure is the *CallError of cublasGemmEx
+// (ErrInvalidValue for a leading dimension too small for its matrix,
+// ErrNotSupported for a combination of types cuBLAS lacks).
 func (h *Handle) GemmEx(ta, tb Operation, m, n, k int, alpha float32,
 	a cudadrv.DevicePtr, atype DataType, lda int,
 	b cudadrv.DevicePtr, btype DataType, ldb int, beta float32,

@@ -96,7 +96,14 @@ type Library struct {
 // Load opens cuBLAS: Options.Path alone if set; otherwise, for each of
 // Sonames in turn, the dlopen search and then Options.Dirs and the usual
 // CUDA and distribution folders. On a GPU older than compute 7.5 cuBLAS 13
-// is refused with an *UnsupportedDeviceError.
+// is refused with an *UnsupportedDeviceError (and the search goes on).
+//
+// Failures: a *LoadError (errors.Is ErrNotFound) listing every path tried
+// when none opened; the *UnsupportedDeviceError when the only library found
+// was too new; an error naming the entry point when the first library that
+// opens lacks one of the bound functions, or the *CallError of
+// cublasGetProperty (the search stops at that library); and, outside
+// linux, an error saying dynamic loading is not supported.
 func Load(opts Options) (*Library, error) {
 	if runtime.GOOS != "linux" {
 		return nil, dl.ErrNotSupported

@@ -21,7 +21,7 @@ type DeviceInfo struct {
 	Major, Minor int    // compute capability
 	SMs          int    // streaming multiprocessors
 	TotalMem     uint64 // bytes
-	FreeMem      uint64 // bytes; 0 when the context could not be created
+	FreeMem      uint64 // bytes free when Discover looked
 	MemClockKHz  int    // memory clock; 0 when the driver does not report it
 	BusWidthBits int    // memory bus width; 0 when unknown
 	L2Bytes      int

@@ -6,8 +6,8 @@ import (
 )
 
 // DevicePtr is a CUdeviceptr: an address in device memory. It is a plain
-// integer, never a Go pointer. Call the functions in this file inside
-// Context.Do.
+// integer, never a Go pointer. Call the memory functions (allocation,
+// copies, memsets) inside Context.Do.
 type DevicePtr uintptr
 
 // Offset returns p advanced by bytes.

@@ -29,10 +29,15 @@
 //	Y[n, m] = X[n, k] · W[m, k]ᵀ
 //	W: FP16, m rows of k (ggml ne=[k, m]); X: FP32, n rows of k; Y: FP32, n rows of m
 //
-// is the [MatMul] interface. [*Kernels] implements it with the built-in
-// kernels (FP16 storage, FP32 arithmetic, exact FP32 activations); [*BLAS]
-// implements it with cuBLAS GemmEx, which first rounds X to FP16 (see its
-// documentation for the precision trade-off).
+// is the [GEMM] interface. [*Kernels] implements it with the built-in
+// kernels (FP16 storage, FP32 arithmetic, exact FP32 activations): the
+// matvec kernels of [Kernels.MatVec] for up to [MatVecMaxN] rows of X
+// (decode), which read every weight once for all rows, and a tiled kernel
+// for more (prompt processing). [*BLAS] implements it with cuBLAS GemmEx,
+// which first rounds X to FP16 (see its documentation for the precision
+// trade-off). The decode path also calls [Kernels.MatVec] and
+// [Kernels.GateUp] directly, for their fused forms (three products sharing
+// X; the gate and up products with SwiGLU).
 package ptx
 
 //go:generate go run ../tools/ptxgen -v

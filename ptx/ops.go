@@ -210,8 +210,8 @@ type DecodePlan struct {
 	Splits, Chunk, HeadsPerBlock int
 }
 
-// PlanDecode chooses the split for n query rows over contexts of up to ctx
-// positions on a GPU with sms multiprocessors. Query heads that share a KV
+// PlanDecode chooses the split for n query rows over contexts of up to
+// a.Cache.Ctx positions on a GPU with sms multiprocessors. Query heads that share a KV
 // head are spread over blocks until the blocks of one split cover the
 // multiprocessors (at short contexts parallelism matters more than reading
 // each key once per group; the re-reads hit the L2 cache), then the KV axis
