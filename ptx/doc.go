@@ -13,8 +13,13 @@
 //
 // The generator runs, for each NAME.cu,
 //
-//	nvcc -fatbin -O3 -gencode arch=compute_52,code=sm_52 -gencode arch=compute_52,code=compute_52 -o NAME.fatbin NAME.cu
+//	nvcc -Xptxas -v -fatbin -O3 -gencode arch=compute_52,code=sm_52 -gencode arch=compute_52,code=compute_52 -o NAME.fatbin NAME.cu
 //	nvcc -ptx -O3 -arch=compute_52 -o NAME.ptx NAME.cu
+//
+// (-Xptxas -v prints each kernel's registers, shared memory and spills, and
+// is recorded in the fatbin; zkernels.go keeps both commands as run). The
+// fatbin step assembles the sm_52 code with ptxas, so a kernel that does
+// not build for the M40 fails the generation.
 //
 // [Load] loads every module into a cudadrv.Context and resolves the kernels
 // listed in kernelTable, the Go-side record of each kernel's name and

@@ -9,7 +9,7 @@ const NVCCVersion = "Cuda compilation tools, release 11.8, V11.8.89"
 
 // nvccFatbinCommand and nvccPTXCommand built NAME.fatbin and NAME.ptx from NAME.cu.
 const (
-	nvccFatbinCommand = "nvcc -fatbin -O3 -gencode arch=compute_52,code=sm_52 -gencode arch=compute_52,code=compute_52 -o NAME.fatbin NAME.cu"
+	nvccFatbinCommand = "nvcc -Xptxas -v -fatbin -O3 -gencode arch=compute_52,code=sm_52 -gencode arch=compute_52,code=compute_52 -o NAME.fatbin NAME.cu"
 	nvccPTXCommand    = "nvcc -ptx -O3 -arch=compute_52 -o NAME.ptx NAME.cu"
 )
 
