@@ -84,23 +84,26 @@ func (e *UnsupportedDeviceError) Error() string {
 
 // Library is a loaded cuBLAS.
 type Library struct {
-	path                       string
-	major, minor, patch        int
-	cublasCreate               func(h *uintptr) Status
-	cublasDestroy              func(h uintptr) Status
-	cublasSetStream            func(h uintptr, s uintptr) Status
-	cublasSetMathMode          func(h uintptr, mode int32) Status
-	cublasGetVersion           func(h uintptr, v *int32) Status
-	cublasGetProperty          func(prop int32, v *int32) Status
-	cublasSgemm                func(h uintptr, ta, tb int32, m, n, k int32, alpha *float32, a uintptr, lda int32, b uintptr, ldb int32, beta *float32, c uintptr, ldc int32) Status
-	cublasGemmEx               func(h uintptr, ta, tb int32, m, n, k int32, alpha *float32, a uintptr, atype int32, lda int32, b uintptr, btype int32, ldb int32, beta *float32, c uintptr, ctype int32, ldc int32, compute int32, algo int32) Status
-	cublasGemmStridedBatchedEx func(h uintptr, ta, tb int32, m, n, k int32, alpha *float32, a uintptr, atype int32, lda int32, strideA int64, b uintptr, btype int32, ldb int32, strideB int64, beta *float32, c uintptr, ctype int32, ldc int32, strideC int64, batch int32, compute int32, algo int32) Status
+	path                string
+	major, minor, patch int
+	cublasCreate        func(h *uintptr) Status
+	cublasDestroy       func(h uintptr) Status
+	cublasSetStream     func(h uintptr, s uintptr) Status
+	cublasGetProperty   func(prop int32, v *int32) Status
+	cublasGemmEx        func(h uintptr, ta, tb int32, m, n, k int32, alpha *float32, a uintptr, atype int32, lda int32, b uintptr, btype int32, ldb int32, beta *float32, c uintptr, ctype int32, ldc int32, compute int32, algo int32) Status
 }
 
 // Load opens cuBLAS: Options.Path alone if set; otherwise, for each of
 // Sonames in turn, the dlopen search and then Options.Dirs and the usual
 // CUDA and distribution folders. On a GPU older than compute 7.5 cuBLAS 13
-// is refused with an *UnsupportedDeviceError.
+// is refused with an *UnsupportedDeviceError (and the search goes on).
+//
+// Failures: a *LoadError (errors.Is ErrNotFound) listing every path tried
+// when none opened; the *UnsupportedDeviceError when the only library found
+// was too new; an error naming the entry point when the first library that
+// opens lacks one of the bound functions, or the *CallError of
+// cublasGetProperty (the search stops at that library); and, outside
+// linux, an error saying dynamic loading is not supported.
 func Load(opts Options) (*Library, error) {
 	if runtime.GOOS != "linux" {
 		return nil, dl.ErrNotSupported
@@ -161,12 +164,8 @@ func bindLibrary(h uintptr, path string) (*Library, error) {
 		{Name: "cublasCreate_v2", Fn: &l.cublasCreate},
 		{Name: "cublasDestroy_v2", Fn: &l.cublasDestroy},
 		{Name: "cublasSetStream_v2", Fn: &l.cublasSetStream},
-		{Name: "cublasSetMathMode", Fn: &l.cublasSetMathMode},
-		{Name: "cublasGetVersion_v2", Fn: &l.cublasGetVersion},
 		{Name: "cublasGetProperty", Fn: &l.cublasGetProperty},
-		{Name: "cublasSgemm_v2", Fn: &l.cublasSgemm},
 		{Name: "cublasGemmEx", Fn: &l.cublasGemmEx},
-		{Name: "cublasGemmStridedBatchedEx", Fn: &l.cublasGemmStridedBatchedEx},
 	}
 	if err := dl.Bind(h, path, syms); err != nil {
 		return nil, err

@@ -16,8 +16,7 @@ import (
 // the same device holds it.
 type Context struct {
 	dev  Device
-	ctx  uintptr // CUcontext
-	tid  int     // OS thread id of the owning goroutine
+	tid  int // OS thread id of the owning goroutine
 	reqs chan request
 	done chan struct{}
 
@@ -69,7 +68,6 @@ func (c *Context) serve(ready chan<- error) {
 		ready <- fmt.Errorf("device %d: %w", c.dev, err)
 		return
 	}
-	c.ctx = h
 	c.tid = dl.Gettid()
 	ready <- nil
 
@@ -121,9 +119,6 @@ func (c *Context) Do(fn func() error) error {
 
 // Device returns the context's device.
 func (c *Context) Device() Device { return c.dev }
-
-// Handle returns the CUcontext, for libraries bound elsewhere (cuBLAS).
-func (c *Context) Handle() uintptr { return c.ctx }
 
 // Synchronize waits for all work in the context to finish.
 func (c *Context) Synchronize() error {

@@ -178,21 +178,20 @@ func TestMemory(t *testing.T) {
 		for i := range pinned {
 			pinned[i] = -float32(i)
 		}
+		// The poison and the copy run in stream order: b ends up with
+		// the pinned values.
 		if err := cudadrv.MemsetD32Async(b, 0x7fc00000, n, s); err != nil {
 			return err
 		}
-		if err := cudadrv.MemcpyHtoDAsync(a, h.Ptr(), 4*n, s); err != nil {
+		if err := cudadrv.MemcpyHtoDAsync(b, h.Ptr(), 4*n, s); err != nil {
 			return err
 		}
-		if err := cudadrv.MemcpyDtoDAsync(b, a, 4*n, s); err != nil {
-			return err
-		}
-		clear(pinned)
-		// The host buffer is only rewritten after the copies above: the
-		// stream orders them, and this one brings b back.
+		// The host buffer is only rewritten once the stream has passed the
+		// copy; the copy back then restores it from b.
 		if err := s.Synchronize(); err != nil {
 			return err
 		}
+		clear(pinned)
 		if err := cudadrv.MemcpyDtoHAsync(h.Ptr(), b, 4*n, s); err != nil {
 			return err
 		}

@@ -10,21 +10,14 @@ type DeviceAttribute int32
 
 // Device attributes used by this module (values from cuda.h).
 const (
-	AttrMaxThreadsPerBlock       DeviceAttribute = 1
-	AttrMaxSharedMemoryPerBlock  DeviceAttribute = 8
-	AttrWarpSize                 DeviceAttribute = 10
-	AttrClockRate                DeviceAttribute = 13 // kHz
-	AttrMultiprocessorCount      DeviceAttribute = 16
-	AttrPCIBusID                 DeviceAttribute = 33
-	AttrPCIDeviceID              DeviceAttribute = 34
-	AttrMemoryClockRate          DeviceAttribute = 36 // kHz
-	AttrGlobalMemoryBusWidth     DeviceAttribute = 37 // bits
-	AttrL2CacheSize              DeviceAttribute = 38 // bytes
-	AttrComputeCapabilityMajor   DeviceAttribute = 75
-	AttrComputeCapabilityMinor   DeviceAttribute = 76
-	AttrMaxSharedMemoryPerSM     DeviceAttribute = 81
-	AttrPCIDomainID              DeviceAttribute = 50
-	AttrMaxRegistersPerMultiproc DeviceAttribute = 82
+	AttrMultiprocessorCount    DeviceAttribute = 16
+	AttrPCIBusID               DeviceAttribute = 33
+	AttrMemoryClockRate        DeviceAttribute = 36 // kHz
+	AttrGlobalMemoryBusWidth   DeviceAttribute = 37 // bits
+	AttrL2CacheSize            DeviceAttribute = 38 // bytes
+	AttrComputeCapabilityMajor DeviceAttribute = 75
+	AttrComputeCapabilityMinor DeviceAttribute = 76
+	AttrMaxSharedMemoryPerSM   DeviceAttribute = 81 // bytes
 )
 
 // DeviceCount returns the number of CUDA devices.

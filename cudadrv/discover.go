@@ -21,7 +21,7 @@ type DeviceInfo struct {
 	Major, Minor int    // compute capability
 	SMs          int    // streaming multiprocessors
 	TotalMem     uint64 // bytes
-	FreeMem      uint64 // bytes; 0 when the context could not be created
+	FreeMem      uint64 // bytes free when Discover looked
 	MemClockKHz  int    // memory clock; 0 when the driver does not report it
 	BusWidthBits int    // memory bus width; 0 when unknown
 	L2Bytes      int
@@ -36,9 +36,15 @@ func (d DeviceInfo) Bandwidth() float64 {
 	return 2 * float64(d.MemClockKHz) * 1e3 * float64(d.BusWidthBits) / 8
 }
 
-// NativeCode reports whether the embedded sm_52 code runs as is on this
-// device (compute capability 5.2 or 5.3); other devices JIT-compile the
-// compute_52 PTX.
+// NativeCode reports whether the device is of the Tesla M40 class:
+// second-generation Maxwell (GM20x, compute capability 5.2 or 5.3), the
+// devices on which m40llm's embedded sm_52 code runs as is (SASS built for
+// compute 5.2 runs on 5.x with x ≥ 2, and on nothing else). It is the one
+// definition of "M40-class": package ptx reports native code with it and
+// the m40llm command prefers such a device by default. Newer devices
+// JIT-compile the embedded compute_52 PTX instead; older ones (compute 5.0
+// and below) can run neither. NativeCode cannot fail; a DeviceInfo whose
+// compute capability is unknown (zero) is not native.
 func (d DeviceInfo) NativeCode() bool { return d.Major == 5 && d.Minor >= 2 }
 
 // Discover calls Init and describes every device. When something fails it

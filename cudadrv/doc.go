@@ -27,6 +27,12 @@
 // Device discovery ([DeviceCount], [Device] and its attributes,
 // [DriverVersion]) needs no context.
 //
+// # Graphs
+//
+// [Stream.Capture] records the work a closure enqueues on a stream into a
+// CUDA graph and instantiates it; replaying the [GraphExec] costs a
+// fraction of launching its kernels one by one.
+//
 // # Errors
 //
 // A failing driver call returns a [*CallError] naming the function, which

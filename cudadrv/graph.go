@@ -3,7 +3,8 @@ package cudadrv
 import "errors"
 
 // Graph is a CUgraph: recorded work, from Stream.BeginCapture/EndCapture.
-// Instantiate it to run it. Call its methods inside Context.Do.
+// Instantiate it to run it; Stream.Capture does all three in one call. Call
+// its methods inside Context.Do.
 type Graph uintptr
 
 // GraphExec is an instantiated, launchable graph. Launching it replays the

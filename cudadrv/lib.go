@@ -117,7 +117,6 @@ type driver struct {
 	cuMemcpyDtoD                func(dst, src DevicePtr, n uintptr) Result
 	cuMemcpyHtoDAsync           func(dst DevicePtr, src unsafe.Pointer, n uintptr, s Stream) Result
 	cuMemcpyDtoHAsync           func(dst unsafe.Pointer, src DevicePtr, n uintptr, s Stream) Result
-	cuMemcpyDtoDAsync           func(dst, src DevicePtr, n uintptr, s Stream) Result
 	cuMemAllocHost              func(p *unsafe.Pointer, n uintptr) Result
 	cuMemFreeHost               func(p unsafe.Pointer) Result
 	cuModuleLoadDataEx          func(m *uintptr, image unsafe.Pointer, n uint32, opts *int32, vals *uintptr) Result
@@ -167,7 +166,6 @@ func (d *driver) symbols() []dl.Symbol {
 		{Name: "cuMemcpyDtoD_v2", Fn: &d.cuMemcpyDtoD},
 		{Name: "cuMemcpyHtoDAsync_v2", Fn: &d.cuMemcpyHtoDAsync},
 		{Name: "cuMemcpyDtoHAsync_v2", Fn: &d.cuMemcpyDtoHAsync},
-		{Name: "cuMemcpyDtoDAsync_v2", Fn: &d.cuMemcpyDtoDAsync},
 		{Name: "cuMemAllocHost_v2", Fn: &d.cuMemAllocHost},
 		{Name: "cuMemFreeHost", Fn: &d.cuMemFreeHost},
 		{Name: "cuModuleLoadDataEx", Fn: &d.cuModuleLoadDataEx},

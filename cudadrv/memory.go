@@ -6,8 +6,8 @@ import (
 )
 
 // DevicePtr is a CUdeviceptr: an address in device memory. It is a plain
-// integer, never a Go pointer. Call the functions in this file inside
-// Context.Do.
+// integer, never a Go pointer. Call the memory functions (allocation,
+// copies, memsets) inside Context.Do.
 type DevicePtr uintptr
 
 // Offset returns p advanced by bytes.
@@ -130,15 +130,6 @@ func MemcpyDtoHAsync(dst unsafe.Pointer, src DevicePtr, bytes int, s Stream) err
 	return check("cuMemcpyDtoHAsync_v2", d.cuMemcpyDtoHAsync(dst, src, uintptr(bytes), s))
 }
 
-// MemcpyDtoDAsync copies bytes between device buffers in stream order.
-func MemcpyDtoDAsync(dst, src DevicePtr, bytes int, s Stream) error {
-	d, err := get("cuMemcpyDtoDAsync_v2")
-	if err != nil {
-		return err
-	}
-	return check("cuMemcpyDtoDAsync_v2", d.cuMemcpyDtoDAsync(dst, src, uintptr(bytes), s))
-}
-
 // CopyToDevice copies src (Go memory) to dst synchronously. T must not
 // contain pointers.
 func CopyToDevice[T any](dst DevicePtr, src []T) error {
@@ -187,9 +178,6 @@ func (h *HostBuffer) Ptr() unsafe.Pointer { return h.p }
 
 // Len returns the buffer's size in bytes.
 func (h *HostBuffer) Len() int { return h.n }
-
-// Bytes returns the buffer as a byte slice; it is invalid after Free.
-func (h *HostBuffer) Bytes() []byte { return unsafe.Slice((*byte)(h.p), h.n) }
 
 // Free releases the buffer. Freeing twice is a no-op.
 func (h *HostBuffer) Free() error {

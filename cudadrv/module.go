@@ -123,11 +123,8 @@ type Function uintptr
 // FunctionAttribute is a CUfunction_attribute.
 type FunctionAttribute int32
 
-// Function attributes (values from cuda.h).
+// Function attributes used by this module (values from cuda.h).
 const (
-	FuncMaxThreadsPerBlock FunctionAttribute = 0
-	FuncSharedSizeBytes    FunctionAttribute = 1
-	FuncNumRegs            FunctionAttribute = 4
 	// FuncPTXVersion is the PTX virtual architecture the function was
 	// compiled for, 10*major + minor (52).
 	FuncPTXVersion FunctionAttribute = 5

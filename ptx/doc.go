@@ -13,8 +13,13 @@
 //
 // The generator runs, for each NAME.cu,
 //
-//	nvcc -fatbin -O3 -gencode arch=compute_52,code=sm_52 -gencode arch=compute_52,code=compute_52 -o NAME.fatbin NAME.cu
+//	nvcc -Xptxas -v -fatbin -O3 -gencode arch=compute_52,code=sm_52 -gencode arch=compute_52,code=compute_52 -o NAME.fatbin NAME.cu
 //	nvcc -ptx -O3 -arch=compute_52 -o NAME.ptx NAME.cu
+//
+// (-Xptxas -v prints each kernel's registers, shared memory and spills, and
+// is recorded in the fatbin; zkernels.go keeps both commands as run). The
+// fatbin step assembles the sm_52 code with ptxas, so a kernel that does
+// not build for the M40 fails the generation.
 //
 // [Load] loads every module into a cudadrv.Context and resolves the kernels
 // listed in kernelTable, the Go-side record of each kernel's name and
@@ -29,10 +34,15 @@
 //	Y[n, m] = X[n, k] · W[m, k]ᵀ
 //	W: FP16, m rows of k (ggml ne=[k, m]); X: FP32, n rows of k; Y: FP32, n rows of m
 //
-// is the [MatMul] interface. [*Kernels] implements it with the built-in
-// kernels (FP16 storage, FP32 arithmetic, exact FP32 activations); [*BLAS]
-// implements it with cuBLAS GemmEx, which first rounds X to FP16 (see its
-// documentation for the precision trade-off).
+// is the [GEMM] interface. [*Kernels] implements it with the built-in
+// kernels (FP16 storage, FP32 arithmetic, exact FP32 activations): the
+// matvec kernels of [Kernels.MatVec] for up to [MatVecMaxN] rows of X
+// (decode), which read every weight once for all rows, and a tiled kernel
+// for more (prompt processing). [*BLAS] implements it with cuBLAS GemmEx,
+// which first rounds X to FP16 (see its documentation for the precision
+// trade-off). The decode path also calls [Kernels.MatVec] and
+// [Kernels.GateUp] directly, for their fused forms (three products sharing
+// X; the gate and up products with SwiGLU).
 package ptx
 
 //go:generate go run ../tools/ptxgen -v

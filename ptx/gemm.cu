@@ -8,6 +8,10 @@
 //   X  (n, k)  FP32   activations, n rows of k
 //   Y  (n, m)  FP32   Y[i, j] = sum_l X[i, l] * W[j, l]   (Y = X · Wᵀ)
 //
+// This is the prompt-processing product (many rows of X). Decode-sized
+// products (n ≤ 16) use the matvec kernels in matvec.cu, which read every
+// weight once for all rows; ptx/gemm.go chooses between them.
+//
 // Kernel parameters are listed in ptx/kernels.go (kernelTable); a test checks
 // that table against the PTX built from this file.
 
@@ -88,55 +92,6 @@ gemm_f16w_f32(float *__restrict__ y, const float *__restrict__ x,
                 y[(size_t)row * m + col] = acc[i][j];
         }
     }
-}
-
-// Matrix-vector form for small n (decode): one warp per row of W, blockIdx.y
-// selects the row of X. W is read once per row of X, so this is the shape for
-// n = 1..3, where the tiled kernel would leave most of each tile empty.
-// Blocks are 256 threads (8 warps, 8 rows of W).
-extern "C" __global__ void __launch_bounds__(256)
-gemv_f16w_f32(float *__restrict__ y, const float *__restrict__ x,
-              const __half *__restrict__ w, int n, int m, int k)
-{
-    const int lane = threadIdx.x % 32;
-    const int row = blockIdx.x * 8 + threadIdx.x / 32;
-    const int i = blockIdx.y;
-    if (row >= m || i >= n)
-        return;
-    const __half *wr = w + (size_t)row * k;
-    const float *xr = x + (size_t)i * k;
-    float sum = 0.0f;
-
-    // Vector path: 4 halves (8 bytes) of W and 4 floats (16 bytes) of X per
-    // lane per step, when the rows are aligned for it.
-    const bool vec = (k % 4 == 0) && ((size_t)wr % 8 == 0) && ((size_t)xr % 16 == 0);
-    int l = 0;
-    if (vec) {
-        const uint2 *w4 = reinterpret_cast<const uint2 *>(wr);
-        const float4 *x4 = reinterpret_cast<const float4 *>(xr);
-        const int k4 = k / 4;
-        for (int q = lane; q < k4; q += 32) {
-            const uint2 wv = w4[q];
-            const float4 xv = x4[q];
-            const __half2 w01 = *reinterpret_cast<const __half2 *>(&wv.x);
-            const __half2 w23 = *reinterpret_cast<const __half2 *>(&wv.y);
-            const float2 f01 = __half22float2(w01);
-            const float2 f23 = __half22float2(w23);
-            sum = fmaf(f01.x, xv.x, sum);
-            sum = fmaf(f01.y, xv.y, sum);
-            sum = fmaf(f23.x, xv.z, sum);
-            sum = fmaf(f23.y, xv.w, sum);
-        }
-        l = k; // done
-    }
-    for (int q = l + lane; q < k; q += 32)
-        sum = fmaf(__half2float(wr[q]), xr[q], sum);
-
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2)
-        sum += __shfl_down_sync(0xffffffffu, sum, off);
-    if (lane == 0)
-        y[(size_t)i * m + row] = sum;
 }
 
 // dst[i] = (half)src[i], round to nearest even; |src| > 65504 becomes ±Inf.

@@ -26,17 +26,11 @@ type GEMM interface {
 	MatMulF16(s cudadrv.Stream, y, x, w cudadrv.DevicePtr, n, m, k int) error
 }
 
-// gemvMaxN is the largest n for which the matrix-vector kernel is used.
-// It reads W once per row of X, which beats the tiled kernel's 64-row tiles
-// only while n is tiny.
-const gemvMaxN = 3
-
 // Tile sizes of gemm_f16w_f32 (gemm.cu).
 const (
 	gemmTileN   = 64
 	gemmTileM   = 64
 	gemmThreads = 256
-	gemvRows    = 8 // rows of W per gemv block (one warp each)
 )
 
 func checkDims(n, m, k int) error {
@@ -46,31 +40,47 @@ func checkDims(n, m, k int) error {
 	return nil
 }
 
-// MatMulF16 implements GEMM with the built-in kernels: gemv_f16w_f32 for
-// n ≤ 3 (decode), the shared-memory tiled gemm_f16w_f32 otherwise. X stays
-// FP32; only W is rounded (it is stored as FP16).
-func (k *Kernels) MatMulF16(s cudadrv.Stream, y, x, w cudadrv.DevicePtr, n, m, kk int) error {
-	return k.matMulF16(s, y, x, w, n, m, kk, n <= gemvMaxN)
+// matVecAligned reports whether x and w meet the alignment that the matvec
+// kernels' 16-byte loads need: when k is a multiple of 8 they read W and X
+// 8 halves and 8 floats at a time, so both must be 16-byte aligned (every
+// MemAlloc address is); otherwise they read element by element.
+func matVecAligned(x, w cudadrv.DevicePtr, k int) bool {
+	return k%8 != 0 || (x%16 == 0 && w%16 == 0)
 }
 
-func (k *Kernels) matMulF16(s cudadrv.Stream, y, x, w cudadrv.DevicePtr, n, m, kk int, gemv bool) error {
+// MatMulF16 implements GEMM with the built-in kernels. For n ≤ MatVecMaxN
+// (decode and small batches) it is MatVec, which reads every weight once
+// for all n rows; for larger n, or pointers that MatVec's 16-byte loads
+// cannot use, the shared-memory tiled gemm_f16w_f32 (64 × 64 tiles of Y),
+// which accepts any alignment. X stays FP32; only W is rounded (it is
+// stored as FP16).
+//
+// It fails, without launching anything, on a shape with a dimension that
+// is not positive or does not fit int32, or n beyond the tiled kernel's
+// grid (65535·64 rows); errors of the launch itself are returned wrapped,
+// and faults on the device surface at the next synchronization.
+func (k *Kernels) MatMulF16(s cudadrv.Stream, y, x, w cudadrv.DevicePtr, n, m, kk int) error {
 	if err := checkDims(n, m, kk); err != nil {
 		return err
 	}
-	block := cudadrv.Dim3{X: gemmThreads, Y: 1, Z: 1}
-	if gemv {
-		if n > 65535 {
-			return fmt.Errorf("ptx: gemv_f16w_f32: n=%d exceeds the grid", n)
-		}
-		grid := cudadrv.Dim3{X: uint32((m + gemvRows - 1) / gemvRows), Y: uint32(n), Z: 1}
-		return k.launch(kGemv, grid, block, s, y, x, w, int32(n), int32(m), int32(kk))
+	if n <= MatVecMaxN && matVecAligned(x, w, kk) {
+		return k.MatVec(s, x, n, kk, MatVecOut{Y: y, W: w, M: m})
+	}
+	return k.gemmTiled(s, y, x, w, n, m, kk)
+}
+
+// gemmTiled launches gemm_f16w_f32 for any n (tests call it directly to
+// cover the small-n shapes that MatMulF16 sends to MatVec).
+func (k *Kernels) gemmTiled(s cudadrv.Stream, y, x, w cudadrv.DevicePtr, n, m, kk int) error {
+	if err := checkDims(n, m, kk); err != nil {
+		return err
 	}
 	gy := (n + gemmTileN - 1) / gemmTileN
 	if gy > 65535 {
 		return fmt.Errorf("ptx: gemm_f16w_f32: n=%d exceeds the grid", n)
 	}
 	grid := cudadrv.Dim3{X: uint32((m + gemmTileM - 1) / gemmTileM), Y: uint32(gy), Z: 1}
-	return k.launch(kGemm, grid, block, s, y, x, w, int32(n), int32(m), int32(kk))
+	return k.launch(kGemm, grid, cudadrv.Dim3{X: gemmThreads, Y: 1, Z: 1}, s, y, x, w, int32(n), int32(m), int32(kk))
 }
 
 // ConvertF32F16 enqueues dst[i] = FP16(src[i]) for count elements (round to

@@ -24,9 +24,11 @@ var gemmShapes = []struct{ n, m, k int }{
 	{1, 1376, 512},    // decode-shaped (1×11008×4096 / 8)
 	{1, 11008, 4096},  // decode, LLaMA-7B FFN up
 	{1, 4096, 11008},  // decode, LLaMA-7B FFN down
-	{2, 300, 77},      // small n, odd k (scalar gemv path)
-	{3, 129, 1000},    // largest gemv n
-	{4, 64, 64},       // smallest tiled n
+	{2, 300, 77},      // small n, odd k (matvec's scalar path)
+	{3, 129, 1000},    // small n, k a multiple of 8 (matvec's 16-byte path)
+	{4, 64, 64},       // tile-sized
+	{16, 129, 1000},   // largest n MatMulF16 sends to MatVec
+	{17, 129, 1000},   // smallest n MatMulF16 sends to the tiled kernel
 	{83, 45, 128},     // odd sizes
 	{45, 83, 127},     // odd sizes, odd k
 	{65, 65, 33},      // one past the tile edges
@@ -120,32 +122,46 @@ const (
 	guardLen  = 64
 )
 
-// device holds one problem's buffers on the GPU.
+// device holds one problem's buffers on the GPU. w and x start off bytes
+// into their allocations (0: MemAlloc's 256-byte alignment).
 type device struct {
-	w, x, y cudadrv.DevicePtr
+	w, x, y      cudadrv.DevicePtr
+	wBase, xBase cudadrv.DevicePtr
 }
 
-func upload(in *matmulInputs) (*device, error) {
+func upload(in *matmulInputs) (*device, error) { return uploadAt(in, 0, 0) }
+
+// uploadAt is upload with W and X placed wOff and xOff bytes past an
+// aligned address (wOff even, xOff a multiple of 4).
+func uploadAt(in *matmulInputs, wOff, xOff int) (*device, error) {
 	d := &device{}
 	var err error
-	if d.w, err = cudadrv.MemAlloc(2 * len(in.w)); err != nil {
+	if d.wBase, err = cudadrv.MemAlloc(2*len(in.w) + wOff); err != nil {
 		return nil, err
 	}
-	if d.x, err = cudadrv.MemAlloc(4 * len(in.x)); err != nil {
+	if d.xBase, err = cudadrv.MemAlloc(4*len(in.x) + xOff); err != nil {
+		d.free()
 		return nil, err
 	}
 	if d.y, err = cudadrv.MemAlloc(4 * (in.n*in.m + guardLen)); err != nil {
+		d.free()
 		return nil, err
 	}
+	d.w, d.x = d.wBase.Offset(wOff), d.xBase.Offset(xOff)
 	if err := cudadrv.CopyToDevice(d.w, in.w); err != nil {
+		d.free()
 		return nil, err
 	}
-	return d, cudadrv.CopyToDevice(d.x, in.x)
+	if err := cudadrv.CopyToDevice(d.x, in.x); err != nil {
+		d.free()
+		return nil, err
+	}
+	return d, nil
 }
 
 func (d *device) free() {
-	cudadrv.MemFree(d.w)
-	cudadrv.MemFree(d.x)
+	cudadrv.MemFree(d.wBase)
+	cudadrv.MemFree(d.xBase)
 	cudadrv.MemFree(d.y)
 }
 
@@ -207,13 +223,23 @@ func TestLoad(t *testing.T) {
 	}
 }
 
-// runCase uploads, poisons, runs and checks one shape with one implementation.
-func runCase(t *testing.T, ctx *cudadrv.Context, in *matmulInputs, ref []float64, tol float64,
-	mm func(s cudadrv.Stream, y, x, w cudadrv.DevicePtr, n, m, k int) error) {
+// matmul is the signature of MatMulF16.
+type matmul func(s cudadrv.Stream, y, x, w cudadrv.DevicePtr, n, m, k int) error
+
+// runCase uploads, poisons, runs and checks one shape with one
+// implementation, and returns Y.
+func runCase(t *testing.T, ctx *cudadrv.Context, in *matmulInputs, ref []float64, tol float64, mm matmul) []float32 {
+	t.Helper()
+	return runCaseAt(t, ctx, in, 0, 0, ref, tol, mm)
+}
+
+// runCaseAt is runCase with W and X wOff and xOff bytes off alignment.
+func runCaseAt(t *testing.T, ctx *cudadrv.Context, in *matmulInputs, wOff, xOff int, ref []float64, tol float64,
+	mm matmul) []float32 {
 	t.Helper()
 	var got []float32
 	err := ctx.Do(func() error {
-		d, err := upload(in)
+		d, err := uploadAt(in, wOff, xOff)
 		if err != nil {
 			return err
 		}
@@ -239,32 +265,77 @@ func runCase(t *testing.T, ctx *cudadrv.Context, in *matmulInputs, ref []float64
 		t.Fatalf("relative error %.3g, want < %.0g (Y[0]=%v, ref %v)", e, tol, got[0], ref[0])
 	}
 	t.Logf("relative error %.2g", e)
+	return got
 }
 
 func shapeName(n, m, k int) string { return fmt.Sprintf("MUL_MAT(type=f16,n=%d,m=%d,k=%d)", n, m, k) }
 
 // The built-in kernels keep X in FP32: the only rounding left is FP32
-// accumulation, far below 1e-3.
+// accumulation, far below 1e-3. Every shape runs through the tiled kernel
+// and through MatMulF16, whose result must have the bits of the kernel it
+// chose: for n ≤ MatVecMaxN those of a direct MatVec call (which sums in
+// another order than the tiled kernel, so a wrong choice shows), and with
+// W and X off the 16-byte alignment that MatVec's vector loads need, those
+// of the tiled kernel.
 func TestMatMulF16Kernels(t *testing.T) {
 	ctx, k := testKernels(t)
 	const tol = 1e-5
+	matVec := func(s cudadrv.Stream, y, x, w cudadrv.DevicePtr, n, m, kk int) error {
+		return k.MatVec(s, x, n, kk, MatVecOut{Y: y, W: w, M: m})
+	}
 	for i, sh := range gemmShapes {
 		in := newInputs(sh.n, sh.m, sh.k, uint64(i), true)
 		t.Run(shapeName(sh.n, sh.m, sh.k), func(t *testing.T) {
-			t.Run("tiled", func(t *testing.T) {
-				runCase(t, ctx, in, in.ref, tol, func(s cudadrv.Stream, y, x, w cudadrv.DevicePtr, n, m, kk int) error {
-					return k.matMulF16(s, y, x, w, n, m, kk, false)
+			var tiled []float32
+			tiledBits := func(t *testing.T) []float32 { // run once, whichever subtest needs it first
+				t.Helper()
+				if tiled == nil {
+					tiled = runCase(t, ctx, in, in.ref, tol, k.gemmTiled)
+				}
+				return tiled
+			}
+			t.Run("tiled", func(t *testing.T) { tiledBits(t) })
+			if sh.n > MatVecMaxN {
+				t.Run("MatMulF16=tiled", func(t *testing.T) {
+					got := runCase(t, ctx, in, in.ref, tol, k.MatMulF16)
+					assertSameBits(t, "MatMulF16 vs the tiled kernel", got, tiledBits(t), sh.m)
 				})
+				return
+			}
+			t.Run("MatMulF16=matvec", func(t *testing.T) {
+				got := runCase(t, ctx, in, in.ref, tol, k.MatMulF16)
+				want := runCase(t, ctx, in, in.ref, tol, matVec)
+				assertSameBits(t, "MatMulF16 vs MatVec", got, want, sh.m)
 			})
-			if sh.n <= 300 {
-				t.Run("gemv", func(t *testing.T) {
-					runCase(t, ctx, in, in.ref, tol, func(s cudadrv.Stream, y, x, w cudadrv.DevicePtr, n, m, kk int) error {
-						return k.matMulF16(s, y, x, w, n, m, kk, true)
-					})
+			if sh.k%8 == 0 {
+				t.Run("MatMulF16=tiled,unaligned", func(t *testing.T) {
+					got := runCaseAt(t, ctx, in, 2, 4, in.ref, tol, k.MatMulF16)
+					assertSameBits(t, "unaligned MatMulF16 vs the tiled kernel", got, tiledBits(t), sh.m)
 				})
 			}
-			t.Run("auto", func(t *testing.T) { runCase(t, ctx, in, in.ref, tol, k.MatMulF16) })
 		})
+	}
+}
+
+// MatMulF16 sends a product to MatVec only where MatVec's 16-byte loads
+// can read W and X.
+func TestMatVecAligned(t *testing.T) {
+	for _, c := range []struct {
+		x, w cudadrv.DevicePtr
+		k    int
+		want bool
+	}{
+		{0x1000, 0x2000, 4096, true},
+		{0x1010, 0x2030, 4096, true},
+		{0x1004, 0x2000, 4096, false}, // X 4 bytes off
+		{0x1000, 0x2002, 4096, false}, // W 2 bytes off
+		{0x1000, 0x2008, 8, false},    // W 8 bytes off
+		{0x1004, 0x2002, 77, true},    // odd k: element loads only
+		{0x1004, 0x2002, 1004, true},  // k not a multiple of 8
+	} {
+		if got := matVecAligned(c.x, c.w, c.k); got != c.want {
+			t.Errorf("matVecAligned(x=%#x, w=%#x, k=%d) = %v, want %v", c.x, c.w, c.k, got, c.want)
+		}
 	}
 }
 
@@ -345,23 +416,13 @@ func TestMatMulF16Graph(t *testing.T) {
 						return err
 					}
 					defer s.Destroy()
-					if err := s.BeginCapture(); err != nil {
-						return err
-					}
-					if err := cudadrv.MemsetD32Async(d.y, nanBits, n*m, s); err != nil {
-						s.EndCapture()
-						return err
-					}
-					if err := impl.MatMulF16(s, d.y, d.x, d.w, n, m, kk); err != nil {
-						s.EndCapture()
-						return err
-					}
-					g, err := s.EndCapture()
-					if err != nil {
-						return err
-					}
-					defer g.Destroy()
-					exec, err := g.Instantiate()
+					// Each replay poisons Y before the product overwrites it.
+					exec, err := s.Capture(func() error {
+						if err := cudadrv.MemsetD32Async(d.y, nanBits, n*m, s); err != nil {
+							return err
+						}
+						return impl.MatMulF16(s, d.y, d.x, d.w, n, m, kk)
+					})
 					if err != nil {
 						return err
 					}

@@ -18,7 +18,6 @@ type kernelID int
 
 const (
 	kGemm kernelID = iota
-	kGemv
 	kConvertF32F16
 	kEmbed
 	kSwiGLU
@@ -64,7 +63,6 @@ type kernelSpec struct {
 
 var kernelTable = [numKernels]kernelSpec{
 	kGemm:          {"gemm", "gemm_f16w_f32", "pppiii"},
-	kGemv:          {"gemm", "gemv_f16w_f32", "pppiii"},
 	kConvertF32F16: {"gemm", "convert_f32_f16", "ppi"},
 
 	kEmbed:       {"elementwise", "embed_f16", "pppii"},
@@ -111,7 +109,8 @@ type Kernels struct {
 
 // LoadMode says how the driver got code for the device.
 type LoadMode struct {
-	// Native is true when the embedded sm_52 code runs (compute 5.2 or 5.3);
+	// Native is true when the embedded sm_52 code runs, on the devices for
+	// which cudadrv.DeviceInfo.NativeCode holds (the Tesla M40 class);
 	// otherwise the driver JIT-compiled the compute_52 PTX.
 	Native bool
 	// BinaryVersion is the architecture of the code that runs, 10*major +
@@ -130,49 +129,65 @@ func (m LoadMode) String() string {
 }
 
 // Load loads every embedded module into ctx and resolves the kernels. On
-// GPUs other than compute 5.2/5.3 the first load JIT-compiles the PTX
-// (cached by the driver afterwards).
+// devices outside the M40 class (cudadrv.DeviceInfo.NativeCode) the first
+// load JIT-compiles the PTX (cached by the driver afterwards).
+//
+// Failures, wrapped with the module or kernel name: a *cudadrv.ModuleError
+// from a module that does not load (with the JIT log;
+// cudadrv.ErrUnsupportedPTXVersion when the driver is older than
+// cudadrv.PTXDriverVersion on a device that needs the JIT), a missing
+// kernel (cudadrv.ErrNotFound), or a failed device or function attribute
+// query. Nothing stays loaded after a failure.
 func Load(ctx *cudadrv.Context) (*Kernels, error) {
 	k := &Kernels{ctx: ctx}
 	err := ctx.Do(func() error {
-		mods := map[string]*cudadrv.Module{}
-		for _, img := range images {
-			m, err := cudadrv.ModuleLoadData(img.fatbin)
-			if err != nil {
-				k.unload()
-				return fmt.Errorf("ptx: load module %s: %w", img.name, err)
-			}
-			k.modules = append(k.modules, m)
-			mods[img.name] = m
-		}
-		for id, spec := range kernelTable {
-			m := mods[spec.module]
-			if m == nil {
-				k.unload()
-				return fmt.Errorf("ptx: kernel %s: no module %s", spec.name, spec.module)
-			}
-			f, err := m.Function(spec.name)
-			if err != nil {
-				k.unload()
-				return fmt.Errorf("ptx: %w", err)
-			}
-			k.fns[id] = f
-		}
-		major, minor, err := ctx.Device().ComputeCapability()
-		if err != nil {
+		if err := k.load(); err != nil {
+			k.unload()
 			return err
 		}
-		k.mode.Native = major == 5 && minor >= 2
-		if k.mode.BinaryVersion, err = k.fns[0].Attribute(cudadrv.FuncBinaryVersion); err != nil {
-			return err
-		}
-		k.mode.PTXVersion, err = k.fns[0].Attribute(cudadrv.FuncPTXVersion)
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return k, nil
+}
+
+// load does Load's work inside Do; on failure the caller unloads what it
+// loaded.
+func (k *Kernels) load() error {
+	mods := map[string]*cudadrv.Module{}
+	for _, img := range images {
+		m, err := cudadrv.ModuleLoadData(img.fatbin)
+		if err != nil {
+			return fmt.Errorf("ptx: load module %s: %w", img.name, err)
+		}
+		k.modules = append(k.modules, m)
+		mods[img.name] = m
+	}
+	for id, spec := range kernelTable {
+		m := mods[spec.module]
+		if m == nil {
+			return fmt.Errorf("ptx: kernel %s: no module %s", spec.name, spec.module)
+		}
+		f, err := m.Function(spec.name)
+		if err != nil {
+			return fmt.Errorf("ptx: %w", err)
+		}
+		k.fns[id] = f
+	}
+	major, minor, err := k.ctx.Device().ComputeCapability()
+	if err != nil {
+		return fmt.Errorf("ptx: %w", err)
+	}
+	k.mode.Native = cudadrv.DeviceInfo{Major: major, Minor: minor}.NativeCode()
+	if k.mode.BinaryVersion, err = k.fns[0].Attribute(cudadrv.FuncBinaryVersion); err != nil {
+		return fmt.Errorf("ptx: %s: %w", kernelTable[0].name, err)
+	}
+	if k.mode.PTXVersion, err = k.fns[0].Attribute(cudadrv.FuncPTXVersion); err != nil {
+		return fmt.Errorf("ptx: %s: %w", kernelTable[0].name, err)
+	}
+	return nil
 }
 
 func (k *Kernels) unload() {

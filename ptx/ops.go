@@ -210,8 +210,8 @@ type DecodePlan struct {
 	Splits, Chunk, HeadsPerBlock int
 }
 
-// PlanDecode chooses the split for n query rows over contexts of up to ctx
-// positions on a GPU with sms multiprocessors. Query heads that share a KV
+// PlanDecode chooses the split for n query rows over contexts of up to
+// a.Cache.Ctx positions on a GPU with sms multiprocessors. Query heads that share a KV
 // head are spread over blocks until the blocks of one split cover the
 // multiprocessors (at short contexts parallelism matters more than reading
 // each key once per group; the re-reads hit the L2 cache), then the KV axis
@@ -349,6 +349,13 @@ type MatVecOut struct {
 // MatVec enqueues up to three products that share x (n, k) FP32, n ≤
 // MatVecMaxN, in one launch: each out[j].Y[i, r] = Σ_l x[i, l]·W[r, l] +
 // Bias[r]. Every weight byte is read once for all n rows.
+//
+// When k is a multiple of 8 the kernels read x and every W 16 bytes at a
+// time, so those addresses must be 16-byte aligned (MemAlloc's are; a
+// misaligned one faults on the device, CUDA_ERROR_MISALIGNED_ADDRESS at the
+// next synchronization). MatVec fails without launching on a count that
+// is not positive or does not fit int32, or on more than three outputs or
+// MatVecMaxN rows.
 func (k *Kernels) MatVec(s cudadrv.Stream, x cudadrv.DevicePtr, n, kk int, outs ...MatVecOut) error {
 	if len(outs) == 0 || len(outs) > 3 {
 		return fmt.Errorf("ptx: MatVec: %d outputs, want 1 to 3", len(outs))
@@ -374,7 +381,7 @@ func (k *Kernels) MatVec(s cudadrv.Stream, x cudadrv.DevicePtr, n, kk int, outs 
 // MatVecMaxN rows of x (n, k): with g = x·wgᵀ and u = x·wuᵀ (wg, wu FP16
 // (m, k)), hb[i, r] = g / (1 + exp(-g)) * u and hb2[i, r] = u; hb and hb2
 // are (n, m). It equals MatVec(hb = x·wgᵀ), MatVec(hb2 = x·wuᵀ),
-// SwiGLU(hb, hb, hb2).
+// SwiGLU(hb, hb, hb2), and has MatVec's alignment rule and failures.
 func (k *Kernels) GateUp(s cudadrv.Stream, hb, hb2, x, wg, wu cudadrv.DevicePtr, n, m, kk int) error {
 	if err := checkCounts("GateUp", n, m, kk); err != nil {
 		return err

@@ -23,21 +23,14 @@ func graphBench(b *testing.B, ctx *cudadrv.Context, perGraph int, launch func(s 
 			return err
 		}
 		defer s.Destroy()
-		if err := s.BeginCapture(); err != nil {
-			return err
-		}
-		for i := range perGraph {
-			if err := launch(s, i); err != nil {
-				s.EndCapture()
-				return err
+		exec, err := s.Capture(func() error {
+			for i := range perGraph {
+				if err := launch(s, i); err != nil {
+					return err
+				}
 			}
-		}
-		g, err := s.EndCapture()
-		if err != nil {
-			return err
-		}
-		defer g.Destroy()
-		exec, err := g.Instantiate()
+			return nil
+		})
 		if err != nil {
 			return err
 		}

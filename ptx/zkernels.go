@@ -9,7 +9,7 @@ const NVCCVersion = "Cuda compilation tools, release 11.8, V11.8.89"
 
 // nvccFatbinCommand and nvccPTXCommand built NAME.fatbin and NAME.ptx from NAME.cu.
 const (
-	nvccFatbinCommand = "nvcc -fatbin -O3 -gencode arch=compute_52,code=sm_52 -gencode arch=compute_52,code=compute_52 -o NAME.fatbin NAME.cu"
+	nvccFatbinCommand = "nvcc -Xptxas -v -fatbin -O3 -gencode arch=compute_52,code=sm_52 -gencode arch=compute_52,code=compute_52 -o NAME.fatbin NAME.cu"
 	nvccPTXCommand    = "nvcc -ptx -O3 -arch=compute_52 -o NAME.ptx NAME.cu"
 )
 
@@ -48,7 +48,7 @@ var (
 var sourceHashes = map[string]string{
 	"attention.cu":   "3f2088e1c4ea052b4a8654ab61ab322cf4625ea0a18f870730a2fc03389a18b6",
 	"elementwise.cu": "fbcbd6a7d9eb69a1771ccdf9724937e212e11fbee3c6316b47d2c03bcfc07366",
-	"gemm.cu":        "13283bbeed162cfd9a73bab0346c846088f53388af3fc0b66bf138332e1cc3fa",
+	"gemm.cu":        "0ce586643ac25887d8d7ae8ed56e6042ecedd102ae1bfae05efcd4e775953af3",
 	"matvec.cu":      "159aacb4b79172598818870f771974af03fddd9c636373dd5203542dd9f60cfb",
 	"norm.cu":        "8fcffa377191939bb3a7a9f3e7728a2794b01b0b3f8c38e3a9484b857503db44",
 	"reduce.cuh":     "f36ad3a72bfdac929bb876ca9acda575774821b9e7ad56009b2e326becd0541c",

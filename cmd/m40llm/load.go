@@ -104,7 +104,7 @@ func newCUDA(c *cli.Context, o gpuOptions) (*cuda.Backend, error) {
 	if dev < 0 {
 		dev = 0
 		for _, d := range sys.Devices {
-			if d.Major == 5 && d.Minor == 2 {
+			if d.NativeCode() {
 				dev = d.Ordinal
 				break
 			}
