@@ -86,8 +86,9 @@ func (t *TensorInfo) Rows() int64 {
 // RowAligned reports whether each row (Dims[0] elements) is a whole number
 // of blocks, so that rows can be addressed independently. Files written by
 // early GGUF converters quantized some tensors as one flat run of blocks
-// whose boundaries straddle rows; those tensors can still be dequantized as
-// a whole (see the package's handling in Open).
+// whose boundaries straddle rows; Open accepts them as long as the element
+// count is a whole number of blocks, so they can still be dequantized as a
+// whole.
 func (t *TensorInfo) RowAligned() bool {
 	bs := int64(t.Type.BlockSize())
 	return bs > 0 && len(t.Dims) > 0 && t.Dims[0]%bs == 0

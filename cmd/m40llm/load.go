@@ -23,7 +23,7 @@ func modelFlags() []cli.Flag {
 		&cli.IntFlag{Name: "batch-size", Aliases: []string{"b"}, Value: model.DefaultBatchSize, Usage: "largest number of tokens per forward pass"},
 		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)"},
 		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "auto (CUDA when a usable GPU exists, else CPU), cpu or cuda"},
-		&cli.IntFlag{Name: "device", Value: -1, Usage: "CUDA device ordinal (-1: the first compute-5.2 device, else device 0)"},
+		&cli.IntFlag{Name: "device", Value: -1, Usage: "CUDA device ordinal (-1: the first M40-class device, compute 5.2 or 5.3, else device 0)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print load and memory details to stderr"},
 	}
 }
@@ -93,7 +93,7 @@ func newBackend(c *cli.Context) (model.Backend, string, error) {
 }
 
 // newCUDA opens the device --device names, by default the first Tesla
-// M40-class (compute 5.2) device, else device 0. Its errors say precisely
+// M40-class (compute 5.2 or 5.3, cudadrv.DeviceInfo.NativeCode) device, else device 0. Its errors say precisely
 // why no GPU can be used.
 func newCUDA(c *cli.Context, o gpuOptions) (*cuda.Backend, error) {
 	sys, err := cudadrv.Discover(o.driver)
