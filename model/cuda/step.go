@@ -29,8 +29,9 @@ type scratch struct {
 // step is the work being recorded: the batch, its device and page-locked
 // copies, the recorded ops and the scratch they use.
 type step struct {
-	ops []op
-	n   int // batch length
+	ops   []op
+	boxes []boxes // records stored at each index of recent steps (see put)
+	n     int     // batch length; 0 before the first batch
 
 	// The batch travels as four int32 arrays of cap entries each: tokens,
 	// positions, slots and the row indices of GatherRows, page-locked on
@@ -38,11 +39,14 @@ type step struct {
 	// (uploaded in one copy before the step runs).
 	cap      int
 	dev      cudadrv.DevicePtr
-	host     *cudadrv.HostBuffer
+	host     hostBuf
 	rowsUsed int
-	dirty    bool
+	dirty    bool // host arrays changed since the last upload
 
-	ropeValid bool // the step holds a cos/sin table for ropeKey
+	// ropeValid says that the cos/sin table of the batch for ropeKey and
+	// ropeScale is in scratch[scrRopeCS]: recorded in this step, or
+	// computed by an earlier step of the same batch.
+	ropeValid bool
 	ropeKey   ropeKey
 	ropeScale float32
 	invFreq   map[ropeKey]cudadrv.DevicePtr
@@ -50,7 +54,7 @@ type step struct {
 	scratch [numScratch]scratch
 	retired []cudadrv.DevicePtr // freed after the next submission
 
-	read *cudadrv.HostBuffer // page-locked landing area for Read
+	read hostBuf // page-locked landing area for Read
 }
 
 func (s *step) tokens() cudadrv.DevicePtr { return s.dev }
@@ -82,7 +86,7 @@ func (s *step) stageRows(rows []int32) cudadrv.DevicePtr {
 // close frees the page-locked buffers (device memory is freed by memory).
 func (s *step) close() error {
 	var errs []error
-	for _, h := range []*cudadrv.HostBuffer{s.host, s.read} {
+	for _, h := range []hostBuf{s.host, s.read} {
 		if h != nil {
 			errs = append(errs, h.Free())
 		}
@@ -105,7 +109,7 @@ func (b *Backend) scratchBuf(slot scratchSlot, bytes int) (cudadrv.DevicePtr, bo
 		if err != nil {
 			return fmt.Errorf("scratch of %d bytes: %w", size, err)
 		}
-		if err := cudadrv.MemsetD8(p, 0, size); err != nil {
+		if err := b.dev.zero(p, size); err != nil {
 			return err
 		}
 		if sc.p != 0 {
@@ -134,12 +138,12 @@ func (b *Backend) SetBatch(batch *model.Batch) error {
 				i, batch.Pos[i], batch.Slot[i], b.kv.Slots, b.kv.Ctx)
 		}
 	}
-	if len(b.st.ops) > 0 {
-		if err := b.flush(nil, nil); err != nil {
+	st := &b.st
+	if len(st.ops) > 0 {
+		if err := b.flush(nil); err != nil {
 			return err
 		}
 	}
-	st := &b.st
 	if n > st.cap {
 		b.do(func() error { return b.growBatch(n) })
 		if b.err != nil {
@@ -164,19 +168,22 @@ func (b *Backend) growBatch(n int) error {
 	c := (n + 63) &^ 63
 	dev, err := b.mem.alloc(16*int64(c), catScratch)
 	if err != nil {
-		return err
+		return fmt.Errorf("batch buffers for %d tokens: %w", c, err)
 	}
-	host, err := cudadrv.MemAllocHost(16 * c)
+	host, err := b.dev.allocHost(16 * c)
 	if err != nil {
-		b.mem.free(dev)
-		return err
+		if ferr := b.mem.free(dev); ferr != nil {
+			return ferr
+		}
+		return fmt.Errorf("page-locked batch buffers for %d tokens: %w", c, err)
 	}
 	if st.dev != 0 {
 		st.retired = append(st.retired, st.dev)
 	}
+	var ferr error
 	if st.host != nil {
-		st.host.Free()
+		ferr = st.host.Free()
 	}
 	st.dev, st.host, st.cap = dev, host, c
-	return nil
+	return ferr
 }
