@@ -26,8 +26,18 @@
 //
 // # Errors
 //
-// Errors of any op are recorded (sticky: the backend is unusable
-// afterwards) and returned by Read, ReadTopK and Sync.
+// Ops do not return errors: Read, ReadTopK and Sync (and SetBatch, which
+// submits the previous batch's step) return the failure of the step they
+// submit. A failure is one of two kinds:
+//   - An allocation for the step that does not fit (a scratch buffer that
+//     grows, the read staging, a RoPE inverse-frequency table, cuBLAS's
+//     scratch; SetBatch's batch buffers, whose failure SetBatch returns)
+//     fails that step only: its records are dropped before anything runs,
+//     the error matches cudadrv.ErrOutOfMemory, Err stays nil, and the next
+//     step works.
+//   - Any other failure (a launch, a copy, a synchronization: the device's)
+//     is sticky: the backend is unusable, Err returns the failure and every
+//     later call fails with it at once.
 //
 // # Memory
 //
@@ -157,7 +167,10 @@ func (b *Backend) BLASStatus() string { return b.blasLn }
 // file can be closed once they are loaded.
 func (b *Backend) CopiesWeights() bool { return true }
 
-// Err returns the failure that made the backend unusable, or nil.
+// Err returns the failure that made the backend unusable (a launch, copy
+// or synchronization that failed, or Close), or nil while
+// it works; a step that only lost an allocation leaves it nil. It does not
+// wait for pending work.
 func (b *Backend) Err() error { return b.err }
 
 // fail records the first error.

@@ -25,12 +25,19 @@ type readback struct {
 // the batch, runs the records (replaying a graph when the step has been
 // seen before), enqueues
 // rb's copy and synchronizes once, then frees the scratch buffers replaced
-// while recording. The first error is recorded (sticky) and returned.
+// while recording. A step that failed while it was recorded, or whose read
+// staging does not fit, is dropped before anything runs: flush returns its
+// error and the backend keeps working. Any other failure is the backend's:
+// it is recorded (sticky) and returned.
 func (b *Backend) flush(rb *readback) error {
 	if b.err != nil {
 		return b.err
 	}
 	st := &b.st
+	if err := st.err; err != nil {
+		st.drop()
+		return err
+	}
 	err := b.dev.do(func() error {
 		if err := b.dev.finishUploads(); err != nil {
 			return err
@@ -69,16 +76,17 @@ func (b *Backend) flush(rb *readback) error {
 		st.retired = st.retired[:0]
 		return nil
 	})
-	st.ops = st.ops[:0]
 	if err != nil {
-		b.fail(err)
-		return b.err
+		st.drop()
+		return b.failed(err)
 	}
+	st.ops = st.ops[:0]
 	return nil
 }
 
 // readStage returns page-locked memory for reads of bytes, or nil when a
-// read that large should go straight to Go memory (inside Do).
+// read that large should go straight to Go memory (inside Do). Out of
+// memory is a *stepError.
 func (b *Backend) readStage(bytes int, force bool) (hostBuf, error) {
 	const maxStage = 16 << 20
 	if bytes > maxStage && !force {
@@ -96,15 +104,18 @@ func (b *Backend) readStage(bytes int, force bool) (hostBuf, error) {
 	}
 	h, err := b.dev.allocHost(max(bytes, 1<<20))
 	if err != nil {
-		return nil, fmt.Errorf("read staging of %d bytes: %w", max(bytes, 1<<20), err)
+		return nil, stepAlloc(fmt.Errorf("read staging of %d bytes: %w", max(bytes, 1<<20), err))
 	}
 	st.read = h
 	return h, nil
 }
 
 // Read submits the recorded work and copies the first n rows of src to
-// dst, with one synchronization. It returns the first error of the step
-// (sticky).
+// dst, with one synchronization. It fails with the step's failure: an
+// error matching cudadrv.ErrOutOfMemory when an allocation for the step
+// did not fit (nothing of the step ran; the backend keeps working), or the
+// device's error (a launch, copy or synchronization), after which the
+// backend is unusable and Err returns it.
 func (b *Backend) Read(dst []float32, src model.Buf, n int) error {
 	s := bufOf(src)
 	if n < 0 || n > s.rows || len(dst) < n*s.cols {
@@ -123,13 +134,13 @@ func (b *Backend) Read(dst []float32, src model.Buf, n int) error {
 		copy(out, unsafe.Slice((*float32)(rb.stage.Ptr()), len(out)))
 		return nil
 	}
-	b.do(func() error { return copyFromDevice(b.dev, out, s.p) })
-	return b.err
+	return b.failed(b.dev.do(func() error { return copyFromDevice(b.dev, out, s.p) }))
 }
 
 // ReadTopK records the top-k selection of the first n rows of src (see
 // model.Backend.ReadTopK), submits the step and copies only the n·k
-// candidates to the host. It fails as Read does.
+// candidates to the host. It fails as Read does; the selection's scratch
+// is one of the step's allocations.
 func (b *Backend) ReadTopK(ids []int32, vals []float32, src model.Buf, n, k int) error {
 	s := bufOf(src)
 	if n < 1 || n > s.rows || k < 1 || k > model.MaxTopK || k > ptx.TopKMax || len(ids) < n*k || len(vals) < n*k {
@@ -143,10 +154,9 @@ func (b *Backend) ReadTopK(ids []int32, vals []float32, src model.Buf, n, k int)
 	if tmp := ptx.TopKScratch(n, s.cols, k); ok && tmp > 0 {
 		scr, ok = b.scratchBuf(scrTopK, tmp)
 	}
-	if !ok {
-		return b.err
+	if ok {
+		record(b, topK{vals: out, ids: out.Offset(4 * n * k), src: s.p, scratch: scr, rows: n, cols: s.cols, k: k})
 	}
-	record(b, topK{vals: out, ids: out.Offset(4 * n * k), src: s.p, scratch: scr, rows: n, cols: s.cols, k: k})
 	rb := &readback{src: out, bytes: 8 * n * k, force: true}
 	if err := b.flush(rb); err != nil {
 		return err
@@ -172,6 +182,5 @@ func (b *Backend) Write(dst model.Buf, src []float32) error {
 	if err := b.Sync(); err != nil {
 		return err
 	}
-	b.do(func() error { return copyToDevice(b.dev, d.p, src) })
-	return b.err
+	return b.failed(b.dev.do(func() error { return copyToDevice(b.dev, d.p, src) }))
 }

@@ -113,9 +113,11 @@ func checkRows(x *buf, n int, what string) {
 	}
 }
 
-// ready reports whether ops may be recorded for n rows of the batch.
+// ready reports whether ops may be recorded for n rows of the batch: not
+// once the backend or the step has failed (the op is dropped; the failure
+// is returned by the next Read, ReadTopK or Sync).
 func (b *Backend) ready(n int) bool {
-	if b.err != nil {
+	if b.err != nil || b.st.err != nil {
 		return false
 	}
 	if n > b.st.n {
@@ -188,7 +190,9 @@ func (b *Backend) MatMul(dst, x model.Buf, w model.Weight, bias model.Weight, n 
 	}
 	// cuBLAS's scratch must not be allocated while the step runs.
 	elems := n * wt.cols
-	b.do(func() error { return b.dev.reserveBLAS(elems) })
+	if !b.doStep(func() error { return stepAlloc(b.dev.reserveBLAS(elems)) }) {
+		return
+	}
 	record(b, gemm{y: d.p, x: s.p, w: wt.p, n: n, m: wt.rows, k: wt.cols})
 	if bp != 0 {
 		record(b, addBias{y: d.p, bias: bp, n: n, m: wt.rows})
@@ -227,13 +231,17 @@ func (b *Backend) GatherRows(dst, src model.Buf, rows []int32) {
 			panic(fmt.Sprintf("cuda: GatherRows: row %d of a %d-row buffer", r, s.rows))
 		}
 	}
-	if len(rows) == 0 || b.err != nil {
+	if len(rows) == 0 || b.err != nil || b.st.err != nil {
 		return
 	}
 	p := b.st.stageRows(rows)
 	if p == 0 {
-		// The step's row staging is full: run what is recorded first.
+		// The step's row staging is full: run what is recorded first. When
+		// that fails, the rest of the step fails with it.
 		if err := b.flush(nil); err != nil {
+			if b.err == nil {
+				b.st.err = err
+			}
 			return
 		}
 		p = b.st.stageRows(rows)
@@ -268,7 +276,9 @@ func (b *Backend) Rope(x model.Buf, n, headDim int, p *model.RopeParams) {
 }
 
 // ropeTable records the batch's cos/sin table for p unless it is already
-// recorded, and returns its address.
+// recorded, and returns its address. Its allocations (the inverse
+// frequencies, once per table; the table) fail the step when they do not
+// fit.
 func (b *Backend) ropeTable(p *model.RopeParams) (cudadrv.DevicePtr, bool) {
 	key := ropeKey{dim: p.Dim, base: p.Base}
 	var factors []float32
@@ -292,14 +302,14 @@ func (b *Backend) ropeTable(p *model.RopeParams) (cudadrv.DevicePtr, bool) {
 				f[j] /= float64(factors[j])
 			}
 		}
-		b.do(func() error {
+		ok := b.doStep(func() error {
 			var err error
 			if inv, err = b.mem.alloc(8*int64(half), catScratch); err != nil {
-				return fmt.Errorf("RoPE inverse frequencies: %w", err)
+				return stepAlloc(fmt.Errorf("RoPE inverse frequencies: %w", err))
 			}
 			return copyToDevice(b.dev, inv, f)
 		})
-		if b.err != nil {
+		if !ok {
 			return 0, false
 		}
 		if st.invFreq == nil {
@@ -353,11 +363,4 @@ func (b *Backend) Attention(dst, q, k, v model.Buf, layer, n int, p *model.AttnP
 		return
 	}
 	record(b, attnDecode{attn: a, plan: plan, dst: d.p, q: qs.p, part: part, cnt: cnt, seq: st.seq(), pos: st.pos(), n: n})
-}
-
-// do runs fn on the context's thread, recording its error.
-func (b *Backend) do(fn func() error) {
-	if b.err == nil {
-		b.fail(b.dev.do(fn))
-	}
 }
