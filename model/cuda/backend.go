@@ -37,7 +37,7 @@
 //     step works.
 //   - Any other failure (a launch, a copy, a synchronization: the device's)
 //     is sticky: the backend is unusable, Err returns the failure and every
-//     later call fails with it at once.
+//     later call fails with it at once. InjectFault causes one, for tests.
 //
 // # Memory
 //
@@ -103,7 +103,8 @@ type Backend struct {
 	planBatch int
 	shapes    map[[2]int]cudadrv.DevicePtr
 
-	st step
+	st    step
+	fault bool // InjectFault: the next step launches a faulting kernel
 
 	err error // the failure that made the backend unusable; sticky
 }
@@ -168,9 +169,9 @@ func (b *Backend) BLASStatus() string { return b.blasLn }
 func (b *Backend) CopiesWeights() bool { return true }
 
 // Err returns the failure that made the backend unusable (a launch, copy
-// or synchronization that failed, or Close), or nil while
-// it works; a step that only lost an allocation leaves it nil. It does not
-// wait for pending work.
+// or synchronization that failed, a device fault, or Close), or nil while
+// it works; a step that only lost an allocation leaves it nil. It does
+// not wait for pending work.
 func (b *Backend) Err() error { return b.err }
 
 // fail records the first error.

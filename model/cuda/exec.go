@@ -23,7 +23,7 @@ type readback struct {
 // flush submits the recorded step in one call on the context's thread:
 // it readies the read staging (a submission's only allocation), uploads
 // the batch, runs the records (replaying a graph when the step has been
-// seen before), enqueues
+// seen before; InjectFault's kernel last when one is pending), enqueues
 // rb's copy and synchronizes once, then frees the scratch buffers replaced
 // while recording. A step that failed while it was recorded, or whose read
 // staging does not fit, is dropped before anything runs: flush returns its
@@ -48,6 +48,10 @@ func (b *Backend) flush(rb *readback) error {
 				return err
 			}
 			rb.stage = stage
+		}
+		if b.fault {
+			b.fault = false
+			put(st, fault{dst: faultAddr, src: st.tokens()})
 		}
 		if len(st.ops) > 0 {
 			if st.dirty {
@@ -183,4 +187,23 @@ func (b *Backend) Write(dst model.Buf, src []float32) error {
 		return err
 	}
 	return b.failed(b.dev.do(func() error { return copyToDevice(b.dev, d.p, src) }))
+}
+
+// InjectFault is for tests of what uses the backend: the next step
+// submitted (by Read, ReadTopK, Sync, or SetBatch when ops are pending)
+// also launches a real kernel that writes through an address that is never
+// mapped, so that the step fails with the driver's error
+// (CUDA_ERROR_ILLEGAL_ADDRESS on current GPUs), exactly as after a real
+// device fault: the backend is unusable from then on, Err returns that
+// failure, and every later Read, ReadTopK, Sync and SetBatch fails at once
+// with it. A backend that has already failed is left as it is.
+//
+// The fault is a real one: it corrupts the device's primary CUDA context,
+// which every Backend of that device in the process shares, and which CUDA
+// makes usable again only in a new process. Run a test that injects a fault
+// in a process of its own (internal/gputest.Isolate does that).
+func (b *Backend) InjectFault() {
+	if b.err == nil {
+		b.fault = true
+	}
 }

@@ -297,6 +297,23 @@ func (r topK) launch(l *launcher) error {
 	return l.k.TopK(l.s, r.vals, r.ids, r.src, r.scratch, r.rows, r.cols, r.k)
 }
 
+// fault is swiglu_f32 over one element with dst an address that is never
+// mapped: the kernel that InjectFault adds to a step. gate and up are src,
+// a live buffer, so that the fault is the write.
+type fault struct {
+	dst, src cudadrv.DevicePtr
+}
+
+// faultAddr is in the first page of the address space, which is never
+// mapped on the device (nor on the host, for GPUs that can reach host
+// memory).
+const faultAddr cudadrv.DevicePtr = 0x100
+
+func (fault) kernel() string { return "swiglu_f32 (injected fault)" }
+func (r fault) launch(l *launcher) error {
+	return l.k.SwiGLU(l.s, r.dst, r.src, r.src, 1)
+}
+
 // record appends r to the step being built, first fusing it with the
 // records before it where fuse finds one kernel for them all (unless
 // Options.NoFusion).

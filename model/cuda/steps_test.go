@@ -1,11 +1,13 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 
 	"github.com/m40llm/m40llm/cudadrv"
 	"github.com/m40llm/m40llm/gguf"
+	"github.com/m40llm/m40llm/internal/gputest"
 	"github.com/m40llm/m40llm/model"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -157,4 +159,48 @@ func checkFailsFast(t *testing.T, b *Backend, x model.Buf, cause error) {
 		assert.Equal(t, cause, c.call(), c.name)
 	}
 	assert.Equal(t, cause, b.Err())
+}
+
+// TestInjectFault: after InjectFault, the next step fails with the
+// device's illegal-address error, and the backend is unusable from then
+// on: Err returns that failure and every later call fails with it. On the
+// GPU the fault is real and breaks the CUDA context of the process, so
+// that case runs in a process of its own.
+func TestInjectFault(t *testing.T) {
+	t.Run("fake", func(t *testing.T) {
+		b, _ := newFake(t, Options{})
+		checkInjectFault(t, b)
+	})
+	t.Run("gpu", func(t *testing.T) {
+		if !gputest.Isolate(t) {
+			return
+		}
+		checkInjectFault(t, newTestGPU(t, Options{}))
+	})
+}
+
+func checkInjectFault(t *testing.T, b *Backend) {
+	m, log := prefilled(t, b, synthModel(t, "tinyllama", 2))
+	decodeStep(t, m, log)
+	x, err := b.NewBuf(1, 8)
+	require.NoError(t, err)
+	require.NoError(t, b.Err())
+
+	b.InjectFault()
+	ids, vals := make([]int32, decodeK), make([]float32, decodeK)
+	err = m.ForwardTopK(seqBatch(1, 4), []int32{0}, decodeK, ids, vals)
+	var r cudadrv.Result
+	require.True(t, errors.As(err, &r), "not the driver's error: %v", err)
+	// An illegal address on current GPUs; older drivers may report the
+	// launch as failed.
+	assert.Contains(t, []cudadrv.Result{cudadrv.ErrIllegalAddress, cudadrv.ErrLaunchFailed}, r, "%v", err)
+	cause := b.Err()
+	require.ErrorIs(t, cause, r)
+	assert.Equal(t, cause, m.Err())
+	t.Logf("injected fault: %v", cause)
+
+	steps := len(log.steps)
+	assert.Equal(t, cause, m.ForwardTopK(seqBatch(1, 5), []int32{0}, decodeK, ids, vals), "ForwardTopK")
+	checkFailsFast(t, b, x, cause)
+	assert.Equal(t, steps, len(log.steps), "ran after the fault")
 }
