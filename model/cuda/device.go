@@ -18,7 +18,7 @@ import (
 // the recording path (the op methods, the fusions, scratch and batch
 // bookkeeping, step failures) is tested on machines without one.
 //
-// Every method except do and upload is called inside do.
+// Every method except do, upload and close is called inside do.
 type device interface {
 	// do runs fn on the thread that owns the device's context.
 	do(fn func() error) error

@@ -119,7 +119,8 @@ func (b *Backend) readStage(bytes int, force bool) (hostBuf, error) {
 // error matching cudadrv.ErrOutOfMemory when an allocation for the step
 // did not fit (nothing of the step ran; the backend keeps working), or the
 // device's error (a launch, copy or synchronization), after which the
-// backend is unusable and Err returns it.
+// backend is unusable and Err returns it; once the backend is unusable,
+// it fails at once with Err's failure.
 func (b *Backend) Read(dst []float32, src model.Buf, n int) error {
 	s := bufOf(src)
 	if n < 0 || n > s.rows || len(dst) < n*s.cols {

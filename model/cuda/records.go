@@ -15,7 +15,7 @@ import (
 // recorded against other batch buffers never matches.
 //
 // The op methods of Backend (ops.go) build the unfused records; record
-// fuses them (fuse, at the end of this file, is the one place that does).
+// fuses them (fuse, below, is the one place that does).
 
 // op is a recorded kernel: a value of one of the record types below.
 type op interface {
