@@ -4,11 +4,17 @@
 // without running them.
 //
 // Tests may also point the loaders at specific libraries with
-// M40LLM_LIBCUDA and M40LLM_LIBCUBLAS, as the m40llm command does.
+// M40LLM_LIBCUDA and M40LLM_LIBCUBLAS, as the m40llm command does. A test
+// that breaks the GPU for its process (a device fault) runs in a process of
+// its own through Isolate.
 package gputest
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 
@@ -76,4 +82,39 @@ func BLAS(t testing.TB, ctx *cudadrv.Context) *cublas.Library {
 		Unavailable(t, "no usable cuBLAS: %v", err)
 	}
 	return lib
+}
+
+// childEnv names the test that a child process of Isolate runs.
+const childEnv = "M40LLM_GPUTEST_CHILD"
+
+// Isolate runs the calling test in a process of its own, for a test that
+// leaves the GPU unusable in its process (a device fault corrupts the CUDA
+// context, and CUDA recovers from that only in a new process). In that
+// child process, a copy of the test binary running only this test, it
+// returns true and the test goes on. In the calling process it waits for
+// the child, logs its output, fails when the child failed or did not run
+// the test, skips when the child skipped it (t.Fatal there under
+// M40LLM_REQUIRE_GPU=1, which the child inherits), and returns false.
+func Isolate(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(childEnv) == t.Name() {
+		return true
+	}
+	parts := strings.Split(t.Name(), "/")
+	for i, p := range parts {
+		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
+	}
+	cmd := exec.Command(os.Args[0], "-test.run="+strings.Join(parts, "/"), "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), childEnv+"="+t.Name())
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s in its own process:\n%s", t.Name(), out)
+	switch {
+	case err != nil:
+		t.Fatalf("%s failed in its own process: %v", t.Name(), err)
+	case bytes.Contains(out, []byte("--- SKIP: "+t.Name()+" (")):
+		t.Skipf("%s skipped in its own process (see above)", t.Name())
+	case !bytes.Contains(out, []byte("--- PASS: "+t.Name()+" (")):
+		t.Fatalf("%s did not run in its own process", t.Name())
+	}
+	return false
 }

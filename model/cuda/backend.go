@@ -14,16 +14,30 @@
 //
 // # Execution
 //
-// Ops are not run when they are called: each appends a record (kernel and
-// operands) to the step being built, fusing it with the previous record
-// where one kernel can do the work of two (see record). Read, ReadTopK and
-// Sync submit the whole step in one call on the context's thread: the batch
-// is copied to fixed device buffers, the step runs — as a CUDA graph,
-// captured the first time a step of that exact shape is seen and replayed
-// after, when it has at most GraphMaxRows tokens — and the result is copied
-// back, with one host synchronization. Errors of any op are recorded
-// (sticky: the backend is unusable afterwards) and returned by Read,
-// ReadTopK and Sync.
+// Ops are not run when they are called: each appends a record to the step
+// being built, one small comparable struct per kernel that names its
+// operands (records.go), fused with the records before it where one
+// kernel does the work of several (fuse, records.go, lists every fusion).
+// Read, ReadTopK and Sync submit the whole step in one call on the
+// context's thread: the batch is copied to fixed device buffers, the step
+// runs — as a CUDA graph, captured the first time a step of equal records
+// is seen and replayed after, when it has at most GraphMaxRows tokens —
+// and the result is copied back, with one host synchronization.
+//
+// # Errors
+//
+// Ops do not return errors: Read, ReadTopK and Sync (and SetBatch, which
+// submits the previous batch's step) return the failure of the step they
+// submit. A failure is one of two kinds:
+//   - An allocation for the step that does not fit (a scratch buffer that
+//     grows, the read staging, a RoPE inverse-frequency table, cuBLAS's
+//     scratch; SetBatch's batch buffers, whose failure SetBatch returns)
+//     fails that step only: its records are dropped before anything runs,
+//     the error matches cudadrv.ErrOutOfMemory, Err stays nil, and the next
+//     step works.
+//   - Any other failure (a launch, a copy, a synchronization: the device's)
+//     is sticky: the backend is unusable, Err returns the failure and every
+//     later call fails with it at once. InjectFault causes one, for tests.
 //
 // # Memory
 //
@@ -74,16 +88,12 @@ type Options struct {
 type Backend struct {
 	opts   Options
 	info   cudadrv.DeviceInfo
-	ctx    *cudadrv.Context
-	k      *ptx.Kernels
-	blas   *ptx.BLAS // nil when cuBLAS is off or missing
-	blasH  *cublas.Handle
+	dev    device // nil once closed
+	mode   string // how the kernels run: ptx.LoadMode
 	blasLn string // cuBLAS description, or why it is not used
+	blasOn bool   // prompt-processing products run on cuBLAS
 
-	stream cudadrv.Stream // every step runs here
-
-	mem  memory
-	load loader
+	mem memory
 
 	kv     model.KVConfig
 	kc, vc cudadrv.DevicePtr // [layer][slot][pos][KDim|VDim] FP16
@@ -93,10 +103,10 @@ type Backend struct {
 	planBatch int
 	shapes    map[[2]int]cudadrv.DevicePtr
 
-	st     step
-	graphs graphCache
+	st    step
+	fault bool // InjectFault: the next step launches a faulting kernel
 
-	err error // first failure; sticky
+	err error // the failure that made the backend unusable; sticky
 }
 
 var (
@@ -108,7 +118,10 @@ var (
 
 // New initializes the driver, opens device opts.Device, loads the embedded
 // kernels and, unless disabled, cuBLAS (a missing or unsuitable cuBLAS is
-// not an error: the built-in kernels take over; BLASStatus says why).
+// not an error: the built-in kernels take over; BLASStatus says why). It
+// fails with the driver's error when there is no such device or it cannot
+// be opened (cudadrv.ErrNoDevice without a GPU, cudadrv.ErrInvalidDevice
+// for an ordinal past the last device).
 func New(opts Options) (*Backend, error) {
 	sys, err := cudadrv.Discover(opts.Driver)
 	if err != nil {
@@ -117,67 +130,21 @@ func New(opts Options) (*Backend, error) {
 	if opts.Device < 0 || opts.Device >= len(sys.Devices) {
 		return nil, fmt.Errorf("cuda: device %d does not exist (%d devices): %w", opts.Device, len(sys.Devices), cudadrv.ErrInvalidDevice)
 	}
-	b := &Backend{opts: opts, info: sys.Devices[opts.Device]}
-	if b.ctx, err = cudadrv.NewContext(b.info.Device); err != nil {
-		return nil, fmt.Errorf("cuda:%d: %w", opts.Device, err)
-	}
-	if err := b.init(); err != nil {
-		b.Close()
+	info := sys.Devices[opts.Device]
+	g, err := openGPU(info, opts)
+	if err != nil {
 		return nil, err
 	}
+	b := newBackend(opts, info, g)
+	b.mode, b.blasLn, b.blasOn = g.k.Mode().String(), g.blasLn, g.blas != nil
 	return b, nil
 }
 
-func (b *Backend) init() error {
-	var err error
-	if b.k, err = ptx.Load(b.ctx); err != nil {
-		return fmt.Errorf("%s: %w", b.Name(), err)
-	}
-	err = b.ctx.Do(func() error {
-		var err error
-		if b.stream, err = cudadrv.NewStream(); err != nil {
-			return err
-		}
-		return b.load.init()
-	})
-	if err != nil {
-		return fmt.Errorf("%s: %w", b.Name(), err)
-	}
-	b.mem.ctx = b.ctx
-	b.initBLAS()
-	b.graphs.init()
-	return nil
-}
-
-// initBLAS loads cuBLAS unless it is disabled; failures leave the built-in
-// kernels in charge.
-func (b *Backend) initBLAS() {
-	if b.opts.DisableCUBLAS {
-		b.blasLn = "disabled; built-in GEMM kernels"
-		return
-	}
-	bo := b.opts.BLAS
-	bo.ComputeMajor, bo.ComputeMinor = b.info.Major, b.info.Minor
-	lib, err := cublas.Load(bo)
-	if err != nil {
-		b.blasLn = fmt.Sprintf("not available (%v); built-in GEMM kernels", err)
-		return
-	}
-	err = b.ctx.Do(func() error {
-		h, err := lib.NewHandle()
-		if err != nil {
-			return err
-		}
-		b.blasH = h
-		b.blas = ptx.NewBLAS(b.k, h)
-		return nil
-	})
-	if err != nil {
-		b.blasLn = fmt.Sprintf("not usable (%v); built-in GEMM kernels", err)
-		return
-	}
-	major, minor, patch := lib.Version()
-	b.blasLn = fmt.Sprintf("cuBLAS %d.%d.%d (%s)", major, minor, patch, lib.Path())
+// newBackend returns a backend on dev.
+func newBackend(opts Options, info cudadrv.DeviceInfo, dev device) *Backend {
+	b := &Backend{opts: opts, info: info, dev: dev}
+	b.mem.dev = dev
+	return b
 }
 
 // Name returns "cuda:N", N the device ordinal.
@@ -190,7 +157,7 @@ func (b *Backend) Device() cudadrv.DeviceInfo { return b.info }
 // 5.2, 24 GB, native sm_52)".
 func (b *Backend) Describe() string {
 	return fmt.Sprintf("%s %s (compute %d.%d, %.0f GB, %s)", b.Name(), b.info.Name, b.info.Major, b.info.Minor,
-		float64(b.info.TotalMem)/1e9, b.k.Mode())
+		float64(b.info.TotalMem)/1e9, b.mode)
 }
 
 // BLASStatus says whether cuBLAS runs prompt-processing products, and if
@@ -201,7 +168,10 @@ func (b *Backend) BLASStatus() string { return b.blasLn }
 // file can be closed once they are loaded.
 func (b *Backend) CopiesWeights() bool { return true }
 
-// Err returns the failure that made the backend unusable, or nil.
+// Err returns the failure that made the backend unusable (a launch, copy
+// or synchronization that failed, a device fault, or Close), or nil while
+// it works; a step that only lost an allocation leaves it nil. It does
+// not wait for pending work.
 func (b *Backend) Err() error { return b.err }
 
 // fail records the first error.
@@ -211,15 +181,24 @@ func (b *Backend) fail(err error) {
 	}
 }
 
+// Graphs returns the number of captured graphs (for tests).
+func (b *Backend) Graphs() int {
+	if b.dev == nil {
+		return 0
+	}
+	return b.dev.graphs()
+}
+
 // MemoryUsage reports the device memory the backend holds, and the
-// device's memory in use by every process.
+// device's memory in use by every process (zero when the driver cannot
+// tell).
 func (b *Backend) MemoryUsage() model.MemoryUsage {
 	u := b.mem.usage()
-	if b.ctx == nil {
+	if b.dev == nil {
 		return u
 	}
-	_ = b.ctx.Do(func() error {
-		free, total, err := cudadrv.MemGetInfo()
+	_ = b.dev.do(func() error {
+		free, total, err := b.dev.memInfo()
 		if err == nil {
 			u.DeviceUsed, u.DeviceTotal = int64(total-free), int64(total)
 		}
@@ -228,28 +207,20 @@ func (b *Backend) MemoryUsage() model.MemoryUsage {
 	return u
 }
 
-// Close waits for pending work and frees everything the backend holds.
-// It is safe to call on a partly initialized backend and more than once.
+// Close waits for pending work and frees everything the backend holds,
+// returning the errors of doing so (after a device fault, the driver's).
+// It is safe to call on a partly initialized backend and more than once;
+// afterwards every call fails.
 func (b *Backend) Close() error {
-	if b.ctx == nil {
+	if b.dev == nil {
 		return nil
 	}
-	err := b.ctx.Do(func() error {
-		errs := []error{b.stream.Synchronize(), b.load.close()}
-		b.graphs.clear()
-		if b.blas != nil {
-			errs = append(errs, b.blas.Close(), b.blasH.Destroy())
-			b.blas, b.blasH = nil, nil
-		}
-		errs = append(errs, b.st.close(), b.mem.freeAll(), b.stream.Destroy())
-		b.stream = 0
+	err := b.dev.do(func() error {
+		errs := []error{b.dev.sync(), b.dev.finishUploads(), b.st.close(), b.mem.freeAll()}
 		return errors.Join(errs...)
 	})
-	if b.k != nil {
-		err = errors.Join(err, b.k.Close())
-	}
-	err = errors.Join(err, b.ctx.Close())
-	b.ctx = nil
+	err = errors.Join(err, b.dev.close())
+	b.dev = nil
 	if b.err == nil {
 		b.err = fmt.Errorf("%s: backend is closed", b.Name())
 	}

@@ -1,7 +1,6 @@
 package cuda
 
 import (
-	"errors"
 	"fmt"
 	"unsafe"
 
@@ -10,214 +9,89 @@ import (
 	"github.com/m40llm/m40llm/ptx"
 )
 
+// readback is the copy to the host that ends a step: bytes from src into
+// the page-locked read staging, which flush sets in stage, or, when stage
+// stays nil (the read is too large for it), into Go memory by the caller
+// after the step.
+type readback struct {
+	src   cudadrv.DevicePtr
+	bytes int
+	force bool // always through the staging (ReadTopK)
+	stage hostBuf
+}
+
 // flush submits the recorded step in one call on the context's thread:
-// the batch upload, the ops (a graph replay when the step has been seen
-// before), then read (which enqueues copies to the host) and one
-// synchronization, after which done runs (copies out of page-locked
-// memory). The first error is recorded and returned.
-func (b *Backend) flush(read func(s cudadrv.Stream) error, done func()) error {
+// it readies the read staging (a submission's only allocation), uploads
+// the batch, runs the records (replaying a graph when the step has been
+// seen before; InjectFault's kernel last when one is pending), enqueues
+// rb's copy and synchronizes once, then frees the scratch buffers replaced
+// while recording. A step that failed while it was recorded, or whose read
+// staging does not fit, is dropped before anything runs: flush returns its
+// error and the backend keeps working. Any other failure is the backend's:
+// it is recorded (sticky) and returned.
+func (b *Backend) flush(rb *readback) error {
 	if b.err != nil {
 		return b.err
 	}
 	st := &b.st
-	err := b.ctx.Do(func() error {
-		if err := b.load.finish(); err != nil {
-			return err
-		}
-		if len(st.ops) > 0 && st.dirty {
-			if err := cudadrv.MemcpyHtoDAsync(st.dev, st.host.Ptr(), 16*st.cap, b.stream); err != nil {
-				return err
-			}
-			st.dirty = false
-		}
-		if len(st.ops) > 0 {
-			if err := b.runOps(); err != nil {
-				return err
-			}
-		}
-		if read != nil {
-			if err := read(b.stream); err != nil {
-				return err
-			}
-		}
-		if err := b.stream.Synchronize(); err != nil {
-			return err
-		}
-		var errs []error
-		for _, p := range st.retired {
-			errs = append(errs, b.mem.free(p))
-		}
-		st.retired = st.retired[:0]
-		return errors.Join(errs...)
-	})
-	st.ops = st.ops[:0]
-	if err != nil {
-		b.fail(err)
-		return b.err
-	}
-	if done != nil {
-		done()
-	}
-	return nil
-}
-
-// runOps launches the step's ops: through the graph captured for an
-// identical step when the batch is small enough, one by one otherwise
-// (inside Do).
-func (b *Backend) runOps() error {
-	ops := b.st.ops
-	if b.opts.NoGraphs || b.st.n > GraphMaxRows {
-		return b.launchAll(ops)
-	}
-	for _, o := range ops {
-		if o.kind == opGEMM {
-			return b.launchAll(ops)
-		}
-	}
-	if exec, ok := b.graphs.find(ops); ok {
-		return exec.Launch(b.stream)
-	}
-	exec, err := b.stream.Capture(func() error { return b.launchAll(ops) })
-	if err != nil {
+	if err := st.err; err != nil {
+		st.drop()
 		return err
 	}
-	b.graphs.add(ops, exec)
-	return exec.Launch(b.stream)
-}
-
-// launchAll launches ops one by one on the backend's stream.
-func (b *Backend) launchAll(ops []op) error {
-	for i := range ops {
-		if err := b.launch(&ops[i]); err != nil {
-			return fmt.Errorf("op %d of %d: %w", i, len(ops), err)
+	err := b.dev.do(func() error {
+		if err := b.dev.finishUploads(); err != nil {
+			return err
 		}
+		if rb != nil {
+			stage, err := b.readStage(rb.bytes, rb.force)
+			if err != nil {
+				return err
+			}
+			rb.stage = stage
+		}
+		if b.fault {
+			b.fault = false
+			put(st, fault{dst: faultAddr, src: st.tokens()})
+		}
+		if len(st.ops) > 0 {
+			if st.dirty {
+				if err := b.dev.copyInAsync(st.dev, st.host, 16*st.cap); err != nil {
+					return err
+				}
+				st.dirty = false
+			}
+			if err := b.dev.run(st.n, st.ops); err != nil {
+				return err
+			}
+		}
+		if rb != nil && rb.stage != nil {
+			if err := b.dev.copyOutAsync(rb.stage, rb.src, rb.bytes); err != nil {
+				return err
+			}
+		}
+		if err := b.dev.sync(); err != nil {
+			return err
+		}
+		for _, p := range st.retired {
+			if err := b.mem.free(p); err != nil {
+				return err
+			}
+		}
+		st.retired = st.retired[:0]
+		return nil
+	})
+	if err != nil {
+		st.drop()
+		return b.failed(err)
 	}
+	st.ops = st.ops[:0]
 	return nil
-}
-
-// launch enqueues the kernel(s) of one op.
-func (b *Backend) launch(o *op) error {
-	k, s := b.k, b.stream
-	switch o.kind {
-	case opEmbed:
-		return k.Embed(s, o.a, o.b, o.tokens, o.n, o.i0)
-	case opRMSNorm:
-		return k.RMSNorm(s, o.a, o.b, o.c, o.n, o.i0, o.f)
-	case opAddRMSNorm:
-		return k.AddRMSNorm(s, o.a, o.b, o.c, o.d, o.n, o.i0, o.f)
-	case opHeadRMSNorm:
-		return k.HeadRMSNorm(s, o.a, o.b, o.n, o.i0, o.i1, o.f)
-	case opMatVec:
-		return k.MatVec(s, o.b, o.n, o.i0, o.mv[:o.nmv]...)
-	case opGateUp:
-		return k.GateUp(s, o.a, o.b, o.c, o.d, o.e, o.n, o.i0, o.i1)
-	case opGEMM:
-		if b.blas != nil {
-			return b.blas.MatMulF16(s, o.a, o.b, o.c, o.n, o.i0, o.i1)
-		}
-		return k.MatMulF16(s, o.a, o.b, o.c, o.n, o.i0, o.i1)
-	case opAddBias:
-		return k.AddBias(s, o.a, o.b, o.n, o.i0)
-	case opSwiGLU:
-		return k.SwiGLU(s, o.a, o.b, o.c, o.n*o.i0)
-	case opAdd:
-		return k.Add(s, o.a, o.b, o.n*o.i0)
-	case opGather:
-		return k.GatherRows(s, o.a, o.b, o.c, o.n, o.i0)
-	case opRopeTable:
-		return k.RopeTable(s, o.a, o.pos, o.b, o.n, o.i0, o.f)
-	case opRope:
-		return k.Rope(s, o.a, o.b, o.n, o.i0, o.i1, o.i2, o.neox)
-	case opKVAppend:
-		return k.KVAppend(s, o.attn.Cache, o.a, o.b, o.seq, o.pos, o.n)
-	case opRopeAppend:
-		return k.RopeAppend(s, o.attn.Cache, o.a, o.b, o.c, o.d, o.seq, o.pos, o.n, o.i0, o.i1, o.i2, o.neox)
-	case opAttnDecode:
-		return k.AttnDecode(s, &o.attn, o.plan, o.a, o.c, o.d, o.b, o.seq, o.pos, o.n)
-	case opAttnPrefill:
-		return k.AttnPrefill(s, &o.attn, o.a, o.b, o.seq, o.pos, o.n)
-	case opTopK:
-		return k.TopK(s, o.a, o.b, o.c, o.d, o.n, o.i0, o.i1)
-	}
-	return fmt.Errorf("cuda: unknown op kind %d", o.kind)
-}
-
-// graphCache holds the executable graphs of the steps seen so far, by
-// batch length and op count; each bucket keeps the most recent few.
-type graphCache struct {
-	m map[graphKey][]graphEntry
-}
-
-type graphKey struct{ n, ops int }
-
-type graphEntry struct {
-	ops  []op
-	exec cudadrv.GraphExec
-}
-
-// graphsPerKey bounds the graphs kept per (rows, ops) bucket.
-const graphsPerKey = 4
-
-func (c *graphCache) init() { c.m = map[graphKey][]graphEntry{} }
-
-func keyOf(ops []op) graphKey { return graphKey{ops[0].n, len(ops)} }
-
-// find returns the graph captured for a step identical to ops.
-func (c *graphCache) find(ops []op) (cudadrv.GraphExec, bool) {
-	for _, e := range c.m[keyOf(ops)] {
-		if equalOps(e.ops, ops) {
-			return e.exec, true
-		}
-	}
-	return 0, false
-}
-
-func equalOps(a, b []op) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// add stores a new graph, evicting the oldest of its bucket (inside Do;
-// no graph is in flight between steps).
-func (c *graphCache) add(ops []op, exec cudadrv.GraphExec) {
-	key := keyOf(ops)
-	list := c.m[key]
-	if len(list) == graphsPerKey {
-		list[0].exec.Destroy()
-		list = list[1:]
-	}
-	c.m[key] = append(list, graphEntry{ops: append([]op(nil), ops...), exec: exec})
-}
-
-// clear destroys every graph (inside Do).
-func (c *graphCache) clear() {
-	for k, list := range c.m {
-		for _, e := range list {
-			e.exec.Destroy()
-		}
-		delete(c.m, k)
-	}
-}
-
-// Graphs returns the number of captured graphs (for tests).
-func (b *Backend) Graphs() int {
-	n := 0
-	for _, list := range b.graphs.m {
-		n += len(list)
-	}
-	return n
 }
 
 // readStage returns page-locked memory for reads of bytes, or nil when a
-// read that large should go straight to Go memory (inside Do).
-func (b *Backend) readStage(bytes int, force bool) (*cudadrv.HostBuffer, error) {
+// read that large should go straight to Go memory (inside Do). Out of
+// memory is a *stepError.
+func (b *Backend) readStage(bytes int, force bool) (hostBuf, error) {
 	const maxStage = 16 << 20
 	if bytes > maxStage && !force {
 		return nil, nil
@@ -232,16 +106,21 @@ func (b *Backend) readStage(bytes int, force bool) (*cudadrv.HostBuffer, error) 
 		}
 		st.read = nil
 	}
-	h, err := cudadrv.MemAllocHost(max(bytes, 1<<20))
+	h, err := b.dev.allocHost(max(bytes, 1<<20))
 	if err != nil {
-		return nil, err
+		return nil, stepAlloc(fmt.Errorf("read staging of %d bytes: %w", max(bytes, 1<<20), err))
 	}
 	st.read = h
 	return h, nil
 }
 
 // Read submits the recorded work and copies the first n rows of src to
-// dst, with one synchronization.
+// dst, with one synchronization. It fails with the step's failure: an
+// error matching cudadrv.ErrOutOfMemory when an allocation for the step
+// did not fit (nothing of the step ran; the backend keeps working), or the
+// device's error (a launch, copy or synchronization), after which the
+// backend is unusable and Err returns it; once the backend is unusable,
+// it fails at once with Err's failure.
 func (b *Backend) Read(dst []float32, src model.Buf, n int) error {
 	s := bufOf(src)
 	if n < 0 || n > s.rows || len(dst) < n*s.cols {
@@ -251,25 +130,22 @@ func (b *Backend) Read(dst []float32, src model.Buf, n int) error {
 	if bytes == 0 {
 		return b.Sync()
 	}
-	var stage *cudadrv.HostBuffer
-	return b.flush(func(st cudadrv.Stream) error {
-		var err error
-		if stage, err = b.readStage(bytes, false); err != nil || stage == nil {
-			return err
-		}
-		return cudadrv.MemcpyDtoHAsync(stage.Ptr(), s.p, bytes, st)
-	}, func() {
-		if stage != nil {
-			copy(dst[:n*s.cols], unsafe.Slice((*float32)(stage.Ptr()), n*s.cols))
-			return
-		}
-		b.fail(b.ctx.Do(func() error { return cudadrv.CopyFromDevice(dst[:n*s.cols], s.p) }))
-	})
+	rb := &readback{src: s.p, bytes: bytes}
+	if err := b.flush(rb); err != nil {
+		return err
+	}
+	out := dst[:n*s.cols]
+	if rb.stage != nil {
+		copy(out, unsafe.Slice((*float32)(rb.stage.Ptr()), len(out)))
+		return nil
+	}
+	return b.failed(b.dev.do(func() error { return copyFromDevice(b.dev, out, s.p) }))
 }
 
 // ReadTopK records the top-k selection of the first n rows of src (see
-// model.Backend.ReadTopK), submits the step and copies only the n·k candidates
-// to the host.
+// model.Backend.ReadTopK), submits the step and copies only the n·k
+// candidates to the host. It fails as Read does; the selection's scratch
+// is one of the step's allocations.
 func (b *Backend) ReadTopK(ids []int32, vals []float32, src model.Buf, n, k int) error {
 	s := bufOf(src)
 	if n < 1 || n > s.rows || k < 1 || k > model.MaxTopK || k > ptx.TopKMax || len(ids) < n*k || len(vals) < n*k {
@@ -279,38 +155,30 @@ func (b *Backend) ReadTopK(ids []int32, vals []float32, src model.Buf, n, k int)
 		return b.err
 	}
 	out, ok := b.scratchBuf(scrTopKOut, 8*n*k)
-	if !ok {
-		return b.err
-	}
-	tmp := ptx.TopKScratch(n, s.cols, k)
 	var scr cudadrv.DevicePtr
-	if tmp > 0 {
-		if scr, ok = b.scratchBuf(scrTopK, tmp); !ok {
-			return b.err
-		}
+	if tmp := ptx.TopKScratch(n, s.cols, k); ok && tmp > 0 {
+		scr, ok = b.scratchBuf(scrTopK, tmp)
 	}
-	b.record(op{kind: opTopK, n: n, a: out, b: out.Offset(4 * n * k), c: s.p, d: scr, i0: s.cols, i1: k})
-	bytes := 8 * n * k
-	var stage *cudadrv.HostBuffer
-	return b.flush(func(st cudadrv.Stream) error {
-		var err error
-		if stage, err = b.readStage(bytes, true); err != nil {
-			return err
-		}
-		return cudadrv.MemcpyDtoHAsync(stage.Ptr(), out, bytes, st)
-	}, func() {
-		all := unsafe.Slice((*float32)(stage.Ptr()), 2*n*k)
-		copy(vals[:n*k], all[:n*k])
-		copy(ids[:n*k], unsafe.Slice((*int32)(unsafe.Pointer(&all[n*k])), n*k))
-	})
+	if ok {
+		record(b, topK{vals: out, ids: out.Offset(4 * n * k), src: s.p, scratch: scr, rows: n, cols: s.cols, k: k})
+	}
+	rb := &readback{src: out, bytes: 8 * n * k, force: true}
+	if err := b.flush(rb); err != nil {
+		return err
+	}
+	all := unsafe.Slice((*float32)(rb.stage.Ptr()), 2*n*k)
+	copy(vals[:n*k], all[:n*k])
+	copy(ids[:n*k], unsafe.Slice((*int32)(unsafe.Pointer(&all[n*k])), n*k))
+	return nil
 }
 
-// Sync submits the recorded work and waits for it.
-func (b *Backend) Sync() error { return b.flush(nil, nil) }
+// Sync submits the recorded work and waits for it. It fails as Read does.
+func (b *Backend) Sync() error { return b.flush(nil) }
 
 // Write submits the recorded work, then copies src into the first
 // len(src)/Cols() rows of dst (for tests and tools: filling inputs, or
-// poisoning outputs).
+// poisoning outputs). It fails as Sync does, and as the backend's failure
+// when the copy fails.
 func (b *Backend) Write(dst model.Buf, src []float32) error {
 	d := bufOf(dst)
 	if len(src) > d.rows*d.cols {
@@ -319,6 +187,24 @@ func (b *Backend) Write(dst model.Buf, src []float32) error {
 	if err := b.Sync(); err != nil {
 		return err
 	}
-	b.do(func() error { return cudadrv.CopyToDevice(d.p, src) })
-	return b.err
+	return b.failed(b.dev.do(func() error { return copyToDevice(b.dev, d.p, src) }))
+}
+
+// InjectFault is for tests of what uses the backend: the next step
+// submitted (by Read, ReadTopK, Sync, or SetBatch when ops are pending)
+// also launches a real kernel that writes through an address that is never
+// mapped, so that the step fails with the driver's error
+// (CUDA_ERROR_ILLEGAL_ADDRESS on current GPUs), exactly as after a real
+// device fault: the backend is unusable from then on, Err returns that
+// failure, and every later Read, ReadTopK, Sync and SetBatch fails at once
+// with it. A backend that has already failed is left as it is.
+//
+// The fault is a real one: it corrupts the device's primary CUDA context,
+// which every Backend of that device in the process shares, and which CUDA
+// makes usable again only in a new process. Run a test that injects a fault
+// in a process of its own (internal/gputest.Isolate does that).
+func (b *Backend) InjectFault() {
+	if b.err == nil {
+		b.fault = true
+	}
 }

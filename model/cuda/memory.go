@@ -33,7 +33,7 @@ func alignUp(n int64) int64 { return (n + allocAlign - 1) &^ (allocAlign - 1) }
 // memory tracks the backend's device allocations by category. Weights are
 // carved out of one reserved block (the arena) when Plan made one.
 type memory struct {
-	ctx    *cudadrv.Context
+	dev    device
 	blocks map[cudadrv.DevicePtr]block
 	bytes  [numCategories]int64
 
@@ -48,9 +48,10 @@ type block struct {
 	cat  category
 }
 
-// alloc allocates bytes of device memory (inside Do).
+// alloc allocates bytes of device memory (inside Do). It fails with the
+// driver's error, cudadrv.ErrOutOfMemory when the device is full.
 func (m *memory) alloc(bytes int64, cat category) (cudadrv.DevicePtr, error) {
-	p, err := cudadrv.MemAlloc(int(bytes))
+	p, err := m.dev.alloc(int(bytes))
 	if err != nil {
 		return 0, err
 	}
@@ -73,7 +74,7 @@ func (m *memory) free(p cudadrv.DevicePtr) error {
 	}
 	delete(m.blocks, p)
 	m.bytes[bl.cat] -= bl.size
-	return cudadrv.MemFree(p)
+	return m.dev.free(p)
 }
 
 // weight returns room for a weight of bytes: from the arena while it
@@ -173,7 +174,7 @@ func (b *Backend) scratchNeed(c *model.Config, kv model.KVConfig, batch, maxK in
 	n += 4*a.PartialElems(rows, plan) + 4*a.Counters(rows, plan)
 	tk := min(batch, GraphMaxRows)
 	n += ptx.TopKScratch(tk, c.VocabSize, topKPlanned) + 8*tk*topKPlanned
-	if b.blas != nil && batch > GraphMaxRows {
+	if b.blasOn && batch > GraphMaxRows {
 		n += 2 * batch * maxK
 	}
 	return n
@@ -195,8 +196,8 @@ func (b *Backend) Plan(p *model.Plan) error {
 	for _, s := range p.Bufs {
 		b.planBatch = max(b.planBatch, s[0])
 	}
-	return b.ctx.Do(func() error {
-		free, _, err := cudadrv.MemGetInfo()
+	return b.dev.do(func() error {
+		free, _, err := b.dev.memInfo()
 		if err != nil {
 			return err
 		}
@@ -232,33 +233,5 @@ func (b *Backend) warmUp() error {
 	if _, err := b.readStage(1<<20, false); err != nil {
 		return err
 	}
-	if b.blas == nil || n <= GraphMaxRows || len(b.shapes) == 0 {
-		return nil
-	}
-	maxM, maxK := 0, 0
-	for s := range b.shapes {
-		maxM, maxK = max(maxM, s[0]), max(maxK, s[1])
-	}
-	if err := b.blas.Reserve(n * maxK); err != nil {
-		return err
-	}
-	x, err := cudadrv.MemAlloc(4 * n * maxK)
-	if err != nil {
-		return err
-	}
-	defer cudadrv.MemFree(x)
-	y, err := cudadrv.MemAlloc(4 * n * maxM)
-	if err != nil {
-		return err
-	}
-	defer cudadrv.MemFree(y)
-	if err := cudadrv.MemsetD32(x, 0, n*maxK); err != nil {
-		return err
-	}
-	for s, w := range b.shapes {
-		if err := b.blas.MatMulF16(b.stream, y, x, w, n, s[0], s[1]); err != nil {
-			return err
-		}
-	}
-	return b.stream.Synchronize()
+	return b.dev.warmUpBLAS(n, b.shapes)
 }

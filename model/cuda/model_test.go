@@ -10,11 +10,14 @@ import (
 	"testing"
 
 	"github.com/m40llm/m40llm/cudadrv"
+	"github.com/m40llm/m40llm/gguf"
 	"github.com/m40llm/m40llm/internal/fixture"
+	"github.com/m40llm/m40llm/internal/gputest"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
 	"github.com/m40llm/m40llm/model/cuda"
 	"github.com/m40llm/m40llm/model/sample"
+	"github.com/m40llm/m40llm/model/synth"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -268,4 +271,98 @@ func TestMemoryUsage(t *testing.T) {
 	assert.Positive(t, u.DeviceTotal)
 	t.Logf("%+v", u)
 	t.Log(m.Backend().(*cuda.Backend).Describe())
+}
+
+// fillDevice allocates the free memory of the GPU, in blocks of 1 GiB down
+// to 256 KiB, from ctx's thread (the process's primary context, which
+// the backends share), and returns the function that frees it.
+func fillDevice(t *testing.T, ctx *cudadrv.Context) (release func()) {
+	t.Helper()
+	var blocks []cudadrv.DevicePtr
+	release = func() {
+		require.NoError(t, ctx.Do(func() error {
+			var errs []error
+			for _, p := range blocks {
+				errs = append(errs, cudadrv.MemFree(p))
+			}
+			blocks = nil
+			return errors.Join(errs...)
+		}))
+	}
+	err := ctx.Do(func() error {
+		for size := 1 << 30; size >= 256<<10; size /= 2 {
+			for {
+				p, err := cudadrv.MemAlloc(size)
+				if errors.Is(err, cudadrv.ErrOutOfMemory) {
+					break
+				}
+				if err != nil {
+					return err
+				}
+				blocks = append(blocks, p)
+			}
+		}
+		free, total, err := cudadrv.MemGetInfo()
+		t.Logf("device filled with %d blocks: %d of %d bytes free", len(blocks), free, total)
+		return err
+	})
+	if err != nil {
+		release()
+		t.Fatal(err)
+	}
+	return release
+}
+
+// TestStepOutOfMemoryGPU: a step whose scratch does not fit in the device's
+// memory fails alone. After a first decode step, the device is filled and
+// a step of 16 tokens, whose attention partials and top-k scratch (4 MiB
+// over a 32000-token vocabulary) are larger than the first step's, fails
+// with cudadrv.ErrOutOfMemory while the backend stays usable (Err nil);
+// once the memory is freed, the same batch gives the CPU's logits.
+func TestStepOutOfMemoryGPU(t *testing.T) {
+	p := synth.Presets["tinyllama"]
+	p.Layers, p.Dim, p.Heads, p.KVHeads, p.FFN, p.Ctx = 2, 64, 4, 2, 96, 64
+	path := filepath.Join(t.TempDir(), "tiny-32000.gguf")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, synth.Write(f, p, synth.Options{Type: gguf.TypeF16, Seed: 3}))
+	require.NoError(t, f.Close())
+
+	mo := model.Options{CtxSize: 64}
+	mg := loadGPU(t, path, mo, options())
+	mc := loadCPU(t, path, mo)
+	ctx := gputest.Context(t)
+	vocab := mc.Config.VocabSize
+	ids := promptIDs(mc, 17)
+	first := nmse(forwardEach(t, mc, ids[:1], 0), forwardEach(t, mg, ids[:1], 0))
+	require.LessOrEqual(t, first, tolModel, "first step")
+
+	n := len(ids) - 1
+	long := &model.Batch{Tokens: ids[1:], Pos: make([]int32, n), Slot: make([]int32, n)}
+	rows := make([]int32, n)
+	for i := range n {
+		long.Pos[i], rows[i] = int32(1+i), int32(i)
+	}
+	k := model.MaxTopK
+	topIDs, topVals := make([]int32, n*k), make([]float32, n*k)
+	release := fillDevice(t, ctx)
+	err = mg.ForwardTopK(long, rows, k, topIDs, topVals)
+	release()
+	require.Error(t, err, "a step that cannot fit")
+	assert.ErrorIs(t, err, cudadrv.ErrOutOfMemory)
+	assert.NoError(t, mg.Err(), "an allocation failure is not sticky")
+	t.Log(err)
+
+	want := make([]float32, n*vocab)
+	require.NoError(t, mc.Forward(long, rows, want))
+	got := make([]float32, n*vocab)
+	require.NoError(t, mg.Forward(long, rows, got), "the step after")
+	worst := 0.0
+	for i := range n {
+		worst = max(worst, nmse(want[i*vocab:(i+1)*vocab], got[i*vocab:(i+1)*vocab]))
+	}
+	assert.LessOrEqual(t, worst, tolModel, "worst row NMSE of the step after")
+	t.Logf("step after: worst row NMSE %.2g", worst)
+	require.NoError(t, mg.ForwardTopK(long, rows, k, topIDs, topVals), "the failed step, with memory")
+	assert.NoError(t, mg.Err())
 }

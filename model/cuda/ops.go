@@ -18,7 +18,10 @@ type buf struct {
 func (x *buf) Rows() int { return x.rows }
 func (x *buf) Cols() int { return x.cols }
 
-// NewBuf allocates an activation buffer (its contents are undefined).
+// NewBuf allocates an activation buffer (its contents are undefined). It
+// fails on a non-positive shape, with the backend's failure once it is
+// unusable, and with the driver's error (cudadrv.ErrOutOfMemory when the
+// buffer does not fit); a failed NewBuf leaves the backend working.
 func (b *Backend) NewBuf(rows, cols int) (model.Buf, error) {
 	if rows <= 0 || cols <= 0 {
 		return nil, fmt.Errorf("cuda: invalid buffer shape %dx%d", rows, cols)
@@ -27,7 +30,7 @@ func (b *Backend) NewBuf(rows, cols int) (model.Buf, error) {
 		return nil, b.err
 	}
 	x := &buf{rows: rows, cols: cols}
-	err := b.ctx.Do(func() error {
+	err := b.dev.do(func() error {
 		var err error
 		x.p, err = b.mem.alloc(4*int64(rows)*int64(cols), catActivations)
 		return err
@@ -39,9 +42,14 @@ func (b *Backend) NewBuf(rows, cols int) (model.Buf, error) {
 }
 
 // InitKV allocates the FP16 KV cache, [layer][slot][pos][KDim] for keys
-// and [layer][slot][pos][VDim] for values, zeroed. It also waits for the
-// weight copies still in flight and, after a Plan, warms up (see warmUp):
-// model.Load calls it last.
+// and [layer][slot][pos][VDim] for values, zeroed, in place of any cache
+// allocated before. It first waits for the weight copies still in flight
+// and then, after a Plan, warms up (see warmUp): model.Load calls it once
+// the weights are loaded, before it allocates the activations. It fails on
+// an invalid config, with the backend's failure once it is unusable, and
+// with the driver's error (cudadrv.ErrOutOfMemory when the cache does not
+// fit); the backend keeps working after an allocation failure, without a
+// cache.
 func (b *Backend) InitKV(cfg model.KVConfig) error {
 	if b.err != nil {
 		return b.err
@@ -50,8 +58,8 @@ func (b *Backend) InitKV(cfg model.KVConfig) error {
 	if per <= 0 || cfg.KDim <= 0 || cfg.VDim <= 0 || cfg.Ctx > math.MaxInt32 {
 		return fmt.Errorf("cuda: invalid KV cache config %+v", cfg)
 	}
-	return b.ctx.Do(func() error {
-		if err := b.load.finish(); err != nil {
+	return b.dev.do(func() error {
+		if err := b.dev.finishUploads(); err != nil {
 			return err
 		}
 		if err := b.mem.free(b.kc); err != nil {
@@ -60,7 +68,7 @@ func (b *Backend) InitKV(cfg model.KVConfig) error {
 		if err := b.mem.free(b.vc); err != nil {
 			return err
 		}
-		b.kc, b.vc = 0, 0
+		b.kc, b.vc, b.kv = 0, 0, model.KVConfig{}
 		var err error
 		kb, vb := 2*per*int64(cfg.KDim), 2*per*int64(cfg.VDim)
 		if b.kc, err = b.mem.alloc(kb, catKV); err != nil {
@@ -70,10 +78,10 @@ func (b *Backend) InitKV(cfg model.KVConfig) error {
 			return fmt.Errorf("%s: KV cache values (%s): %w", b.Name(), gib(vb), err)
 		}
 		b.kv = cfg
-		if err := cudadrv.MemsetD8(b.kc, 0, int(kb)); err != nil {
+		if err := b.dev.zero(b.kc, int(kb)); err != nil {
 			return err
 		}
-		if err := cudadrv.MemsetD8(b.vc, 0, int(vb)); err != nil {
+		if err := b.dev.zero(b.vc, int(vb)); err != nil {
 			return err
 		}
 		return b.warmUp()
@@ -88,96 +96,6 @@ func (b *Backend) layerCache(layer int) ptx.KVCache {
 		K: b.kc.Offset(2 * layer * per * kv.KDim), V: b.vc.Offset(2 * layer * per * kv.VDim),
 		Ctx: kv.Ctx, KCols: kv.KDim, VCols: kv.VDim,
 	}
-}
-
-// opKind names the kernel an op record runs.
-type opKind uint8
-
-const (
-	opEmbed       opKind = iota + 1 // a = dst, b = table; i0 = dim
-	opRMSNorm                       // a = dst, b = x, c = w; i0 = cols
-	opAddRMSNorm                    // a = x, b = d, c = dst, d = w; i0 = cols
-	opHeadRMSNorm                   // a = x, b = w; i0 = cols, i1 = headDim
-	opMatVec                        // b = x; mv; i0 = k
-	opGateUp                        // a = hb, b = hb2, c = x, d = wg, e = wu; i0 = m, i1 = k
-	opGEMM                          // a = y, b = x, c = w; i0 = m, i1 = k
-	opAddBias                       // a = y, b = bias; i0 = m
-	opSwiGLU                        // a = dst, b = gate, c = up; i0 = cols
-	opAdd                           // a = dst, b = x; i0 = cols
-	opGather                        // a = dst, b = src, c = rows; i0 = cols
-	opRopeTable                     // a = cs, b = invFreq; i0 = half; f = freqScale
-	opRope                          // a = x, b = cs; i0 = cols, i1 = headDim, i2 = ropeDim; neox
-	opKVAppend                      // a = k, b = v; attn.Cache
-	opRopeAppend                    // a = q, b = k, c = v, d = cs; i0 = qcols, i1 = headDim, i2 = ropeDim; neox; attn.Cache
-	opAttnDecode                    // a = dst, b = q, c = partials, d = counters; attn, plan
-	opAttnPrefill                   // a = dst, b = q; attn
-	opTopK                          // a = vals, b = ids, c = src, d = scratch; i0 = cols, i1 = k
-)
-
-// op is one recorded kernel launch: its kind, the rows it acts on and its
-// operands (their meaning per kind is listed with the kinds). Ops are plain
-// values, compared with == to decide whether a captured graph replays a
-// step. The batch's device buffers (tokens, positions, slots) are operands
-// too, so a step recorded against other buffers never matches.
-type op struct {
-	kind          opKind
-	n             int
-	a, b, c, d, e cudadrv.DevicePtr
-	i0, i1, i2    int
-	f             float32
-	neox          bool
-	tokens        cudadrv.DevicePtr
-	pos, seq      cudadrv.DevicePtr
-	mv            [3]ptx.MatVecOut
-	nmv           int
-	attn          ptx.Attention
-	plan          ptx.DecodePlan
-}
-
-// record appends o to the step, first fusing it with the op before when
-// one kernel can do the work of both:
-//
-//   - Add(x, d) then RMSNorm(dst, x): add_rmsnorm_f32 (x += d; dst =
-//     rmsnorm(x)), the residual add and the next norm in one pass;
-//   - up to three MatMuls of the same input (n ≤ 16): one matvec launch
-//     (the Q, K and V projections, the gate and up projections);
-//   - those gate and up products then SwiGLU into the gate buffer:
-//     gateup_f16, SwiGLU applied on the way out;
-//   - Rope(q), Rope(k) then Attention: rope_append rotates both and stores
-//     K and V in the cache (see Attention).
-//
-// Each fused kernel leaves every buffer as the unfused sequence does.
-func (b *Backend) record(o op) {
-	ops := b.st.ops
-	if !b.opts.NoFusion && len(ops) > 0 {
-		last := &ops[len(ops)-1]
-		switch {
-		case o.kind == opRMSNorm && last.kind == opAdd && last.a == o.b && last.n == o.n && last.i0 == o.i0:
-			*last = op{kind: opAddRMSNorm, n: o.n, a: last.a, b: last.b, c: o.a, d: o.c, i0: o.i0, f: o.f}
-			return
-		case o.kind == opMatVec && last.kind == opMatVec && last.nmv < 3 && last.b == o.b && last.n == o.n && last.i0 == o.i0 &&
-			!last.writes(o.b) && !last.writes(o.mv[0].Y) && o.mv[0].Y != o.b:
-			last.mv[last.nmv] = o.mv[0]
-			last.nmv++
-			return
-		case o.kind == opSwiGLU && last.kind == opMatVec && last.nmv == 2 && o.a == o.b &&
-			last.mv[0].Y == o.b && last.mv[1].Y == o.c && last.mv[0].Bias == 0 && last.mv[1].Bias == 0 &&
-			last.mv[0].M == o.i0 && last.mv[1].M == o.i0 && last.n == o.n:
-			*last = op{kind: opGateUp, n: o.n, a: o.b, b: o.c, c: last.b, d: last.mv[0].W, e: last.mv[1].W, i0: o.i0, i1: last.i0}
-			return
-		}
-	}
-	b.st.ops = append(ops, o)
-}
-
-// writes reports whether a matvec op writes buffer p.
-func (o *op) writes(p cudadrv.DevicePtr) bool {
-	for _, m := range o.mv[:o.nmv] {
-		if m.Y == p {
-			return true
-		}
-	}
-	return false
 }
 
 func bufOf(x model.Buf) *buf          { return x.(*buf) }
@@ -195,9 +113,11 @@ func checkRows(x *buf, n int, what string) {
 	}
 }
 
-// ready reports whether ops may be recorded for n rows of the batch.
+// ready reports whether ops may be recorded for n rows of the batch: not
+// once the backend or the step has failed (the op is dropped; the failure
+// is returned by the next Read, ReadTopK or Sync).
 func (b *Backend) ready(n int) bool {
-	if b.err != nil {
+	if b.err != nil || b.st.err != nil {
 		return false
 	}
 	if n > b.st.n {
@@ -215,7 +135,7 @@ func (b *Backend) Embed(dst model.Buf, table model.Weight, n int) {
 		panic("cuda: Embed: the table is not a matrix")
 	}
 	if b.ready(n) {
-		b.record(op{kind: opEmbed, n: n, a: d.p, b: w.p, i0: d.cols, tokens: b.st.tokens()})
+		record(b, embed{dst: d.p, table: w.p, tokens: b.st.tokens(), n: n, dim: d.cols})
 	}
 }
 
@@ -227,7 +147,7 @@ func (b *Backend) RMSNorm(dst, x model.Buf, w model.Weight, n int, eps float32) 
 	checkRows(d, n, "RMSNorm")
 	checkRows(s, n, "RMSNorm")
 	if b.ready(n) {
-		b.record(op{kind: opRMSNorm, n: n, a: d.p, b: s.p, c: g.p, i0: s.cols, f: eps})
+		record(b, rmsNorm{dst: d.p, x: s.p, w: g.p, n: n, cols: s.cols, eps: eps})
 	}
 }
 
@@ -237,7 +157,7 @@ func (b *Backend) HeadRMSNorm(x model.Buf, w model.Weight, n, headDim int, eps f
 	checkCols(g.cols, headDim, "HeadRMSNorm weight")
 	checkRows(s, n, "HeadRMSNorm")
 	if b.ready(n) {
-		b.record(op{kind: opHeadRMSNorm, n: n, a: s.p, b: g.p, i0: s.cols, i1: headDim, f: eps})
+		record(b, headRMSNorm{x: s.p, w: g.p, n: n, cols: s.cols, headDim: headDim, eps: eps})
 	}
 }
 
@@ -263,17 +183,19 @@ func (b *Backend) MatMul(dst, x model.Buf, w model.Weight, bias model.Weight, n 
 		return
 	}
 	if n <= ptx.MatVecMaxN {
-		o := op{kind: opMatVec, n: n, b: s.p, i0: wt.cols, nmv: 1}
-		o.mv[0] = ptx.MatVecOut{Y: d.p, W: wt.p, Bias: bp, M: wt.rows}
-		b.record(o)
+		r := matVec{x: s.p, n: n, k: wt.cols, outs: 1}
+		r.out[0] = ptx.MatVecOut{Y: d.p, W: wt.p, Bias: bp, M: wt.rows}
+		record(b, r)
 		return
 	}
-	if b.blas != nil {
-		b.do(func() error { return b.blas.Reserve(n * wt.cols) })
+	// cuBLAS's scratch must not be allocated while the step runs.
+	elems := n * wt.cols
+	if !b.doStep(func() error { return stepAlloc(b.dev.reserveBLAS(elems)) }) {
+		return
 	}
-	b.record(op{kind: opGEMM, n: n, a: d.p, b: s.p, c: wt.p, i0: wt.rows, i1: wt.cols})
+	record(b, gemm{y: d.p, x: s.p, w: wt.p, n: n, m: wt.rows, k: wt.cols})
 	if bp != 0 {
-		b.record(op{kind: opAddBias, n: n, a: d.p, b: bp, i0: wt.rows})
+		record(b, addBias{y: d.p, bias: bp, n: n, m: wt.rows})
 	}
 }
 
@@ -284,7 +206,7 @@ func (b *Backend) SwiGLU(dst, gate, up model.Buf, n int) {
 	checkCols(d.cols, u.cols, "SwiGLU")
 	checkRows(d, n, "SwiGLU")
 	if b.ready(n) {
-		b.record(op{kind: opSwiGLU, n: n, a: d.p, b: g.p, c: u.p, i0: d.cols})
+		record(b, swiGLU{dst: d.p, gate: g.p, up: u.p, n: n, cols: d.cols})
 	}
 }
 
@@ -294,7 +216,7 @@ func (b *Backend) Add(dst, x model.Buf, n int) {
 	checkCols(d.cols, s.cols, "Add")
 	checkRows(d, n, "Add")
 	if b.ready(n) {
-		b.record(op{kind: opAdd, n: n, a: d.p, b: s.p, i0: d.cols})
+		record(b, add{dst: d.p, x: s.p, n: n, cols: d.cols})
 	}
 }
 
@@ -309,18 +231,22 @@ func (b *Backend) GatherRows(dst, src model.Buf, rows []int32) {
 			panic(fmt.Sprintf("cuda: GatherRows: row %d of a %d-row buffer", r, s.rows))
 		}
 	}
-	if len(rows) == 0 || b.err != nil {
+	if len(rows) == 0 || b.err != nil || b.st.err != nil {
 		return
 	}
 	p := b.st.stageRows(rows)
 	if p == 0 {
-		// The step's row staging is full: run what is recorded first.
-		if err := b.flush(nil, nil); err != nil {
+		// The step's row staging is full: run what is recorded first. When
+		// that fails, the rest of the step fails with it.
+		if err := b.flush(nil); err != nil {
+			if b.err == nil {
+				b.st.err = err
+			}
 			return
 		}
 		p = b.st.stageRows(rows)
 	}
-	b.record(op{kind: opGather, n: len(rows), a: d.p, b: s.p, c: p, i0: d.cols})
+	record(b, gatherRows{dst: d.p, src: s.p, rows: p, n: len(rows), cols: d.cols})
 }
 
 // ropeKey identifies an inverse-frequency table.
@@ -346,11 +272,13 @@ func (b *Backend) Rope(x model.Buf, n, headDim int, p *model.RopeParams) {
 	if !ok {
 		return
 	}
-	b.record(op{kind: opRope, n: n, a: s.p, b: cs, i0: s.cols, i1: headDim, i2: p.Dim, neox: p.Style == model.RopeNeoX})
+	record(b, rope{x: s.p, cs: cs, n: n, cols: s.cols, headDim: headDim, ropeDim: p.Dim, neox: p.Style == model.RopeNeoX})
 }
 
 // ropeTable records the batch's cos/sin table for p unless it is already
-// recorded, and returns its address.
+// recorded, and returns its address. Its allocations (the inverse
+// frequencies, once per table; the table) fail the step when they do not
+// fit.
 func (b *Backend) ropeTable(p *model.RopeParams) (cudadrv.DevicePtr, bool) {
 	key := ropeKey{dim: p.Dim, base: p.Base}
 	var factors []float32
@@ -374,14 +302,14 @@ func (b *Backend) ropeTable(p *model.RopeParams) (cudadrv.DevicePtr, bool) {
 				f[j] /= float64(factors[j])
 			}
 		}
-		b.do(func() error {
+		ok := b.doStep(func() error {
 			var err error
 			if inv, err = b.mem.alloc(8*int64(half), catScratch); err != nil {
-				return err
+				return stepAlloc(fmt.Errorf("RoPE inverse frequencies: %w", err))
 			}
-			return cudadrv.CopyToDevice(inv, f)
+			return copyToDevice(b.dev, inv, f)
 		})
-		if b.err != nil {
+		if !ok {
 			return 0, false
 		}
 		if st.invFreq == nil {
@@ -393,17 +321,16 @@ func (b *Backend) ropeTable(p *model.RopeParams) (cudadrv.DevicePtr, bool) {
 	if !ok {
 		return 0, false
 	}
-	b.record(op{kind: opRopeTable, n: st.n, a: cs, b: inv, i0: p.Dim / 2, f: p.FreqScale, pos: st.pos()})
+	record(b, ropeTable{cs: cs, pos: st.pos(), invFreq: inv, n: st.n, half: p.Dim / 2, freqScale: p.FreqScale})
 	st.ropeValid, st.ropeKey, st.ropeScale = true, key, p.FreqScale
 	return cs, true
 }
 
 // Attention records the KV-cache store of k and v and the attention of q.
 // With up to 16 rows (decode) it is split-KV attention (attn_decode), which
-// spreads long contexts over the whole GPU; with more
-// rows the tiled prefill kernel, when it supports the head dims. When the
-// two ops before are Rope(q) and Rope(k) they become one rope_append with
-// the store.
+// spreads long contexts over the whole GPU; with more rows the tiled
+// prefill kernel, when it supports the head dims. After Rope(q) and
+// Rope(k) the store fuses with both rotations (see fuse).
 func (b *Backend) Attention(dst, q, k, v model.Buf, layer, n int, p *model.AttnParams) {
 	d, qs, ks, vs := bufOf(dst), bufOf(q), bufOf(k), bufOf(v)
 	kv := b.kv
@@ -421,24 +348,9 @@ func (b *Backend) Attention(dst, q, k, v model.Buf, layer, n int, p *model.AttnP
 	st := &b.st
 	a := ptx.Attention{Cache: b.layerCache(layer), Heads: p.Heads, KVHeads: p.KVHeads,
 		HeadDim: p.HeadDim, ValueDim: p.ValueDim, Scale: p.Scale}
-
-	fused := false
-	if ops := st.ops; !b.opts.NoFusion && len(ops) >= 2 {
-		r1, r2 := ops[len(ops)-2], ops[len(ops)-1]
-		if r1.kind == opRope && r2.kind == opRope && r1.n == n && r2.n == n && r1.b == r2.b && r1.i1 == r2.i1 &&
-			r1.i2 == r2.i2 && r1.neox == r2.neox && r1.i1 == p.HeadDim &&
-			(r1.a == qs.p && r2.a == ks.p || r1.a == ks.p && r2.a == qs.p) {
-			st.ops = ops[:len(ops)-2]
-			b.record(op{kind: opRopeAppend, n: n, a: qs.p, b: ks.p, c: vs.p, d: r1.b,
-				i0: qs.cols, i1: r1.i1, i2: r1.i2, neox: r1.neox, attn: a, pos: st.pos(), seq: st.seq()})
-			fused = true
-		}
-	}
-	if !fused {
-		b.record(op{kind: opKVAppend, n: n, a: ks.p, b: vs.p, attn: a, pos: st.pos(), seq: st.seq()})
-	}
+	record(b, kvAppend{cache: a.Cache, k: ks.p, v: vs.p, seq: st.seq(), pos: st.pos(), n: n})
 	if n > ptx.MatVecMaxN && a.PrefillSupported() {
-		b.record(op{kind: opAttnPrefill, n: n, a: d.p, b: qs.p, attn: a, pos: st.pos(), seq: st.seq()})
+		record(b, attnPrefill{attn: a, dst: d.p, q: qs.p, seq: st.seq(), pos: st.pos(), n: n})
 		return
 	}
 	plan := a.PlanDecode(n, b.info.SMs)
@@ -450,12 +362,5 @@ func (b *Backend) Attention(dst, q, k, v model.Buf, layer, n int, p *model.AttnP
 	if !ok {
 		return
 	}
-	b.record(op{kind: opAttnDecode, n: n, a: d.p, b: qs.p, c: part, d: cnt, attn: a, plan: plan, pos: st.pos(), seq: st.seq()})
-}
-
-// do runs fn on the context's thread, recording its error.
-func (b *Backend) do(fn func() error) {
-	if b.err == nil {
-		b.fail(b.ctx.Do(fn))
-	}
+	record(b, attnDecode{attn: a, plan: plan, dst: d.p, q: qs.p, part: part, cnt: cnt, seq: st.seq(), pos: st.pos(), n: n})
 }

@@ -25,10 +25,13 @@ type weight struct {
 func (w *weight) Shape() (int, int) { return w.rows, w.cols }
 
 // LoadWeight converts the tensor to FP16 (FP32 for vectors) and copies it
-// to the GPU. Matrices go through the page-locked staging buffers, converted
-// by all cores, while the previous chunk is being copied; the copy may
-// still be in flight when LoadWeight returns (data is not needed anymore).
-// Tensors whose rows are not whole quantization blocks are converted whole.
+// to the GPU, matrices through the page-locked staging buffers (see
+// gpu.upload); the copy may still be in flight when LoadWeight returns
+// (data is not needed anymore). It fails on a tensor type that cannot be
+// converted (a *model.UnsupportedError), on data that does not decode, and
+// with the driver's error when the weight does not fit
+// (cudadrv.ErrOutOfMemory) or the copy fails; after Plan, weights are
+// carved out of the block it reserved.
 func (b *Backend) LoadWeight(ti *gguf.TensorInfo, data []byte) (model.Weight, error) {
 	if b.err != nil {
 		return nil, b.err
@@ -45,18 +48,18 @@ func (b *Backend) LoadWeight(ti *gguf.TensorInfo, data []byte) (model.Weight, er
 		if err := gguf.Dequantize(w.host, data, ti.Type); err != nil {
 			return nil, err
 		}
-		err := b.ctx.Do(func() error {
+		err := b.dev.do(func() error {
 			var err error
 			if w.p, err = b.mem.weight(4 * int64(cols)); err != nil {
 				return err
 			}
-			return cudadrv.CopyToDevice(w.p, w.host)
+			return copyToDevice(b.dev, w.p, w.host)
 		})
 		return w, err
 	}
 	w := &weight{rows: rows, cols: cols, f16: true}
 	bytes := 2 * int64(rows) * int64(cols)
-	if err := b.ctx.Do(func() error {
+	if err := b.dev.do(func() error {
 		var err error
 		w.p, err = b.mem.weight(bytes)
 		return err
@@ -67,14 +70,7 @@ func (b *Backend) LoadWeight(ti *gguf.TensorInfo, data []byte) (model.Weight, er
 		b.shapes = map[[2]int]cudadrv.DevicePtr{}
 	}
 	b.shapes[[2]int{rows, cols}] = w.p
-	if !ti.RowAligned() || 2*cols > stageBytes {
-		h := make([]uint16, rows*cols)
-		if err := gguf.DequantizeF16(h, data, ti.Type); err != nil {
-			return nil, err
-		}
-		return w, b.ctx.Do(func() error { return cudadrv.CopyToDevice(w.p, h) })
-	}
-	return w, b.load.upload(b.ctx, w.p, ti.Type, data, rows, cols)
+	return w, b.dev.upload(w.p, ti, data)
 }
 
 // stageBytes is the size of each of the two staging buffers.

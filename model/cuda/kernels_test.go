@@ -1,0 +1,198 @@
+package cuda
+
+import (
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/m40llm/m40llm/gguf"
+	"github.com/m40llm/m40llm/model"
+	"github.com/m40llm/m40llm/model/synth"
+	"github.com/m40llm/m40llm/ptx"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// synthModel writes a small random model of a synth preset's architecture
+// (layers layers, a 600-token vocabulary, FP16 weights) and returns its
+// path.
+func synthModel(t *testing.T, preset string, layers int) string {
+	t.Helper()
+	p, ok := synth.Presets[preset]
+	require.True(t, ok, preset)
+	p.Layers, p.Vocab = layers, 600
+	if p.HeadDim > 0 {
+		p.HeadDim = 32
+	}
+	p.Dim, p.FFN = p.Heads*16, 96
+	path := filepath.Join(t.TempDir(), fmt.Sprintf("%s-%d.gguf", preset, layers))
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, synth.Write(f, p, synth.Options{Type: gguf.TypeF16, Seed: 1}))
+	require.NoError(t, f.Close())
+	return path
+}
+
+// decodeK is the top-k of the decode steps below, as a sampler asks.
+const decodeK = 40
+
+// prefilled loads path on b, its device keeping the steps it runs, and
+// runs a 3-token prompt.
+func prefilled(t *testing.T, b *Backend, path string) (*model.Model, *stepLog) {
+	t.Helper()
+	log := logSteps(b)
+	m, err := model.Load(path, b, model.Options{CtxSize: 16})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	prompt := &model.Batch{Tokens: []int32{1, 300, 301}, Pos: []int32{0, 1, 2}, Slot: []int32{0, 0, 0}}
+	require.NoError(t, m.Forward(prompt, nil, nil))
+	return m, log
+}
+
+// decodeBatch is the token after the prompt of prefilled.
+var decodeBatch = &model.Batch{Tokens: []int32{302}, Pos: []int32{3}, Slot: []int32{0}}
+
+// decodeStep decodes decodeBatch through ForwardTopK, as generation does,
+// and returns the records of that step as the device ran them.
+func decodeStep(t *testing.T, m *model.Model, log *stepLog) []op {
+	t.Helper()
+	before := len(log.steps)
+	ids, vals := make([]int32, decodeK), make([]float32, decodeK)
+	require.NoError(t, m.ForwardTopK(decodeBatch, []int32{0}, decodeK, ids, vals))
+	require.Len(t, log.steps, before+1, "a decode step is submitted once")
+	return log.steps[before]
+}
+
+// kernels counts a step's records by kernel, matvec by its number of
+// products ("matvec_f16×3" for Q, K and V in one launch).
+func kernels(ops []op) map[string]int {
+	m := map[string]int{}
+	for _, o := range ops {
+		name := o.kernel()
+		if mv, ok := o.(matVec); ok {
+			name = fmt.Sprintf("%s×%d", name, mv.outs)
+		}
+		m[name]++
+	}
+	return m
+}
+
+// layers is the depth of the models of TestDecodeKernels.
+const layers = 2
+
+// Kernels of a decode step (one token, then the top-k of its logits) of the
+// llama-family forward pass, fused as record fuses them: embed, then per
+// layer
+//
+//	add_rmsnorm (rmsnorm in layer 0), matvec Q·K·V, [head_rmsnorm q, k,]
+//	rope_append (after the step's one rope_table), attn_decode, matvec O,
+//	add_rmsnorm, gateup, matvec down,
+//
+// then the last residual add, the gather of the output row, its norm, the
+// classifier and top-k.
+var fusedDecode = map[string]int{
+	"embed_f16":       1,
+	"rmsnorm_f32":     2,            // layer 0's attention norm (after the embedding), the output norm
+	"add_rmsnorm_f32": 2*layers - 1, // two per layer: the residual add and the next norm
+	"matvec_f16×3":    layers,       // Q, K and V (with qwen2's biases)
+	"rope_table":      1,
+	"rope_append":     layers, // rope q, rope k, KV store
+	"attn_decode":     layers,
+	"matvec_f16×1":    2*layers + 1, // attention output and down per layer, the classifier
+	"gateup_f16":      layers,       // gate, up and SwiGLU
+	"add_f32":         1,            // the last layer's residual (the gather follows)
+	"gather_rows_f32": 1,
+	"topk_pass":       1,
+}
+
+// unfusedDecode is the same step with Options.NoFusion: one kernel per op.
+var unfusedDecode = map[string]int{
+	"embed_f16":       1,
+	"rmsnorm_f32":     2*layers + 1,
+	"matvec_f16×1":    7*layers + 1, // q, k, v, o, gate, up, down; the classifier
+	"rope_table":      1,
+	"rope_f32":        2 * layers,
+	"kv_append":       layers,
+	"attn_decode":     layers,
+	"add_f32":         2 * layers,
+	"swiglu_f32":      layers,
+	"gather_rows_f32": 1,
+	"topk_pass":       1,
+}
+
+// with returns m plus extra.
+func with(m map[string]int, extra map[string]int) map[string]int {
+	m = maps.Clone(m)
+	for k, v := range extra {
+		m[k] += v
+	}
+	return m
+}
+
+// TestDecodeKernels pins the kernels of a decode step of each architecture
+// the project runs, fused and with NoFusion, on the fake device (CI) and on
+// the GPU: losing a fusion, or adding a kernel to the step, fails it.
+// Every record of these steps is one kernel launch (top-k over 600 logits
+// is one pass).
+func TestDecodeKernels(t *testing.T) {
+	qkNorms := map[string]int{"head_rmsnorm_f32": 2 * layers}
+	cases := []struct {
+		arch, preset    string
+		fused, unfused  map[string]int
+		launches, plain int
+	}{
+		{"llama", "tinyllama", fusedDecode, unfusedDecode, 23, 38},
+		{"llama3-rope-freqs", "llama3-8b", fusedDecode, unfusedDecode, 23, 38},
+		{"qwen2-qkv-bias", "qwen2.5-0.5b", fusedDecode, unfusedDecode, 23, 38},
+		{"qwen3-qk-norm", "qwen3-0.6b", with(fusedDecode, qkNorms), with(unfusedDecode, qkNorms), 27, 42},
+	}
+	for _, c := range cases {
+		t.Run(c.arch, func(t *testing.T) {
+			path := synthModel(t, c.preset, layers)
+			for _, dev := range testDevices {
+				for _, noFusion := range []bool{false, true} {
+					name, want, launches := dev.name, c.fused, c.launches
+					if noFusion {
+						name, want, launches = dev.name+"/NoFusion", c.unfused, c.plain
+					}
+					t.Run(name, func(t *testing.T) {
+						m, log := prefilled(t, dev.new(t, Options{NoFusion: noFusion}), path)
+						step := decodeStep(t, m, log)
+						assert.Equal(t, want, kernels(step), "kernels of the decode step")
+						assert.Equal(t, launches, len(step), "kernel launches of the decode step")
+						for _, o := range step {
+							if tk, ok := o.(topK); ok {
+								assert.Zero(t, ptx.TopKScratch(tk.rows, tk.cols, tk.k), "top-k in one pass")
+							}
+						}
+						t.Logf("%d launches: %v", len(step), kernels(step))
+					})
+				}
+			}
+		})
+	}
+}
+
+// TestDecodeAllocs: recording a decode step seen before allocates nothing
+// per op (put reuses the records' boxes), so a step's allocations do not
+// grow with the number of layers. What remains per step is the forward
+// pass's and the submission's own (parameter structs, closures).
+func TestDecodeAllocs(t *testing.T) {
+	perStep := func(layers int) float64 {
+		b, d := newFake(t, Options{})
+		m, log := prefilled(t, b, synthModel(t, "qwen3-0.6b", layers))
+		step := decodeStep(t, m, log)
+		d.trusted, log.off = true, true // their checks and copies allocate
+		ids, vals := make([]int32, decodeK), make([]float32, decodeK)
+		allocs := testing.AllocsPerRun(20, func() {
+			if err := m.ForwardTopK(decodeBatch, []int32{0}, decodeK, ids, vals); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Logf("%d layers: %d records, %.0f allocations per decode step", layers, len(step), allocs)
+		return allocs
+	}
+	assert.Equal(t, perStep(2), perStep(8), "allocations per decode step grow with the layers")
+}
