@@ -121,6 +121,14 @@ func startServer(t testing.TB, slots, ctx int, opts Options) *testServer {
 	t.Helper()
 	m, be := loadModel(t, slots, ctx)
 	t.Cleanup(func() { m.Close() })
+	ts := serve(t, m, opts)
+	ts.be = be
+	return ts
+}
+
+// serve serves m (closed by the caller) as startServer does.
+func serve(t testing.TB, m *model.Model, opts Options) *testServer {
+	t.Helper()
 	if opts.Name == "" {
 		opts.Name = modelName
 	}
@@ -138,7 +146,7 @@ func startServer(t testing.TB, slots, ctx int, opts Options) *testServer {
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	t.Cleanup(func() { srv.Close() })
-	return &testServer{srv: srv, ts: ts, m: m, be: be}
+	return &testServer{srv: srv, ts: ts, m: m}
 }
 
 // client returns an SDK client of the server that does not retry.
