@@ -18,7 +18,7 @@ import (
 // synthModel writes a small random model of a synth preset's architecture
 // (layers layers, a 600-token vocabulary, FP16 weights) and returns its
 // path.
-func synthModel(t *testing.T, preset string, layers int) string {
+func synthModel(t testing.TB, preset string, layers int) string {
 	t.Helper()
 	p, ok := synth.Presets[preset]
 	require.True(t, ok, preset)
@@ -40,7 +40,7 @@ const decodeK = 40
 
 // prefilled loads path on b, its device keeping the steps it runs, and
 // runs a 3-token prompt.
-func prefilled(t *testing.T, b *Backend, path string) (*model.Model, *stepLog) {
+func prefilled(t testing.TB, b *Backend, path string) (*model.Model, *stepLog) {
 	t.Helper()
 	log := logSteps(b)
 	m, err := model.Load(path, b, model.Options{CtxSize: 16})
@@ -195,4 +195,47 @@ func TestDecodeAllocs(t *testing.T) {
 		return allocs
 	}
 	assert.Equal(t, perStep(2), perStep(8), "allocations per decode step grow with the layers")
+}
+
+// BenchmarkRecordDecode is the host's share of a decode step of a 22-layer
+// TinyLlama shape (narrowed; the device's share is not run): the forward
+// pass's backend calls, the records and their fusion, the submission's
+// bookkeeping, and the comparison with the captured step that decides a
+// graph replay.
+func BenchmarkRecordDecode(b *testing.B) {
+	be, d := newFake(b, Options{})
+	m, log := prefilled(b, be, synthModel(b, "tinyllama", 22))
+	ids, vals := make([]int32, decodeK), make([]float32, decodeK)
+	if err := m.ForwardTopK(decodeBatch, []int32{0}, decodeK, ids, vals); err != nil {
+		b.Fatal(err)
+	}
+	d.trusted, log.off = true, true
+	f := &replayDevice{device: be.dev}
+	f.cache.m = map[graphKey][]graphEntry{}
+	f.cache.m[graphKey{1, len(log.steps[len(log.steps)-1])}] = []graphEntry{{ops: log.steps[len(log.steps)-1]}}
+	be.dev = f
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := m.ForwardTopK(decodeBatch, []int32{0}, decodeK, ids, vals); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if f.misses > 0 {
+		b.Fatalf("%d steps differed from the captured one", f.misses)
+	}
+}
+
+// replayDevice looks every step up in a graph cache, as the GPU's run
+// does before it replays.
+type replayDevice struct {
+	device
+	cache  graphCache
+	misses int
+}
+
+func (r *replayDevice) run(n int, ops []op) error {
+	if _, ok := r.cache.find(n, ops); !ok {
+		r.misses++
+	}
+	return r.device.run(n, ops)
 }

@@ -246,7 +246,7 @@ func TestBatchedDecode(t *testing.T) {
 func TestOutOfMemory(t *testing.T) {
 	be := newGPU(t, options())
 	before := be.MemoryUsage()
-	_, err := model.Load(fixture.BundledModel(t), be, model.Options{CtxSize: 1 << 20, Slots: 1 << 10, BatchSize: 1})
+	_, err := model.Load(fixture.BundledModel(t), be, model.Options{CtxSize: 1 << 20, Slots: 1 << 10, BatchSize: 1 << 10})
 	require.Error(t, err)
 	var oom *cuda.OutOfMemoryError
 	require.True(t, errors.As(err, &oom), "%v", err)
@@ -320,6 +320,12 @@ func fillDevice(t *testing.T, ctx *cudadrv.Context) (release func()) {
 // with cudadrv.ErrOutOfMemory while the backend stays usable (Err nil);
 // once the memory is freed, the same batch gives the CPU's logits.
 func TestStepOutOfMemoryGPU(t *testing.T) {
+	// Filling the whole device disturbed the tests that ran after it in
+	// the same process (on an H200, 2026-12-03: poisoned outputs read back
+	// wrong in the next three tests); it runs in a process of its own.
+	if !gputest.Isolate(t) {
+		return
+	}
 	p := synth.Presets["tinyllama"]
 	p.Layers, p.Dim, p.Heads, p.KVHeads, p.FFN, p.Ctx = 2, 64, 4, 2, 96, 64
 	path := filepath.Join(t.TempDir(), "tiny-32000.gguf")

@@ -429,11 +429,12 @@ func replace[T rec](st *step, n int, r T) {
 // that alternate.
 const boxesPerIndex = 8
 
-// boxes holds records put stored at one index of a step, most recent
-// last, round robin.
+// boxes holds records put stored at one index of a step, round robin in
+// the order they were stored.
 type boxes struct {
 	ops  [boxesPerIndex]op
-	next int
+	next int // where the next new record goes
+	hit  int // the box put used last
 }
 
 // put appends r to the step.
@@ -443,21 +444,26 @@ type boxes struct {
 // graph replay them), so for each index of the step st.boxes keeps the last
 // records stored there, and put reuses one that holds a record equal to r
 // instead of allocating: recording a decode step seen before allocates
-// nothing.
+// nothing. The search starts at the box used last and goes on in storage
+// order, because a step passes the same records through an index in the
+// same order every time (a product, then two, then three fused), so the
+// record wanted is nearly always the first or second one compared.
 func put[T rec](st *step, r T) {
 	i := len(st.ops)
 	if i == len(st.boxes) {
 		st.boxes = append(st.boxes, boxes{})
 	}
 	bx := &st.boxes[i]
-	for _, o := range bx.ops {
-		if v, ok := o.(T); ok && v == r {
-			st.ops = append(st.ops, o)
+	for j := range boxesPerIndex {
+		k := (bx.hit + j) % boxesPerIndex
+		if v, ok := bx.ops[k].(T); ok && v == r {
+			bx.hit = k
+			st.ops = append(st.ops, bx.ops[k])
 			return
 		}
 	}
 	o := op(r)
-	bx.ops[bx.next] = o
+	bx.ops[bx.next], bx.hit = o, bx.next
 	bx.next = (bx.next + 1) % boxesPerIndex
 	st.ops = append(st.ops, o)
 }
