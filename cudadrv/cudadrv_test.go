@@ -214,6 +214,88 @@ func TestMemory(t *testing.T) {
 	}
 }
 
+// TestSyncWritesSeenByStreams: what MemcpyHtoD, MemsetD32 and MemcpyDtoD
+// wrote is in place when they return, for a stream from NewStream (which
+// does not wait for the default stream they run on) that reads it at once.
+// The driver documents that it may return from these calls before the
+// device is done; without the wait such a stream may read the old
+// contents. (The race did not show in this test on an H200; model/cuda's
+// op tests, which poison outputs with MemcpyHtoD, once read stale rows
+// there.)
+func TestSyncWritesSeenByStreams(t *testing.T) {
+	ctx := gputest.Context(t)
+	const n = 16 << 20 // 64 MiB of float32
+	src := make([]float32, n)
+	for i := range src {
+		src[i] = float32(i%1000) + 0.25
+	}
+	err := ctx.Do(func() error {
+		s, err := cudadrv.NewStream()
+		if err != nil {
+			return err
+		}
+		defer s.Destroy()
+		a, err := cudadrv.MemAlloc(4 * n)
+		if err != nil {
+			return err
+		}
+		defer cudadrv.MemFree(a)
+		b, err := cudadrv.MemAlloc(4 * n)
+		if err != nil {
+			return err
+		}
+		defer cudadrv.MemFree(b)
+		h, err := cudadrv.MemAllocHost(4 * n)
+		if err != nil {
+			return err
+		}
+		defer h.Free()
+		got := unsafe.Slice((*float32)(h.Ptr()), n)
+		readBack := func(p cudadrv.DevicePtr) error {
+			clear(got)
+			if err := cudadrv.MemcpyDtoHAsync(h.Ptr(), p, 4*n, s); err != nil {
+				return err
+			}
+			return s.Synchronize()
+		}
+		for round := range 3 {
+			if err := cudadrv.MemsetD32(a, math.Float32bits(-1), n); err != nil {
+				return err
+			}
+			if err := readBack(a); err != nil {
+				return err
+			}
+			if got[n-1] != -1 {
+				t.Fatalf("round %d: MemsetD32 not in place for the stream: [%d] = %v", round, n-1, got[n-1])
+			}
+			if err := cudadrv.CopyToDevice(a, src); err != nil {
+				return err
+			}
+			if err := readBack(a); err != nil {
+				return err
+			}
+			for _, i := range []int{0, n / 2, n - 1} {
+				if got[i] != src[i] {
+					t.Fatalf("round %d: MemcpyHtoD not in place for the stream: [%d] = %v, want %v", round, i, got[i], src[i])
+				}
+			}
+			if err := cudadrv.MemcpyDtoD(b, a, 4*n); err != nil {
+				return err
+			}
+			if err := readBack(b); err != nil {
+				return err
+			}
+			if got[n-1] != src[n-1] {
+				t.Fatalf("round %d: MemcpyDtoD not in place for the stream: [%d] = %v", round, n-1, got[n-1])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestOutOfMemory(t *testing.T) {
 	ctx := gputest.Context(t)
 	err := ctx.Do(func() error {

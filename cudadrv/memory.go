@@ -51,23 +51,38 @@ func MemGetInfo() (free, total uint64, err error) {
 	return free, total, err
 }
 
-// MemsetD8 sets n bytes at p to v.
+// The synchronous copies and memsets below run on the default stream, and
+// the driver may return from them before the device is done (a memset of
+// device memory always; a copy from pageable host memory once it is
+// staged; a device-to-device copy at once). Streams from NewStream do not
+// wait for the default stream, so each of these functions waits for it
+// before it returns: when they return, the memory holds what they wrote,
+// for work on any stream.
+
+// MemsetD8 sets n bytes at p to v and returns when they are set.
 func MemsetD8(p DevicePtr, v uint8, n int) error {
 	d, err := get("cuMemsetD8_v2")
 	if err != nil {
 		return err
 	}
-	return check("cuMemsetD8_v2", d.cuMemsetD8(p, v, uintptr(n)))
+	if err := check("cuMemsetD8_v2", d.cuMemsetD8(p, v, uintptr(n))); err != nil {
+		return err
+	}
+	return Stream(0).Synchronize()
 }
 
-// MemsetD32 sets n 32-bit words at p (4-byte aligned) to v; use
-// math.Float32bits to fill float32 buffers, for example with NaN.
+// MemsetD32 sets n 32-bit words at p (4-byte aligned) to v and returns
+// when they are set; use math.Float32bits to fill float32 buffers, for
+// example with NaN.
 func MemsetD32(p DevicePtr, v uint32, n int) error {
 	d, err := get("cuMemsetD32_v2")
 	if err != nil {
 		return err
 	}
-	return check("cuMemsetD32_v2", d.cuMemsetD32(p, v, uintptr(n)))
+	if err := check("cuMemsetD32_v2", d.cuMemsetD32(p, v, uintptr(n))); err != nil {
+		return err
+	}
+	return Stream(0).Synchronize()
 }
 
 // MemsetD32Async is MemsetD32 ordered on stream s.
@@ -80,17 +95,21 @@ func MemsetD32Async(p DevicePtr, v uint32, n int, s Stream) error {
 }
 
 // MemcpyHtoD copies bytes from host memory src to dst and returns when the
-// copy is done. src may be Go memory.
+// copy is done (see above). src may be Go memory.
 func MemcpyHtoD(dst DevicePtr, src unsafe.Pointer, bytes int) error {
 	d, err := get("cuMemcpyHtoD_v2")
 	if err != nil {
 		return err
 	}
-	return check("cuMemcpyHtoD_v2", d.cuMemcpyHtoD(dst, src, uintptr(bytes)))
+	if err := check("cuMemcpyHtoD_v2", d.cuMemcpyHtoD(dst, src, uintptr(bytes))); err != nil {
+		return err
+	}
+	return Stream(0).Synchronize()
 }
 
 // MemcpyDtoH copies bytes from src to host memory dst and returns when the
-// copy is done. dst may be Go memory.
+// copy is done. dst may be Go memory. It does not wait for work on streams
+// from NewStream: synchronize the stream that wrote src first.
 func MemcpyDtoH(dst unsafe.Pointer, src DevicePtr, bytes int) error {
 	d, err := get("cuMemcpyDtoH_v2")
 	if err != nil {
@@ -99,13 +118,17 @@ func MemcpyDtoH(dst unsafe.Pointer, src DevicePtr, bytes int) error {
 	return check("cuMemcpyDtoH_v2", d.cuMemcpyDtoH(dst, src, uintptr(bytes)))
 }
 
-// MemcpyDtoD copies bytes between device buffers.
+// MemcpyDtoD copies bytes between device buffers and returns when the
+// copy is done.
 func MemcpyDtoD(dst, src DevicePtr, bytes int) error {
 	d, err := get("cuMemcpyDtoD_v2")
 	if err != nil {
 		return err
 	}
-	return check("cuMemcpyDtoD_v2", d.cuMemcpyDtoD(dst, src, uintptr(bytes)))
+	if err := check("cuMemcpyDtoD_v2", d.cuMemcpyDtoD(dst, src, uintptr(bytes))); err != nil {
+		return err
+	}
+	return Stream(0).Synchronize()
 }
 
 // MemcpyHtoDAsync copies bytes from src to dst in stream order. src must be

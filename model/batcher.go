@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -112,6 +113,9 @@ type sequence struct {
 	gen  *Generation
 	sink Sink
 	res  Result
+	// hold, when set, keeps the sequence out of the steps while true
+	// (Request.Paced); it is read on every step, without a lock.
+	hold *atomic.Bool
 
 	todo     []int32 // prompt tokens not evaluated yet
 	decoding bool    // the prompt is done; next is the token to evaluate
@@ -426,12 +430,9 @@ func (b *Batcher) end(q *sequence, err error) {
 	sink.Done(&q.res, err)
 }
 
-// held reports whether q's sink holds it out of the step (a paced Job
-// whose text has not been read).
-func (q *sequence) held() bool {
-	h, ok := q.sink.(interface{ held() bool })
-	return ok && h.held()
-}
+// held reports whether q is held out of the step (a paced Job whose text
+// has not been read).
+func (q *sequence) held() bool { return q.hold != nil && q.hold.Load() }
 
 // compact drops the ended requests from the running list, keeping the
 // admission order.

@@ -82,7 +82,7 @@ type Job struct {
 
 	mu     sync.Mutex
 	pieces []string
-	unread bool // paced: text was produced that Next has not been called back for
+	unread atomic.Bool // paced: text was produced that Next has not been called back for
 	done   bool
 	res    *Result
 	err    error
@@ -103,6 +103,9 @@ func (e *Engine) Submit(ctx context.Context, req *Request) (*Job, error) {
 		return nil, err
 	}
 	j.q = q
+	if req.Paced {
+		q.hold = &j.unread
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
@@ -242,19 +245,12 @@ func (js *jobSink) Token(_ int32, text string) error {
 	}
 	j.mu.Lock()
 	j.pieces = append(j.pieces, text)
-	j.unread = j.paced
+	if j.paced {
+		j.unread.Store(true)
+	}
 	j.mu.Unlock()
 	signal(j.wake)
 	return nil
-}
-
-// held reports whether a paced job waits for its reader (see
-// Request.Paced).
-func (js *jobSink) held() bool {
-	j := (*Job)(js)
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.unread
 }
 
 func (js *jobSink) Done(res *Result, err error) {
@@ -280,9 +276,9 @@ func (js *jobSink) Done(res *Result, err error) {
 func (j *Job) Next(ctx context.Context) (pieces []string, done bool, res *Result, err error) {
 	if j.paced {
 		j.mu.Lock()
-		resume := j.unread && len(j.pieces) == 0
+		resume := j.unread.Load() && len(j.pieces) == 0
 		if resume {
-			j.unread = false
+			j.unread.Store(false)
 		}
 		j.mu.Unlock()
 		if resume {

@@ -203,20 +203,41 @@ func TestDecodeAllocs(t *testing.T) {
 // bookkeeping, and the comparison with the captured step that decides a
 // graph replay.
 func BenchmarkRecordDecode(b *testing.B) {
+	for _, rows := range []int{1, 8} {
+		b.Run(fmt.Sprintf("rows=%d", rows), func(b *testing.B) { benchRecordDecode(b, rows) })
+	}
+}
+
+func benchRecordDecode(b *testing.B, rows int) {
 	be, d := newFake(b, Options{})
-	m, log := prefilled(b, be, synthModel(b, "tinyllama", 22))
-	ids, vals := make([]int32, decodeK), make([]float32, decodeK)
-	if err := m.ForwardTopK(decodeBatch, []int32{0}, decodeK, ids, vals); err != nil {
+	log := logSteps(be)
+	m, err := model.Load(synthModel(b, "tinyllama", 22), be, model.Options{CtxSize: 16, Slots: rows})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
+	// One token in each of rows slots, as batched decode runs them.
+	batch := &model.Batch{}
+	out := make([]int32, rows)
+	for i := range rows {
+		batch.Tokens = append(batch.Tokens, int32(300+i))
+		batch.Pos = append(batch.Pos, 0)
+		batch.Slot = append(batch.Slot, int32(i))
+		out[i] = int32(i)
+	}
+	ids, vals := make([]int32, rows*decodeK), make([]float32, rows*decodeK)
+	if err := m.ForwardTopK(batch, out, decodeK, ids, vals); err != nil {
 		b.Fatal(err)
 	}
 	d.trusted, log.off = true, true
 	f := &replayDevice{device: be.dev}
 	f.cache.m = map[graphKey][]graphEntry{}
-	f.cache.m[graphKey{1, len(log.steps[len(log.steps)-1])}] = []graphEntry{{ops: log.steps[len(log.steps)-1]}}
+	last := log.steps[len(log.steps)-1]
+	f.cache.m[graphKey{rows, len(last)}] = []graphEntry{{ops: last}}
 	be.dev = f
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := m.ForwardTopK(decodeBatch, []int32{0}, decodeK, ids, vals); err != nil {
+		if err := m.ForwardTopK(batch, out, decodeK, ids, vals); err != nil {
 			b.Fatal(err)
 		}
 	}

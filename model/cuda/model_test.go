@@ -320,9 +320,8 @@ func fillDevice(t *testing.T, ctx *cudadrv.Context) (release func()) {
 // with cudadrv.ErrOutOfMemory while the backend stays usable (Err nil);
 // once the memory is freed, the same batch gives the CPU's logits.
 func TestStepOutOfMemoryGPU(t *testing.T) {
-	// Filling the whole device disturbed the tests that ran after it in
-	// the same process (on an H200, 2026-12-03: poisoned outputs read back
-	// wrong in the next three tests); it runs in a process of its own.
+	// It fills the whole device; whatever else runs in the process would
+	// meet the same wall, so it runs in a process of its own.
 	if !gputest.Isolate(t) {
 		return
 	}
