@@ -3,6 +3,7 @@ package model
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -298,6 +299,22 @@ func (j *Job) Next(ctx context.Context) (pieces []string, done bool, res *Result
 		case <-j.wake:
 		case <-ctx.Done():
 			return nil, false, nil, ctx.Err()
+		}
+	}
+}
+
+// Wait reads the job to its end and returns all its text with its result
+// and error (see Next). It returns ctx's error, and the text so far, when
+// ctx is done first.
+func (j *Job) Wait(ctx context.Context) (string, *Result, error) {
+	var text strings.Builder
+	for {
+		pieces, done, res, err := j.Next(ctx)
+		for _, p := range pieces {
+			text.WriteString(p)
+		}
+		if done || err != nil {
+			return text.String(), res, err
 		}
 	}
 }

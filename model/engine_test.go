@@ -120,17 +120,9 @@ func wait(t *testing.T, j *model.Job) (string, *model.Result, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var text strings.Builder
-	for {
-		pieces, done, res, err := j.Next(ctx)
-		for _, p := range pieces {
-			text.WriteString(p)
-		}
-		if done {
-			return text.String(), res, err
-		}
-		require.NoError(t, err, "the job did not end in time")
-	}
+	text, res, err := j.Wait(ctx)
+	require.NotErrorIs(t, err, context.DeadlineExceeded, "the job did not end in time")
+	return text, res, err
 }
 
 // firstPiece waits until j has produced text.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/m40llm/m40llm/model"
@@ -173,21 +172,13 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *schedul
 		return
 	}
 	if !gr.Stream {
-		var text strings.Builder
-		for {
-			pieces, done, res, err := j.Next(ctx)
-			for _, p := range pieces {
-				text.WriteString(p)
-			}
-			switch {
-			case done && err == nil:
-				writeJSON(w, http.StatusOK, f.whole(text.String(), res))
-				return
-			case err != nil:
-				s.writeError(w, r, gr.requestError(err))
-				return
-			}
+		text, res, err := j.Wait(ctx)
+		if err != nil {
+			s.writeError(w, r, gr.requestError(err))
+			return
 		}
+		writeJSON(w, http.StatusOK, f.whole(text, res))
+		return
 	}
 
 	sse := newSSEWriter(w)
