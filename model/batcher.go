@@ -299,7 +299,12 @@ func (b *Batcher) Step() (StepStats, error) {
 		if q.first.IsZero() {
 			q.first = time.Now()
 		}
-		err := q.sink.Token(id, text)
+		err := q.gen.Err()
+		if err == nil {
+			err = q.sink.Token(id, text)
+		} else {
+			err = fmt.Errorf("%w (position %d of the sequence)", err, q.s.Len()-1)
+		}
 		switch {
 		case err != nil:
 			b.end(q, err)

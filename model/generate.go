@@ -2,6 +2,8 @@ package model
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -122,7 +124,18 @@ type Generation struct {
 	Tokens []int32
 	// Finish is set once Step reports done.
 	Finish FinishReason
+	// err is set when a step found no token to choose.
+	err error
 }
+
+// ErrNonFiniteLogits is matched by the error of a generation whose logits
+// held no finite value to sample from (every one NaN or -Inf: NaN weights,
+// say): the model, not the request, is broken.
+var ErrNonFiniteLogits = errors.New("the model produced no finite logits")
+
+// Err returns why generation ended without a token (ErrNonFiniteLogits),
+// or nil.
+func (g *Generation) Err() error { return g.err }
 
 // NewGeneration starts generating after prompt (whose tokens the
 // penalties see) with opts.
@@ -143,7 +156,8 @@ func (m *Model) NewGeneration(prompt []int32, opts GenerateOptions) (*Generation
 
 // Step samples the next token from logits and returns it with the text
 // that became final. done reports that generation has ended (Finish says
-// why): the token then must not be evaluated. room tells whether the
+// why, or Err when no token could be chosen): the token then must not be
+// evaluated. room tells whether the
 // sequence has space for one more evaluated token; without it the
 // generation ends after this token.
 func (g *Generation) Step(logits []float32, room bool) (id int32, text string, done bool) {
@@ -163,7 +177,12 @@ func (g *Generation) StepCandidates(ids []int32, vals []float32, room bool) (id 
 }
 
 // accept records the sampled token and decides whether generation ends.
+// sample.NoToken ends it with ErrNonFiniteLogits: it is never fed back.
 func (g *Generation) accept(id int32, room bool) (int32, string, bool) {
+	if id == sample.NoToken {
+		g.err = fmt.Errorf("%w after %d generated tokens", ErrNonFiniteLogits, len(g.Tokens))
+		return id, g.stop.flush(g.dec.Flush()), true
+	}
 	g.smp.Accept(id)
 	if g.tok.IsEOG(id) && !g.opts.IgnoreEOS {
 		g.Finish = FinishStop

@@ -3,11 +3,13 @@ package model_test
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
 	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
+	"github.com/m40llm/m40llm/model/cpu"
 	"github.com/m40llm/m40llm/model/sample"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -99,4 +101,58 @@ func TestGenerateCancelAndContextFull(t *testing.T) {
 
 	_, err = s.Eval(context.Background(), make([]int32, 17))
 	assert.True(t, errors.Is(err, model.ErrContextFull), "%v", err)
+}
+
+// nanLogits is the CPU backend whose logits come out NaN, as a model with
+// NaN weights (or zero rope_freqs) produces.
+type nanLogits struct{ model.Backend }
+
+func (b nanLogits) Read(dst []float32, src model.Buf, n int) error {
+	if err := b.Backend.Read(dst, src, n); err != nil {
+		return err
+	}
+	for i := range dst[:n*src.Cols()] {
+		dst[i] = float32(math.NaN())
+	}
+	return nil
+}
+
+func (b nanLogits) ReadTopK(ids []int32, vals []float32, src model.Buf, n, k int) error {
+	full := make([]float32, n*src.Cols())
+	if err := b.Read(full, src, n); err != nil {
+		return err
+	}
+	for i := range n {
+		model.TopK(ids[i*k:(i+1)*k], vals[i*k:(i+1)*k], full[i*src.Cols():(i+1)*src.Cols()])
+	}
+	return nil
+}
+
+// TestNonFiniteLogits: logits with nothing finite end the generation with
+// ErrNonFiniteLogits, on the full-logits path and on the candidates path,
+// and no token is emitted or fed back (the sampler's "no token", -1, used
+// to be generated and evaluated).
+func TestNonFiniteLogits(t *testing.T) {
+	m, err := model.Load(fixture.BundledModel(t), nanLogits{cpu.New(cpu.Options{})}, model.Options{CtxSize: 64})
+	require.NoError(t, err)
+	defer m.Close()
+	prompt := m.Tokenizer.Encode("Once upon a time", true, false)
+	full := model.Greedy()
+	full.Temperature, full.TopK = 1, 0 // the whole vocabulary
+	for name, p := range map[string]sample.Params{"candidates": model.Greedy(), "full logits": full} {
+		t.Run(name, func(t *testing.T) {
+			s, err := m.NewSession(0)
+			require.NoError(t, err)
+			emitted := 0
+			res, err := s.Generate(context.Background(), prompt, model.GenerateOptions{MaxTokens: 4, Sampling: p}, func(string) error {
+				emitted++
+				return nil
+			})
+			require.ErrorIs(t, err, model.ErrNonFiniteLogits)
+			assert.Contains(t, err.Error(), "position 4")
+			assert.Empty(t, res.Tokens)
+			assert.Zero(t, emitted)
+			assert.Equal(t, len(prompt), s.Len(), "nothing fed back")
+		})
+	}
 }
