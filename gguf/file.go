@@ -250,6 +250,13 @@ type decoder struct {
 
 const windowSize = 64 << 10
 
+// MaxMetadataPairs bounds the metadata pairs of a file. Model files hold a
+// few dozen (the big tokenizer tables are single array values); the bound
+// keeps the memory of a parse to a small multiple of the file: each pair
+// costs about 100 bytes on top of its key and value, so a file of tiny
+// pairs (13 bytes each at least) takes at most about 8× its size.
+const MaxMetadataPairs = 1 << 16
+
 // next returns the n bytes at the current offset and advances past them.
 // The slice is valid until the next call.
 func (d *decoder) next(n int64, what string) ([]byte, error) {
@@ -270,8 +277,10 @@ func (d *decoder) next(n int64, what string) ([]byte, error) {
 		return b, nil
 	}
 	wn := min(int64(windowSize), d.size-d.off)
-	if cap(d.win) < windowSize {
-		d.win = make([]byte, windowSize)
+	if int64(cap(d.win)) < wn {
+		// Never more than the file: a parse of a small input (a fuzzer's)
+		// does not pay for a whole window.
+		d.win = make([]byte, min(int64(windowSize), d.size))
 	}
 	d.win = d.win[:wn]
 	if _, err := d.r.ReadAt(d.win, d.off); err != nil && !(err == io.EOF && d.off+wn == d.size) {
@@ -377,6 +386,10 @@ func (d *decoder) header(f *File) error {
 	if err := d.checkCount(nKV, d.countSize()+4+1, kat, "metadata count"); err != nil {
 		return err
 	}
+	if nKV > MaxMetadataPairs {
+		return formatErr(kat, fmt.Sprintf("metadata count is more than the %d pairs a model file may hold", MaxMetadataPairs), nKV)
+	}
+	f.Metadata.reserve(int(nKV))
 	for i := uint64(0); i < nKV; i++ {
 		if err := d.kv(&f.Metadata); err != nil {
 			return err

@@ -69,6 +69,17 @@ func (m *Metadata) Has(key string) bool {
 	return ok
 }
 
+// reserve makes room for n more entries, so that a parse of n entries
+// allocates the entry slice and the index once.
+func (m *Metadata) reserve(n int) {
+	if m.index == nil {
+		m.index = make(map[string]int, n)
+	}
+	if cap(m.kvs)-len(m.kvs) < n {
+		m.kvs = append(make([]KV, 0, len(m.kvs)+n), m.kvs...)
+	}
+}
+
 // Set adds key, or replaces its value in place when it exists.
 func (m *Metadata) Set(key string, v Value) {
 	if m.index == nil {
