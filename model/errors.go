@@ -17,6 +17,11 @@ type OptionError struct {
 // Error names the option and the problem.
 func (e *OptionError) Error() string { return fmt.Sprintf("model: option %s: %s", e.Option, e.Msg) }
 
+// ErrOutOfMemory is matched by the errors of an allocation that the
+// memory left cannot hold, found before it was tried (a Planner's check):
+// the process carries on.
+var ErrOutOfMemory = errors.New("out of memory")
+
 // ErrUnsupported is matched (errors.Is) by every *UnsupportedError: the
 // model file is well formed but asks for something this build cannot run.
 var ErrUnsupported = errors.New("unsupported")

@@ -100,6 +100,9 @@ func newModel(f *gguf.File, be Backend, opts Options) (*Model, error) {
 	if tok.VocabSize() != cfg.VocabSize {
 		return nil, &ConfigError{Key: "tokenizer.ggml.tokens", Msg: fmt.Sprintf("vocabulary has %d tokens, the model %d", tok.VocabSize(), cfg.VocabSize)}
 	}
+	if err := checkLayers(f, cfg); err != nil {
+		return nil, err
+	}
 	m := &Model{Config: cfg, Tokenizer: tok, Metadata: &f.Metadata, be: be, file: f, sem: make(chan struct{}, 1)}
 	m.ctxSize = opts.CtxSize
 	if m.ctxSize <= 0 {

@@ -2,6 +2,8 @@ package model
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/m40llm/m40llm/gguf"
 )
@@ -136,4 +138,35 @@ func loadWeights(f *gguf.File, c *Config, b Backend, progress func(done, total i
 	}
 	w.Bytes = l.bytes
 	return w, nil
+}
+
+// checkLayers checks the metadata's layer count against the file's tensors,
+// before anything sized by it (the KV cache, a Layer each) is planned or
+// allocated.
+func checkLayers(f *gguf.File, c *Config) error {
+	if have := layersInFile(f); c.Layers > have {
+		return &TensorError{Name: fmt.Sprintf("blk.%d.attn_norm.weight", have),
+			Msg: fmt.Sprintf("missing: %s.block_count says %d layers, the file has tensors of %d", c.Arch, c.Layers, have)}
+	}
+	return nil
+}
+
+// layersInFile returns one more than the highest N of the file's
+// "blk.N.*" tensors (0 when there are none).
+func layersInFile(f *gguf.File) int {
+	n := 0
+	for i := range f.Tensors {
+		rest, ok := strings.CutPrefix(f.Tensors[i].Name, "blk.")
+		if !ok {
+			continue
+		}
+		num, _, ok := strings.Cut(rest, ".")
+		if !ok {
+			continue
+		}
+		if v, err := strconv.Atoi(num); err == nil && v >= n && v < len(f.Tensors) {
+			n = v + 1
+		}
+	}
+	return n
 }

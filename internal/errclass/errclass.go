@@ -101,7 +101,7 @@ func Of(err error) Class {
 		return Canceled
 	case errors.Is(err, model.ErrBackendFailed):
 		return Device
-	case errors.Is(err, cudadrv.ErrOutOfMemory):
+	case errors.Is(err, cudadrv.ErrOutOfMemory), errors.Is(err, model.ErrOutOfMemory):
 		return OutOfMemory
 	case errors.Is(err, model.ErrContextFull):
 		return ContextFull

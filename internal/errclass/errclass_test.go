@@ -35,6 +35,7 @@ func TestOf(t *testing.T) {
 		{"backend failed after an allocation", fmt.Errorf("%w: %w", model.ErrBackendFailed, oom), Device},
 		{"device OOM", fmt.Errorf("scratch: %w", oom), OutOfMemory},
 		{"plan OOM", fmt.Errorf("load: %w", cudadrv.ErrOutOfMemory), OutOfMemory},
+		{"host OOM", fmt.Errorf("%w: the KV cache", model.ErrOutOfMemory), OutOfMemory},
 		{"context full", fmt.Errorf("eval: %w", model.ErrContextFull), ContextFull},
 		{"no device", &cudadrv.CallError{Func: "cuInit", Result: cudadrv.ErrNoDevice}, NoDevice},
 		{"no driver", &cudadrv.LoadError{Library: "libcuda.so.1"}, NoDevice},
