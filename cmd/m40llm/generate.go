@@ -88,11 +88,7 @@ func promptText(c *cli.Context) (string, error) {
 	case c.IsSet("prompt") && f != "":
 		return "", usageErrorf("give the prompt with -p or -f, not both")
 	case f != "":
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return "", err
-		}
-		return string(b), nil
+		return readFileText(f, maxPromptBytes)
 	case c.IsSet("prompt"):
 		return p, nil
 	}

@@ -126,14 +126,35 @@ type noGPUError struct {
 func (e *noGPUError) Error() string { return e.reason }
 func (e *noGPUError) Unwrap() error { return e.err }
 
+// maxSlots bounds --parallel: each slot holds a KV cache of --ctx-size
+// positions, and every step holds a token of each.
+const maxSlots = 1024
+
+// checkModelFlags refuses, before anything is opened, flag values and
+// combinations that cannot work (exit 2).
+func checkModelFlags(c *cli.Context, slots int) error {
+	ctx, batch, threads := c.Int("ctx-size"), c.Int("batch-size"), c.Int("threads")
+	switch {
+	case ctx < 0 || batch < 0:
+		return usageErrorf("--ctx-size and --batch-size must not be negative")
+	case threads < 0 || threads > cpu.MaxThreads():
+		return usageErrorf("--threads %d: want 0 (all cores) to %d (%d× the %d CPUs)", threads, cpu.MaxThreads(), cpu.MaxThreads()/runtime.NumCPU(), runtime.NumCPU())
+	case slots > maxSlots:
+		return usageErrorf("--parallel %d: at most %d slots", slots, maxSlots)
+	case c.IsSet("batch-size") && batch > 0 && batch < slots:
+		return usageErrorf("--batch-size %d is smaller than --parallel %d: every step holds the next token of each slot", batch, slots)
+	}
+	return nil
+}
+
 // loadModel loads the model the flags name, with slots KV-cache slots,
 // reporting what it did on stderr.
 func loadModel(c *cli.Context, slots int) (*model.Model, error) {
 	if c.String("model") == "" {
 		return nil, usageErrorf("no model: pass -m MODEL.gguf (or set M40LLM_MODEL)")
 	}
-	if c.Int("ctx-size") < 0 || c.Int("batch-size") < 0 {
-		return nil, usageErrorf("--ctx-size and --batch-size must not be negative")
+	if err := checkModelFlags(c, slots); err != nil {
+		return nil, err
 	}
 	be, why, err := newBackend(c)
 	if err != nil {

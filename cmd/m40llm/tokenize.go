@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 
 	"github.com/m40llm/m40llm/gguf"
@@ -36,7 +35,10 @@ func tokenizeCommand() *cli.Command {
 			if o.model == "" {
 				return usageErrorf("tokenize needs a model: -m MODEL.gguf")
 			}
-			var text string
+			var (
+				text string
+				err  error
+			)
 			switch file := c.String("file"); {
 			case c.NArg() > 1:
 				return usageErrorf("tokenize takes at most one TEXT argument, got %d (quote the text)", c.NArg())
@@ -45,17 +47,13 @@ func tokenizeCommand() *cli.Command {
 			case c.NArg() == 1:
 				text = c.Args().First()
 			case file != "":
-				b, err := os.ReadFile(file)
-				if err != nil {
+				if text, err = readFileText(file, maxTokenizeBytes); err != nil {
 					return err
 				}
-				text = string(b)
 			default:
-				b, err := io.ReadAll(c.App.Reader)
-				if err != nil {
-					return fmt.Errorf("reading standard input: %w", err)
+				if text, err = readText(c.App.Reader, maxTokenizeBytes, "standard input"); err != nil {
+					return err
 				}
-				text = string(b)
 			}
 			return runTokenize(c.App.Writer, o, text)
 		},

@@ -19,7 +19,7 @@ import (
 // Options configures New.
 type Options struct {
 	// Threads is the number of goroutines that share the work; 0 means
-	// runtime.GOMAXPROCS(0).
+	// runtime.GOMAXPROCS(0), and values above MaxThreads mean MaxThreads.
 	Threads int
 }
 
@@ -37,12 +37,17 @@ type Backend struct {
 
 var _ model.Backend = (*Backend)(nil)
 
-// New returns a CPU backend.
+// MaxThreads is the most worker goroutines a backend starts: 4× the
+// CPUs (more only adds hand-offs and memory).
+func MaxThreads() int { return 4 * runtime.NumCPU() }
+
+// New returns a CPU backend. Threads above MaxThreads are lowered to it.
 func New(opts Options) *Backend {
 	t := opts.Threads
 	if t <= 0 {
 		t = runtime.GOMAXPROCS(0)
 	}
+	t = min(t, MaxThreads())
 	return &Backend{pool: newPool(t), threads: t}
 }
 
