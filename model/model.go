@@ -103,6 +103,9 @@ func newModel(f *gguf.File, be Backend, opts Options) (*Model, error) {
 	if err := checkLayers(f, cfg); err != nil {
 		return nil, err
 	}
+	if err := checkShapes(f, cfg); err != nil {
+		return nil, err
+	}
 	m := &Model{Config: cfg, Tokenizer: tok, Metadata: &f.Metadata, be: be, file: f, sem: make(chan struct{}, 1)}
 	m.ctxSize = opts.CtxSize
 	if m.ctxSize <= 0 {

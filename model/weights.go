@@ -74,6 +74,9 @@ func (l *loader) load(name string, rows, cols int, optional bool) (Weight, error
 	if r != int64(rows) || c != int64(cols) {
 		return nil, &TensorError{Name: name, Msg: fmt.Sprintf("shape ne=%v, want (%d rows, %d cols): ne=[%d, %d]", ti.Dims, rows, cols, cols, rows)}
 	}
+	if l.b == nil {
+		return nil, nil // checkShapes: the shape is all it wants
+	}
 	data, err := l.f.TensorData(ti)
 	if err != nil {
 		return nil, err
@@ -90,7 +93,16 @@ func (l *loader) load(name string, rows, cols int, optional bool) (Weight, error
 	return w, nil
 }
 
-// loadWeights uploads the model's tensors, in file order of need, to b.
+// checkShapes checks that every tensor the model needs is in the file with
+// the shape the metadata implies, without loading anything: the sizes a
+// plan is made of are then the file's, not only the metadata's claims.
+func checkShapes(f *gguf.File, c *Config) error {
+	_, err := loadWeights(f, c, nil, nil)
+	return err
+}
+
+// loadWeights uploads the model's tensors, in file order of need, to b
+// (with b nil, it only checks their shapes: checkShapes).
 func loadWeights(f *gguf.File, c *Config, b Backend, progress func(done, total int64)) (*Weights, error) {
 	l := &loader{f: f, b: b, progress: progress}
 	for i := range f.Tensors {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/m40llm/m40llm/internal/fixture"
+	"github.com/m40llm/m40llm/internal/hostile"
 	"github.com/stretchr/testify/assert"
 )
 
@@ -39,6 +40,32 @@ func TestInputAndFlagBounds(t *testing.T) {
 			assert.NotContains(t, errs, "loading", "refused before the model is loaded")
 			assert.Empty(t, out)
 			assert.Less(t, time.Since(start), 5*time.Second)
+		})
+	}
+}
+
+// TestInspectHostileFiles: inspect (and generate, which loads) answer every
+// file of the hostile corpus with a normal run or one line and the exit
+// status of its class, quickly.
+func TestInspectHostileFiles(t *testing.T) {
+	for _, c := range hostile.Corpus(t) {
+		t.Run(c.Name, func(t *testing.T) {
+			for _, args := range [][]string{
+				{"inspect", c.Path},
+				{"generate", "-m", c.Path, "-p", "Once", "-n", "2", "--temp", "0", "--backend", "cpu", "-c", "64"},
+			} {
+				start := time.Now()
+				_, errs, code := runCLI(t, "", args...)
+				assert.Less(t, time.Since(start), 2*time.Second, "%s", args[0])
+				assert.NotContains(t, errs, "goroutine", "no stack trace")
+				if code != 0 {
+					assert.Contains(t, []int{3, 4, 5, 7, 8}, code, "%s: %s", args[0], errs)
+					lines := strings.Split(strings.TrimSpace(errs), "\n")
+					last := lines[len(lines)-1]
+					assert.True(t, strings.HasPrefix(last, "m40llm: "), "%s: %q", args[0], errs)
+					assert.NotContains(t, errs, "panic")
+				}
+			}
 		})
 	}
 }
