@@ -88,6 +88,22 @@ func Load(path string, be Backend, opts Options) (*Model, error) {
 	return m, nil
 }
 
+// LoadFile makes the model in f ready on be, as Load does for a path: for
+// a file already open, or one in memory (gguf.NewFile). The Model takes be
+// but not f: f must stay open for as long as the Model is used, since the
+// weights of a backend that is not a WeightCopier alias its data; closing
+// the Model does not close f. It fails as Load does.
+func LoadFile(f *gguf.File, be Backend, opts Options) (*Model, error) {
+	start := time.Now()
+	m, err := newModel(f, be, opts)
+	if err != nil {
+		return nil, err
+	}
+	m.file = nil // the caller's
+	m.LoadTime = time.Since(start)
+	return m, nil
+}
+
 func newModel(f *gguf.File, be Backend, opts Options) (*Model, error) {
 	cfg, err := ConfigFromGGUF(&f.Metadata)
 	if err != nil {
