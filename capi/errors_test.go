@@ -136,26 +136,6 @@ func hasExport(g *ast.CommentGroup) bool {
 	return false
 }
 
-func TestLookup(t *testing.T) {
-	_, err := lookup[*loadedModel](0, "model")
-	assert.Equal(t, stInvalidArg, statusOf(err, stInternal))
-	assert.EqualError(t, err, "model is NULL")
-
-	h := newHandle(&session{})
-	_, err = lookup[*loadedModel](h, "model")
-	assert.Equal(t, stInvalidHandle, statusOf(err, stInternal))
-	assert.Contains(t, err.Error(), "another kind (*main.session)")
-	s, err := lookup[*session](h, "session")
-	require.NoError(t, err)
-	assert.NotNil(t, s)
-
-	deleteHandle(h)
-	_, err = lookup[*session](h, "session")
-	assert.Equal(t, stInvalidHandle, statusOf(err, stInternal))
-	_, err = lookup[*session](0x7777777, "session")
-	assert.Equal(t, stInvalidHandle, statusOf(err, stInternal))
-}
-
 func TestGuard(t *testing.T) {
 	var g guard
 	require.NoError(t, g.enter("x"))

@@ -119,7 +119,10 @@ func capiAllocKVCache(h C.uintptr_t, layers, kvHeads, headDim, seqs, seqLen C.in
 	if err != nil {
 		return fail(err, stCUDA)
 	}
-	kh := newHandle(kv)
+	kh, err := newHandle(kv)
+	if err != nil {
+		return fail(errors.Join(err, c.ctx.Do(kv.release)), stInternal)
+	}
 	c.mu.Lock()
 	c.kvs[kv] = kh
 	c.mu.Unlock()

@@ -77,11 +77,15 @@ func capiCreateContext(device C.int32_t, out *C.uintptr_t) (st status) {
 		ctx.Close()
 		return fail(err, stCUDA)
 	}
-	*out = newHandle(&gpuContext{
+	h, err := newHandle(&gpuContext{
 		ctx: ctx, kern: kern, sms: sms,
 		allocs: map[cudadrv.DevicePtr]int{},
 		kvs:    map[*kvCache]C.uintptr_t{},
 	})
+	if err != nil {
+		return fail(errors.Join(err, kern.Close(), ctx.Close()), stInternal)
+	}
+	*out = h
 	return stOK
 }
 

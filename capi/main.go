@@ -20,10 +20,14 @@
 //
 // # Handles
 //
-// Models, sessions, contexts and KV caches are runtime/cgo.Handle values:
+// Models, sessions, contexts and KV caches are handles (handles.go):
 // integers that C holds as opaque pointers and that Go never treats as
-// pointers. A freed handle, or one of another kind, is an error, not a
-// crash.
+// pointers. Each combines the index of a slot in a table of live objects,
+// the slot's generation and a check made from a random per-process tag, so
+// that a freed handle, one of another kind, a small integer or random bits
+// are an error, not a crash and not another live object. (Not
+// runtime/cgo.Handle: its handles are small sequential integers, so that
+// (void *)0x1 is usually a live one.)
 //
 // # Errors
 //

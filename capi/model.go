@@ -6,6 +6,8 @@ package main
 import "C"
 
 import (
+	"errors"
+
 	"github.com/m40llm/m40llm/model"
 )
 
@@ -89,7 +91,13 @@ func capiModelLoad(path *C.char, params *C.m40llm_model_params, out *C.uintptr_t
 		be.Close()
 		return fail(err, stInternal)
 	}
-	*out = newHandle(&loadedModel{m: m, eng: model.NewEngine(m, model.EngineOptions{}), busy: make([]bool, m.Slots())})
+	lm := &loadedModel{m: m, eng: model.NewEngine(m, model.EngineOptions{}), busy: make([]bool, m.Slots())}
+	h, err := newHandle(lm)
+	if err != nil {
+		lm.eng.Close()
+		return fail(errors.Join(err, m.Close()), stInternal)
+	}
+	*out = h
 	return stOK
 }
 

@@ -74,7 +74,12 @@ func capiSessionNew(h C.uintptr_t, out *C.uintptr_t) (st status) {
 		m.releaseSlot(slot)
 		return failArg(err)
 	}
-	*out = newHandle(&session{m: m, s: ms, slot: slot})
+	sh, err := newHandle(&session{m: m, s: ms, slot: slot})
+	if err != nil {
+		m.releaseSlot(slot)
+		return failArg(err)
+	}
+	*out = sh
 	return stOK
 }
 

@@ -23,9 +23,19 @@
  * Handles. m40llm_model, m40llm_session, m40llm_context and m40llm_kvcache
  * are opaque: use them only as the pointers the library hands out, and free
  * each exactly once with its own function. Freeing NULL does nothing and
- * returns M40LLM_OK. A handle that was freed, or one of the wrong kind, is
- * detected and refused with M40LLM_ERR_INVALID_HANDLE (handle values are
- * never reused within a process); the library never dereferences one.
+ * returns M40LLM_OK. A handle is not an address (never dereference one):
+ * it holds the index of a slot in the library's table of live objects, the
+ * slot's generation (raised each time its object is freed) and a check
+ * made from a random per-process tag. Any value but a live handle of the
+ * kind expected is therefore refused with M40LLM_ERR_INVALID_HANDLE, and
+ * m40llm_last_error names the kind expected ("m40llm_session"): a handle
+ * that was freed, a handle of another kind, a small integer such as
+ * (void *)0x1, a live handle with one bit flipped, and random bits but for
+ * a chance below 2^-40 (2^-20 on a 32-bit system). A freed handle stays
+ * refused when its slot holds a new object; its value comes back only
+ * after at least 2^28 frees (2^18 on 32-bit; fewer only while the table is
+ * full). At most 2^20 objects (1024 on 32-bit) are live at once: making
+ * another fails with M40LLM_ERR_OUT_OF_MEMORY.
  *
  * Arguments. NULL where a pointer is required, negative sizes and values out
  * of range are refused with M40LLM_ERR_INVALID_ARGUMENT before anything
@@ -94,7 +104,8 @@ typedef enum m40llm_status {
     M40LLM_OK = 0,
     /* A required pointer is NULL, or a value is out of range. */
     M40LLM_ERR_INVALID_ARGUMENT = -1,
-    /* A handle was already freed or is of another kind. */
+    /* A handle was already freed, is of another kind, or is a value the
+     * library never returned. */
     M40LLM_ERR_INVALID_HANDLE = -2,
     /* The caller's buffer is too short; the needed size was reported. */
     M40LLM_ERR_BUFFER_TOO_SMALL = -3,
@@ -109,7 +120,8 @@ typedef enum m40llm_status {
     M40LLM_ERR_NO_DEVICE = -7,
     /* A CUDA driver, cuBLAS or kernel call failed; the message names it. */
     M40LLM_ERR_CUDA = -8,
-    /* Host or device memory is exhausted. */
+    /* Host or device memory is exhausted, or the 2^20 live objects that
+     * handles can name (see CONVENTIONS). */
     M40LLM_ERR_OUT_OF_MEMORY = -9,
     /* The tokens do not fit in the session's (or KV cache's) context. */
     M40LLM_ERR_CONTEXT_FULL = -10,

@@ -729,6 +729,335 @@ static void test_threads(m40llm_model *m, const char *ref)
     CHECK(w[2].st == M40LLM_OK && w[2].tokenizations == 2000, "concurrent tokenize");
 }
 
+/* ------------------------------------------------------------------------
+ * Forged, stale and mistyped handles
+ *
+ * A handle is only ever a value the library returned for a live object of
+ * its kind. Anything else (0x1, the small integers that sequential handles
+ * would be, bit flips of a real handle, random bits, a freed handle whose
+ * slot now holds another object, a handle of another kind) must be refused
+ * with M40LLM_ERR_INVALID_HANDLE and a message naming the kind expected, and
+ * must leave the real objects working.
+ * ------------------------------------------------------------------------ */
+
+/* rand64 is xorshift64 on *state. */
+static uint64_t rand64(uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+/* answer is one call's answer to a value passed as a handle. */
+struct answer {
+    const char *call, *kind; /* the function, the kind it expects */
+    m40llm_status st;
+    char msg[200]; /* its last error */
+};
+
+static void answered(struct answer *a, const char *call, const char *kind, m40llm_status st)
+{
+    a->call = call;
+    a->kind = kind;
+    a->st = st;
+    snprintf(a->msg, sizeof a->msg, "%s", m40llm_last_error());
+}
+
+/* Ways for an answer not to be the refusal of a bad handle. */
+enum { REFUSED = 0, ACCEPTED = 1, UNNAMED = 2 };
+
+/* not_refused says whether the n answers all refuse a bad handle (REFUSED),
+ * or else the worst failure: a status other than M40LLM_ERR_INVALID_HANDLE
+ * (ACCEPTED), or a message that does not name the kind expected (UNNAMED),
+ * with why in why[0:cap). */
+static int not_refused(const struct answer *a, size_t n, char *why, size_t cap)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i].st != M40LLM_ERR_INVALID_HANDLE) {
+            snprintf(why, cap, "%s returned %s", a[i].call, m40llm_strerror(a[i].st));
+            return ACCEPTED;
+        }
+    for (size_t i = 0; i < n; i++)
+        if (strstr(a[i].msg, a[i].kind) == NULL) {
+            snprintf(why, cap, "%s refused it without naming %s: \"%s\"", a[i].call, a[i].kind,
+                     a[i].msg);
+            return UNNAMED;
+        }
+    return REFUSED;
+}
+
+/* accepting passes v as a handle of each kind (with frees, to the free
+ * functions too) and returns not_refused of the answers. */
+static int accepting(uintptr_t v, bool frees, char *why, size_t cap)
+{
+    struct answer a[7];
+    m40llm_model_props props;
+    m40llm_devptr p;
+    size_t n, k = 0;
+    answered(&a[k++], "m40llm_model_info", "m40llm_model",
+             m40llm_model_info((m40llm_model *)v, &props));
+    answered(&a[k++], "m40llm_tokenize", "m40llm_model",
+             m40llm_tokenize((m40llm_model *)v, prompt, true, true, NULL, 0, &n));
+    answered(&a[k++], "m40llm_session_length", "m40llm_session",
+             m40llm_session_length((m40llm_session *)v, &n));
+    answered(&a[k++], "m40llm_device_malloc", "m40llm_context",
+             m40llm_device_malloc((m40llm_context *)v, 16, &p));
+    if (frees) {
+        answered(&a[k++], "m40llm_session_free", "m40llm_session",
+                 m40llm_session_free((m40llm_session *)v));
+        answered(&a[k++], "m40llm_model_free", "m40llm_model",
+                 m40llm_model_free((m40llm_model *)v));
+        answered(&a[k++], "m40llm_destroy_context", "m40llm_context",
+                 m40llm_destroy_context((m40llm_context *)v));
+    }
+    return not_refused(a, k, why, cap);
+}
+
+/* sweep counts the values passed as handles that some function accepted,
+ * and those refused without naming the kind expected. */
+struct sweep {
+    int tried;
+    int n[3];           /* values by not_refused's answer */
+    uintptr_t first[3]; /* the first value of each answer */
+    char why[3][320];   /* and why */
+};
+
+static void sweep_add(struct sweep *s, uintptr_t v, int r, const char *why)
+{
+    s->tried++;
+    if (r != REFUSED && s->n[r]++ == 0) {
+        s->first[r] = v;
+        snprintf(s->why[r], sizeof s->why[r], "%s", why);
+    }
+}
+
+static void sweep_try(struct sweep *s, uintptr_t v, bool frees)
+{
+    char why[320] = "";
+    sweep_add(s, v, accepting(v, frees, why, sizeof why), why);
+}
+
+/* CHECK_SWEEP(s, what) checks that every value of the sweep was refused
+ * as it should be. */
+#define CHECK_SWEEP(s, what) check_sweep((s), (what), __FILE__, __LINE__)
+
+static void check_sweep(const struct sweep *s, const char *what, const char *file, int line)
+{
+    static const char *const how[3] = {"", "accepted as handles",
+                                       "refused without naming the kind"};
+    char detail[512];
+    checks++;
+    for (int r = ACCEPTED; r <= UNNAMED; r++) {
+        if (s->n[r] == 0)
+            continue;
+        snprintf(detail, sizeof detail, "%d of %d values %s; the first, %#jx: %s", s->n[r],
+                 s->tried, how[r], (uintmax_t)s->first[r], s->why[r]);
+        failf(file, line, what, detail);
+    }
+}
+
+/* A churn worker creates and frees sessions of one model in a loop, checks
+ * that each freed handle is refused at once (whoever holds its slot now)
+ * and that forged values are refused meanwhile. */
+struct churn {
+    m40llm_model *model;
+    uint64_t seed;
+    int rounds;
+    char bad[400]; /* the first failure, "" if none */
+};
+
+static void *churn_worker(void *arg)
+{
+    struct churn *c = arg;
+    for (int i = 0; i < c->rounds && c->bad[0] == '\0'; i++) {
+        m40llm_session *s;
+        size_t n;
+        m40llm_status st = m40llm_session_new(c->model, &s);
+        if (st != M40LLM_OK) {
+            snprintf(c->bad, sizeof c->bad, "session_new: %s", m40llm_last_error());
+            break;
+        }
+        if (m40llm_session_length(s, &n) != M40LLM_OK || n != 0)
+            snprintf(c->bad, sizeof c->bad, "session_length of a new session");
+        else if (m40llm_session_free(s) != M40LLM_OK)
+            snprintf(c->bad, sizeof c->bad, "session_free: %s", m40llm_last_error());
+        else if ((st = m40llm_session_length(s, &n)) != M40LLM_ERR_INVALID_HANDLE)
+            snprintf(c->bad, sizeof c->bad, "a freed session %p: session_length returned %s",
+                     (void *)s, m40llm_strerror(st));
+        else if ((st = m40llm_session_free(s)) != M40LLM_ERR_INVALID_HANDLE)
+            snprintf(c->bad, sizeof c->bad, "a freed session %p: session_free returned %s",
+                     (void *)s, m40llm_strerror(st));
+        else if (strstr(m40llm_last_error(), "m40llm_session") == NULL)
+            snprintf(c->bad, sizeof c->bad, "a freed session refused without naming it: %s",
+                     m40llm_last_error());
+        uintptr_t v = (uintptr_t)rand64(&c->seed);
+        char why[320];
+        if (accepting(v, true, why, sizeof why) != REFUSED && c->bad[0] == '\0')
+            snprintf(c->bad, sizeof c->bad, "random %#jx: %s", (uintmax_t)v, why);
+    }
+    return NULL;
+}
+
+static void test_forged_handles(m40llm_model *main_model)
+{
+    m40llm_model_params mp;
+    m40llm_model_props props;
+    m40llm_model *m = NULL;
+    m40llm_session *s = NULL, *t = NULL;
+    m40llm_devptr p;
+    int32_t toks[16];
+    size_t np, n, len;
+
+    m40llm_model_params_init(&mp);
+    mp.backend = M40LLM_BACKEND_CPU;
+    mp.n_ctx = 64;
+    mp.n_sessions = 6;
+    mp.n_threads = 1;
+    if (CHECK_ST(m40llm_model_load(model_path, &mp, &m), M40LLM_OK) != M40LLM_OK)
+        return;
+    CHECK_ST(m40llm_session_new(m, &s), M40LLM_OK);
+    CHECK_ST(m40llm_session_new(m, &t), M40LLM_OK);
+    CHECK_ST(m40llm_tokenize(m, prompt, true, true, toks, 16, &np), M40LLM_OK);
+    CHECK_ST(m40llm_eval(s, toks, np), M40LLM_OK);
+
+    /* (void *)0x1 and (void *)0x2, everywhere, frees included. */
+    struct sweep one = {0}, two = {0};
+    sweep_try(&one, 1, true);
+    sweep_try(&two, 2, true);
+    CHECK_SWEEP(&one, "(void *)0x1 is not a handle");
+    CHECK_SWEEP(&two, "(void *)0x2 is not a handle");
+
+    /* Small sequential numbers: what a table index or a counter would be. */
+    struct sweep small = {0};
+    for (uintptr_t v = 3; v <= 4096; v++)
+        sweep_try(&small, v, true);
+    CHECK_SWEEP(&small, "small integers 3..4096 are not handles");
+
+    /* Values that are pointers, but not handles; all bits set. */
+    struct sweep ptrs = {0};
+    void *heap = malloc(64);
+    const uintptr_t pointers[] = {(uintptr_t)&props, (uintptr_t)heap, (uintptr_t)prompt,
+                                  (uintptr_t)&checks, UINTPTR_MAX, UINTPTR_MAX / 2 + 1};
+    for (size_t i = 0; i < sizeof pointers / sizeof pointers[0]; i++)
+        sweep_try(&ptrs, pointers[i], true);
+    free(heap);
+    CHECK_SWEEP(&ptrs, "addresses of memory are not handles");
+
+    /* Every value one bit away from a real handle. */
+    struct sweep flips = {0};
+    const uintptr_t real[] = {(uintptr_t)m, (uintptr_t)s, (uintptr_t)t, (uintptr_t)main_model};
+    for (size_t i = 0; i < sizeof real / sizeof real[0]; i++)
+        for (unsigned bit = 0; bit < sizeof(uintptr_t) * 8; bit++)
+            sweep_try(&flips, real[i] ^ ((uintptr_t)1 << bit), true);
+    CHECK_SWEEP(&flips, "a real handle with one bit flipped is not a handle");
+
+    /* Random bits, and random bits under a real handle's high half. */
+    uint64_t seed = 0x2545f4914f6cdd1dull;
+    struct sweep random = {0}, near = {0};
+    const unsigned half = sizeof(uintptr_t) * 4;
+    const uintptr_t low = ((uintptr_t)1 << half) - 1;
+    for (int i = 0; i < 20000; i++)
+        sweep_try(&random, (uintptr_t)rand64(&seed), true);
+    for (int i = 0; i < 5000; i++)
+        sweep_try(&near, ((uintptr_t)s & ~low) | ((uintptr_t)rand64(&seed) & low), true);
+    CHECK_SWEEP(&random, "random bits are not a handle");
+    CHECK_SWEEP(&near, "random bits under a real handle's high half are not a handle");
+
+    /* A handle of one kind passed as another: refused, and the message
+     * names both kinds. */
+    CHECK_ST(m40llm_session_length((m40llm_session *)m, &len), M40LLM_ERR_INVALID_HANDLE);
+    CHECK(strstr(m40llm_last_error(), "m40llm_session") != NULL, "expected kind not named");
+    CHECK(strstr(m40llm_last_error(), "m40llm_model") != NULL, "actual kind not named");
+    CHECK_ST(m40llm_session_free((m40llm_session *)m), M40LLM_ERR_INVALID_HANDLE);
+    CHECK_ST(m40llm_eval((m40llm_session *)m, toks, np), M40LLM_ERR_INVALID_HANDLE);
+    CHECK_ST(m40llm_model_free((m40llm_model *)s), M40LLM_ERR_INVALID_HANDLE);
+    CHECK(strstr(m40llm_last_error(), "m40llm_model") != NULL, "expected kind not named");
+    m40llm_session *u = s;
+    CHECK_ST(m40llm_session_new((m40llm_model *)t, &u), M40LLM_ERR_INVALID_HANDLE);
+    CHECK(u == NULL, "*session not cleared on failure");
+    CHECK_ST(m40llm_destroy_context((m40llm_context *)m), M40LLM_ERR_INVALID_HANDLE);
+    CHECK(strstr(m40llm_last_error(), "m40llm_context") != NULL, "expected kind not named");
+    CHECK_ST(m40llm_device_malloc((m40llm_context *)s, 16, &p), M40LLM_ERR_INVALID_HANDLE);
+
+    /* A freed handle stays refused after its slot holds a new object, and no
+     * new handle repeats an old one. */
+    enum { ROUNDS = 1000 };
+    static m40llm_session *stale[ROUNDS];
+    bool repeated = false;
+    int rounds = 0;
+    while (rounds < ROUNDS) {
+        stale[rounds] = t;
+        if (CHECK_ST(m40llm_session_free(t), M40LLM_OK) != M40LLM_OK ||
+            CHECK_ST(m40llm_session_new(m, &t), M40LLM_OK) != M40LLM_OK)
+            break;
+        for (int j = 0; j <= rounds; j++)
+            repeated = repeated || t == stale[j];
+        rounds++;
+    }
+    CHECK(!repeated, "a new session got the handle of a freed one");
+    struct sweep freed = {0};
+    for (int i = 0; i < rounds; i++) {
+        struct answer a[3];
+        answered(&a[0], "m40llm_session_length", "m40llm_session",
+                 m40llm_session_length(stale[i], &len));
+        answered(&a[1], "m40llm_session_reset", "m40llm_session", m40llm_session_reset(stale[i]));
+        answered(&a[2], "m40llm_session_free", "m40llm_session", m40llm_session_free(stale[i]));
+        char why[320] = "";
+        sweep_add(&freed, (uintptr_t)stale[i], not_refused(a, 3, why, sizeof why), why);
+    }
+    CHECK_SWEEP(&freed, "freed sessions stay freed");
+    CHECK_ST(m40llm_session_length(stale[0], &len), M40LLM_ERR_INVALID_HANDLE);
+    CHECK(strstr(m40llm_last_error(), "freed") != NULL, "the message does not say freed");
+
+    m40llm_model *old = NULL, *again = NULL;
+    CHECK_ST(m40llm_model_load(model_path, &mp, &old), M40LLM_OK);
+    CHECK_ST(m40llm_model_free(old), M40LLM_OK);
+    CHECK_ST(m40llm_model_load(model_path, &mp, &again), M40LLM_OK);
+    CHECK(again != old, "a new model got the handle of a freed one");
+    CHECK_ST(m40llm_model_info(old, &props), M40LLM_ERR_INVALID_HANDLE);
+    CHECK(strstr(m40llm_last_error(), "m40llm_model") != NULL, "expected kind not named");
+    CHECK_ST(m40llm_model_free(old), M40LLM_ERR_INVALID_HANDLE);
+    CHECK_ST(m40llm_model_info(again, &props), M40LLM_OK);
+    CHECK_ST(m40llm_model_free(again), M40LLM_OK);
+
+    /* Threads that create and free sessions while forging handles. */
+    struct churn c[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+        memset(&c[i], 0, sizeof c[i]);
+        c[i].model = m;
+        c[i].seed = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
+        c[i].rounds = 300;
+        CHECK(pthread_create(&th[i], NULL, churn_worker, &c[i]) == 0, "pthread_create");
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(c[i].bad[0] == '\0', c[i].bad);
+    }
+
+    /* The real objects still work. */
+    float logits[512];
+    CHECK_ST(m40llm_model_info(main_model, &props), M40LLM_OK);
+    CHECK(props.n_sessions == 3, "the main model's props");
+    CHECK_ST(m40llm_model_info(m, &props), M40LLM_OK);
+    CHECK(props.n_sessions == 6 && props.vocab_size == 512, "props");
+    CHECK_ST(m40llm_session_length(s, &len), M40LLM_OK);
+    CHECK(len == np, "the session lost its tokens");
+    CHECK_ST(m40llm_get_logits(s, logits, 512, &n), M40LLM_OK);
+    CHECK(argmax(logits, 512) == 432, "the session's logits changed");
+    m40llm_generate_params gp;
+    char text[512];
+    greedy_params(&gp, 12);
+    CHECK_ST(m40llm_generate_text(t, prompt, &gp, text, sizeof text, &len, NULL), M40LLM_OK);
+    CHECK(strncmp(text, ", there was a little girl", 25) == 0, text);
+    CHECK_ST(m40llm_model_free(m), M40LLM_ERR_BUSY);
+    CHECK_ST(m40llm_session_free(s), M40LLM_OK);
+    CHECK_ST(m40llm_session_free(t), M40LLM_OK);
+    CHECK_ST(m40llm_model_free(m), M40LLM_OK);
+    CHECK_ST(m40llm_model_info(m, &props), M40LLM_ERR_INVALID_HANDLE);
+}
+
 /* test_cuda_model runs the model on the CUDA backend and compares it with
  * the CPU's: the logits after the prompt (FP16 weights and KV cache against
  * FP32, so within NMSE 2e-3, as whole-model parity elsewhere) and the
@@ -1091,6 +1420,26 @@ static void test_kvcache(m40llm_context *ctx)
     CHECK_ST(m40llm_attention_last_token(ctx, kv, 0, 0, 16, q, q), M40LLM_OK);
     CHECK_ST(m40llm_attention_last_token(ctx, (m40llm_kvcache *)ctx, 0, 0, 16, q, q),
              M40LLM_ERR_INVALID_HANDLE);
+    CHECK(strstr(m40llm_last_error(), "m40llm_kvcache") != NULL, "expected kind not named");
+
+    /* Forged KV-cache handles (small integers, random bits), and a KV cache
+     * passed as a context; the real cache still works afterwards. */
+    struct sweep forged = {0};
+    uint64_t seed = 0x5851f42d4c957f2dull;
+    for (int i = 0; i < 4096; i++) {
+        uintptr_t v = i < 2048 ? (uintptr_t)i + 1 : (uintptr_t)rand64(&seed);
+        struct answer a[2];
+        char why[320] = "";
+        answered(&a[0], "m40llm_kv_append_token", "m40llm_kvcache",
+                 m40llm_kv_append_token(ctx, (m40llm_kvcache *)v, 0, 0, row, row));
+        answered(&a[1], "m40llm_free_kvcache", "m40llm_kvcache",
+                 m40llm_free_kvcache(ctx, (m40llm_kvcache *)v));
+        sweep_add(&forged, v, not_refused(a, 2, why, sizeof why), why);
+    }
+    CHECK_SWEEP(&forged, "forged KV-cache handles are not handles");
+    CHECK_ST(m40llm_destroy_context((m40llm_context *)kv), M40LLM_ERR_INVALID_HANDLE);
+    CHECK(strstr(m40llm_last_error(), "m40llm_context") != NULL, "expected kind not named");
+    CHECK_ST(m40llm_attention_last_token(ctx, kv, 0, 0, 16, q, q), M40LLM_OK);
 
     /* A cache of another context is refused. */
     m40llm_context *other;
@@ -1183,6 +1532,7 @@ int main(int argc, char **argv)
         CHECK_ST(m40llm_session_free(s), M40LLM_OK);
         test_threads(m, ref);
         test_cuda_model(ref);
+        test_forged_handles(m);
 
         CHECK_ST(m40llm_model_free(m), M40LLM_OK);
         CHECK_ST(m40llm_model_free(m), M40LLM_ERR_INVALID_HANDLE);
