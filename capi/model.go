@@ -7,8 +7,10 @@ import "C"
 
 import (
 	"errors"
+	"runtime"
 
 	"github.com/m40llm/m40llm/model"
+	"github.com/m40llm/m40llm/model/cpu"
 )
 
 // loadedModel is the object behind an m40llm_model handle.
@@ -58,6 +60,9 @@ func checkModelParams(p *C.m40llm_model_params) error {
 		if f.v < 0 {
 			return argErrorf("model params: %s is %d; want 0 or more", f.name, int32(f.v))
 		}
+	}
+	if int(p.n_threads) > cpu.MaxThreads() {
+		return argErrorf("model params: n_threads is %d; want at most %d (4 times the %d CPUs)", int32(p.n_threads), cpu.MaxThreads(), runtime.NumCPU())
 	}
 	return nil
 }

@@ -213,7 +213,8 @@ typedef struct m40llm_model_params {
                            KV cache); 0 (default): 1 */
     int32_t n_batch;    /* largest number of tokens per forward pass; 0
                            (default): 512 */
-    int32_t n_threads;  /* CPU backend threads; 0 (default): all cores */
+    int32_t n_threads;  /* CPU backend threads; 0 (default): all cores; at most
+                           4 times the CPUs (more is INVALID_ARGUMENT) */
 } m40llm_model_params;
 
 /* m40llm_model_params_init fills *params with the defaults. */

@@ -234,6 +234,16 @@ static void test_model_load_errors(void)
     m40llm_model_params_init(&p);
     p.n_threads = -2;
     CHECK_ST(m40llm_model_load(model_path, &p, &m), M40LLM_ERR_INVALID_ARGUMENT);
+    /* A million workers used to be started. */
+    m40llm_model_params_init(&p);
+    p.n_threads = 1000000;
+    CHECK_ST(m40llm_model_load(model_path, &p, &m), M40LLM_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(m40llm_last_error(), "n_threads") != NULL, m40llm_last_error());
+    /* A context the machine cannot hold is an error, not the end of the
+     * process. */
+    m40llm_model_params_init(&p);
+    p.n_ctx = 400000000;
+    CHECK_ST(m40llm_model_load(model_path, &p, &m), M40LLM_ERR_OUT_OF_MEMORY);
 
     /* The CUDA backend: refused without a GPU or in a build without it. */
     m40llm_model_params_init(&p);
