@@ -3,11 +3,15 @@ package server
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // statusRecorder remembers the status a handler sent, for the metrics and
@@ -155,4 +159,59 @@ func (s *Server) limitBody(next http.Handler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		next.ServeHTTP(w, r)
 	})
+}
+
+// limitBodyTime gives a request's body Options.BodyTimeout to arrive,
+// from the start of the handler (the end of the headers), through the
+// connection's read deadline; a read past it fails with
+// *bodyTimeoutError (answered 408) and the connection is closed after the
+// answer. Where the ResponseWriter cannot set a read deadline, the body
+// is not bounded in time.
+//
+// The deadline bounds reading the request, not the answer: it is lifted
+// once the body has been read to its end, and a request without a body
+// gets none. That matters because net/http then reads the connection in
+// the background (to notice a client that leaves), and a deadline that
+// fails that read cancels the request's context and the connection's
+// (golang/go#70834): a stream would end in the middle. For a request
+// without a body that background read starts before the handler.
+func (s *Server) limitBodyTime(next http.Handler) http.Handler {
+	timeout := s.opts.BodyTimeout
+	if timeout < 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody {
+			rc := http.NewResponseController(w)
+			if rc.SetReadDeadline(time.Now().Add(timeout)) == nil {
+				r.Body = &deadlineBody{ReadCloser: r.Body, w: w, rc: rc, timeout: timeout}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody is a request body read under a connection read deadline
+// (see limitBodyTime).
+type deadlineBody struct {
+	io.ReadCloser
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	done    bool // read to its end; the deadline is lifted
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF && !b.done:
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{}) // fails only on a closed connection
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		// The rest of the body is still on its way: the connection cannot
+		// carry another request.
+		b.w.Header().Set("Connection", "close")
+		err = &bodyTimeoutError{timeout: b.timeout, err: err}
+	}
+	return n, err
 }
