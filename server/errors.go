@@ -33,6 +33,7 @@ const (
 	CodeInvalidValue          = "invalid_value"
 	CodeUnsupported           = "unsupported_value"
 	CodeRequestTimeout        = "request_timeout"
+	CodeHostNotAllowed        = "host_not_allowed"
 )
 
 // Error is an API error: an HTTP status and OpenAI's error body

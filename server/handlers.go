@@ -28,7 +28,7 @@ func (s *Server) routes() http.Handler {
 		s.writeError(w, r, &Error{Status: http.StatusNotFound, Type: TypeInvalidRequest, Code: "not_found",
 			Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
 	})
-	return s.instrument(mux, s.recoverPanics(s.limitBodyTime(s.cors(s.authorize(s.limitBody(mux))))))
+	return s.instrument(mux, s.recoverPanics(s.limitBodyTime(s.checkHost(s.cors(s.authorize(s.limitBody(mux)))))))
 }
 
 // handleHealth answers 200 while the server can generate, and 503 with the

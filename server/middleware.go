@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -214,4 +217,60 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 		err = &bodyTimeoutError{timeout: b.timeout, err: err}
 	}
 	return n, err
+}
+
+// checkHost answers 403 to a request that came over a loopback
+// connection and whose Host is not allowed (see Handler).
+func (s *Server) checkHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !overLoopback(r) || s.hostAllowed(r.Host) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		msg := fmt.Sprintf("host %q is not allowed", r.Host)
+		if r.Host == "" {
+			msg = "the request has no Host header"
+		}
+		s.writeError(w, r, &Error{Status: http.StatusForbidden, Type: TypeInvalidRequest, Code: CodeHostNotAllowed,
+			Message: msg + ": over loopback the server answers only localhost, loopback addresses and its host aliases" +
+				" (--host-alias NAME); this guards against DNS rebinding"})
+	})
+}
+
+// overLoopback reports whether r came over a loopback connection, or over
+// one of unknown address.
+func overLoopback(r *http.Request) bool {
+	switch a := r.Context().Value(http.LocalAddrContextKey).(type) {
+	case nil:
+		return true
+	case *net.TCPAddr:
+		return a.IP.IsLoopback()
+	}
+	return false // a Unix socket, say: browsers do not reach it
+}
+
+// hostAllowed reports whether a Host header names localhost, a loopback
+// or unspecified IP address (which only reach this machine), or a host
+// alias, with any port.
+func (s *Server) hostAllowed(host string) bool {
+	name := hostName(host)
+	if name == "localhost" {
+		return true
+	}
+	if ip, err := netip.ParseAddr(name); err == nil {
+		ip = ip.Unmap()
+		return ip.IsLoopback() || ip.IsUnspecified()
+	}
+	return name != "" && slices.Contains(s.aliases, name)
+}
+
+// hostName returns the host of a Host header in lower case, without its
+// port or the brackets of an IPv6 address.
+func hostName(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	} else {
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	}
+	return strings.ToLower(host)
 }

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,6 +82,11 @@ type Options struct {
 	// (net/http answers 431 beyond, allowing 4 KiB of slack). 0 or less
 	// means DefaultMaxHeaderBytes. Used by HTTPServer.
 	MaxHeaderBytes int
+	// HostAliases are names, besides localhost and loopback addresses,
+	// that a request arriving over a loopback connection may give as its
+	// Host; any other gets 403 (see Handler). They are compared without
+	// case and without a port ("Box.lan:8080" allows "box.lan:58439").
+	HostAliases []string
 	// Logger receives request errors and lifecycle events; nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -93,6 +99,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	handler http.Handler
+	aliases []string // Options.HostAliases as hostName gives them
 
 	mu       sync.RWMutex
 	served   *Served
@@ -122,6 +129,11 @@ func New(opts Options) *Server {
 	opts.HeaderTimeout = orDefault(opts.HeaderTimeout, DefaultHeaderTimeout)
 	opts.IdleTimeout = orDefault(opts.IdleTimeout, DefaultIdleTimeout)
 	s := &Server{opts: opts, log: opts.Logger, metrics: newMetrics()}
+	for _, a := range opts.HostAliases {
+		if name := hostName(strings.TrimSpace(a)); name != "" {
+			s.aliases = append(s.aliases, name)
+		}
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -141,6 +153,17 @@ func orDefault(d, def time.Duration) time.Duration {
 // body may take to arrive (Options.BodyTimeout) with the connection's
 // read deadline, through http.ResponseController; where the
 // ResponseWriter cannot set one, the body is not bounded in time.
+//
+// A request that arrived over a loopback connection (its
+// http.LocalAddrContextKey is a loopback address; a request without one
+// counts as such) is answered only if its Host names localhost, a
+// loopback or unspecified IP address, or one of Options.HostAliases, with
+// any port; any other gets 403 host_not_allowed before anything else is
+// looked at. That is the guard against DNS rebinding: a web page can
+// reach a server on 127.0.0.1 by its own name, and read the answers, once
+// its name resolves there, but its requests then carry that name. A
+// server reached over another address was exposed on purpose, and
+// answers any Host.
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // HTTPServer returns an http.Server that serves Handler with
