@@ -129,3 +129,52 @@ func TestHostCheck(t *testing.T) {
 		}
 	})
 }
+
+// TestJSONContentType: the JSON endpoints take only application/json
+// bodies (415 otherwise), so that a web page cannot send them as a CORS
+// "simple request" (text/plain, a form) that needs no preflight.
+func TestJSONContentType(t *testing.T) {
+	ts := startServer(t, 1, 64, Options{})
+	bodies := map[string]string{
+		"/v1/completions":      `{"prompt":"Once","max_tokens":1}`,
+		"/v1/chat/completions": `{"messages":[{"role":"user","content":"Hi"}],"max_tokens":1}`,
+		"/tokenize":            `{"content":"Once"}`,
+		"/detokenize":          `{"tokens":[403]}`,
+	}
+	tests := []struct {
+		ct string
+		ok bool
+	}{
+		{"application/json", true},
+		{"application/json; charset=utf-8", true},
+		{"Application/JSON;charset=UTF-8", true},
+		{"", false},
+		{"text/plain", false},
+		{"text/plain;charset=UTF-8", false},
+		{"application/x-www-form-urlencoded", false},
+		{"multipart/form-data; boundary=x", false},
+		{"application/json-patch+json", false},
+		{"application/json; charset", false}, // malformed parameters
+	}
+	for path, body := range bodies {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("POST %s as %q", path, tt.ct), func(t *testing.T) {
+				status, _, data := ts.postAs(t, path, tt.ct, body)
+				if tt.ok {
+					assert.Equal(t, http.StatusOK, status, "%s", data)
+					return
+				}
+				assert.Equal(t, http.StatusUnsupportedMediaType, status, "%s", data)
+				e := decodeError(t, data)
+				assert.Equal(t, TypeInvalidRequest, e.Type)
+				assert.Equal(t, CodeUnsupportedMediaType, deref(e.Code))
+				assert.Contains(t, e.Message, "application/json")
+				if tt.ct != "" {
+					assert.Contains(t, e.Message, fmt.Sprintf("%q", tt.ct))
+				} else {
+					assert.Contains(t, e.Message, "no Content-Type")
+				}
+			})
+		}
+	}
+}

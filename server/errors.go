@@ -34,6 +34,7 @@ const (
 	CodeUnsupported           = "unsupported_value"
 	CodeRequestTimeout        = "request_timeout"
 	CodeHostNotAllowed        = "host_not_allowed"
+	CodeUnsupportedMediaType  = "unsupported_media_type"
 )
 
 // Error is an API error: an HTTP status and OpenAI's error body

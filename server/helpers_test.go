@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -194,6 +195,19 @@ func (s *testServer) post(t testing.TB, path string, body any) (int, http.Header
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+testKey)
 	req.Header.Set("Content-Type", "application/json")
+	return do(t, req)
+}
+
+// postAs is post with the Content-Type header ct (none when empty) and
+// body sent as it is.
+func (s *testServer) postAs(t testing.TB, path, ct, body string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, s.ts.URL+path, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
 	return do(t, req)
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"net/netip"
@@ -273,4 +274,26 @@ func hostName(host string) string {
 		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	}
 	return strings.ToLower(host)
+}
+
+// requireJSON answers 415 to a request whose Content-Type is not
+// application/json (parameters such as charset allowed). A web page may
+// send a text/plain, form or multipart body to any origin without a CORS
+// preflight, and the server would decode it all the same; a JSON body
+// needs the preflight, which fails unless Options.CORSOrigin allows the
+// page.
+func (s *Server) requireJSON(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ct := r.Header.Get("Content-Type")
+		if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == "application/json" {
+			next(w, r)
+			return
+		}
+		msg := fmt.Sprintf("Content-Type %q is not supported", ct)
+		if ct == "" {
+			msg = "the request has no Content-Type"
+		}
+		s.writeError(w, r, &Error{Status: http.StatusUnsupportedMediaType, Type: TypeInvalidRequest, Code: CodeUnsupportedMediaType,
+			Message: msg + `: send the body as JSON with "Content-Type: application/json"`})
+	})
 }

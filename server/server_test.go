@@ -284,6 +284,7 @@ func TestErrors(t *testing.T) {
 		req, err := http.NewRequest(http.MethodPost, ts.ts.URL+"/v1/completions", pr)
 		require.NoError(t, err)
 		req.Header.Set("Authorization", "Bearer "+testKey)
+		req.Header.Set("Content-Type", "application/json")
 		status, _, body := do(t, req)
 		assert.Equal(t, 413, status, "%s", body)
 		assert.Equal(t, CodeRequestTooLarge, deref(decodeError(t, body).Code))
