@@ -123,8 +123,11 @@ func (s *Server) cors(next http.Handler) http.Handler {
 }
 
 // authorize requires "Authorization: Bearer KEY" when Options.APIKey is
-// set, on every route but /health. The comparison takes the same time
-// whatever the key sent.
+// set, on every route but /health, and answers 401 invalid_api_key
+// otherwise, saying whether the header was missing, malformed, of another
+// scheme or had the wrong key. The scheme is matched without case and may
+// be followed by several spaces (RFC 7235). The comparison of keys takes
+// the same time whatever the key sent.
 func (s *Server) authorize(next http.Handler) http.Handler {
 	if s.opts.APIKey == "" {
 		return next
@@ -136,11 +139,19 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 			return
 		}
 		auth := r.Header.Get("Authorization")
-		key, ok := strings.CutPrefix(auth, "Bearer ")
-		got := sha256.Sum256([]byte(strings.TrimSpace(key)))
-		if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-			msg := "missing API key: send it as \"Authorization: Bearer KEY\""
-			if auth != "" {
+		scheme, key, spaced := strings.Cut(auth, " ")
+		got := sha256.Sum256([]byte(strings.TrimLeft(key, " ")))
+		bearer := spaced && strings.EqualFold(scheme, "Bearer")
+		if !bearer || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			var msg string
+			switch {
+			case auth == "", strings.EqualFold(auth, "Bearer"):
+				msg = `missing API key: send it as "Authorization: Bearer KEY"`
+			case !spaced:
+				msg = `malformed Authorization header: want "Bearer KEY"`
+			case !bearer:
+				msg = fmt.Sprintf(`unsupported authorization scheme %q: send the API key as "Authorization: Bearer KEY"`, scheme)
+			default:
 				msg = "incorrect API key"
 			}
 			w.Header().Set("WWW-Authenticate", "Bearer")

@@ -48,7 +48,8 @@ type Options struct {
 	// another model get 404. Required.
 	Name string
 	// APIKey, when set, is required as "Authorization: Bearer KEY" on
-	// every route but /health.
+	// every route but /health (the scheme matched without case); other
+	// requests get 401.
 	APIKey string
 	// CORSOrigin, when set, is sent as Access-Control-Allow-Origin and
 	// preflight requests are answered; "*" allows any origin.
