@@ -51,7 +51,8 @@ func (gr *GenerateRequest) requestError(err error) *Error {
 
 // decodeJSON decodes one JSON value from r into v and rejects trailing
 // data. Syntax errors and wrong field types become 400 *Errors naming the
-// field; a body over the http.MaxBytesReader limit becomes 413.
+// field; a body over the http.MaxBytesReader limit becomes 413, and one
+// that does not arrive within Options.BodyTimeout 408.
 func decodeJSON(r io.Reader, v any) error {
 	dec := json.NewDecoder(r)
 	err := dec.Decode(v)
@@ -67,6 +68,7 @@ func decodeJSON(r io.Reader, v any) error {
 	var (
 		ae  *Error
 		mbe *http.MaxBytesError
+		bte *bodyTimeoutError
 		se  *json.SyntaxError
 		te  *json.UnmarshalTypeError
 	)
@@ -75,6 +77,8 @@ func decodeJSON(r io.Reader, v any) error {
 		return ae
 	case errors.As(err, &mbe):
 		return tooLarge(mbe.Limit)
+	case errors.As(err, &bte):
+		return bodyTimeout(bte.timeout)
 	case errors.As(err, &te):
 		field := strings.TrimPrefix(te.Field, "SamplingFields.") // an embedded struct, not a JSON name
 		if field == "" {

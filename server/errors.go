@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/m40llm/m40llm/internal/errclass"
 	"github.com/m40llm/m40llm/model"
@@ -31,6 +32,9 @@ const (
 	CodeInvalidJSON           = "invalid_json"
 	CodeInvalidValue          = "invalid_value"
 	CodeUnsupported           = "unsupported_value"
+	CodeRequestTimeout        = "request_timeout"
+	CodeHostNotAllowed        = "host_not_allowed"
+	CodeUnsupportedMediaType  = "unsupported_media_type"
 )
 
 // Error is an API error: an HTTP status and OpenAI's error body
@@ -100,13 +104,15 @@ var (
 )
 
 // apiError turns any error into an *Error: an *Error stays as it is, the
-// scheduler's sentinels become 503, and every other error is answered by
+// scheduler's sentinels become 503, a body over the size limit 413 and one
+// past the body timeout 408, and every other error is answered by
 // its class (errclass.Of): a bad parameter or a prompt too long 400, the
 // device out of memory or failed 503, a cancelled request 499 (nothing is
 // sent), everything else 500.
 func apiError(err error) *Error {
 	var ae *Error
 	var me *http.MaxBytesError
+	var bte *bodyTimeoutError
 	switch {
 	case errors.As(err, &ae):
 		return ae
@@ -121,6 +127,8 @@ func apiError(err error) *Error {
 			Message: "the model is loading; retry later", Err: err}
 	case errors.As(err, &me):
 		return tooLarge(me.Limit)
+	case errors.As(err, &bte):
+		return bodyTimeout(bte.timeout)
 	}
 	switch errclass.Of(err) {
 	case errclass.Invalid:
@@ -146,6 +154,24 @@ func apiError(err error) *Error {
 		return &Error{Status: 499, Type: TypeServer, Message: "the request was cancelled", Err: err}
 	}
 	return &Error{Status: http.StatusInternalServerError, Type: TypeServer, Code: CodeInternal, Message: "internal error: " + err.Error(), Err: err}
+}
+
+// bodyTimeoutError: the client did not send the whole request body
+// within Options.BodyTimeout.
+type bodyTimeoutError struct {
+	timeout time.Duration
+	err     error // the read's error (os.ErrDeadlineExceeded)
+}
+
+func (e *bodyTimeoutError) Error() string {
+	return fmt.Sprintf("server: the request body did not arrive within %v", e.timeout)
+}
+
+func (e *bodyTimeoutError) Unwrap() error { return e.err }
+
+func bodyTimeout(timeout time.Duration) *Error {
+	return &Error{Status: http.StatusRequestTimeout, Type: TypeInvalidRequest, Code: CodeRequestTimeout,
+		Message: fmt.Sprintf("the request body did not arrive within the server's body timeout of %v", timeout)}
 }
 
 func tooLarge(limit int64) *Error {

@@ -19,16 +19,16 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /health", s.handleHealth)
 	mux.HandleFunc("GET /v1/models", s.handleModels)
 	mux.HandleFunc("GET /v1/models/{id...}", s.handleModel)
-	mux.HandleFunc("POST /v1/completions", s.handleCompletions)
-	mux.HandleFunc("POST /v1/chat/completions", s.handleChat)
-	mux.HandleFunc("POST /tokenize", s.handleTokenize)
-	mux.HandleFunc("POST /detokenize", s.handleDetokenize)
+	mux.Handle("POST /v1/completions", s.requireJSON(s.handleCompletions))
+	mux.Handle("POST /v1/chat/completions", s.requireJSON(s.handleChat))
+	mux.Handle("POST /tokenize", s.requireJSON(s.handleTokenize))
+	mux.Handle("POST /detokenize", s.requireJSON(s.handleDetokenize))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &Error{Status: http.StatusNotFound, Type: TypeInvalidRequest, Code: "not_found",
 			Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
 	})
-	return s.instrument(mux, s.recoverPanics(s.cors(s.authorize(s.limitBody(mux)))))
+	return s.instrument(mux, s.recoverPanics(s.limitBodyTime(s.checkHost(s.cors(s.authorize(s.limitBody(mux)))))))
 }
 
 // handleHealth answers 200 while the server can generate, and 503 with the

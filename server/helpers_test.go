@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/m40llm/m40llm/cudadrv"
 	"github.com/m40llm/m40llm/internal/fixture"
@@ -30,11 +33,13 @@ const (
 // and Sync fail while fail is set (with a device out-of-memory error while
 // oom is set, and for good, as after a device fault, once a failure
 // happens while sticky is set), Read and ReadTopK panic while panic is
-// set, and it reports a fake device memory.
+// set and sleep for delay (so that a step takes about that long), and it
+// reports a fake device memory.
 type testBackend struct {
 	*cpu.Backend
 	fail, oom, sticky atomic.Bool
 	panic             atomic.Bool // Read panics, as a backend with a broken invariant would
+	delay             atomic.Int64
 	broken            atomic.Pointer[error]
 }
 
@@ -59,6 +64,7 @@ func (b *testBackend) failure() error {
 }
 
 func (b *testBackend) Read(dst []float32, src model.Buf, n int) error {
+	time.Sleep(time.Duration(b.delay.Load()))
 	if b.panic.Load() {
 		panic("injected backend panic")
 	}
@@ -69,6 +75,7 @@ func (b *testBackend) Read(dst []float32, src model.Buf, n int) error {
 }
 
 func (b *testBackend) ReadTopK(ids []int32, vals []float32, src model.Buf, n, k int) error {
+	time.Sleep(time.Duration(b.delay.Load()))
 	if b.panic.Load() {
 		panic("injected backend panic")
 	}
@@ -143,7 +150,10 @@ func serve(t testing.TB, m *model.Model, opts Options) *testServer {
 	}
 	srv := New(opts)
 	require.NoError(t, srv.Start(m))
-	ts := httptest.NewServer(srv.Handler())
+	// The http.Server that `m40llm serve` runs, with its timeouts and limits.
+	ts := httptest.NewUnstartedServer(srv.Handler())
+	ts.Config = srv.HTTPServer()
+	ts.Start()
 	t.Cleanup(ts.Close)
 	t.Cleanup(func() { srv.Close() })
 	return &testServer{srv: srv, ts: ts, m: m}
@@ -157,6 +167,15 @@ func (s *testServer) client(opts ...option.RequestOption) *openai.Client {
 		option.WithMaxRetries(0),
 	}, opts...)...)
 	return &c
+}
+
+// dial opens a raw connection to the server, closed at the end of the test.
+func (s *testServer) dial(t testing.TB) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", s.ts.Listener.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // post sends body (a string, or a value to encode) to path with the test
@@ -176,6 +195,19 @@ func (s *testServer) post(t testing.TB, path string, body any) (int, http.Header
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+testKey)
 	req.Header.Set("Content-Type", "application/json")
+	return do(t, req)
+}
+
+// postAs is post with the Content-Type header ct (none when empty) and
+// body sent as it is.
+func (s *testServer) postAs(t testing.TB, path, ct, body string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, s.ts.URL+path, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
 	return do(t, req)
 }
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -211,4 +213,123 @@ func BenchmarkStreams(b *testing.B) {
 			b.ReportMetric(float64(tokens)/wall.Seconds(), "tok/s")
 		})
 	}
+}
+
+// heapInUse returns runtime.MemStats.HeapInuse after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+// TestLoadWithHostileClients runs, over loopback and within a few
+// seconds, 64 concurrent streaming clients × 3 requests against 8 slots,
+// a quarter of them hanging up mid-stream, next to a client that trickles its body, a
+// request with a rebinding Host header and a text/plain POST. The streams
+// complete (or end where their client left), the trickler gets 408 once
+// the body timeout has passed, the others 403 and 415; afterwards no
+// request is in flight, the goroutines are back to their idle level and
+// the heap in use is back near where it was.
+func TestLoadWithHostileClients(t *testing.T) {
+	const clients, perClient, maxTokens = 64, 3, 16
+	const bodyTimeout = 500 * time.Millisecond
+	start := time.Now()
+	ts := startServer(t, 8, 256, Options{Queue: clients, BodyTimeout: bodyTimeout})
+	tr := &http.Transport{MaxIdleConnsPerHost: clients}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	c := ts.client(option.WithHTTPClient(hc))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// Idle level: after one request, with no connection open.
+	_, err := c.Completions.New(ctx, openai.CompletionNewParams{Model: modelName,
+		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("Once")}, MaxTokens: openai.Int(2)})
+	require.NoError(t, err)
+	tr.CloseIdleConnections()
+	time.Sleep(100 * time.Millisecond)
+	idle := runtime.NumGoroutine()
+	idleHeap := heapInUse()
+
+	var wg sync.WaitGroup
+	var slowStatus, rebindStatus, plainStatus int
+	var slowTook time.Duration
+	var slowErr error
+	var slowBody, rebindBody, plainBody []byte
+	wg.Go(func() {
+		var resp *http.Response
+		resp, slowBody, slowTook, slowErr = slowPost(t, ts, "/v1/completions",
+			`{"prompt":"Once upon a time","max_tokens":2,"stream":true}`, 150*time.Millisecond, 5*time.Second)
+		if resp != nil {
+			slowStatus = resp.StatusCode
+		}
+	})
+	send := func(host, ct string, status *int, body *[]byte) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, ts.ts.URL+"/v1/completions",
+			strings.NewReader(`{"prompt":"Once upon a time","max_tokens":4,"stream":true}`))
+		if err != nil {
+			panic(err)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		req.Header.Set("Content-Type", ct)
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		resp, err := hc.Do(req)
+		if err != nil {
+			*body = []byte(err.Error())
+			return
+		}
+		defer resp.Body.Close()
+		*status = resp.StatusCode
+		*body, _ = io.ReadAll(resp.Body)
+	}
+	wg.Go(func() { send("attacker.example:58439", "application/json", &rebindStatus, &rebindBody) })
+	wg.Go(func() { send("", "text/plain;charset=UTF-8", &plainStatus, &plainBody) })
+	st := runLoad(ctx, t, c, clients, perClient, maxTokens, func(i int) bool { return i%4 == 0 })
+	wg.Wait()
+	t.Logf("%d streaming clients x %d, a quarter hanging up, --parallel 8: %v", clients, perClient, st)
+
+	require.Empty(t, st.errs, "errors: %v", errors.Join(st.errs...))
+	assert.Equal(t, clients/4*perClient, st.disconnected)
+	assert.Equal(t, clients*3/4*perClient, st.completed)
+	assert.Equal(t, int64(clients*3/4*perClient*maxTokens), st.tokens)
+	if assert.NoError(t, slowErr, "the trickling client got no answer in %v", slowTook.Round(time.Millisecond)) {
+		assert.Equal(t, http.StatusRequestTimeout, slowStatus, "%s", slowBody)
+		assert.Equal(t, CodeRequestTimeout, deref(decodeError(t, slowBody).Code))
+		assert.Less(t, slowTook, bodyTimeout+2*time.Second)
+	}
+	if assert.Equal(t, http.StatusForbidden, rebindStatus, "rebinding Host: %s", rebindBody) {
+		assert.Equal(t, CodeHostNotAllowed, deref(decodeError(t, rebindBody).Code))
+	}
+	if assert.Equal(t, http.StatusUnsupportedMediaType, plainStatus, "text/plain: %s", plainBody) {
+		assert.Equal(t, CodeUnsupportedMediaType, deref(decodeError(t, plainBody).Code))
+	}
+
+	waitIdle(t, ts.srv)
+	tr.CloseIdleConnections()
+	const slack = 3
+	n := settleGoroutines(idle + slack)
+	assert.LessOrEqual(t, n, idle+slack, "goroutines after the load: %d, idle level %d", n, idle)
+	if n > idle+slack {
+		buf := make([]byte, 1<<20)
+		t.Logf("goroutines:\n%s", buf[:runtime.Stack(buf, true)])
+	}
+	// Generous: the model and its KV cache are a few MiB; what matters is
+	// that nothing per request (buffers, streams, jobs) stays reachable.
+	const heapSlack = 8 << 20
+	heap := heapInUse()
+	for deadline := time.Now().Add(5 * time.Second); heap > idleHeap+heapSlack && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		heap = heapInUse()
+	}
+	t.Logf("heap in use: %.1f MiB idle, %.1f MiB after the load", float64(idleHeap)/(1<<20), float64(heap)/(1<<20))
+	assert.LessOrEqual(t, heap, idleHeap+heapSlack, "heap in use after the load")
+
+	status, _, body := ts.get(t, "/metrics")
+	require.Equal(t, http.StatusOK, status)
+	assert.Contains(t, string(body), "m40llm_requests_active 0\n")
+	assert.Contains(t, string(body), "m40llm_requests_queued 0\n")
+	assert.Less(t, time.Since(start), 20*time.Second, "the test is meant to take a few seconds")
 }

@@ -24,16 +24,22 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/m40llm/m40llm/model"
 )
 
 // Defaults for Options.
 const (
-	DefaultQueue        = 64
-	DefaultPrefillChunk = 256
-	DefaultMaxBodyBytes = 8 << 20
+	DefaultQueue          = 64
+	DefaultPrefillChunk   = 256
+	DefaultMaxBodyBytes   = 8 << 20
+	DefaultMaxHeaderBytes = 64 << 10
+	DefaultHeaderTimeout  = 10 * time.Second
+	DefaultBodyTimeout    = 30 * time.Second
+	DefaultIdleTimeout    = 2 * time.Minute
 )
 
 // Options configures a Server.
@@ -42,7 +48,8 @@ type Options struct {
 	// another model get 404. Required.
 	Name string
 	// APIKey, when set, is required as "Authorization: Bearer KEY" on
-	// every route but /health.
+	// every route but /health (the scheme matched without case); other
+	// requests get 401.
 	APIKey string
 	// CORSOrigin, when set, is sent as Access-Control-Allow-Origin and
 	// preflight requests are answered; "*" allows any origin.
@@ -57,6 +64,30 @@ type Options struct {
 	// MaxBodyBytes bounds request bodies (413 beyond); 0 means
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// BodyTimeout bounds the time a client may take to send a request's
+	// body, counted from the end of its headers; one that is not done by
+	// then gets 408 and its connection is closed. It does not bound the
+	// answer: a stream lasts as long as its generation. 0 means
+	// DefaultBodyTimeout; negative means none. The Handler applies it, so
+	// it holds however the Handler is served.
+	BodyTimeout time.Duration
+	// HeaderTimeout bounds the time a client may take to send a request's
+	// headers; the connection is closed when it passes. 0 means
+	// DefaultHeaderTimeout; negative means none. Used by HTTPServer.
+	HeaderTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that has waited that
+	// long for its next request. 0 means DefaultIdleTimeout; negative
+	// means none. Used by HTTPServer.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers of a request
+	// (net/http answers 431 beyond, allowing 4 KiB of slack). 0 or less
+	// means DefaultMaxHeaderBytes. Used by HTTPServer.
+	MaxHeaderBytes int
+	// HostAliases are names, besides localhost and loopback addresses,
+	// that a request arriving over a loopback connection may give as its
+	// Host; any other gets 403 (see Handler). They are compared without
+	// case and without a port ("Box.lan:8080" allows "box.lan:58439").
+	HostAliases []string
 	// Logger receives request errors and lifecycle events; nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -69,6 +100,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	handler http.Handler
+	aliases []string // Options.HostAliases as hostName gives them
 
 	mu       sync.RWMutex
 	served   *Served
@@ -91,7 +123,18 @@ func New(opts Options) *Server {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	opts.BodyTimeout = orDefault(opts.BodyTimeout, DefaultBodyTimeout)
+	opts.HeaderTimeout = orDefault(opts.HeaderTimeout, DefaultHeaderTimeout)
+	opts.IdleTimeout = orDefault(opts.IdleTimeout, DefaultIdleTimeout)
 	s := &Server{opts: opts, log: opts.Logger, metrics: newMetrics()}
+	for _, a := range opts.HostAliases {
+		if name := hostName(strings.TrimSpace(a)); name != "" {
+			s.aliases = append(s.aliases, name)
+		}
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -99,8 +142,50 @@ func New(opts Options) *Server {
 	return s
 }
 
-// Handler returns the HTTP handler of every route.
+// orDefault returns def for 0, d otherwise (negative: none).
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// Handler returns the HTTP handler of every route. It bounds the time a
+// body may take to arrive (Options.BodyTimeout) with the connection's
+// read deadline, through http.ResponseController; where the
+// ResponseWriter cannot set one, the body is not bounded in time.
+//
+// A request that arrived over a loopback connection (its
+// http.LocalAddrContextKey is a loopback address; a request without one
+// counts as such) is answered only if its Host names localhost, a
+// loopback or unspecified IP address, or one of Options.HostAliases, with
+// any port; any other gets 403 host_not_allowed before anything else is
+// looked at. That is the guard against DNS rebinding: a web page can
+// reach a server on 127.0.0.1 by its own name, and read the answers, once
+// its name resolves there, but its requests then carry that name. A
+// server reached over another address was exposed on purpose, and
+// answers any Host.
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// HTTPServer returns an http.Server that serves Handler with
+// Options.HeaderTimeout, IdleTimeout and MaxHeaderBytes, and logs
+// connection errors at debug level. Set its Addr, or pass a listener to
+// its Serve.
+//
+// It has no WriteTimeout, on purpose: that runs from the end of a
+// request's headers to the end of its answer, so it would cut off streams
+// that last minutes. Nor a ReadTimeout: the body is bounded by
+// Options.BodyTimeout in the Handler instead, which holds however the
+// Handler is served and answers 408 in OpenAI's shape.
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.opts.HeaderTimeout,
+		IdleTimeout:       s.opts.IdleTimeout,
+		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
 
 // Start serves m from now on: one slot per m.Slots(). The Server does not
 // close m; stop the Server first.

@@ -284,6 +284,7 @@ func TestErrors(t *testing.T) {
 		req, err := http.NewRequest(http.MethodPost, ts.ts.URL+"/v1/completions", pr)
 		require.NoError(t, err)
 		req.Header.Set("Authorization", "Bearer "+testKey)
+		req.Header.Set("Content-Type", "application/json")
 		status, _, body := do(t, req)
 		assert.Equal(t, 413, status, "%s", body)
 		assert.Equal(t, CodeRequestTooLarge, deref(decodeError(t, body).Code))
@@ -307,8 +308,11 @@ func TestAPIKey(t *testing.T) {
 	}{
 		{"missing", "", "missing API key"},
 		{"wrong", "Bearer nope", "incorrect API key"},
-		{"not bearer", "Basic " + testKey, "incorrect API key"},
+		{"not bearer", "Basic " + testKey, `unsupported authorization scheme "Basic"`},
+		{"no space", "Bearer" + testKey, "malformed Authorization header"},
+		{"no key", "Bearer ", "missing API key"}, // sent as "Bearer": net/http trims header values
 		{"prefix of the key", "Bearer test", "incorrect API key"},
+		{"key with a suffix", "Bearer " + testKey + " x", "incorrect API key"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, path := range []string{"/v1/models", "/metrics"} {
@@ -325,6 +329,17 @@ func TestAPIKey(t *testing.T) {
 				assert.Equal(t, TypeInvalidRequest, e.Type)
 				assert.Contains(t, e.Message, tt.msg)
 			}
+		})
+	}
+	// RFC 7235: the scheme is case-insensitive, and one or more spaces
+	// separate it from the credentials.
+	for _, header := range []string{"Bearer " + testKey, "bearer " + testKey, "BEARER " + testKey, "bEaReR " + testKey, "Bearer   " + testKey} {
+		t.Run(header, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodGet, ts.ts.URL+"/v1/models", nil)
+			require.NoError(t, err)
+			req.Header.Set("Authorization", header)
+			status, _, body := do(t, req)
+			assert.Equal(t, http.StatusOK, status, "%s", body)
 		})
 	}
 	t.Run("health needs no key", func(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -30,6 +29,11 @@ func serveCommand() *cli.Command {
 		&cli.IntFlag{Name: "prefill-chunk", Value: server.DefaultPrefillChunk, Usage: "most prompt tokens evaluated per step, so that long prompts do not stall running requests"},
 		&cli.StringFlag{Name: "api-key", Usage: "require \"Authorization: Bearer KEY\" on every route but /health", EnvVars: []string{"M40LLM_API_KEY"}},
 		&cli.StringFlag{Name: "cors-origin", Usage: "allow browser requests from this origin (\"*\": any); no CORS headers without it"},
+		&cli.StringSliceFlag{Name: "host-alias", Usage: "on loopback, also answer requests whose Host header is this name, with any port (repeatable); other names get 403, against DNS rebinding"},
+		&cli.DurationFlag{Name: "body-timeout", Value: server.DefaultBodyTimeout, Usage: "a request body not received this long after its headers gets 408 and its connection closed; answers are not bounded (0: no limit)"},
+		&cli.DurationFlag{Name: "header-timeout", Value: server.DefaultHeaderTimeout, Usage: "close connections that take longer to send a request's headers (0: no limit)"},
+		&cli.DurationFlag{Name: "idle-timeout", Value: server.DefaultIdleTimeout, Usage: "close keep-alive connections idle this long between requests (0: no limit)"},
+		&cli.IntFlag{Name: "max-header-bytes", Value: server.DefaultMaxHeaderBytes, Usage: "largest request line and headers in bytes; larger get 431"},
 		&cli.StringFlag{Name: "alias", Usage: "model id in the API (default: the file name without .gguf)"},
 		&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
 	)
@@ -47,9 +51,25 @@ func serveCommand() *cli.Command {
 			if c.String("model") == "" {
 				return usageErrorf("no model: pass -m MODEL.gguf (or set M40LLM_MODEL)")
 			}
+			for _, name := range []string{"body-timeout", "header-timeout", "idle-timeout"} {
+				if c.Duration(name) < 0 {
+					return usageErrorf("--%s must not be negative (0: no limit)", name)
+				}
+			}
+			if c.Int("max-header-bytes") < 1 {
+				return usageErrorf("--max-header-bytes must be at least 1")
+			}
 			return serve(c)
 		},
 	}
+}
+
+// noLimitIfZero maps a flag's 0 ("no limit") to server.Options' negative.
+func noLimitIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 func serve(c *cli.Context) error {
@@ -65,23 +85,23 @@ func serve(c *cli.Context) error {
 		name = strings.TrimSuffix(filepath.Base(c.String("model")), ".gguf")
 	}
 	srv := server.New(server.Options{
-		Name:         name,
-		APIKey:       c.String("api-key"),
-		CORSOrigin:   c.String("cors-origin"),
-		Queue:        c.Int("queue"),
-		PrefillChunk: c.Int("prefill-chunk"),
-		Logger:       logger,
+		Name:           name,
+		APIKey:         c.String("api-key"),
+		CORSOrigin:     c.String("cors-origin"),
+		Queue:          c.Int("queue"),
+		PrefillChunk:   c.Int("prefill-chunk"),
+		BodyTimeout:    noLimitIfZero(c.Duration("body-timeout")),
+		HeaderTimeout:  noLimitIfZero(c.Duration("header-timeout")),
+		IdleTimeout:    noLimitIfZero(c.Duration("idle-timeout")),
+		MaxHeaderBytes: c.Int("max-header-bytes"),
+		HostAliases:    c.StringSlice("host-alias"),
+		Logger:         logger,
 	})
 	ln, err := net.Listen("tcp", c.String("addr"))
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
-	}
+	hs := srv.HTTPServer()
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)

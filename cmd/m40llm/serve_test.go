@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"regexp"
 	"strings"
 	"sync"
@@ -146,6 +151,9 @@ func TestServeErrors(t *testing.T) {
 		{"parallel 0", []string{"serve", "-m", stories260K, "--parallel", "0"}, 2, "--parallel"},
 		{"arguments", []string{"serve", "-m", stories260K, "extra"}, 2, "no arguments"},
 		{"bad address", []string{"serve", "-m", stories260K, "--addr", "127.0.0.1:99999"}, 1, "invalid port"},
+		{"negative body timeout", []string{"serve", "-m", stories260K, "--body-timeout", "-1s"}, 2, "--body-timeout must not be negative"},
+		{"negative idle timeout", []string{"serve", "-m", stories260K, "--idle-timeout", "-1s"}, 2, "--idle-timeout must not be negative"},
+		{"max-header-bytes 0", []string{"serve", "-m", stories260K, "--max-header-bytes", "0"}, 2, "--max-header-bytes must be at least 1"},
 		{"model not found", []string{"serve", "-m", "nope.gguf", "--addr", "127.0.0.1:0"}, 3, "no such file"},
 	}
 	for _, tt := range tests {
@@ -155,4 +163,114 @@ func TestServeErrors(t *testing.T) {
 			assert.Contains(t, errs, tt.msg)
 		})
 	}
+}
+
+// stopServe sends SIGTERM and waits for serve to exit 0.
+func stopServe(t *testing.T, exit <-chan int, stderr *lockedBuffer) {
+	t.Helper()
+	require.NoError(t, syscall.Kill(syscall.Getpid(), syscall.SIGTERM))
+	assert.Equal(t, 0, waitExit(t, exit, stderr), stderr.String())
+}
+
+// exposureRequest sends method path with body (as ctype) and Host host to
+// the server at base and returns the status, the headers and the body.
+func exposureRequest(t *testing.T, base, method, path, host, ctype, body string, hdr map[string]string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+	require.NoError(t, err)
+	if host != "" {
+		req.Host = host
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, resp.Header, string(data)
+}
+
+// TestServeExposure: on loopback, serve answers only loopback names and
+// the --host-alias names (403 otherwise), takes JSON bodies only as
+// application/json (415), sends no CORS headers without --cors-origin,
+// closes connections whose body is too slow (--body-timeout: 408) and
+// refuses headers over --max-header-bytes (431).
+func TestServeExposure(t *testing.T) {
+	const completion = `{"prompt":"Once","max_tokens":2}`
+	t.Run("defaults", func(t *testing.T) {
+		base, stderr, exit := startServe(t, "--parallel", "1", "-c", "128")
+		defer stopServe(t, exit, stderr)
+		status, _, body := exposureRequest(t, base, http.MethodPost, "/v1/completions", "", "application/json", completion, nil)
+		assert.Equal(t, http.StatusOK, status, body)
+		status, _, body = exposureRequest(t, base, http.MethodPost, "/v1/completions", "localhost:58439", "application/json", completion, nil)
+		assert.Equal(t, http.StatusOK, status, body)
+		status, _, body = exposureRequest(t, base, http.MethodPost, "/v1/completions", "attacker.example:58439", "application/json", completion, nil)
+		assert.Equal(t, http.StatusForbidden, status, body)
+		assert.Contains(t, body, `"code":"host_not_allowed"`)
+		status, _, body = exposureRequest(t, base, http.MethodPost, "/v1/completions", "", "text/plain;charset=UTF-8", completion, nil)
+		assert.Equal(t, http.StatusUnsupportedMediaType, status, body)
+		assert.Contains(t, body, `"code":"unsupported_media_type"`)
+		status, hdr, body := exposureRequest(t, base, http.MethodGet, "/v1/models", "", "", "", map[string]string{"Origin": "http://attacker.example"})
+		assert.Equal(t, http.StatusOK, status, body)
+		assert.Empty(t, hdr.Get("Access-Control-Allow-Origin"), "CORS is off without --cors-origin")
+		status, _, _ = exposureRequest(t, base, http.MethodGet, "/health", "", "", "", map[string]string{"X-Pad": strings.Repeat("x", 80<<10)})
+		assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, status, "64 KiB of headers by default")
+	})
+	t.Run("flags", func(t *testing.T) {
+		base, stderr, exit := startServe(t, "--parallel", "1", "-c", "128", "--host-alias", "box.lan", "--host-alias", "llm.example",
+			"--body-timeout", "300ms", "--header-timeout", "300ms", "--idle-timeout", "300ms", "--max-header-bytes", "8192")
+		defer stopServe(t, exit, stderr)
+		for _, host := range []string{"box.lan", "LLM.example:443"} {
+			status, _, body := exposureRequest(t, base, http.MethodPost, "/v1/completions", host, "application/json", completion, nil)
+			assert.Equal(t, http.StatusOK, status, "%s: %s", host, body)
+		}
+		status, _, body := exposureRequest(t, base, http.MethodGet, "/health", "other.lan", "", "", nil)
+		assert.Equal(t, http.StatusForbidden, status, body)
+		status, _, _ = exposureRequest(t, base, http.MethodGet, "/health", "", "", "", map[string]string{"X-Pad": strings.Repeat("x", 16<<10)})
+		assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, status)
+
+		// A body trickled one byte every 100 ms is cut off after 300 ms.
+		c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		require.NoError(t, err)
+		defer c.Close()
+		start := time.Now()
+		_, err = fmt.Fprintf(c, "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(completion))
+		require.NoError(t, err)
+		go func() {
+			for i := range len(completion) {
+				if _, err := c.Write([]byte{completion[i]}); err != nil {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
+		require.NoError(t, c.SetReadDeadline(start.Add(3*time.Second)))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		require.NoError(t, err, "no answer after %v", time.Since(start).Round(time.Millisecond))
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusRequestTimeout, resp.StatusCode, "%s", data)
+		assert.Contains(t, string(data), `"code":"request_timeout"`)
+		assert.Less(t, time.Since(start), 2*time.Second)
+
+		// Unfinished headers, and a keep-alive connection left idle, are
+		// closed after 300 ms.
+		for _, req := range []string{"GET /health HTTP/1.1\r\nHost: localhost\r\n", "GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"} {
+			c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+			require.NoError(t, err)
+			defer c.Close()
+			start := time.Now()
+			_, err = io.WriteString(c, req)
+			require.NoError(t, err)
+			require.NoError(t, c.SetReadDeadline(start.Add(3*time.Second)))
+			_, err = io.Copy(io.Discard, c) // the answer, if any, then EOF
+			assert.NoError(t, err, "%q: the connection stayed open", req)
+			assert.Less(t, time.Since(start), 2*time.Second)
+		}
+	})
 }
