@@ -1,6 +1,7 @@
 package model
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/m40llm/m40llm/model/chat"
@@ -26,7 +27,7 @@ func (m *Model) ChatTokens(t *chat.Template, msgs []chat.Message, addGenerationP
 	if id := tok.EOS(); id >= 0 {
 		opts.EOSToken = tok.Piece(id)
 	}
-	text, err := t.Render(msgs, opts)
+	text, err := t.Render(context.Background(), msgs, opts)
 	if err != nil {
 		return nil, "", fmt.Errorf("rendering the chat template (%s): %w", t.Name(), err)
 	}
