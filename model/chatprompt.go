@@ -2,7 +2,6 @@ package model
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/m40llm/m40llm/model/chat"
 )
@@ -14,22 +13,35 @@ func (m *Model) ChatTemplate() (*chat.Template, error) {
 	return chat.FromGGUF(m.Metadata, m.Config.Arch)
 }
 
-// ChatTokens renders msgs with t (adding the assistant header when
-// addGenerationPrompt) and tokenizes the result with special tokens parsed.
-// BOS is prepended when the model asks for it and the template did not
-// already write it.
-func (m *Model) ChatTokens(t *chat.Template, msgs []chat.Message, addGenerationPrompt bool) ([]int32, string, error) {
+// ChatOptions are the options of ChatTokens besides the messages.
+type ChatOptions struct {
+	// AddGenerationPrompt appends the header that starts the assistant's
+	// reply.
+	AddGenerationPrompt bool
+	// Limits bound the render (the zero value: chat's defaults).
+	Limits chat.Limits
+}
+
+// ChatTokens renders msgs with t and tokenizes the result with special
+// tokens parsed, returning the token ids and the rendered text. BOS is
+// prepended when the model asks for it and the template did not already
+// write it.
+//
+// A render that fails returns Render's error, which names the template: a
+// *chat.TemplateError for a template that refuses the messages or breaks
+// opts.Limits, a *chat.Error matching ctx.Err() when ctx is done first.
+func (m *Model) ChatTokens(ctx context.Context, t *chat.Template, msgs []chat.Message, opts ChatOptions) ([]int32, string, error) {
 	tok := m.Tokenizer
-	opts := chat.RenderOptions{AddGenerationPrompt: addGenerationPrompt}
+	ro := chat.RenderOptions{AddGenerationPrompt: opts.AddGenerationPrompt, Limits: opts.Limits}
 	if id := tok.BOS(); id >= 0 {
-		opts.BOSToken = tok.Piece(id)
+		ro.BOSToken = tok.Piece(id)
 	}
 	if id := tok.EOS(); id >= 0 {
-		opts.EOSToken = tok.Piece(id)
+		ro.EOSToken = tok.Piece(id)
 	}
-	text, err := t.Render(context.Background(), msgs, opts)
+	text, err := t.Render(ctx, msgs, ro)
 	if err != nil {
-		return nil, "", fmt.Errorf("rendering the chat template (%s): %w", t.Name(), err)
+		return nil, "", err
 	}
 	ids := tok.Encode(text, false, true)
 	if tok.AddBOS() && (len(ids) == 0 || ids[0] != tok.BOS()) {

@@ -76,7 +76,11 @@ func chatLoop(ctx context.Context, c *cli.Context, m *model.Model, s *model.Sess
 			continue
 		}
 		msgs := append(history, chat.Message{Role: "user", Content: line})
-		ids, _, err := m.ChatTokens(tmpl, msgs, true)
+		ids, _, err := m.ChatTokens(ctx, tmpl, msgs, model.ChatOptions{AddGenerationPrompt: true})
+		if errors.Is(err, context.Canceled) {
+			fmt.Fprintln(out)
+			return nil
+		}
 		if err != nil {
 			fmt.Fprintf(errw, "m40llm: %v\n", err)
 			continue
