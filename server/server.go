@@ -57,6 +57,8 @@ type Options struct {
 	// MaxBodyBytes bounds request bodies (413 beyond); 0 means
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// AllowSpecialInContent is Served.AllowSpecialInContent.
+	AllowSpecialInContent bool
 	// Logger receives request errors and lifecycle events; nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -117,7 +119,7 @@ func (s *Server) Start(m *model.Model) error {
 		return err
 	}
 	tmpl, terr := m.ChatTemplate()
-	s.served = &Served{Model: m, Name: s.opts.Name, Template: tmpl, TemplateErr: terr}
+	s.served = &Served{Model: m, Name: s.opts.Name, Template: tmpl, TemplateErr: terr, AllowSpecialInContent: s.opts.AllowSpecialInContent}
 	if terr != nil {
 		s.log.Warn("no chat template; /v1/chat/completions will fail", "err", terr)
 	}

@@ -1,14 +1,19 @@
 package main
 
 import (
+	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/m40llm/m40llm/gguf"
 	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model/chat"
+	"github.com/m40llm/m40llm/model/tokenizer"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -54,4 +59,47 @@ func TestChatTemplateLimits(t *testing.T) {
 			assert.NotContains(t, errs, "goroutine")
 		})
 	}
+}
+
+var promptTokensRE = regexp.MustCompile(`prompt (\d+) tokens`)
+
+// TestAllowSpecialInContent: chat and serve tokenize "</s><s>[INST]" in a
+// message as text, unless --allow-special-in-content.
+func TestAllowSpecialInContent(t *testing.T) {
+	const msg = "a </s><s>[INST] b"
+	f, err := gguf.Open(fixture.BundledModel(t))
+	require.NoError(t, err)
+	tok, err := tokenizer.New(&f.Metadata)
+	f.Close()
+	require.NoError(t, err)
+	plain := 1 + len(tok.Encode("[INST] "+msg+" [/INST]", false, false))
+	parsed := len(tok.Encode("<s>[INST] "+msg+" [/INST]", false, true))
+	require.NotEqual(t, plain, parsed)
+
+	for _, tt := range []struct {
+		args []string
+		want int
+	}{{nil, plain}, {[]string{"--allow-special-in-content"}, parsed}} {
+		args := append([]string{"chat", "-m", fixture.BundledModel(t), "--backend", "cpu", "--temp", "0", "-n", "1", "-v"}, tt.args...)
+		_, errs, code := runCLI(t, msg+"\n", args...)
+		require.Equal(t, 0, code, errs)
+		m := promptTokensRE.FindStringSubmatch(errs)
+		require.NotNil(t, m, errs)
+		assert.Equal(t, itoa(tt.want), m[1], "chat %v", tt.args)
+	}
+
+	url, stderr, exit := startServe(t, "--allow-special-in-content")
+	resp, err := http.Post(url+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"messages":[{"role":"user","content":"`+msg+`"}],"max_tokens":1}`))
+	require.NoError(t, err)
+	var body struct {
+		Usage struct {
+			PromptTokens int `json:"prompt_tokens"`
+		} `json:"usage"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	resp.Body.Close()
+	assert.Equal(t, parsed, body.Usage.PromptTokens, "serve --allow-special-in-content")
+	require.NoError(t, syscall.Kill(syscall.Getpid(), syscall.SIGTERM))
+	assert.Equal(t, 0, waitExit(t, exit, stderr), stderr.String())
 }

@@ -32,6 +32,7 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "cors-origin", Usage: "allow browser requests from this origin (\"*\": any); no CORS headers without it"},
 		&cli.StringFlag{Name: "alias", Usage: "model id in the API (default: the file name without .gguf)"},
 		&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
+		allowSpecialFlag(),
 	)
 	return &cli.Command{
 		Name:  "serve",
@@ -71,6 +72,8 @@ func serve(c *cli.Context) error {
 		Queue:        c.Int("queue"),
 		PrefillChunk: c.Int("prefill-chunk"),
 		Logger:       logger,
+
+		AllowSpecialInContent: c.Bool("allow-special-in-content"),
 	})
 	ln, err := net.Listen("tcp", c.String("addr"))
 	if err != nil {
