@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,10 @@ type Served struct {
 	// then TemplateErr says why.
 	Template    *chat.Template
 	TemplateErr error
+	// AllowSpecialInContent parses control-token text in chat messages
+	// as control tokens (model.ChatOptions.AllowSpecialInContent); off,
+	// a client cannot write "<|im_end|>" to end its turn.
+	AllowSpecialInContent bool
 }
 
 // GenerateRequest is a request converted to model inputs: the prompt's
@@ -152,8 +157,12 @@ func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*Gen
 }
 
 // FromChatRequest converts a /v1/chat/completions request: the messages
-// go through the model's chat template with the assistant header added.
-func FromChatRequest(req *ChatCompletionRequest, s *Served, seed uint64) (*GenerateRequest, error) {
+// go through the model's chat template with the assistant header added,
+// rendered until ctx (the request's) is done, their contents tokenized
+// as plain text unless s.AllowSpecialInContent. A template that refuses
+// the messages or breaks a render limit is a 400 *Error naming
+// "messages"; a ctx done first gives an error matching ctx.Err().
+func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served, seed uint64) (*GenerateRequest, error) {
 	if err := checkModel(req.Model, s); err != nil {
 		return nil, err
 	}
@@ -177,7 +186,8 @@ func FromChatRequest(req *ChatCompletionRequest, s *Served, seed uint64) (*Gener
 		return nil, &Error{Status: http.StatusInternalServerError, Type: TypeServer, Code: CodeInternal,
 			Message: fmt.Sprintf("the model has no usable chat template: %v", s.TemplateErr), Err: s.TemplateErr}
 	}
-	ids, _, err := s.Model.ChatTokens(s.Template, msgs, true)
+	ids, _, err := s.Model.ChatTokens(ctx, s.Template, msgs,
+		model.ChatOptions{AddGenerationPrompt: true, AllowSpecialInContent: s.AllowSpecialInContent})
 	if err != nil {
 		return nil, apiError(err)
 	}

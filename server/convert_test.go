@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -129,9 +130,9 @@ func TestFromChatRequest(t *testing.T) {
 	s := testServed(t)
 	req := &ChatCompletionRequest{Messages: []ChatMessage{{Role: "developer", Content: "Be brief."}, {Role: "user", Content: "Hi"}},
 		MaxTokens: ptr(3), MaxCompletionTokens: ptr(9)}
-	gr, err := FromChatRequest(req, s, 0)
+	gr, err := FromChatRequest(context.Background(), req, s, 0)
 	require.NoError(t, err)
-	want, _, err := s.Model.ChatTokens(s.Template, []chat.Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}}, true)
+	want, _, err := s.Model.ChatTokens(context.Background(), s.Template, []chat.Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}}, model.ChatOptions{AddGenerationPrompt: true})
 	require.NoError(t, err)
 	assert.Equal(t, want, gr.Prompt, "developer is rendered as system")
 	assert.Equal(t, 9, gr.Options.MaxTokens, "max_completion_tokens wins over max_tokens")
@@ -139,7 +140,7 @@ func TestFromChatRequest(t *testing.T) {
 
 	s.Template = nil
 	s.TemplateErr = errors.New("no template")
-	_, err = FromChatRequest(req, s, 0)
+	_, err = FromChatRequest(context.Background(), req, s, 0)
 	var ae *Error
 	require.ErrorAs(t, err, &ae)
 	assert.Equal(t, http.StatusInternalServerError, ae.Status)
@@ -272,7 +273,7 @@ func FuzzChatRequest(f *testing.F) {
 		err := decodeJSON(strings.NewReader(body), &req)
 		if err == nil {
 			var gr *GenerateRequest
-			gr, err = FromChatRequest(&req, s, 0)
+			gr, err = FromChatRequest(context.Background(), &req, s, 0)
 			if err == nil {
 				if len(gr.Prompt) == 0 {
 					t.Fatalf("empty prompt accepted")

@@ -107,7 +107,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	gr, err := FromChatRequest(&req, served, mrand.Uint64())
+	gr, err := FromChatRequest(r.Context(), &req, served, mrand.Uint64())
 	if err != nil {
 		s.writeError(w, r, apiError(err))
 		return

@@ -88,6 +88,8 @@ type Options struct {
 	// Host; any other gets 403 (see Handler). They are compared without
 	// case and without a port ("Box.lan:8080" allows "box.lan:58439").
 	HostAliases []string
+	// AllowSpecialInContent is Served.AllowSpecialInContent.
+	AllowSpecialInContent bool
 	// Logger receives request errors and lifecycle events; nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -202,7 +204,7 @@ func (s *Server) Start(m *model.Model) error {
 		return err
 	}
 	tmpl, terr := m.ChatTemplate()
-	s.served = &Served{Model: m, Name: s.opts.Name, Template: tmpl, TemplateErr: terr}
+	s.served = &Served{Model: m, Name: s.opts.Name, Template: tmpl, TemplateErr: terr, AllowSpecialInContent: s.opts.AllowSpecialInContent}
 	if terr != nil {
 		s.log.Warn("no chat template; /v1/chat/completions will fail", "err", terr)
 	}

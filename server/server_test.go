@@ -104,7 +104,7 @@ func TestChatGreedyMatchesGenerate(t *testing.T) {
 	msgs := []chat.Message{{Role: "system", Content: "You tell stories."}, {Role: "user", Content: "Tell me about a cat."}}
 	tmpl, err := ts.m.ChatTemplate()
 	require.NoError(t, err)
-	ids, _, err := ts.m.ChatTokens(tmpl, msgs, true)
+	ids, _, err := ts.m.ChatTokens(context.Background(), tmpl, msgs, model.ChatOptions{AddGenerationPrompt: true})
 	require.NoError(t, err)
 	want, wantRes := sessionGreedy(t, ids, n)
 

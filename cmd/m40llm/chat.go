@@ -20,6 +20,7 @@ func chatCommand() *cli.Command {
 	flags := append(modelFlags(),
 		&cli.StringFlag{Name: "system", Usage: "system message"},
 		&cli.IntFlag{Name: "n-predict", Aliases: []string{"n"}, Value: -1, Usage: "largest reply in tokens (-1: until end of turn)"},
+		allowSpecialFlag(),
 	)
 	flags = append(flags, samplingFlags()...)
 	return &cli.Command{
@@ -49,6 +50,13 @@ func chatCommand() *cli.Command {
 	}
 }
 
+// allowSpecialFlag is the flag of chat and serve that parses control-token
+// text in messages as control tokens.
+func allowSpecialFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "allow-special-in-content",
+		Usage: "parse control-token text in messages (\"<|im_end|>\") as control tokens, as in the template's own text; by default messages are plain text"}
+}
+
 func chatLoop(ctx context.Context, c *cli.Context, m *model.Model, s *model.Session, tmpl *chat.Template, opts model.GenerateOptions) error {
 	var history []chat.Message
 	if sys := c.String("system"); sys != "" {
@@ -76,7 +84,12 @@ func chatLoop(ctx context.Context, c *cli.Context, m *model.Model, s *model.Sess
 			continue
 		}
 		msgs := append(history, chat.Message{Role: "user", Content: line})
-		ids, _, err := m.ChatTokens(tmpl, msgs, true)
+		ids, _, err := m.ChatTokens(ctx, tmpl, msgs,
+			model.ChatOptions{AddGenerationPrompt: true, AllowSpecialInContent: c.Bool("allow-special-in-content")})
+		if errors.Is(err, context.Canceled) {
+			fmt.Fprintln(out)
+			return nil
+		}
 		if err != nil {
 			fmt.Fprintf(errw, "m40llm: %v\n", err)
 			continue

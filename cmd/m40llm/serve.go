@@ -36,6 +36,7 @@ func serveCommand() *cli.Command {
 		&cli.IntFlag{Name: "max-header-bytes", Value: server.DefaultMaxHeaderBytes, Usage: "largest request line and headers in bytes; larger get 431"},
 		&cli.StringFlag{Name: "alias", Usage: "model id in the API (default: the file name without .gguf)"},
 		&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
+		allowSpecialFlag(),
 	)
 	return &cli.Command{
 		Name:  "serve",
@@ -85,17 +86,18 @@ func serve(c *cli.Context) error {
 		name = strings.TrimSuffix(filepath.Base(c.String("model")), ".gguf")
 	}
 	srv := server.New(server.Options{
-		Name:           name,
-		APIKey:         c.String("api-key"),
-		CORSOrigin:     c.String("cors-origin"),
-		Queue:          c.Int("queue"),
-		PrefillChunk:   c.Int("prefill-chunk"),
-		BodyTimeout:    noLimitIfZero(c.Duration("body-timeout")),
-		HeaderTimeout:  noLimitIfZero(c.Duration("header-timeout")),
-		IdleTimeout:    noLimitIfZero(c.Duration("idle-timeout")),
-		MaxHeaderBytes: c.Int("max-header-bytes"),
-		HostAliases:    c.StringSlice("host-alias"),
-		Logger:         logger,
+		Name:                  name,
+		APIKey:                c.String("api-key"),
+		CORSOrigin:            c.String("cors-origin"),
+		Queue:                 c.Int("queue"),
+		PrefillChunk:          c.Int("prefill-chunk"),
+		BodyTimeout:           noLimitIfZero(c.Duration("body-timeout")),
+		HeaderTimeout:         noLimitIfZero(c.Duration("header-timeout")),
+		IdleTimeout:           noLimitIfZero(c.Duration("idle-timeout")),
+		MaxHeaderBytes:        c.Int("max-header-bytes"),
+		HostAliases:           c.StringSlice("host-alias"),
+		AllowSpecialInContent: c.Bool("allow-special-in-content"),
+		Logger:                logger,
 	})
 	ln, err := net.Listen("tcp", c.String("addr"))
 	if err != nil {

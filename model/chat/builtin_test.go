@@ -1,7 +1,9 @@
 package chat
 
 import (
+	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -65,6 +67,22 @@ func TestFromGGUF(t *testing.T) {
 	require.True(t, errors.As(err, &ce), "a template that does not compile: %v", err)
 	assert.Equal(t, KeyTemplate, ce.Template)
 
+	// A template over the size limit does not compile, and one that
+	// recurses fails its renders: neither is replaced by a built-in.
+	_, err = FromGGUF(metadata(t, map[string]any{KeyTemplate: strings.Repeat(" ", MaxSourceBytes+1) + "x",
+		"tokenizer.ggml.model": "llama"}), "llama")
+	require.True(t, errors.As(err, &ce), "a template over MaxSourceBytes: %v", err)
+	var le *LimitError
+	assert.True(t, errors.As(err, &le))
+	tmpl, err := FromGGUF(metadata(t, map[string]any{KeyTemplate: `{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}`,
+		"tokenizer.ggml.model": "llama"}), "llama")
+	require.NoError(t, err)
+	assert.Equal(t, KeyTemplate, tmpl.Name())
+	_, err = tmpl.Render(context.Background(), withSystem, RenderOptions{})
+	var te *TemplateError
+	require.True(t, errors.As(err, &te), "got %v", err)
+	assert.Equal(t, KeyTemplate, te.Template)
+
 	_, err = FromGGUF(nil, "llama")
 	assert.Error(t, err)
 }
@@ -102,7 +120,7 @@ func TestBuiltins(t *testing.T) {
 			tmpl, err := Builtin(tt.name)
 			require.NoError(t, err)
 			assert.Equal(t, tt.name, tmpl.Name())
-			got, err := tmpl.Render(tt.msgs, tt.opts)
+			got, err := tmpl.Render(context.Background(), tt.msgs, tt.opts)
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, got)
 		})
@@ -111,7 +129,7 @@ func TestBuiltins(t *testing.T) {
 	// Llama 2 cannot express two user turns in a row.
 	tmpl, err := Builtin("llama2")
 	require.NoError(t, err)
-	_, err = tmpl.Render([]Message{{"user", "a"}, {"user", "b"}}, opts)
+	_, err = tmpl.Render(context.Background(), []Message{{"user", "a"}, {"user", "b"}}, opts)
 	var te *TemplateError
 	require.True(t, errors.As(err, &te), "got %v", err)
 	assert.Equal(t, "llama2", te.Template)

@@ -16,6 +16,24 @@
 //
 // RenderOptions.Extra adds variables or replaces any of these.
 //
+// # Limits
+//
+// Templates come from model files, that is from strangers, so a render is
+// bounded (see Limits): macro calls nest at most Limits.MaxDepth deep,
+// loop iterations and macro calls number at most Limits.MaxSteps (and so
+// does a range()), the output and every value a template assigns are at
+// most Limits.MaxOutput bytes, and the render stops when Limits.Timeout
+// has passed or its context is done. Compiling refuses sources over
+// MaxSourceBytes, nesting deeper than MaxNesting, and list.append,
+// list.insert and dict.update, which transformers' sandbox refuses too.
+//
+// The checks run between the statements of a template; a single
+// expression is evaluated by the engine in one go. An expression such as
+// "'x' * 10**12", "s | indent(10**12)" or 's | replace("", s)' therefore
+// still allocates what it asks for, and one that large ends the process:
+// bounding it needs a budget inside ardanlabs/jinja, which v1.8.0 does not
+// have.
+//
 // This package applies Jinja2's whitespace rules itself before the engine
 // sees a template, because ardanlabs/jinja v1.8.0 applies them to the wrong
 // text when a tag follows another tag (ChatQA's template loses the blank
@@ -27,8 +45,10 @@
 package chat
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ardanlabs/jinja"
@@ -61,6 +81,9 @@ type RenderOptions struct {
 	// Now is the time strftime_now reports. The zero value means the time
 	// of the Render call.
 	Now time.Time
+
+	// Limits bound the render; the zero value means the defaults.
+	Limits Limits
 }
 
 // Template is a compiled chat template. It is safe for concurrent use.
@@ -92,27 +115,42 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// TemplateError is the error a template raises itself through
-// raise_exception, typically because it does not support the conversation
-// (a system message, roles that do not alternate). Message is the
-// template's own text; callers can report it to the client as a bad
-// request.
+// TemplateError is the error of a template that refuses to render the
+// conversation: either it raised one itself through raise_exception,
+// typically because it does not support the conversation (a system
+// message, roles that do not alternate), or it broke one of the render's
+// Limits or ErrSelfReference. Message is the template's own text or says
+// which limit; callers can report it to the client as a bad request.
 type TemplateError struct {
 	Template string // Name of the template
-	Message  string // the argument of raise_exception
+	Message  string // the argument of raise_exception, or what broke a limit
+	// Err is nil for raise_exception; otherwise the *LimitError, or
+	// ErrSelfReference.
+	Err error
 }
 
 func (e *TemplateError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("chat template %q: %v", e.Template, e.Err)
+	}
 	return fmt.Sprintf("chat template %q: %s", e.Template, e.Message)
 }
 
+func (e *TemplateError) Unwrap() error { return e.Err }
+
 // Parse compiles a Jinja chat template, such as the value of
-// tokenizer.chat_template. Its Name is "custom".
+// tokenizer.chat_template. Its Name is "custom". A source that does not
+// compile yields an *Error: wrapping a *SyntaxError for tags that cannot
+// be delimited and the constructs this package refuses, a *LimitError for
+// a source over MaxSourceBytes or nesting deeper than MaxNesting.
 func Parse(src string) (*Template, error) { return parse("custom", src) }
 
 func parse(name, src string) (_ *Template, err error) {
 	defer recoverEngine(name, "parse", &err)
-	norm, err := normalize(src)
+	if err := checkSource(src); err != nil {
+		return nil, &Error{Template: name, Op: "parse", Err: err}
+	}
+	norm, err := normalize(src, true)
 	if err != nil {
 		return nil, &Error{Template: name, Op: "parse", Err: err}
 	}
@@ -123,10 +161,15 @@ func parse(name, src string) (_ *Template, err error) {
 	return &Template{name: name, src: src, tmpl: tmpl}, nil
 }
 
-// Render formats msgs with the template. A template that rejects the
-// conversation yields a *TemplateError; other failures a *Error.
-func (t *Template) Render(msgs []Message, opts RenderOptions) (_ string, err error) {
+// Render formats msgs with the template, within opts.Limits and until ctx
+// is done. A template that rejects the conversation or breaks a limit
+// yields a *TemplateError (wrapping the *LimitError for a limit); a
+// context done before the render ends yields an *Error wrapping ctx.Err(),
+// so that errors.Is(err, context.Canceled) tells a caller that gave up;
+// other failures are an *Error.
+func (t *Template) Render(ctx context.Context, msgs []Message, opts RenderOptions) (_ string, err error) {
 	defer recoverEngine(t.name, "render", &err)
+	g := newGuard(ctx, opts.Limits)
 	list := make([]jinja.Value, len(msgs))
 	for i, m := range msgs {
 		d := jinja.NewDict()
@@ -154,21 +197,42 @@ func (t *Template) Render(msgs []Message, opts RenderOptions) (_ string, err err
 		}),
 	}
 	for k, v := range opts.Extra {
+		if strings.HasPrefix(k, hookPrefix) {
+			return "", &Error{Template: t.name, Op: "render", Err: fmt.Errorf("extra variable %q: the prefix %q is reserved", k, hookPrefix)}
+		}
 		val, err := toValue(v)
 		if err != nil {
 			return "", &Error{Template: t.name, Op: "render", Err: fmt.Errorf("extra variable %q: %w", k, err)}
 		}
 		vars[k] = val
 	}
+	for k, v := range g.callbacks() {
+		vars[k] = v
+	}
 	out, err := t.tmpl.RenderValues(vars)
+	if g.err != nil {
+		err = g.err // the first failure, even if the engine dropped it
+	}
 	if err != nil {
-		var te *TemplateError
-		if errors.As(err, &te) {
-			return "", te
-		}
-		return "", &Error{Template: t.name, Op: "render", Err: err}
+		return "", t.renderError(err)
 	}
 	return out, nil
+}
+
+// renderError turns the error of a render into a *TemplateError or an
+// *Error.
+func (t *Template) renderError(err error) error {
+	var te *TemplateError
+	var le *LimitError
+	switch {
+	case errors.As(err, &te):
+		return te
+	case errors.As(err, &le):
+		return &TemplateError{Template: t.name, Message: "the chat template broke a render limit: " + le.Error(), Err: le}
+	case errors.Is(err, ErrSelfReference):
+		return &TemplateError{Template: t.name, Message: "the chat template failed: " + ErrSelfReference.Error(), Err: ErrSelfReference}
+	}
+	return &Error{Template: t.name, Op: "render", Err: err}
 }
 
 // recoverEngine turns a panic of the template engine into an *Error: model

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -102,7 +103,7 @@ func TestCorpus(t *testing.T) {
 			tmpl, err := Parse(c.src)
 			require.NoError(t, err)
 			assert.Equal(t, c.src, tmpl.Source())
-			out, err := tmpl.Render(withSystem, baseOptions)
+			out, err := tmpl.Render(context.Background(), withSystem, baseOptions)
 			if !refuses[c.name()] {
 				require.NoError(t, err)
 				assert.Contains(t, out, "What is 2+2?")
@@ -114,7 +115,7 @@ func TestCorpus(t *testing.T) {
 			assert.Contains(t, raised(c.src), te.Message)
 			assert.Equal(t, "custom", te.Template)
 			refused++
-			out, err = tmpl.Render(withoutSystem, baseOptions)
+			out, err = tmpl.Render(context.Background(), withoutSystem, baseOptions)
 			require.NoError(t, err)
 			assert.Contains(t, out, "What is 2+2?")
 		})
@@ -211,7 +212,7 @@ func TestCorpusExact(t *testing.T) {
 		t.Run(tt.template, func(t *testing.T) {
 			tmpl, err := Parse(find(t, corpus, tt.template).src)
 			require.NoError(t, err)
-			got, err := tmpl.Render(tt.msgs, tt.opts)
+			got, err := tmpl.Render(context.Background(), tt.msgs, tt.opts)
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, got)
 		})
@@ -221,12 +222,12 @@ func TestCorpusExact(t *testing.T) {
 func TestTemplateError(t *testing.T) {
 	tmpl, err := Parse(`{% if messages[0]['role'] != 'user' %}{{ raise_exception('first message must be "user"') }}{% endif %}ok`)
 	require.NoError(t, err)
-	_, err = tmpl.Render(withSystem, RenderOptions{})
+	_, err = tmpl.Render(context.Background(), withSystem, RenderOptions{})
 	var te *TemplateError
 	require.True(t, errors.As(err, &te), "got %v", err)
 	assert.Equal(t, `first message must be "user"`, te.Message)
 	assert.Equal(t, "custom", te.Template)
-	out, err := tmpl.Render(withoutSystem, RenderOptions{})
+	out, err := tmpl.Render(context.Background(), withoutSystem, RenderOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, "ok", out)
 
@@ -241,7 +242,7 @@ func TestTemplateError(t *testing.T) {
 
 	tmpl, err = Parse("{{ messages | nosuchfilter }}")
 	if err == nil {
-		_, err = tmpl.Render(withSystem, RenderOptions{})
+		_, err = tmpl.Render(context.Background(), withSystem, RenderOptions{})
 	}
 	require.True(t, errors.As(err, &ce), "got %v", err)
 	assert.False(t, errors.As(err, &te))
@@ -280,7 +281,7 @@ func TestWhitespace(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tmpl, err := Parse(tt.src)
 			require.NoError(t, err)
-			got, err := tmpl.Render(nil, RenderOptions{})
+			got, err := tmpl.Render(context.Background(), nil, RenderOptions{})
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, got)
 		})
@@ -333,7 +334,7 @@ func TestVariables(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tmpl, err := Parse(tt.src)
 			require.NoError(t, err)
-			got, err := tmpl.Render(withSystem, tt.opts)
+			got, err := tmpl.Render(context.Background(), withSystem, tt.opts)
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, got)
 		})
@@ -341,7 +342,7 @@ func TestVariables(t *testing.T) {
 
 	tmpl, err := Parse("{{ x }}")
 	require.NoError(t, err)
-	_, err = tmpl.Render(nil, RenderOptions{Extra: map[string]any{"x": func() {}}})
+	_, err = tmpl.Render(context.Background(), nil, RenderOptions{Extra: map[string]any{"x": func() {}}})
 	var ce *Error
 	require.True(t, errors.As(err, &ce), "got %v", err)
 	assert.Equal(t, "render", ce.Op)
@@ -380,7 +381,7 @@ func FuzzParse(f *testing.F) {
 			require.True(t, errors.As(err, &ce), "%T: %v", err, err)
 			return
 		}
-		_, err = tmpl.Render(withSystem, baseOptions)
+		_, err = tmpl.Render(context.Background(), withSystem, baseOptions)
 		if err != nil {
 			var ce *Error
 			var te *TemplateError

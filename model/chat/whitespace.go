@@ -14,7 +14,8 @@ import (
 // strips the space after "Text", and it eats the newline in
 // "{% if a %}{{ x }}\n". normalize applies every whitespace rule itself and
 // hands the engine a source without text segments, which it then has
-// nothing to trim in:
+// nothing to trim in (instrument.go then adds the calls that bound the
+// render):
 //
 //   - each run of literal text becomes a string expression {{ '…' }};
 //   - the -/+ markers are removed from the tags, comments are dropped;
@@ -52,7 +53,9 @@ type tag struct {
 // isBlockLike reports whether lstrip_blocks and trim_blocks apply.
 func (t *tag) isBlockLike() bool { return t.kind != tagExpr }
 
-// SyntaxError reports a chat template whose tags cannot be delimited.
+// SyntaxError reports a chat template whose tags cannot be delimited, or
+// that uses what this package refuses to compile (a reserved name, a
+// method that changes a value in place).
 type SyntaxError struct {
 	Line int    // 1-based line of the offending tag
 	Msg  string // what is wrong
@@ -66,11 +69,14 @@ var (
 	endRaw   = regexp.MustCompile(`\{%([-+]?)\s*endraw\s*([-+]?)%\}`)
 )
 
-// normalize rewrites a Jinja2 chat template as described above.
-func normalize(src string) (string, error) {
+// normalize rewrites a Jinja2 chat template as described above, with the
+// calls of the guard when instrumented (always, but in tests that compare
+// with the plain source).
+func normalize(src string, instrumented bool) (string, error) {
 	src = newlines.Replace(src)
 	src = strings.TrimSuffix(src, "\n")
 
+	in := &instrumenter{src: src, plain: !instrumented}
 	var out strings.Builder
 	var prev *tag
 	pos := 0
@@ -93,7 +99,7 @@ func normalize(src string) (string, error) {
 			text = trimBefore(t, text, lineStarting)
 		}
 		lost -= strings.Count(text, "\n")
-		emitText(&out, text, lost)
+		emitText(&out, in, text, lost)
 		if t == nil {
 			return out.String(), nil
 		}
@@ -112,17 +118,23 @@ func normalize(src string) (string, error) {
 			raw = trimBefore(end, raw, lineStarting)
 			lost -= strings.Count(raw, "\n")
 			emitComment(&out, strings.Count(src[t.start:t.end], "\n"))
-			emitText(&out, raw, lost)
+			emitText(&out, in, raw, lost)
 			emitComment(&out, strings.Count(src[end.start:end.end], "\n"))
 			prev, pos = end, end.end
 			continue
 		}
 
 		switch t.kind {
-		case tagExpr:
-			out.WriteString("{{" + t.content + "}}")
-		case tagBlock:
-			out.WriteString("{%" + t.content + "%}")
+		case tagExpr, tagBlock:
+			emit := in.expr
+			if t.kind == tagBlock {
+				emit = in.block
+			}
+			s, err := emit(t)
+			if err != nil {
+				return "", err
+			}
+			out.WriteString(s)
 		case tagComment:
 			emitComment(&out, strings.Count(t.content, "\n"))
 		}
@@ -167,16 +179,12 @@ func trimBefore(t *tag, text string, lineStarting bool) string {
 
 // emitText writes text as a string expression, followed by the lost
 // newlines inside the tag.
-func emitText(out *strings.Builder, text string, lost int) {
+func emitText(out *strings.Builder, in *instrumenter, text string, lost int) {
 	if text == "" {
 		emitComment(out, lost)
 		return
 	}
-	out.WriteString("{{'")
-	out.WriteString(quoter.Replace(text))
-	out.WriteString("'")
-	out.WriteString(strings.Repeat("\n", lost))
-	out.WriteString("}}")
+	out.WriteString(in.text("'" + quoter.Replace(text) + "'" + strings.Repeat("\n", lost)))
 }
 
 // emitComment writes an empty comment spanning n newlines, if n > 0.
