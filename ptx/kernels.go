@@ -48,6 +48,16 @@ const (
 	kGateUp8
 	kGateUp16
 	kTopK
+	kMatvecQ8_0n1
+	kMatvecQ8_0n4
+	kMatvecQ8_0n16
+	kMatvecQ4_0n1
+	kMatvecQ4_0n4
+	kMatvecQ4_0n16
+	kDequantQ8_0
+	kDequantQ4_0
+	kEmbedQ8_0
+	kEmbedQ4_0
 	numKernels
 )
 
@@ -97,6 +107,17 @@ var kernelTable = [numKernels]kernelSpec{
 	kGateUp16: {"matvec", "gateup_f16_n16", "pppppiii"},
 
 	kTopK: {"topk", "topk_pass", "ppppiii"},
+
+	kMatvecQ8_0n1:  {"quant", "matvec_q8_0_n1", "pppppiii"},
+	kMatvecQ8_0n4:  {"quant", "matvec_q8_0_n4", "pppppiii"},
+	kMatvecQ8_0n16: {"quant", "matvec_q8_0_n16", "pppppiii"},
+	kMatvecQ4_0n1:  {"quant", "matvec_q4_0_n1", "pppppiii"},
+	kMatvecQ4_0n4:  {"quant", "matvec_q4_0_n4", "pppppiii"},
+	kMatvecQ4_0n16: {"quant", "matvec_q4_0_n16", "pppppiii"},
+	kDequantQ8_0:   {"quant", "dequant_q8_0_f16", "pppii"},
+	kDequantQ4_0:   {"quant", "dequant_q4_0_f16", "pppii"},
+	kEmbedQ8_0:     {"quant", "embed_q8_0", "ppppii"},
+	kEmbedQ4_0:     {"quant", "embed_q4_0", "ppppii"},
 }
 
 // Kernels is the set of embedded kernels loaded into one context.
