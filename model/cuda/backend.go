@@ -4,8 +4,14 @@
 //
 // # Precision
 //
-// Weight matrices are stored as FP16 (every GGUF type is converted once, at
-// load); norm weights, biases and RoPE factors stay FP32. Activations and
+// Q8_0 and Q4_0 weight matrices stay in their encoding (the GGUF blocks
+// regrouped into planes, see ptx.QuantWeight): decode products read them
+// with the matvec_q kernels, prompt products dequantize one matrix at a
+// time into an FP16 scratch for the GEMM, and the embedding lookup
+// dequantizes the rows it needs. Other matrices are stored as FP16 (every
+// other GGUF type is converted once, at load, as are quantized tensors
+// whose rows are not whole blocks); norm weights, biases and RoPE factors
+// stay FP32. Activations and
 // all arithmetic are FP32 (the Tesla M40 has no fast FP16 arithmetic). The
 // KV cache is FP16, laid out [layer][slot][pos][dim]. Prompt processing
 // through cuBLAS rounds the activations fed to each product to FP16 as well

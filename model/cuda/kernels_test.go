@@ -5,6 +5,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/m40llm/m40llm/gguf"
@@ -20,6 +21,12 @@ import (
 // path.
 func synthModel(t testing.TB, preset string, layers int) string {
 	t.Helper()
+	return synthModelOf(t, preset, layers, gguf.TypeF16)
+}
+
+// synthModelOf is synthModel with the matrices in typ.
+func synthModelOf(t testing.TB, preset string, layers int, typ gguf.Type) string {
+	t.Helper()
 	p, ok := synth.Presets[preset]
 	require.True(t, ok, preset)
 	p.Layers, p.Vocab = layers, 600
@@ -27,10 +34,10 @@ func synthModel(t testing.TB, preset string, layers int) string {
 		p.HeadDim = 32
 	}
 	p.Dim, p.FFN = p.Heads*16, 96
-	path := filepath.Join(t.TempDir(), fmt.Sprintf("%s-%d.gguf", preset, layers))
+	path := filepath.Join(t.TempDir(), fmt.Sprintf("%s-%d-%s.gguf", preset, layers, typ))
 	f, err := os.Create(path)
 	require.NoError(t, err)
-	require.NoError(t, synth.Write(f, p, synth.Options{Type: gguf.TypeF16, Seed: 1}))
+	require.NoError(t, synth.Write(f, p, synth.Options{Type: typ, Seed: 1}))
 	require.NoError(t, f.Close())
 	return path
 }
@@ -170,6 +177,46 @@ func TestDecodeKernels(t *testing.T) {
 						t.Logf("%d launches: %v", len(step), kernels(step))
 					})
 				}
+			}
+		})
+	}
+}
+
+// quantDecode is the decode step of a model whose matrices are all Q8_0 or
+// Q4_0 (name: "q8_0"): every product is its own matvec_q launch (the
+// quantized products do not fuse yet), the embedding row is dequantized,
+// and the rest is fused as for FP16.
+func quantDecode(name string) map[string]int {
+	return map[string]int{
+		"embed_" + name:   1,
+		"rmsnorm_f32":     2,
+		"add_rmsnorm_f32": 2*layers - 1,
+		"matvec_" + name:  7*layers + 1, // q, k, v, o, gate, up, down; the classifier
+		"rope_table":      1,
+		"rope_append":     layers,
+		"attn_decode":     layers,
+		"swiglu_f32":      layers,
+		"add_f32":         1,
+		"gather_rows_f32": 1,
+		"topk_pass":       1,
+	}
+}
+
+// TestDecodeKernelsQuantized pins the decode step of Q8_0 and Q4_0 models:
+// their matrices stay quantized (matvec_q, embed_q), on the fake device
+// and on the GPU.
+func TestDecodeKernelsQuantized(t *testing.T) {
+	for _, typ := range []gguf.Type{gguf.TypeQ8_0, gguf.TypeQ4_0} {
+		name := strings.ToLower(typ.String())
+		t.Run(name, func(t *testing.T) {
+			path := synthModelOf(t, "tinyllama", layers, typ)
+			for _, dev := range testDevices {
+				t.Run(dev.name, func(t *testing.T) {
+					m, log := prefilled(t, dev.new(t, Options{}), path)
+					step := decodeStep(t, m, log)
+					assert.Equal(t, quantDecode(name), kernels(step), "kernels of the decode step")
+					t.Logf("%d launches: %v", len(step), kernels(step))
+				})
 			}
 		})
 	}

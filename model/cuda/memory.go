@@ -137,11 +137,17 @@ func gib(n int64) string { return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30)) }
 // need computes what a plan will allocate on this backend.
 func (b *Backend) need(p *model.Plan) *OutOfMemoryError {
 	e := &OutOfMemoryError{Device: fmt.Sprintf("%s (%s)", b.Name(), b.info.Name)}
+	quantMax := int64(0) // the largest quantized matrix as FP16 (prompt scratch)
 	for _, ti := range p.Tensors {
 		rows, cols := ti.Rows(), ti.Dims[0]
-		if rows == 1 {
+		switch qt, ok := quantized(ti); {
+		case rows == 1:
 			e.Weights += alignUp(4 * cols)
-		} else {
+		case ok:
+			qb, sb := quantBytes(qt, rows, cols)
+			e.Weights += alignUp(alignUp(qb) + sb)
+			quantMax = max(quantMax, 2*rows*cols)
+		default:
 			e.Weights += alignUp(2 * rows * cols)
 		}
 	}
@@ -155,6 +161,11 @@ func (b *Backend) need(p *model.Plan) *OutOfMemoryError {
 	}
 	c := p.Config
 	e.Scratch = int64(b.scratchNeed(c, kv, batch, maxK))
+	if batch > GraphMaxRows {
+		// Prompt products with a quantized weight dequantize it into
+		// one FP16 scratch matrix first.
+		e.Scratch += quantMax
+	}
 	e.Need = e.Weights + e.KV + e.Activations + e.Scratch + fixedReserve
 	return e
 }

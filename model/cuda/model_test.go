@@ -34,6 +34,26 @@ var models = []struct {
 	{"llama3", hfFixture("llama3")},
 	{"qwen2", hfFixture("qwen2")},
 	{"qwen3", hfFixture("qwen3")},
+	// Quantized weights kept quantized on the GPU: the shared Q8_0
+	// stories260K (its ffn_down rows of 172 are not whole blocks: those are
+	// converted to FP16) and a synthetic Q4_0 model.
+	{"stories260K-q8_0", func(t testing.TB) string { return fixture.Shared(t, "models/tinyllamas-stories-260k-q8_0.gguf") }},
+	{"synthetic-q4_0", synthQuant(gguf.TypeQ4_0)},
+}
+
+// synthQuant returns a 2-layer TinyLlama-shaped model (narrowed) with its
+// matrices in typ, written once per test.
+func synthQuant(typ gguf.Type) func(testing.TB) string {
+	return func(t testing.TB) string {
+		p := synth.Presets["tinyllama"]
+		p.Layers, p.Dim, p.Heads, p.KVHeads, p.FFN, p.Vocab = 2, 256, 8, 4, 512, 1000
+		path := filepath.Join(t.TempDir(), "synth-"+typ.String()+".gguf")
+		f, err := os.Create(path)
+		require.NoError(t, err)
+		require.NoError(t, synth.Write(f, p, synth.Options{Type: typ, Seed: 5}))
+		require.NoError(t, f.Close())
+		return path
+	}
 }
 
 func hfFixture(name string) func(testing.TB) string {
@@ -127,6 +147,26 @@ func TestModelLogits(t *testing.T) {
 			}
 			assert.LessOrEqual(t, worst, tolModel, "token by token: worst row NMSE")
 			t.Logf("token by token: worst row NMSE %.2g", worst)
+		})
+	}
+}
+
+// TestGreedyQuantized: greedy decoding of the quantized models on the GPU
+// (weights kept quantized) chooses the CPU's tokens for 32 steps.
+func TestGreedyQuantized(t *testing.T) {
+	for _, mc := range models[len(models)-2:] {
+		t.Run(mc.name, func(t *testing.T) {
+			path := mc.path(t)
+			mo := model.Options{CtxSize: 64}
+			var got [2][]int32
+			for i, m := range []*model.Model{loadCPU(t, path, mo), loadGPU(t, path, mo, options())} {
+				s, err := m.NewSession(0)
+				require.NoError(t, err)
+				res, err := s.Generate(context.Background(), promptIDs(m, 4), model.GenerateOptions{MaxTokens: 32, Sampling: model.Greedy(), IgnoreEOS: true}, nil)
+				require.NoError(t, err)
+				got[i] = res.Tokens
+			}
+			assert.Equal(t, got[0], got[1], "greedy tokens: CPU, GPU")
 		})
 	}
 }

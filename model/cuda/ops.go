@@ -131,12 +131,17 @@ func (b *Backend) Embed(dst model.Buf, table model.Weight, n int) {
 	d, w := bufOf(dst), weightOf(table)
 	checkCols(d.cols, w.cols, "Embed")
 	checkRows(d, n, "Embed")
-	if !w.f16 {
+	if !w.matrix() {
 		panic("cuda: Embed: the table is not a matrix")
 	}
-	if b.ready(n) {
-		record(b, embed{dst: d.p, table: w.p, tokens: b.st.tokens(), n: n, dim: d.cols})
+	if !b.ready(n) {
+		return
 	}
+	if w.q != nil {
+		record(b, embedQ{dst: d.p, tokens: b.st.tokens(), w: *w.q, n: n})
+		return
+	}
+	record(b, embed{dst: d.p, table: w.p, tokens: b.st.tokens(), n: n, dim: d.cols})
 }
 
 // RMSNorm records dst[i] = x[i] / sqrt(mean(x[i]²) + eps) * w.
@@ -170,7 +175,7 @@ func (b *Backend) MatMul(dst, x model.Buf, w model.Weight, bias model.Weight, n 
 	checkCols(d.cols, wt.rows, "MatMul output")
 	checkRows(d, n, "MatMul")
 	checkRows(s, n, "MatMul")
-	if !wt.f16 {
+	if !wt.matrix() {
 		panic("cuda: MatMul: the weight is not a matrix")
 	}
 	var bp cudadrv.DevicePtr
@@ -180,6 +185,10 @@ func (b *Backend) MatMul(dst, x model.Buf, w model.Weight, bias model.Weight, n 
 		bp = bv.p
 	}
 	if !b.ready(n) {
+		return
+	}
+	if wt.q != nil && n <= ptx.MatVecMaxN {
+		record(b, matVecQ{y: d.p, x: s.p, bias: bp, w: *wt.q, n: n})
 		return
 	}
 	if n <= ptx.MatVecMaxN {
@@ -193,7 +202,16 @@ func (b *Backend) MatMul(dst, x model.Buf, w model.Weight, bias model.Weight, n 
 	if !b.doStep(func() error { return stepAlloc(b.dev.reserveBLAS(elems)) }) {
 		return
 	}
-	record(b, gemm{y: d.p, x: s.p, w: wt.p, n: n, m: wt.rows, k: wt.cols})
+	wp := wt.p
+	if wt.q != nil {
+		// A prompt: the weight as FP16 in scratch, then the GEMM.
+		var ok bool
+		if wp, ok = b.scratchBuf(scrDequant, 2*wt.rows*wt.cols); !ok {
+			return
+		}
+		record(b, dequantF16{dst: wp, w: *wt.q})
+	}
+	record(b, gemm{y: d.p, x: s.p, w: wp, n: n, m: wt.rows, k: wt.cols})
 	if bp != 0 {
 		record(b, addBias{y: d.p, bias: bp, n: n, m: wt.rows})
 	}

@@ -1,6 +1,8 @@
 package cuda
 
 import (
+	"strings"
+
 	"github.com/m40llm/m40llm/cudadrv"
 	"github.com/m40llm/m40llm/ptx"
 )
@@ -131,6 +133,45 @@ type gateUp struct {
 func (gateUp) kernel() string { return "gateup_f16" }
 func (r gateUp) launch(l *launcher) error {
 	return l.k.GateUp(l.s, r.hb, r.hb2, r.x, r.wg, r.wu, r.n, r.m, r.k)
+}
+
+// matVecQ is matvec_q: y = x·Wᵀ (+ bias) for n ≤ 16 rows of x (n, k), W
+// quantized (w.M, w.K) in planes, y (n, w.M), bias 0 or FP32 (1, w.M). It
+// does not fuse with other products.
+type matVecQ struct {
+	y, x, bias cudadrv.DevicePtr
+	w          ptx.QuantWeight
+	n          int
+}
+
+func (r matVecQ) kernel() string { return "matvec_" + strings.ToLower(r.w.Type.String()) }
+func (r matVecQ) launch(l *launcher) error {
+	return l.k.MatVecQ(l.s, r.y, r.x, &r.w, r.bias, r.n)
+}
+
+// dequantF16 is dequant_q*_f16: dst (w.M, w.K) FP16 = W, ahead of a gemm
+// of a prompt.
+type dequantF16 struct {
+	dst cudadrv.DevicePtr
+	w   ptx.QuantWeight
+}
+
+func (r dequantF16) kernel() string { return "dequant_" + strings.ToLower(r.w.Type.String()) + "_f16" }
+func (r dequantF16) launch(l *launcher) error {
+	return l.k.DequantF16(l.s, r.dst, &r.w)
+}
+
+// embedQ is embed_q*: dst[i] = W[tokens[i]] as FP32 for i < n, W a
+// quantized (vocab, dim) table, dst (n, dim).
+type embedQ struct {
+	dst, tokens cudadrv.DevicePtr
+	w           ptx.QuantWeight
+	n           int
+}
+
+func (r embedQ) kernel() string { return "embed_" + strings.ToLower(r.w.Type.String()) }
+func (r embedQ) launch(l *launcher) error {
+	return l.k.EmbedQ(l.s, r.dst, &r.w, r.tokens, r.n)
 }
 
 // gemm is a product for more than ptx.MatVecMaxN rows: y (n, m) = x (n, k)

@@ -18,6 +18,7 @@ const (
 	scrCounters                    // attn_decode arrival counters (zeroed)
 	scrTopK                        // top-k ping-pong buffers
 	scrTopKOut                     // top-k values (rows, k) then ids (rows, k)
+	scrDequant                     // a quantized weight as FP16, for a prompt GEMM
 	numScratch
 )
 

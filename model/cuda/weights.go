@@ -10,22 +10,43 @@ import (
 	"github.com/m40llm/m40llm/cudadrv"
 	"github.com/m40llm/m40llm/gguf"
 	"github.com/m40llm/m40llm/model"
+	"github.com/m40llm/m40llm/ptx"
 )
 
-// weight is a parameter on the GPU: a (rows, cols) FP16 matrix, row-major
-// (ggml ne=[cols, rows]), or, when rows is 1, an FP32 vector (norm
+// weight is a parameter on the GPU: a (rows, cols) matrix, row-major
+// (ggml ne=[cols, rows]), FP16 (f16) or in its quantized encoding (q: the
+// planes of ptx.QuantWeight), or, when rows is 1, an FP32 vector (norm
 // weights, biases, RoPE factors) with a host copy.
 type weight struct {
 	rows, cols int
-	p          cudadrv.DevicePtr
+	p          cudadrv.DevicePtr // FP16 matrix or FP32 vector
 	f16        bool
-	host       []float32 // vectors only
+	q          *ptx.QuantWeight // quantized matrices only
+	host       []float32        // vectors only
+}
+
+// matrix reports whether w is a matrix (FP16 or quantized).
+func (w *weight) matrix() bool { return w.f16 || w.q != nil }
+
+// quantized returns the quantized encoding that ti is kept in on the GPU,
+// or false when it is converted to FP16: Q8_0 and Q4_0 matrices whose rows
+// are whole blocks.
+func quantized(ti *gguf.TensorInfo) (ptx.QuantType, bool) {
+	qt, ok := ptx.QuantTypeOf(ti.Type)
+	return qt, ok && ti.Rows() > 1 && ti.RowAligned()
+}
+
+// quantBytes returns the sizes of the quants and scales planes of a
+// (rows, cols) matrix of type qt.
+func quantBytes(qt ptx.QuantType, rows, cols int64) (quants, scales int64) {
+	blocks := rows * (cols / 32)
+	return blocks * int64(qt.QuantBlockBytes()), 2 * blocks
 }
 
 func (w *weight) Shape() (int, int) { return w.rows, w.cols }
 
-// LoadWeight converts the tensor to FP16 (FP32 for vectors) and copies it
-// to the GPU, matrices through the page-locked staging buffers (see
+// LoadWeight copies Q8_0 and Q4_0 matrices to the GPU as they are stored
+// (see loadQuant), and converts other tensors to FP16 (FP32 for vectors), matrices through the page-locked staging buffers (see
 // gpu.upload); the copy may still be in flight when LoadWeight returns
 // (data is not needed anymore). It fails on a tensor type that cannot be
 // converted (a *model.UnsupportedError), on data that does not decode, and
@@ -57,6 +78,9 @@ func (b *Backend) LoadWeight(ti *gguf.TensorInfo, data []byte) (model.Weight, er
 		})
 		return w, err
 	}
+	if qt, ok := quantized(ti); ok {
+		return b.loadQuant(ti, qt, data, rows, cols)
+	}
 	w := &weight{rows: rows, cols: cols, f16: true}
 	bytes := 2 * int64(rows) * int64(cols)
 	if err := b.dev.do(func() error {
@@ -71,6 +95,33 @@ func (b *Backend) LoadWeight(ti *gguf.TensorInfo, data []byte) (model.Weight, er
 	}
 	b.shapes[[2]int{rows, cols}] = w.p
 	return w, b.dev.upload(w.p, ti, data)
+}
+
+// loadQuant uploads a Q8_0 or Q4_0 matrix as it is stored, regrouped into
+// planes (ptx.PackQuant): quants, then the FP16 scales at an aligned offset
+// of the same block of device memory.
+func (b *Backend) loadQuant(ti *gguf.TensorInfo, qt ptx.QuantType, data []byte, rows, cols int) (model.Weight, error) {
+	qb, sb := quantBytes(qt, int64(rows), int64(cols))
+	quants, scales := make([]byte, qb), make([]byte, sb)
+	if err := ptx.PackQuant(qt, quants, scales, data, rows, cols); err != nil {
+		return nil, fmt.Errorf("cuda: tensor %s: %w", ti.Name, err)
+	}
+	w := &weight{rows: rows, cols: cols, q: &ptx.QuantWeight{Type: qt, M: rows, K: cols}}
+	err := b.dev.do(func() error {
+		p, err := b.mem.weight(alignUp(qb) + sb)
+		if err != nil {
+			return err
+		}
+		w.q.Quants, w.q.Scales = p, p.Offset(int(alignUp(qb)))
+		if err := copyToDevice(b.dev, w.q.Quants, quants); err != nil {
+			return err
+		}
+		return copyToDevice(b.dev, w.q.Scales, scales)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return w, nil
 }
 
 // stageBytes is the size of each of the two staging buffers.
