@@ -231,3 +231,60 @@ func BenchmarkAttnDecode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMatVecQ times the quantized products on 7B shapes (the weights
+// rotated through copies larger than the L2, random bytes: every quant and
+// scale is as costly as any other) and reports the bytes of weights read
+// per second.
+func BenchmarkMatVecQ(b *testing.B) {
+	ctx, k := testKernels(b)
+	for _, qt := range []QuantType{QuantQ8_0, QuantQ4_0} {
+		for _, sh := range []struct {
+			name    string
+			n, m, k int
+		}{
+			{"7b-wo", 1, 4096, 4096}, {"7b-up", 1, 11008, 4096}, {"7b-down", 1, 4096, 11008},
+			{"7b-output", 1, 32000, 4096}, {"7b-wo", 8, 4096, 4096}, {"7b-wo", 16, 4096, 4096},
+		} {
+			b.Run(fmt.Sprintf("%s/%s/n=%d,m=%d,k=%d", qt, sh.name, sh.n, sh.m, sh.k), func(b *testing.B) {
+				qb, sb := sh.m*sh.k/32*qt.QuantBlockBytes(), sh.m*sh.k/16
+				wbytes := qb + sb
+				copies := max(2, int(math.Ceil(256e6/float64(wbytes))))
+				var q, x, y cudadrv.DevicePtr
+				err := ctx.Do(func() error {
+					var err error
+					if q, err = cudadrv.MemAlloc(wbytes * copies); err != nil {
+						return err
+					}
+					if x, err = cudadrv.MemAlloc(4 * sh.n * sh.k); err != nil {
+						return err
+					}
+					if y, err = cudadrv.MemAlloc(4 * sh.n * sh.m); err != nil {
+						return err
+					}
+					// Random halves are finite scales and arbitrary quants.
+					if err := randomHalves(q, wbytes*copies/2, 1); err != nil {
+						return err
+					}
+					return randomFloats(x, sh.n*sh.k, 2)
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer ctx.Do(func() error {
+					for _, p := range []cudadrv.DevicePtr{q, x, y} {
+						cudadrv.MemFree(p)
+					}
+					return nil
+				})
+				sec := graphBench(b, ctx, copies, func(s cudadrv.Stream, i int) error {
+					base := q.Offset(i * wbytes)
+					w := &QuantWeight{Type: qt, Quants: base, Scales: base.Offset(qb), M: sh.m, K: sh.k}
+					return k.MatVecQ(s, y, x, w, 0, sh.n)
+				})
+				b.ReportMetric(sec*1e6, "µs/op")
+				b.ReportMetric(float64(wbytes)/sec/1e9, "GB/s")
+			})
+		}
+	}
+}

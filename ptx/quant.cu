@@ -90,54 +90,78 @@ __device__ __forceinline__ float block_dot<Q4_0>(const unsigned char *__restrict
 }
 
 // Y[i, r] = Σ_l X[i, l] * W[r, l] (+ bias[r]) for i < n ≤ N, r < m: W (m, k)
-// in planes qs, d; X (n, k) FP32; Y (n, m) FP32; bias 0 or (1, m). One warp
-// per row, 8 rows per block of 256 threads; grid ceil(m/8).
-template <int T, int N>
+// in planes qs, d; X (n, k) FP32; Y (n, m) FP32; bias 0 or (1, m). A warp
+// computes R rows, so that each activation value loaded serves R weight
+// rows; 8 warps per block of 256 threads; grid ceil(m/(8R)). A row past m
+// is computed on row m-1's data and not stored.
+template <int T, int N, int R>
 __device__ __forceinline__ void matvec_q(float *__restrict__ y, const float *__restrict__ x,
                                          const unsigned char *__restrict__ qs, const __half *__restrict__ d,
                                          const float *__restrict__ bias, int n, int m, int k)
 {
     const int lane = threadIdx.x % 32;
-    const int r = blockIdx.x * 8 + threadIdx.x / 32;
-    if (r >= m)
+    const int r0 = (blockIdx.x * 8 + threadIdx.x / 32) * R;
+    if (r0 >= m)
         return;
     const int kb = k / 32;
-    const unsigned char *row = qs + (size_t)r * kb * qtraits<T>::block_bytes;
-    const __half *dr = d + (size_t)r * kb;
-    float acc[N];
+    const unsigned char *row[R];
+    const __half *dr[R];
 #pragma unroll
-    for (int i = 0; i < N; i++)
-        acc[i] = 0.0f;
-    for (int b = lane; b < kb; b += 32) {
-        const float db = __half2float(dr[b]);
+    for (int s = 0; s < R; s++) {
+        const int r = min(r0 + s, m - 1);
+        row[s] = qs + (size_t)r * kb * qtraits<T>::block_bytes;
+        dr[s] = d + (size_t)r * kb;
+    }
+    float acc[R][N];
+#pragma unroll
+    for (int s = 0; s < R; s++)
 #pragma unroll
         for (int i = 0; i < N; i++)
-            if (i < n)
-                acc[i] = fmaf(db, block_dot<T>(row, b, x + (size_t)i * k + 32 * b), acc[i]);
-    }
-    const float add = bias ? bias[r] : 0.0f;
+            acc[s][i] = 0.0f;
+    for (int b = lane; b < kb; b += 32) {
+        float db[R];
 #pragma unroll
-    for (int i = 0; i < N; i++) {
-        const float v = warp_sum(acc[i]);
-        if (lane == i && i < n)
-            y[(size_t)i * m + r] = v + add;
+        for (int s = 0; s < R; s++)
+            db[s] = __half2float(dr[s][b]);
+#pragma unroll
+        for (int i = 0; i < N; i++) {
+            if (i < n) {
+                const float *xb = x + (size_t)i * k + 32 * b;
+#pragma unroll
+                for (int s = 0; s < R; s++)
+                    acc[s][i] = fmaf(db[s], block_dot<T>(row[s], b, xb), acc[s][i]);
+            }
+        }
+    }
+#pragma unroll
+    for (int s = 0; s < R; s++) {
+        const int r = r0 + s;
+        const float add = (bias && r < m) ? bias[r] : 0.0f;
+#pragma unroll
+        for (int i = 0; i < N; i++) {
+            const float v = warp_sum(acc[s][i]);
+            if (r < m && lane == i && i < n)
+                y[(size_t)i * m + r] = v + add;
+        }
     }
 }
 
-#define MATVEC_Q(name, T, N)                                                                                      \
+// The instantiations: R rows per warp, fewer for the wide batches (their
+// accumulators take R·N registers).
+#define MATVEC_Q(name, T, N, R)                                                                                   \
     extern "C" __global__ void __launch_bounds__(256)                                                             \
         name(float *__restrict__ y, const float *__restrict__ x, const unsigned char *__restrict__ qs,             \
              const __half *__restrict__ d, const float *__restrict__ bias, int n, int m, int k)                    \
     {                                                                                                              \
-        matvec_q<T, N>(y, x, qs, d, bias, n, m, k);                                                                \
+        matvec_q<T, N, R>(y, x, qs, d, bias, n, m, k);                                                             \
     }
 
-MATVEC_Q(matvec_q8_0_n1, Q8_0, 1)
-MATVEC_Q(matvec_q8_0_n4, Q8_0, 4)
-MATVEC_Q(matvec_q8_0_n16, Q8_0, 16)
-MATVEC_Q(matvec_q4_0_n1, Q4_0, 1)
-MATVEC_Q(matvec_q4_0_n4, Q4_0, 4)
-MATVEC_Q(matvec_q4_0_n16, Q4_0, 16)
+MATVEC_Q(matvec_q8_0_n1, Q8_0, 1, 4)
+MATVEC_Q(matvec_q8_0_n4, Q8_0, 4, 4)
+MATVEC_Q(matvec_q8_0_n16, Q8_0, 16, 2)
+MATVEC_Q(matvec_q4_0_n1, Q4_0, 1, 4)
+MATVEC_Q(matvec_q4_0_n4, Q4_0, 4, 4)
+MATVEC_Q(matvec_q4_0_n16, Q4_0, 16, 2)
 
 // dequant writes element j of block b of row r (one thread per element).
 template <int T>

@@ -54,12 +54,13 @@ func (w *QuantWeight) check(what string) error {
 }
 
 // quantMatvecKernels are the instantiations of matvec_q by type and batch.
+// rows is the weight rows each warp computes (R in quant.cu).
 var quantMatvecKernels = [2][]struct {
-	n  int
-	id kernelID
+	n, rows int
+	id      kernelID
 }{
-	QuantQ8_0: {{1, kMatvecQ8_0n1}, {4, kMatvecQ8_0n4}, {16, kMatvecQ8_0n16}},
-	QuantQ4_0: {{1, kMatvecQ4_0n1}, {4, kMatvecQ4_0n4}, {16, kMatvecQ4_0n16}},
+	QuantQ8_0: {{1, 4, kMatvecQ8_0n1}, {4, 4, kMatvecQ8_0n4}, {16, 2, kMatvecQ8_0n16}},
+	QuantQ4_0: {{1, 4, kMatvecQ4_0n1}, {4, 4, kMatvecQ4_0n4}, {16, 2, kMatvecQ4_0n16}},
 }
 
 // MatVecQ enqueues Y[i, r] = Σ_l X[i, l]·W[r, l] (+ bias[r]) for n ≤
@@ -74,14 +75,13 @@ func (k *Kernels) MatVecQ(s cudadrv.Stream, y, x cudadrv.DevicePtr, w *QuantWeig
 	if n <= 0 || n > MatVecMaxN {
 		return fmt.Errorf("ptx: MatVecQ: %d rows, want 1 to %d", n, MatVecMaxN)
 	}
-	var id kernelID
-	for _, q := range quantMatvecKernels[w.Type] {
+	q := quantMatvecKernels[w.Type][0]
+	for _, q = range quantMatvecKernels[w.Type] {
 		if n <= q.n {
-			id = q.id
 			break
 		}
 	}
-	return k.launch(id, dim1(blocks(w.M, 8)), dim1(256), s, y, x, w.Quants, w.Scales, bias,
+	return k.launch(q.id, dim1((w.M+8*q.rows-1)/(8*q.rows)), dim1(256), s, y, x, w.Quants, w.Scales, bias,
 		int32(n), int32(w.M), int32(w.K))
 }
 
