@@ -24,6 +24,7 @@ func modelFlags() []cli.Flag {
 		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)"},
 		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "auto (CUDA when a usable GPU exists, else CPU), cpu or cuda"},
 		&cli.IntFlag{Name: "device", Value: -1, Usage: "CUDA device ordinal (-1: the first M40-class device, compute 5.2 or 5.3, else device 0)"},
+		&cli.BoolFlag{Name: "fp16-weights", Usage: "GPU: expand Q8_0/Q4_0 weights to FP16 (2-4x the memory; faster with 8 or more parallel sequences today)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print load and memory details to stderr"},
 	}
 }
@@ -113,7 +114,8 @@ func newCUDA(c *cli.Context, o gpuOptions) (*cuda.Backend, error) {
 	if dev >= len(sys.Devices) {
 		return nil, fmt.Errorf("--device %d: there are %d CUDA devices (see m40llm devices)", dev, len(sys.Devices))
 	}
-	return cuda.New(cuda.Options{Device: dev, Driver: o.driver, BLAS: o.blas, DisableCUBLAS: o.disableCUBLAS})
+	return cuda.New(cuda.Options{Device: dev, Driver: o.driver, BLAS: o.blas, DisableCUBLAS: o.disableCUBLAS,
+		FP16Weights: c.Bool("fp16-weights")})
 }
 
 // noGPUError says in one sentence why no GPU can be used, and keeps the

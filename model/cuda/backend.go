@@ -85,6 +85,11 @@ type Options struct {
 	// NoGraphs launches every step kernel by kernel (for tests and
 	// diagnosis).
 	NoGraphs bool
+	// FP16Weights converts every weight matrix to FP16 at load, Q8_0 and
+	// Q4_0 too: 2-4x the memory, and faster batched decode (8 or more
+	// sequences per step) until the quantized kernels stage their
+	// activations as the FP16 ones do.
+	FP16Weights bool
 	// NoFusion records every op as its own kernel (for tests).
 	NoFusion bool
 }

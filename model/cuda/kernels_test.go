@@ -218,6 +218,10 @@ func TestDecodeKernelsQuantized(t *testing.T) {
 					t.Logf("%d launches: %v", len(step), kernels(step))
 				})
 			}
+			t.Run("fake/FP16Weights", func(t *testing.T) {
+				m, log := prefilled(t, testDevices[0].new(t, Options{FP16Weights: true}), path)
+				assert.Equal(t, fusedDecode, kernels(decodeStep(t, m, log)), "expanded to FP16: the fused FP16 step")
+			})
 		})
 	}
 }

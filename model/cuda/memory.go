@@ -140,7 +140,7 @@ func (b *Backend) need(p *model.Plan) *OutOfMemoryError {
 	quantMax := int64(0) // the largest quantized matrix as FP16 (prompt scratch)
 	for _, ti := range p.Tensors {
 		rows, cols := ti.Rows(), ti.Dims[0]
-		switch qt, ok := quantized(ti); {
+		switch qt, ok := b.quantized(ti); {
 		case rows == 1:
 			e.Weights += alignUp(4 * cols)
 		case ok:

@@ -30,10 +30,10 @@ func (w *weight) matrix() bool { return w.f16 || w.q != nil }
 
 // quantized returns the quantized encoding that ti is kept in on the GPU,
 // or false when it is converted to FP16: Q8_0 and Q4_0 matrices whose rows
-// are whole blocks.
-func quantized(ti *gguf.TensorInfo) (ptx.QuantType, bool) {
+// are whole blocks, unless Options.FP16Weights.
+func (b *Backend) quantized(ti *gguf.TensorInfo) (ptx.QuantType, bool) {
 	qt, ok := ptx.QuantTypeOf(ti.Type)
-	return qt, ok && ti.Rows() > 1 && ti.RowAligned()
+	return qt, ok && !b.opts.FP16Weights && ti.Rows() > 1 && ti.RowAligned()
 }
 
 // quantBytes returns the sizes of the quants and scales planes of a
@@ -78,7 +78,7 @@ func (b *Backend) LoadWeight(ti *gguf.TensorInfo, data []byte) (model.Weight, er
 		})
 		return w, err
 	}
-	if qt, ok := quantized(ti); ok {
+	if qt, ok := b.quantized(ti); ok {
 		return b.loadQuant(ti, qt, data, rows, cols)
 	}
 	w := &weight{rows: rows, cols: cols, f16: true}
