@@ -48,17 +48,10 @@ const (
 	kGateUp8
 	kGateUp16
 	kTopK
-	kMatvecQ8_0n1
-	kMatvecQ8_0n4
-	kMatvecQ8_0n16
-	kMatvecQ4_0n1
-	kMatvecQ4_0n4
-	kMatvecQ4_0n16
-	kDequantQ8_0
-	kDequantQ4_0
-	kEmbedQ8_0
-	kEmbedQ4_0
-	numKernels
+	// kQuant is the first of the quant.cu kernels: quantKernels per type,
+	// in QuantType order (see quantKernel).
+	kQuant
+	numKernels = kQuant + kernelID(numQuantTypes)*quantKernels
 )
 
 // kernelSpec is the Go side of a kernel's signature. params has one letter
@@ -107,17 +100,7 @@ var kernelTable = [numKernels]kernelSpec{
 	kGateUp16: {"matvec", "gateup_f16_n16", "pppppiii"},
 
 	kTopK: {"topk", "topk_pass", "ppppiii"},
-
-	kMatvecQ8_0n1:  {"quant", "matvec_q8_0_n1", "pppppiii"},
-	kMatvecQ8_0n4:  {"quant", "matvec_q8_0_n4", "pppppiii"},
-	kMatvecQ8_0n16: {"quant", "matvec_q8_0_n16", "pppppiii"},
-	kMatvecQ4_0n1:  {"quant", "matvec_q4_0_n1", "pppppiii"},
-	kMatvecQ4_0n4:  {"quant", "matvec_q4_0_n4", "pppppiii"},
-	kMatvecQ4_0n16: {"quant", "matvec_q4_0_n16", "pppppiii"},
-	kDequantQ8_0:   {"quant", "dequant_q8_0_f16", "pppii"},
-	kDequantQ4_0:   {"quant", "dequant_q4_0_f16", "pppii"},
-	kEmbedQ8_0:     {"quant", "embed_q8_0", "ppppii"},
-	kEmbedQ4_0:     {"quant", "embed_q4_0", "ppppii"},
+	// The quant.cu kernels are filled in by quant.go's init.
 }
 
 // Kernels is the set of embedded kernels loaded into one context.

@@ -235,20 +235,33 @@ func BenchmarkAttnDecode(b *testing.B) {
 // BenchmarkMatVecQ times the quantized products on 7B shapes (the weights
 // rotated through copies larger than the L2, random bytes: every quant and
 // scale is as costly as any other) and reports the bytes of weights read
-// per second.
+// per second. Every type runs the one-row shapes; the common ones (Q4_0,
+// Q8_0, Q4_K, Q5_K, Q6_K) the batched ones too.
 func BenchmarkMatVecQ(b *testing.B) {
 	ctx, k := testKernels(b)
-	for _, qt := range []QuantType{QuantQ8_0, QuantQ4_0} {
+	for qt := range numQuantTypes {
+		common := qt == QuantQ4_0 || qt == QuantQ8_0 || qt == QuantQ4_K || qt == QuantQ5_K || qt == QuantQ6_K
 		for _, sh := range []struct {
 			name    string
 			n, m, k int
 		}{
 			{"7b-wo", 1, 4096, 4096}, {"7b-up", 1, 11008, 4096}, {"7b-down", 1, 4096, 11008},
-			{"7b-output", 1, 32000, 4096}, {"7b-wo", 8, 4096, 4096}, {"7b-wo", 16, 4096, 4096},
+			{"7b-output", 1, 32000, 4096}, {"7b-wo", 4, 4096, 4096}, {"7b-wo", 8, 4096, 4096}, {"7b-wo", 16, 4096, 4096},
 		} {
+			if sh.n > 1 && !common {
+				continue
+			}
+			if sh.k%qt.BlockSize() != 0 {
+				continue
+			}
 			b.Run(fmt.Sprintf("%s/%s/n=%d,m=%d,k=%d", qt, sh.name, sh.n, sh.m, sh.k), func(b *testing.B) {
-				qb, sb := sh.m*sh.k/32*qt.QuantBlockBytes(), sh.m*sh.k/16
-				wbytes := qb + sb
+				sizes := qt.PlaneBytes(int64(sh.m), int64(sh.k))
+				var offs [3]int
+				wbytes := 0
+				for j, n := range sizes {
+					offs[j] = wbytes
+					wbytes += (int(n) + 255) &^ 255
+				}
 				copies := max(2, int(math.Ceil(256e6/float64(wbytes))))
 				var q, x, y cudadrv.DevicePtr
 				err := ctx.Do(func() error {
@@ -277,13 +290,21 @@ func BenchmarkMatVecQ(b *testing.B) {
 					}
 					return nil
 				})
+				var used int64
+				for _, n := range sizes {
+					used += n
+				}
 				sec := graphBench(b, ctx, copies, func(s cudadrv.Stream, i int) error {
-					base := q.Offset(i * wbytes)
-					w := &QuantWeight{Type: qt, Quants: base, Scales: base.Offset(qb), M: sh.m, K: sh.k}
+					w := &QuantWeight{Type: qt, M: sh.m, K: sh.k}
+					for j, n := range sizes {
+						if n > 0 {
+							w.Planes[j] = q.Offset(i*wbytes + offs[j])
+						}
+					}
 					return k.MatVecQ(s, y, x, w, 0, sh.n)
 				})
 				b.ReportMetric(sec*1e6, "µs/op")
-				b.ReportMetric(float64(wbytes)/sec/1e9, "GB/s")
+				b.ReportMetric(float64(used)/sec/1e9, "GB/s")
 			})
 		}
 	}

@@ -1,24 +1,64 @@
 // Quantized weights kept quantized on the GPU: matrix-vector products for
-// decode, embedding rows, and dequantization to FP16 for the prompt GEMMs.
-// FP32 arithmetic; compiled for compute capability 5.2 (no dp4a, no FP16
-// arithmetic).
+// decode (1-16 activation rows, each weight byte read once per launch),
+// embedding rows, and dequantization to FP16 for the prompt GEMMs. FP32
+// arithmetic; compiled for compute capability 5.2 (no dp4a, no FP16
+// arithmetic, 48 KB of shared memory).
 //
-// Storage ("planes", written by the loader from the GGUF blocks, the same
-// bytes regrouped so that every load is 16-byte aligned): a matrix of m
-// rows of k elements (k a multiple of 32, ggml ne=[k, m]) is
+// Storage ("planes", written by ptx.PackQuant from the GGUF blocks: the
+// same bytes regrouped so that every load is aligned). A matrix of m rows
+// of k elements (ggml ne=[k, m]) is m*k/BE GGUF blocks of BE elements
+// (32, or 256 for the K-quants), block b of row r being block r*k/BE + b.
+// Each block's bytes are split into up to three planes p0, p1, p2, block i
+// of a plane at i times the plane's bytes per block (offsets in the GGUF
+// block in brackets):
 //
-//   qs  quants, row r at r*QB*k/32 bytes (QB bytes per block of 32):
-//       Q8_0: 32 int8 per block, element j at byte j (QB = 32)
-//       Q4_0: 16 bytes per block, element j in the low nibble of byte j
-//             and element j+16 in its high nibble, as in GGUF (QB = 16)
-//   d   the blocks' FP16 scales, row r at r*(k/32): value = d * q
-//       (Q4_0: d * (q - 8))
+//   type    BE   p0                          p1                        p2
+//   Q8_0    32   qs[32]  [2, 34)             d      [0, 2)
+//   Q4_0    32   qs[16]  [2, 18)             d      [0, 2)
+//   Q4_1    32   qs[16]  [4, 20)             d, m   [0, 4)
+//   Q5_0    32   qs[16]  [6, 22)             qh[4]  [2, 6)            d [0, 2)
+//   Q5_1    32   qs[16]  [8, 24)             qh[4]  [4, 8)            d, m [0, 4)
+//   IQ4_NL  32   qs[16]  [2, 18)             d      [0, 2)
+//   Q2_K   256   scales[16] qs[64] [0, 80)   d, dmin [80, 84)
+//   Q3_K   256   hmask[32] qs[64]  [0, 96)   scales[12] [96, 108)     d [108, 110)
+//   Q4_K   256   qs[128] [16, 144)           d, dmin, scales[12] [0, 16)
+//   Q5_K   256   qh[32] qs[128] [16, 176)    d, dmin, scales[12] [0, 16)
+//   Q6_K   256   ql[128] qh[64] scales[16] [0, 208)   d [208, 210)
 //
-// A block's contribution to a dot product is d * Σ q_j x_j (Q4_0:
-// d * (Σ q_j x_j - 8 Σ x_j)), summed in element order; each lane owns
-// blocks lane, lane+32, ... of a row, and the 32 lane sums are combined by
-// the xor butterfly of warp_sum, so a row's result does not depend on how
-// many activation rows are computed with it: batched rows are
+// The kernels see a row as units of 32 weights: unit u of a row is part
+// u % S of the row's block u / S (S = BE/32 units per block). A unit's
+// elements lie in G runs of 32/G consecutive elements (one run for the
+// 32-element types; two of 16 for Q4_K/Q5_K; four of 8 for Q2_K, Q3_K and
+// Q6_K), each run with one scale: the value of element e of run g is
+//
+//   w = a_g * (q_e - O) + b_g
+//
+// with q_e the element's quant, O the type's offset (8 for Q4_0, 16 for
+// Q5_0, 32 for Q6_K, 4 for Q3_K, 0 otherwise) and (a_g, b_g) the run's
+// scale and offset (for example Q4_K: a = d*sc, b = -dmin*m). This form is
+// the CPU's arithmetic (gguf/dequant*.go), so dequantized values are the
+// CPU's bit for bit.
+//
+// Decoding without integer-to-float conversions (an I2F per weight is a
+// quarter-rate instruction on Maxwell and Hopper). A unit is loaded as
+// eight 32-bit words of codes, one byte per weight:
+//  - quants of at most 7 bits (all types but Q8_0 and IQ4_NL): the byte is
+//    q, built four at a time with masks and shifts; PRMT puts it into the
+//    top mantissa byte of 0.5f, giving f = 0.5 + q/256 exactly, so a run's
+//    dot product is Σ q x = 256 Σ f x - 128 Σ x, and
+//    Σ w x = 256 a Σ f x + (b - (128 + O) a) Σ x.
+//  - 8-bit quants (Q8_0, and IQ4_NL's table values): the byte is q + 128;
+//    PRMT puts it under the exponent of 2^23, f - (2^23 + 128) = q exactly,
+//    one FADD, and Σ w x = a Σ q x + (b - O a) Σ x.
+// Per weight that is one PRMT and one FMA (plus one FADD for 8-bit quants)
+// and a quarter to a half of a mask or shift; the sums Σ x of each run
+// come from shared memory, computed once per block. With several
+// activation rows the weights are decoded once and each row costs one FMA
+// per weight. The budget per byte is in docs/PERFORMANCE.md.
+//
+// Results do not depend on how many activation rows are computed at once:
+// every row's unit products are summed in the same order (lane order, then
+// the xor butterfly of warp_sum, then warps in order), so batched rows are
 // bit-identical to single ones.
 //
 // Kernel parameters are listed in ptx/kernels.go.
@@ -26,197 +66,703 @@
 #include <cuda_fp16.h>
 #include "reduce.cuh"
 
-enum { Q8_0 = 0, Q4_0 = 1 };
+// The type numbers of ptx.QuantType.
+enum { Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K };
 
-template <int T> struct qtraits;
-template <> struct qtraits<Q8_0> {
-    static constexpr int block_bytes = 32;
+// unit holds one unit of a weight row: codes (byte e%4 of c[e/4] is slot
+// e) and the runs' a and b. Types without an offset set b = -0.0f: adding
+// -0 leaves every value unchanged, a product of -0 included, as the CPU's
+// plain product does.
+template <int G> struct unit {
+    unsigned int c[8];
+    float a[G], b[G];
 };
-template <> struct qtraits<Q4_0> {
-    static constexpr int block_bytes = 16;
-};
 
-// block_dot returns Σ_j w_j x_j over block b of row qs (Q8_0: w = q; Q4_0:
-// w = q - 8, computed as Σ q x - 8 Σ x), x the block's 32 activations.
-template <int T>
-__device__ __forceinline__ float block_dot(const unsigned char *__restrict__ qs, int b,
-                                           const float *__restrict__ x);
-
-template <>
-__device__ __forceinline__ float block_dot<Q8_0>(const unsigned char *__restrict__ qs, int b,
-                                                 const float *__restrict__ x)
+__device__ __forceinline__ float h2f(const unsigned char *p, size_t i)
 {
-    const uint4 *q4 = reinterpret_cast<const uint4 *>(qs) + 2 * b;
-    const uint4 qa = __ldg(q4), qb = __ldg(q4 + 1);
-    const unsigned int w[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
-    const float4 *x4 = reinterpret_cast<const float4 *>(x);
-    float s = 0.0f;
-#pragma unroll
-    for (int v = 0; v < 8; v++) {
-        const float4 xv = __ldg(x4 + v);
-        const int u = (int)w[v];
-        // Sign-extend each byte: the shifts keep it to integer operations.
-        s = fmaf((float)((u << 24) >> 24), xv.x, s);
-        s = fmaf((float)((u << 16) >> 24), xv.y, s);
-        s = fmaf((float)((u << 8) >> 24), xv.z, s);
-        s = fmaf((float)(u >> 24), xv.w, s);
-    }
-    return s;
+    return __half2float(reinterpret_cast<const __half *>(p)[i]);
 }
 
-template <>
-__device__ __forceinline__ float block_dot<Q4_0>(const unsigned char *__restrict__ qs, int b,
-                                                 const float *__restrict__ x)
+__device__ __forceinline__ unsigned int ld32(const unsigned char *p, size_t off)
 {
-    const uint4 q = __ldg(reinterpret_cast<const uint4 *>(qs) + b);
+    return __ldg(reinterpret_cast<const unsigned int *>(p + off));
+}
+
+__device__ __forceinline__ uint2 ld64(const unsigned char *p, size_t off)
+{
+    return __ldg(reinterpret_cast<const uint2 *>(p + off));
+}
+
+__device__ __forceinline__ uint4 ld128(const unsigned char *p, size_t off)
+{
+    return __ldg(reinterpret_cast<const uint4 *>(p + off));
+}
+
+// nibbles sets c[0..3] to the low and c[4..7] to the high nibbles of the
+// 16 bytes q, each as nibble | hi (hi: extra bits per byte, or 0).
+__device__ __forceinline__ void nibbles(unsigned int *c, uint4 q, const unsigned int *hlo, const unsigned int *hhi)
+{
     const unsigned int w[4] = {q.x, q.y, q.z, q.w};
-    const float4 *x4 = reinterpret_cast<const float4 *>(x);
-    float s = 0.0f, sx = 0.0f;
 #pragma unroll
-    for (int v = 0; v < 4; v++) {
-        const float4 lo = __ldg(x4 + v), hi = __ldg(x4 + 4 + v);
-        const unsigned int u = w[v];
-        s = fmaf((float)(u & 15), lo.x, s);
-        s = fmaf((float)((u >> 8) & 15), lo.y, s);
-        s = fmaf((float)((u >> 16) & 15), lo.z, s);
-        s = fmaf((float)((u >> 24) & 15), lo.w, s);
-        s = fmaf((float)((u >> 4) & 15), hi.x, s);
-        s = fmaf((float)((u >> 12) & 15), hi.y, s);
-        s = fmaf((float)((u >> 20) & 15), hi.z, s);
-        s = fmaf((float)(u >> 28), hi.w, s);
-        sx += (lo.x + lo.y) + (lo.z + lo.w) + (hi.x + hi.y) + (hi.z + hi.w);
+    for (int j = 0; j < 4; j++) {
+        c[j] = (w[j] & 0x0F0F0F0Fu) | hlo[j];
+        c[4 + j] = ((w[j] >> 4) & 0x0F0F0F0Fu) | hhi[j];
     }
-    return fmaf(-8.0f, sx, s);
+}
+
+// spread4 moves bits 0..3 of v to bit 4 of bytes 0..3 (the fifth bits of
+// Q5_0 and Q5_1).
+__device__ __forceinline__ unsigned int spread4(unsigned int v)
+{
+    return ((v & 1u) << 4) | ((v & 2u) << 11) | ((v & 4u) << 18) | ((v & 8u) << 25);
+}
+
+// scale_min_k4 unpacks the 6-bit scale and min of sub-block j of Q4_K and
+// Q5_K from the 12 scale bytes s (words s0, s1, s2): j < 4: s[j] & 63,
+// s[j+4] & 63; j >= 4: s[j+4] & 15 | s[j-4] >> 6 << 4, s[j+4] >> 4 |
+// s[j] >> 6 << 4.
+__device__ __forceinline__ unsigned int word_of(unsigned int s0, unsigned int s1, unsigned int s2, unsigned int s3,
+                                                int i)
+{
+    return i == 0 ? s0 : i == 1 ? s1 : i == 2 ? s2 : s3;
+}
+
+// byte_of returns byte n (0..15, known only at run time) of the words s.
+__device__ __forceinline__ unsigned int byte_of(unsigned int s0, unsigned int s1, unsigned int s2, unsigned int s3,
+                                                int n)
+{
+    return (word_of(s0, s1, s2, s3, n / 4) >> (8 * (n % 4))) & 255u;
+}
+
+__device__ __forceinline__ void scale_min_k4(int j, unsigned int s0, unsigned int s1, unsigned int s2, float &sc,
+                                             float &mn)
+{
+    unsigned int a, m;
+    if (j < 4) {
+        a = byte_of(s0, s1, s2, 0, j) & 63;
+        m = byte_of(s0, s1, s2, 0, j + 4) & 63;
+    } else {
+        a = (byte_of(s0, s1, s2, 0, j + 4) & 15) | ((byte_of(s0, s1, s2, 0, j - 4) >> 6) << 4);
+        m = (byte_of(s0, s1, s2, 0, j + 4) >> 4) | ((byte_of(s0, s1, s2, 0, j) >> 6) << 4);
+    }
+    sc = (float)a;
+    mn = (float)m;
+}
+
+// Type traits: G runs per unit, S units per block, O the quant offset,
+// MANT whether codes are q < 128 (else q + 128), run(sub, g) the offset
+// of run g of unit sub in its block, slot(e) the index (run*32/G + i) of
+// the element that code slot e holds, and load(p0, p1, p2, blk, sub)
+// the unit.
+template <int T> struct qt;
+
+template <> struct qt<Q8_0> {
+    static constexpr int G = 1, S = 1, O = 0;
+    static constexpr bool MANT = false;
+    static __device__ __forceinline__ int run(int, int) { return 0; }
+    static __device__ __forceinline__ int slot(int e) { return e; }
+    static __device__ __forceinline__ unit<1> load(const unsigned char *p0, const unsigned char *p1,
+                                                   const unsigned char *, size_t blk, int)
+    {
+        unit<1> u;
+        const uint4 q0 = ld128(p0, 32 * blk), q1 = ld128(p0, 32 * blk + 16);
+        const unsigned int w[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            u.c[j] = w[j] ^ 0x80808080u;
+        u.a[0] = h2f(p1, blk);
+        u.b[0] = -0.0f;
+        return u;
+    }
+};
+
+template <> struct qt<Q4_0> {
+    static constexpr int G = 1, S = 1, O = 8;
+    static constexpr bool MANT = true;
+    static __device__ __forceinline__ int run(int, int) { return 0; }
+    static __device__ __forceinline__ int slot(int e) { return e; }
+    static __device__ __forceinline__ unit<1> load(const unsigned char *p0, const unsigned char *p1,
+                                                   const unsigned char *, size_t blk, int)
+    {
+        unit<1> u;
+        const unsigned int z[4] = {0, 0, 0, 0};
+        nibbles(u.c, ld128(p0, 16 * blk), z, z);
+        u.a[0] = h2f(p1, blk);
+        u.b[0] = -0.0f;
+        return u;
+    }
+};
+
+template <> struct qt<Q4_1> {
+    static constexpr int G = 1, S = 1, O = 0;
+    static constexpr bool MANT = true;
+    static __device__ __forceinline__ int run(int, int) { return 0; }
+    static __device__ __forceinline__ int slot(int e) { return e; }
+    static __device__ __forceinline__ unit<1> load(const unsigned char *p0, const unsigned char *p1,
+                                                   const unsigned char *, size_t blk, int)
+    {
+        unit<1> u;
+        const unsigned int z[4] = {0, 0, 0, 0};
+        nibbles(u.c, ld128(p0, 16 * blk), z, z);
+        u.a[0] = h2f(p1, 2 * blk);
+        u.b[0] = h2f(p1, 2 * blk + 1);
+        return u;
+    }
+};
+
+// q5_high returns the fifth bits of Q5_0/Q5_1 (qh: bit i is element i's)
+// as bit 4 of each code byte, low and high halves.
+__device__ __forceinline__ void q5_high(unsigned int qh, unsigned int *hlo, unsigned int *hhi)
+{
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        hlo[j] = spread4(qh >> (4 * j));
+        hhi[j] = spread4(qh >> (16 + 4 * j));
+    }
+}
+
+template <> struct qt<Q5_0> {
+    static constexpr int G = 1, S = 1, O = 16;
+    static constexpr bool MANT = true;
+    static __device__ __forceinline__ int run(int, int) { return 0; }
+    static __device__ __forceinline__ int slot(int e) { return e; }
+    static __device__ __forceinline__ unit<1> load(const unsigned char *p0, const unsigned char *p1,
+                                                   const unsigned char *p2, size_t blk, int)
+    {
+        unit<1> u;
+        unsigned int hlo[4], hhi[4];
+        q5_high(ld32(p1, 4 * blk), hlo, hhi);
+        nibbles(u.c, ld128(p0, 16 * blk), hlo, hhi);
+        u.a[0] = h2f(p2, blk);
+        u.b[0] = -0.0f;
+        return u;
+    }
+};
+
+template <> struct qt<Q5_1> {
+    static constexpr int G = 1, S = 1, O = 0;
+    static constexpr bool MANT = true;
+    static __device__ __forceinline__ int run(int, int) { return 0; }
+    static __device__ __forceinline__ int slot(int e) { return e; }
+    static __device__ __forceinline__ unit<1> load(const unsigned char *p0, const unsigned char *p1,
+                                                   const unsigned char *p2, size_t blk, int)
+    {
+        unit<1> u;
+        unsigned int hlo[4], hhi[4];
+        q5_high(ld32(p1, 4 * blk), hlo, hhi);
+        nibbles(u.c, ld128(p0, 16 * blk), hlo, hhi);
+        u.a[0] = h2f(p2, 2 * blk);
+        u.b[0] = h2f(p2, 2 * blk + 1);
+        return u;
+    }
+};
+
+// IQ4_NL: the nibble indexes a table of 16 levels; the codes are the
+// levels + 128, looked up four at a time with PRMT (entries 0-7 and 8-15
+// from two word pairs, chosen per byte by the index's top bit). The 16
+// bits of a qs word's half are the selectors of the elements j, j+16,
+// j+1, j+17 (low and high nibble of two bytes): slot(e) says so.
+template <> struct qt<IQ4_NL> {
+    static constexpr int G = 1, S = 1, O = 0;
+    static constexpr bool MANT = false;
+    static __device__ __forceinline__ int run(int, int) { return 0; }
+    // Slot e = 4w + t (word w of codes, byte t) holds qs byte
+    // 4*(w/2) + 2*(w%2) + t/2, its low nibble for even t: element
+    // that byte index, plus 16 for odd t.
+    static __device__ __forceinline__ int slot(int e)
+    {
+        const int w = e / 4, t = e % 4;
+        return 4 * (w / 2) + 2 * (w % 2) + t / 2 + 16 * (t % 2);
+    }
+    static __device__ __forceinline__ unsigned int lookup(unsigned int sel)
+    {
+        // The levels -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25,
+        // 38, 53, 69, 89, 113, plus 128, little-endian.
+        const unsigned int t0 = 0x3F2D1801u, t1 = 0x766A5D4Fu, t2 = 0xA6998D81u, t3 = 0xF1D9C5B5u;
+        const unsigned int lo = __byte_perm(t0, t1, sel & 0x7777u);
+        const unsigned int hi = __byte_perm(t2, t3, sel & 0x7777u);
+        // Byte n from lo (index n) or, when its selector's top bit is
+        // set, from hi (index n + 4).
+        return __byte_perm(lo, hi, 0x3210u | ((sel & 0x8888u) >> 1));
+    }
+    static __device__ __forceinline__ unit<1> load(const unsigned char *p0, const unsigned char *p1,
+                                                   const unsigned char *, size_t blk, int)
+    {
+        unit<1> u;
+        const uint4 q = ld128(p0, 16 * blk);
+        const unsigned int w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            u.c[2 * j] = lookup(w[j] & 0xFFFFu);
+            u.c[2 * j + 1] = lookup(w[j] >> 16);
+        }
+        u.a[0] = h2f(p1, blk);
+        u.b[0] = -0.0f;
+        return u;
+    }
+};
+
+// Q2_K, Q3_K and Q6_K: unit sub (0..7) is half h = sub/4 (elements
+// 128h..128h+127) and bytes l0 = 8*(sub%4) .. l0+7 of that half's quant
+// rows; run j holds elements 128h + 32j + l0 .. +7.
+__device__ __forceinline__ int run_k16(int sub, int g) { return 128 * (sub / 4) + 32 * g + 8 * (sub % 4); }
+
+template <> struct qt<Q2_K> {
+    static constexpr int G = 4, S = 8, O = 0;
+    static constexpr bool MANT = true;
+    static __device__ __forceinline__ int run(int sub, int g) { return run_k16(sub, g); }
+    static __device__ __forceinline__ int slot(int e) { return e; }
+    static __device__ __forceinline__ unit<4> load(const unsigned char *p0, const unsigned char *p1,
+                                                   const unsigned char *, size_t blk, int sub)
+    {
+        unit<4> u;
+        const int h = sub / 4, l0 = 8 * (sub % 4);
+        const uint2 q = ld64(p0, 80 * blk + 16 + 32 * h + l0);
+        const uint4 sc = ld128(p0, 80 * blk);
+        const float d = h2f(p1, 2 * blk), dmin = h2f(p1, 2 * blk + 1);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            u.c[2 * j] = ((q.x >> (2 * j)) & 0x03030303u);
+            u.c[2 * j + 1] = ((q.y >> (2 * j)) & 0x03030303u);
+            const int k = 8 * h + 2 * j + l0 / 16;
+            const unsigned int v = byte_of(sc.x, sc.y, sc.z, sc.w, k);
+            u.a[j] = d * (float)(v & 15);
+            u.b[j] = -(dmin * (float)(v >> 4));
+        }
+        return u;
+    }
+};
+
+template <> struct qt<Q3_K> {
+    static constexpr int G = 4, S = 8, O = 4;
+    static constexpr bool MANT = true;
+    static __device__ __forceinline__ int run(int sub, int g) { return run_k16(sub, g); }
+    static __device__ __forceinline__ int slot(int e) { return e; }
+    static __device__ __forceinline__ unit<4> load(const unsigned char *p0, const unsigned char *p1,
+                                                   const unsigned char *p2, size_t blk, int sub)
+    {
+        unit<4> u;
+        const int h = sub / 4, l0 = 8 * (sub % 4);
+        const uint2 q = ld64(p0, 96 * blk + 32 + 32 * h + l0);
+        const uint2 hm = ld64(p0, 96 * blk + l0);
+        const unsigned int s0 = ld32(p1, 12 * blk), s1 = ld32(p1, 12 * blk + 4), s2 = ld32(p1, 12 * blk + 8);
+        const float d = h2f(p2, blk);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int hb = 4 * h + j;
+            u.c[2 * j] = ((q.x >> (2 * j)) & 0x03030303u) | (((hm.x >> hb) & 0x01010101u) << 2);
+            u.c[2 * j + 1] = ((q.y >> (2 * j)) & 0x03030303u) | (((hm.y >> hb) & 0x01010101u) << 2);
+            // Scale k: low 4 bits from byte k (k < 8, low nibble) or k-8
+            // (high nibble), high 2 bits from byte 8 + k%4 at bit 2(k/4).
+            const int k = 8 * h + 2 * j + l0 / 16;
+            const unsigned int lo = k < 8 ? byte_of(s0, s1, s2, 0, k) & 15u : byte_of(s0, s1, s2, 0, k - 8) >> 4;
+            const unsigned int hi = (byte_of(s0, s1, s2, 0, 8 + k % 4) >> (2 * (k / 4))) & 3u;
+            u.a[j] = d * (float)((int)(lo | (hi << 4)) - 32);
+            u.b[j] = -0.0f;
+        }
+        return u;
+    }
+};
+
+// Q4_K and Q5_K: unit sub (0..7) is half h = sub%2 of the 64-element group
+// c = sub/2: qs bytes 32c + 16h .. +15, whose low nibbles are elements
+// 64c + 16h + i (sub-block 2c) and high nibbles 64c + 32 + 16h + i
+// (sub-block 2c + 1).
+__device__ __forceinline__ int run_k32(int sub, int g) { return 64 * (sub / 2) + 32 * g + 16 * (sub % 2); }
+
+// k4_scales sets the runs' a and b of unit sub of a Q4_K/Q5_K block from
+// its 16-byte header (d, dmin, 12 scale bytes s; see scale_min_k4): the
+// unit's sub-blocks j = 2c, 2c+1 (c = sub/2) are adjacent bytes, decoded
+// two at a time.
+__device__ __forceinline__ void k4_scales(const unsigned char *hdr, size_t blk, int sub, unit<2> &u)
+{
+    const uint4 h = ld128(hdr, 16 * blk);
+    const float d = __half2float(__ushort_as_half((unsigned short)(h.x & 0xFFFFu)));
+    const float dmin = __half2float(__ushort_as_half((unsigned short)(h.x >> 16)));
+    const int c = sub / 2, sh = 8 * ((2 * c) & 3);
+    // Bytes t, t+1 (t = 2c mod 4) of each scale word.
+    const unsigned int a2 = (h.y >> sh) & 0xFFFFu, b2 = (h.z >> sh) & 0xFFFFu, c2 = (h.w >> sh) & 0xFFFFu;
+    unsigned int sc2, m2;
+    if (c < 2) {
+        sc2 = a2 & 0x3F3Fu;
+        m2 = b2 & 0x3F3Fu;
+    } else {
+        sc2 = (c2 & 0x0F0Fu) | ((a2 >> 2) & 0x3030u);
+        m2 = ((c2 >> 4) & 0x0F0Fu) | ((b2 >> 2) & 0x3030u);
+    }
+#pragma unroll
+    for (int g = 0; g < 2; g++) {
+        u.a[g] = d * (__uint_as_float(0x4B000000u | ((sc2 >> (8 * g)) & 255u)) - 8388608.0f);
+        u.b[g] = -(dmin * (__uint_as_float(0x4B000000u | ((m2 >> (8 * g)) & 255u)) - 8388608.0f));
+    }
+}
+
+template <> struct qt<Q4_K> {
+    static constexpr int G = 2, S = 8, O = 0;
+    static constexpr bool MANT = true;
+    static __device__ __forceinline__ int run(int sub, int g) { return run_k32(sub, g); }
+    static __device__ __forceinline__ int slot(int e) { return e; }
+    static __device__ __forceinline__ unit<2> load(const unsigned char *p0, const unsigned char *p1,
+                                                   const unsigned char *, size_t blk, int sub)
+    {
+        unit<2> u;
+        const unsigned int z[4] = {0, 0, 0, 0};
+        nibbles(u.c, ld128(p0, 128 * blk + 16 * sub), z, z);
+        k4_scales(p1, blk, sub, u);
+        return u;
+    }
+};
+
+template <> struct qt<Q5_K> {
+    static constexpr int G = 2, S = 8, O = 0;
+    static constexpr bool MANT = true;
+    static __device__ __forceinline__ int run(int sub, int g) { return run_k32(sub, g); }
+    static __device__ __forceinline__ int slot(int e) { return e; }
+    static __device__ __forceinline__ unit<2> load(const unsigned char *p0, const unsigned char *p1,
+                                                   const unsigned char *, size_t blk, int sub)
+    {
+        unit<2> u;
+        const int c = sub / 2, h = sub % 2;
+        // qh[l] for l = 16h..16h+15: bit 2c is the fifth bit of the low
+        // nibble's element, bit 2c+1 the high one's.
+        const uint4 qh = ld128(p0, 160 * blk + 16 * h);
+        const unsigned int hw[4] = {qh.x, qh.y, qh.z, qh.w};
+        unsigned int hlo[4], hhi[4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            hlo[j] = ((hw[j] >> (2 * c)) & 0x01010101u) << 4;
+            hhi[j] = ((hw[j] >> (2 * c + 1)) & 0x01010101u) << 4;
+        }
+        nibbles(u.c, ld128(p0, 160 * blk + 32 + 16 * sub), hlo, hhi);
+        k4_scales(p1, blk, sub, u);
+        return u;
+    }
+};
+
+template <> struct qt<Q6_K> {
+    static constexpr int G = 4, S = 8, O = 32;
+    static constexpr bool MANT = true;
+    static __device__ __forceinline__ int run(int sub, int g) { return run_k16(sub, g); }
+    static __device__ __forceinline__ int slot(int e) { return e; }
+    static __device__ __forceinline__ unit<4> load(const unsigned char *p0, const unsigned char *p1,
+                                                   const unsigned char *, size_t blk, int sub)
+    {
+        unit<4> u;
+        const int h = sub / 4, l0 = 8 * (sub % 4);
+        const size_t base = 208 * blk;
+        // Run j: low (j < 2) or high nibble of ql[64h + 32(j%2) + l],
+        // high two bits (qh[32h + l] >> 2j) & 3.
+        const uint2 qa = ld64(p0, base + 64 * h + l0), qb = ld64(p0, base + 64 * h + 32 + l0);
+        const uint2 qh = ld64(p0, base + 128 + 32 * h + l0);
+        const uint2 sc = ld64(p0, base + 192 + 8 * h);
+        const float d = h2f(p1, blk);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const uint2 q = j % 2 ? qb : qa;
+            const int sh = j < 2 ? 0 : 4;
+            u.c[2 * j] = ((q.x >> sh) & 0x0F0F0F0Fu) | (((qh.x >> (2 * j)) & 0x03030303u) << 4);
+            u.c[2 * j + 1] = ((q.y >> sh) & 0x0F0F0F0Fu) | (((qh.y >> (2 * j)) & 0x03030303u) << 4);
+            const int k = l0 / 16 + 2 * j; // scale index within the half
+            const unsigned int sw = k < 4 ? sc.x : sc.y;
+            const int s8 = (int)(signed char)((sw >> (8 * (k % 4))) & 255u);
+            u.a[j] = d * (float)s8;
+            u.b[j] = -0.0f;
+        }
+        return u;
+    }
+};
+
+// code_f returns slot t (0..3) of code word c as a float: 0.5 + q/256 for
+// codes q < 128, q exactly for q + 128 codes.
+template <bool MANT> __device__ __forceinline__ float code_f(unsigned int c, int t);
+
+template <> __device__ __forceinline__ float code_f<true>(unsigned int c, int t)
+{
+    return __uint_as_float(__byte_perm(c, 0x3F000000u, 0x7054 | (t << 8)));
+}
+
+template <> __device__ __forceinline__ float code_f<false>(unsigned int c, int t)
+{
+    return __uint_as_float(__byte_perm(c, 0x4B000000u, 0x7650 | t)) - 8388736.0f;
+}
+
+// code_q returns slot t of code word c as the integer quant (dequantization).
+template <bool MANT> __device__ __forceinline__ int code_q(unsigned int c, int t)
+{
+    const int v = (int)((c >> (8 * t)) & 255u);
+    return MANT ? v : v - 128;
+}
+
+// decode sets f[e] to slot e of unit w as code_f does.
+template <int T> __device__ __forceinline__ void decode(const unit<qt<T>::G> &w, float *f)
+{
+#pragma unroll
+    for (int e = 0; e < 32; e++)
+        f[e] = code_f<qt<T>::MANT>(w.c[e / 4], e % 4);
+}
+
+// unit_dot returns Σ w x over unit w given its decoded codes f, xe its 32
+// activations in run order and xs[g] the sum of run g's.
+template <int T>
+__device__ __forceinline__ float unit_dot(const unit<qt<T>::G> &w, const float *f, const float *xe, const float *xs)
+{
+    using Q = qt<T>;
+    constexpr int G = Q::G, L = 32 / G;
+    float s[G];
+#pragma unroll
+    for (int g = 0; g < G; g++)
+        s[g] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 32; e++) {
+        const int i = Q::slot(e);
+        s[i / L] = fmaf(f[e], xe[i], s[i / L]);
+    }
+    float r = 0.0f;
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        if (Q::MANT)
+            r += fmaf(256.0f * w.a[g], s[g], (w.b[g] - (128.0f + Q::O) * w.a[g]) * xs[g]);
+        else
+            r += fmaf(w.a[g], s[g], (w.b[g] - Q::O * w.a[g]) * xs[g]);
+    }
+    return r;
 }
 
 // Y[i, r] = Σ_l X[i, l] * W[r, l] (+ bias[r]) for i < n ≤ N, r < m: W (m, k)
-// in planes qs, d; X (n, k) FP32; Y (n, m) FP32; bias 0 or (1, m). A warp
-// computes R rows, so that each activation value loaded serves R weight
-// rows; 8 warps per block of 256 threads; grid ceil(m/(8R)). A row past m
-// is computed on row m-1's data and not stored.
-template <int T, int N, int R>
+// in planes p0, p1, p2; X (n, k) FP32; Y (n, m) FP32; bias 0 or (1, m).
+//
+// A block of 8 warps computes 8R rows, R per warp; lane j of a warp takes
+// units j, j + 32, ... of its rows (P of them at a time, their loads issued
+// first) and the warp's xor butterfly adds the lanes' sums, so every row is
+// summed in the same order whatever N. The activations are staged in
+// shared memory, NP rows by KC columns at a time, with the sum of every 8
+// consecutive values: a lane reads the 128 bytes of its unit, which from
+// global memory would touch 32 cache lines per warp instruction; in shared
+// memory the 16-byte pieces are swizzled (piece v of unit u at v ^ (u % 8))
+// so that the eight lanes of a phase hit distinct banks. With N > NP the
+// NP-row passes run inside each chunk, on weights loaded and decoded once
+// (then P*32 units make one chunk). With N = 1 the codes are decoded for
+// each use instead (registers). Grid ceil(m/(8R)). Rows past m are
+// computed on row m-1's data and not stored.
+template <int T, int N, int NP, int KC, int R, int P>
 __device__ __forceinline__ void matvec_q(float *__restrict__ y, const float *__restrict__ x,
-                                         const unsigned char *__restrict__ qs, const __half *__restrict__ d,
-                                         const float *__restrict__ bias, int n, int m, int k)
+                                         const unsigned char *__restrict__ p0, const unsigned char *__restrict__ p1,
+                                         const unsigned char *__restrict__ p2, const float *__restrict__ bias, int n,
+                                         int m, int k)
 {
-    const int lane = threadIdx.x % 32;
-    const int r0 = (blockIdx.x * 8 + threadIdx.x / 32) * R;
-    if (r0 >= m)
-        return;
-    const int kb = k / 32;
-    const unsigned char *row[R];
-    const __half *dr[R];
+    using Q = qt<T>;
+    constexpr int G = Q::G, L = 32 / G, UC = KC / 32, WARPS = 8;
+    constexpr bool DEC = N > 1; // decode once, keep floats
+    static_assert(KC % 1024 == 0 && N % NP == 0, "chunks of whole warps of units and whole passes");
+    static_assert(N == NP || 32 * P == UC, "several passes need the chunk's weights in registers");
+    __shared__ float4 xs4[NP * UC * 8];
+    __shared__ float xsum[NP * UC * 4];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int r0 = (blockIdx.x * WARPS + warp) * R;
+    const int units = k / 32, bpr = units / Q::S;
+    size_t rowblk[R];
 #pragma unroll
-    for (int s = 0; s < R; s++) {
-        const int r = min(r0 + s, m - 1);
-        row[s] = qs + (size_t)r * kb * qtraits<T>::block_bytes;
-        dr[s] = d + (size_t)r * kb;
-    }
+    for (int s = 0; s < R; s++)
+        rowblk[s] = (size_t)min(r0 + s, m - 1) * bpr;
     float acc[R][N];
 #pragma unroll
     for (int s = 0; s < R; s++)
 #pragma unroll
         for (int i = 0; i < N; i++)
             acc[s][i] = 0.0f;
-    for (int b = lane; b < kb; b += 32) {
-        float db[R];
+    for (int c0 = 0; c0 < units; c0 += UC) {
+        const int uc = min(UC, units - c0), groups = (uc + 32 * P - 1) / (32 * P);
+        for (int gi = 0; gi < groups; gi++) {
+            const int j0 = gi * 32 * P + lane;
+            unit<G> w[P][R];
 #pragma unroll
-        for (int s = 0; s < R; s++)
-            db[s] = __half2float(dr[s][b]);
-#pragma unroll
-        for (int i = 0; i < N; i++) {
-            if (i < n) {
-                const float *xb = x + (size_t)i * k + 32 * b;
+            for (int p = 0; p < P; p++) {
+                const int u = c0 + min(j0 + 32 * p, uc - 1);
 #pragma unroll
                 for (int s = 0; s < R; s++)
-                    acc[s][i] = fmaf(db[s], block_dot<T>(row[s], b, xb), acc[s][i]);
+                    w[p][s] = Q::load(p0, p1, p2, rowblk[s] + u / Q::S, u % Q::S);
+            }
+            float f[DEC ? P : 1][DEC ? R : 1][32];
+            if (DEC) {
+#pragma unroll
+                for (int p = 0; p < P; p++)
+#pragma unroll
+                    for (int s = 0; s < R; s++)
+                        decode<T>(w[p][s], f[DEC ? p : 0][DEC ? s : 0]);
+            }
+#pragma unroll
+            for (int ip = 0; ip < N / NP; ip++) {
+                if (ip * NP >= n)
+                    break;
+                if (gi == 0) {
+                    __syncthreads(); // the previous chunk or pass has been read
+#pragma unroll
+                    for (int i = 0; i < NP; i++) {
+                        const float *xr = x + (size_t)(ip * NP + i) * k + (size_t)c0 * 32;
+                        for (int q = threadIdx.x; q < uc * 4; q += 32 * WARPS) {
+                            float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), b = a;
+                            if (ip * NP + i < n) {
+                                a = __ldg(reinterpret_cast<const float4 *>(xr) + 2 * q);
+                                b = __ldg(reinterpret_cast<const float4 *>(xr) + 2 * q + 1);
+                            }
+                            const int u = q / 4, v = 2 * (q % 4);
+                            xs4[(i * UC + u) * 8 + (v ^ (u & 7))] = a;
+                            xs4[(i * UC + u) * 8 + ((v + 1) ^ (u & 7))] = b;
+                            xsum[i * UC * 4 + q] = ((a.x + a.y) + (a.z + a.w)) + ((b.x + b.y) + (b.z + b.w));
+                        }
+                    }
+                    __syncthreads();
+                }
+                if (r0 >= m)
+                    continue;
+#pragma unroll
+                for (int p = 0; p < P; p++) {
+                    const int j = j0 + 32 * p;
+                    if (j < uc) {
+                        const int sub = (c0 + j) % Q::S;
+                        const int b32 = (j / Q::S) * Q::S; // the unit's block, in units from the chunk's start
+                        float fw[DEC ? 1 : R][DEC ? 1 : 32];
+                        if (!DEC) {
+#pragma unroll
+                            for (int s = 0; s < R; s++)
+                                decode<T>(w[p][s], fw[DEC ? 0 : s]);
+                        }
+#pragma unroll
+                        for (int ii = 0; ii < NP; ii++) {
+                            if (ip * NP + ii < n) {
+                                float xe[32], xs[G];
+#pragma unroll
+                                for (int g = 0; g < G; g++) {
+                                    const int pos = 32 * b32 + Q::run(sub, g); // in the chunk
+                                    float t = 0.0f;
+#pragma unroll
+                                    for (int v = 0; v < L / 4; v++) {
+                                        const int e = pos + 4 * v, su = e / 32, pv = (e % 32) / 4;
+                                        const float4 xv = xs4[(ii * UC + su) * 8 + (pv ^ (su & 7))];
+                                        xe[g * L + 4 * v] = xv.x;
+                                        xe[g * L + 4 * v + 1] = xv.y;
+                                        xe[g * L + 4 * v + 2] = xv.z;
+                                        xe[g * L + 4 * v + 3] = xv.w;
+                                    }
+#pragma unroll
+                                    for (int v = 0; v < L / 8; v++)
+                                        t += xsum[ii * UC * 4 + pos / 8 + v];
+                                    xs[g] = t;
+                                }
+#pragma unroll
+                                for (int s = 0; s < R; s++)
+                                    acc[s][ip * NP + ii] +=
+                                        unit_dot<T>(w[p][s], DEC ? f[DEC ? p : 0][DEC ? s : 0] : fw[DEC ? 0 : s], xe, xs);
+                            }
+                        }
+                    }
+                }
             }
         }
     }
 #pragma unroll
     for (int s = 0; s < R; s++) {
         const int r = r0 + s;
-        const float add = (bias && r < m) ? bias[r] : 0.0f;
 #pragma unroll
         for (int i = 0; i < N; i++) {
             const float v = warp_sum(acc[s][i]);
-            if (r < m && lane == i && i < n)
-                y[(size_t)i * m + r] = v + add;
+            if (lane == 0 && i < n && r < m)
+                y[(size_t)i * m + r] = v + (bias ? bias[r] : 0.0f);
         }
     }
 }
 
-// The instantiations: R rows per warp, fewer for the wide batches (their
-// accumulators take R·N registers).
-#define MATVEC_Q(name, T, N, R)                                                                                   \
+// Launch shapes per batch width: NP activation rows by KC columns staged
+// (NP*KC*5 bytes of shared memory), R rows per warp, P units in flight per
+// lane (ptx/quant.go mirrors R).
+#define MATVEC_Q(name, T, N, NP, KC, R, P)                                                                       \
     extern "C" __global__ void __launch_bounds__(256)                                                             \
-        name(float *__restrict__ y, const float *__restrict__ x, const unsigned char *__restrict__ qs,             \
-             const __half *__restrict__ d, const float *__restrict__ bias, int n, int m, int k)                    \
+        name(float *__restrict__ y, const float *__restrict__ x, const unsigned char *__restrict__ p0,             \
+             const unsigned char *__restrict__ p1, const unsigned char *__restrict__ p2,                           \
+             const float *__restrict__ bias, int n, int m, int k)                                                  \
     {                                                                                                              \
-        matvec_q<T, N, R>(y, x, qs, d, bias, n, m, k);                                                             \
+        matvec_q<T, N, NP, KC, R, P>(y, x, p0, p1, p2, bias, n, m, k);                                             \
     }
 
-MATVEC_Q(matvec_q8_0_n1, Q8_0, 1, 4)
-MATVEC_Q(matvec_q8_0_n4, Q8_0, 4, 4)
-MATVEC_Q(matvec_q8_0_n16, Q8_0, 16, 2)
-MATVEC_Q(matvec_q4_0_n1, Q4_0, 1, 4)
-MATVEC_Q(matvec_q4_0_n4, Q4_0, 4, 4)
-MATVEC_Q(matvec_q4_0_n16, Q4_0, 16, 2)
+// dequant_unit writes unit u of row r (32 values, in element order) with
+// put(position in the row, value).
+template <int T, class F>
+__device__ __forceinline__ void dequant_unit(const unsigned char *p0, const unsigned char *p1,
+                                             const unsigned char *p2, size_t r, int k, int u, F put)
+{
+    using Q = qt<T>;
+    constexpr int G = Q::G, L = 32 / G;
+    const int bpr = k / (32 * Q::S), sub = u % Q::S;
+    const unit<G> w = Q::load(p0, p1, p2, r * bpr + u / Q::S, sub);
+    const int base = (u / Q::S) * 32 * Q::S;
+#pragma unroll
+    for (int e = 0; e < 32; e++) {
+        const int i = Q::slot(e), g = i / L;
+        const int q = code_q<Q::MANT>(w.c[e / 4], e % 4) - Q::O;
+        put(base + Q::run(sub, g) + i % L, __fadd_rn(__fmul_rn(w.a[g], (float)q), w.b[g]));
+    }
+}
 
-// dequant writes element j of block b of row r (one thread per element).
+// dst (rows, k) FP16 = W, for the products of prompt processing. One
+// thread per unit, grid-stride.
 template <int T>
-__device__ __forceinline__ float dequant(const unsigned char *__restrict__ qs, const __half *__restrict__ d,
-                                         size_t r, int k, int j);
-
-template <>
-__device__ __forceinline__ float dequant<Q8_0>(const unsigned char *__restrict__ qs, const __half *__restrict__ d,
-                                               size_t r, int k, int j)
+__device__ __forceinline__ void dequant_f16(__half *__restrict__ dst, const unsigned char *__restrict__ p0,
+                                            const unsigned char *__restrict__ p1,
+                                            const unsigned char *__restrict__ p2, int rows, int k)
 {
-    const signed char q = (signed char)qs[r * k + j];
-    return __half2float(d[r * (k / 32) + j / 32]) * (float)q;
+    const int units = k / 32;
+    const long long total = (long long)rows * units;
+    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total;
+         t += (long long)gridDim.x * blockDim.x) {
+        const size_t r = (size_t)(t / units);
+        __half *out = dst + r * k;
+        dequant_unit<T>(p0, p1, p2, r, k, (int)(t % units), [&](int j, float v) { out[j] = __float2half_rn(v); });
+    }
 }
 
-template <>
-__device__ __forceinline__ float dequant<Q4_0>(const unsigned char *__restrict__ qs, const __half *__restrict__ d,
-                                               size_t r, int k, int j)
+// dst[i, :] = W[tokens[i], :] as FP32 for i = blockIdx.y < n: the embedding
+// lookup from a quantized table. Grid (x: unit blocks, y: n).
+template <int T>
+__device__ __forceinline__ void embed_q(float *__restrict__ dst, const unsigned char *__restrict__ p0,
+                                        const unsigned char *__restrict__ p1, const unsigned char *__restrict__ p2,
+                                        const int *__restrict__ tokens, int n, int k)
 {
-    const int b = j / 32, e = j % 32;
-    const unsigned char byte = qs[r * (k / 2) + (size_t)b * 16 + (e & 15)];
-    const int q = e < 16 ? (byte & 15) : (byte >> 4);
-    return __half2float(d[r * (k / 32) + b]) * (float)(q - 8);
+    const int i = blockIdx.y;
+    if (i >= n)
+        return;
+    const size_t r = (size_t)tokens[i];
+    float *out = dst + (size_t)i * k;
+    for (int u = blockIdx.x * blockDim.x + threadIdx.x; u < k / 32; u += gridDim.x * blockDim.x)
+        dequant_unit<T>(p0, p1, p2, r, k, u, [&](int j, float v) { out[j] = v; });
 }
 
-// dst (rows, k) FP16 = W (rows, k), for the prompt GEMMs. Grid-stride over
-// rows*k elements.
-#define DEQUANT_F16(name, T)                                                                                     \
+#define QUANT_KERNELS(t, T)                                                                                       \
+    MATVEC_Q(matvec_##t##_n1, T, 1, 1, 8192, 2, 4)                                                                \
+    MATVEC_Q(matvec_##t##_n4, T, 4, 4, 2048, 4, 1)                                                                \
+    MATVEC_Q(matvec_##t##_n16, T, 16, 8, 1024, 2, 1)                                                              \
     extern "C" __global__ void __launch_bounds__(256)                                                             \
-        name(__half *__restrict__ dst, const unsigned char *__restrict__ qs, const __half *__restrict__ d,          \
-             int rows, int k)                                                                                      \
+        dequant_##t##_f16(__half *__restrict__ dst, const unsigned char *__restrict__ p0,                          \
+                          const unsigned char *__restrict__ p1, const unsigned char *__restrict__ p2, int rows,    \
+                          int k)                                                                                   \
     {                                                                                                              \
-        const long long total = (long long)rows * k;                                                               \
-        for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total;                            \
-             t += (long long)gridDim.x * blockDim.x)                                                               \
-            dst[t] = __float2half_rn(dequant<T>(qs, d, (size_t)(t / k), k, (int)(t % k)));                         \
+        dequant_f16<T>(dst, p0, p1, p2, rows, k);                                                                  \
+    }                                                                                                              \
+    extern "C" __global__ void __launch_bounds__(256)                                                             \
+        embed_##t(float *__restrict__ dst, const unsigned char *__restrict__ p0,                                   \
+                  const unsigned char *__restrict__ p1, const unsigned char *__restrict__ p2,                      \
+                  const int *__restrict__ tokens, int n, int k)                                                    \
+    {                                                                                                              \
+        embed_q<T>(dst, p0, p1, p2, tokens, n, k);                                                                 \
     }
 
-DEQUANT_F16(dequant_q8_0_f16, Q8_0)
-DEQUANT_F16(dequant_q4_0_f16, Q4_0)
-
-// dst[i, :] = W[tokens[i], :] as FP32, for i = blockIdx.y < n: the
-// embedding lookup from a quantized table. Grid (x: column blocks, y: n).
-#define EMBED_Q(name, T)                                                                                         \
-    extern "C" __global__ void __launch_bounds__(256)                                                             \
-        name(float *__restrict__ dst, const unsigned char *__restrict__ qs, const __half *__restrict__ d,           \
-             const int *__restrict__ tokens, int n, int k)                                                          \
-    {                                                                                                              \
-        const int i = blockIdx.y;                                                                                  \
-        if (i >= n)                                                                                                \
-            return;                                                                                                \
-        const size_t r = (size_t)tokens[i];                                                                        \
-        float *out = dst + (size_t)i * k;                                                                          \
-        for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < k; j += gridDim.x * blockDim.x)                     \
-            out[j] = dequant<T>(qs, d, r, k, j);                                                                   \
-    }
-
-EMBED_Q(embed_q8_0, Q8_0)
-EMBED_Q(embed_q4_0, Q4_0)
+QUANT_KERNELS(q8_0, Q8_0)
+QUANT_KERNELS(q4_0, Q4_0)
+QUANT_KERNELS(q4_1, Q4_1)
+QUANT_KERNELS(q5_0, Q5_0)
+QUANT_KERNELS(q5_1, Q5_1)
+QUANT_KERNELS(iq4_nl, IQ4_NL)
+QUANT_KERNELS(q2_k, Q2_K)
+QUANT_KERNELS(q3_k, Q3_K)
+QUANT_KERNELS(q4_k, Q4_K)
+QUANT_KERNELS(q5_k, Q5_K)
+QUANT_KERNELS(q6_k, Q6_K)

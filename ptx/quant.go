@@ -2,65 +2,144 @@ package ptx
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/m40llm/m40llm/cudadrv"
 	"github.com/m40llm/m40llm/gguf"
 )
 
-// QuantType is a quantized weight encoding the kernels of quant.cu read.
+// QuantType is a quantized weight encoding the kernels of quant.cu read:
+// one of GGUF's block types, kept in its own bytes on the device.
 type QuantType int
 
-// The encodings, with GGUF's names. Both have blocks of 32 elements with
-// an FP16 scale.
+// The encodings, in quant.cu's order, with GGUF's names.
 const (
-	QuantQ8_0 QuantType = iota // int8 quants: value = d·q
-	QuantQ4_0                  // 4-bit quants: value = d·(q − 8)
+	QuantQ8_0   QuantType = iota // 32 int8 and an FP16 scale
+	QuantQ4_0                    // 32 4-bit, FP16 scale, offset 8
+	QuantQ4_1                    // 32 4-bit, FP16 scale and minimum
+	QuantQ5_0                    // 32 5-bit, FP16 scale, offset 16
+	QuantQ5_1                    // 32 5-bit, FP16 scale and minimum
+	QuantIQ4_NL                  // 32 4-bit indices of 16 levels, FP16 scale
+	QuantQ2_K                    // 256 2-bit, 16 sub-blocks with 4-bit scales and mins
+	QuantQ3_K                    // 256 3-bit, 16 sub-blocks with 6-bit scales
+	QuantQ4_K                    // 256 4-bit, 8 sub-blocks with 6-bit scales and mins
+	QuantQ5_K                    // 256 5-bit, 8 sub-blocks with 6-bit scales and mins
+	QuantQ6_K                    // 256 6-bit, 16 sub-blocks with 8-bit scales
+	numQuantTypes
 )
 
-// QuantWeight is a quantized (m, k) matrix on the device in planes (see
-// quant.cu): Quants holds the rows' quants, QuantBytes(k) bytes per row,
-// 16-byte aligned; Scales the rows' FP16 block scales, k/32 per row. k is a
-// multiple of 32.
-type QuantWeight struct {
-	Type           QuantType
-	Quants, Scales cudadrv.DevicePtr
-	M, K           int
+// span is a byte range [off, off+n) of a GGUF block.
+type span struct{ off, n int }
+
+// quantFormat describes how a type's GGUF blocks are split into the
+// planes the kernels read (the table at the top of quant.cu): plane j
+// holds, for every block in order, the block's bytes planes[j].
+type quantFormat struct {
+	gguf   gguf.Type
+	name   string // kernel name part
+	planes []span
 }
 
-// QuantBlockBytes returns the bytes of quants per block of 32 elements.
-func (t QuantType) QuantBlockBytes() int {
-	if t == QuantQ4_0 {
-		return 16
+var quantFormats = [numQuantTypes]quantFormat{
+	QuantQ8_0:   {gguf.TypeQ8_0, "q8_0", []span{{2, 32}, {0, 2}}},
+	QuantQ4_0:   {gguf.TypeQ4_0, "q4_0", []span{{2, 16}, {0, 2}}},
+	QuantQ4_1:   {gguf.TypeQ4_1, "q4_1", []span{{4, 16}, {0, 4}}},
+	QuantQ5_0:   {gguf.TypeQ5_0, "q5_0", []span{{6, 16}, {2, 4}, {0, 2}}},
+	QuantQ5_1:   {gguf.TypeQ5_1, "q5_1", []span{{8, 16}, {4, 4}, {0, 4}}},
+	QuantIQ4_NL: {gguf.TypeIQ4_NL, "iq4_nl", []span{{2, 16}, {0, 2}}},
+	QuantQ2_K:   {gguf.TypeQ2_K, "q2_k", []span{{0, 80}, {80, 4}}},
+	QuantQ3_K:   {gguf.TypeQ3_K, "q3_k", []span{{0, 96}, {96, 12}, {108, 2}}},
+	QuantQ4_K:   {gguf.TypeQ4_K, "q4_k", []span{{16, 128}, {0, 16}}},
+	QuantQ5_K:   {gguf.TypeQ5_K, "q5_k", []span{{16, 160}, {0, 16}}},
+	QuantQ6_K:   {gguf.TypeQ6_K, "q6_k", []span{{0, 208}, {208, 2}}},
+}
+
+// The kernels of each type, in kernelID order from quantKernel.
+const (
+	qkMatvec1 = iota
+	qkMatvec4
+	qkMatvec16
+	qkDequant
+	qkEmbed
+	quantKernels
+)
+
+// quantMatvecRows is the batch width of each mat-vec instantiation and the
+// weight rows one block computes (8 warps of R rows in quant.cu's
+// MATVEC_Q lines).
+var quantMatvecRows = [3]struct{ n, rows int }{{1, 16}, {4, 32}, {16, 16}}
+
+// quantMatvecThreads is the block size of the mat-vec kernels.
+const quantMatvecThreads = 256
+
+func quantKernel(t QuantType, v int) kernelID {
+	return kQuant + kernelID(int(t)*quantKernels+v)
+}
+
+func init() {
+	for t := range numQuantTypes {
+		n := quantFormats[t].name
+		const mv = "ppppppiii"
+		kernelTable[quantKernel(t, qkMatvec1)] = kernelSpec{"quant", "matvec_" + n + "_n1", mv}
+		kernelTable[quantKernel(t, qkMatvec4)] = kernelSpec{"quant", "matvec_" + n + "_n4", mv}
+		kernelTable[quantKernel(t, qkMatvec16)] = kernelSpec{"quant", "matvec_" + n + "_n16", mv}
+		kernelTable[quantKernel(t, qkDequant)] = kernelSpec{"quant", "dequant_" + n + "_f16", "ppppii"}
+		kernelTable[quantKernel(t, qkEmbed)] = kernelSpec{"quant", "embed_" + n, "pppppii"}
 	}
-	return 32
+}
+
+// QuantWeight is a quantized (M, K) matrix on the device in the planes of
+// its type (see quant.cu): Planes[j] holds PlaneBytes(M, K)[j] bytes,
+// 16-byte aligned; unused planes are 0. K is a multiple of the type's
+// block size.
+type QuantWeight struct {
+	Type   QuantType
+	Planes [3]cudadrv.DevicePtr
+	M, K   int
 }
 
 // String returns GGUF's name of the type.
 func (t QuantType) String() string {
-	if t == QuantQ4_0 {
-		return "Q4_0"
+	if t < 0 || t >= numQuantTypes {
+		return fmt.Sprintf("QuantType(%d)", int(t))
 	}
-	return "Q8_0"
+	return quantFormats[t].gguf.String()
+}
+
+// GGUF returns the GGUF type whose blocks t holds.
+func (t QuantType) GGUF() gguf.Type { return quantFormats[t].gguf }
+
+// Kernel returns the name part of t's kernels ("q4_k" in matvec_q4_k_n1).
+func (t QuantType) Kernel() string { return quantFormats[t].name }
+
+// BlockSize returns the elements per block: 32, or 256 for the K-quants.
+func (t QuantType) BlockSize() int { return t.GGUF().BlockSize() }
+
+// PlaneBytes returns the bytes of each plane of a (rows, k) matrix of type
+// t (0 for planes the type does not use). k must be a multiple of the
+// block size.
+func (t QuantType) PlaneBytes(rows, k int64) [3]int64 {
+	var out [3]int64
+	blocks := rows * (k / int64(t.BlockSize()))
+	for j, s := range quantFormats[t].planes {
+		out[j] = blocks * int64(s.n)
+	}
+	return out
 }
 
 func (w *QuantWeight) check(what string) error {
-	if w.Type != QuantQ8_0 && w.Type != QuantQ4_0 {
+	if w.Type < 0 || w.Type >= numQuantTypes {
 		return fmt.Errorf("ptx: %s: unknown quantized type %d", what, w.Type)
 	}
-	if w.K <= 0 || w.K%32 != 0 || w.M <= 0 {
-		return fmt.Errorf("ptx: %s: %s matrix %dx%d, want k a positive multiple of 32", what, w.Type, w.M, w.K)
+	if bs := w.Type.BlockSize(); w.K <= 0 || w.K%bs != 0 || w.M <= 0 {
+		return fmt.Errorf("ptx: %s: %s matrix %dx%d, want k a positive multiple of %d", what, w.Type, w.M, w.K, bs)
+	}
+	for j := range quantFormats[w.Type].planes {
+		if w.Planes[j] == 0 {
+			return fmt.Errorf("ptx: %s: %s matrix without plane %d", what, w.Type, j)
+		}
 	}
 	return checkCounts(what, w.M, w.K, w.M*w.K)
-}
-
-// quantMatvecKernels are the instantiations of matvec_q by type and batch.
-// rows is the weight rows each warp computes (R in quant.cu).
-var quantMatvecKernels = [2][]struct {
-	n, rows int
-	id      kernelID
-}{
-	QuantQ8_0: {{1, 4, kMatvecQ8_0n1}, {4, 4, kMatvecQ8_0n4}, {16, 2, kMatvecQ8_0n16}},
-	QuantQ4_0: {{1, 4, kMatvecQ4_0n1}, {4, 4, kMatvecQ4_0n4}, {16, 2, kMatvecQ4_0n16}},
 }
 
 // MatVecQ enqueues Y[i, r] = Σ_l X[i, l]·W[r, l] (+ bias[r]) for n ≤
@@ -75,14 +154,14 @@ func (k *Kernels) MatVecQ(s cudadrv.Stream, y, x cudadrv.DevicePtr, w *QuantWeig
 	if n <= 0 || n > MatVecMaxN {
 		return fmt.Errorf("ptx: MatVecQ: %d rows, want 1 to %d", n, MatVecMaxN)
 	}
-	q := quantMatvecKernels[w.Type][0]
-	for _, q = range quantMatvecKernels[w.Type] {
-		if n <= q.n {
-			break
-		}
+	v := 0
+	for v < len(quantMatvecRows)-1 && n > quantMatvecRows[v].n {
+		v++
 	}
-	return k.launch(q.id, dim1((w.M+8*q.rows-1)/(8*q.rows)), dim1(256), s, y, x, w.Quants, w.Scales, bias,
-		int32(n), int32(w.M), int32(w.K))
+	rows := quantMatvecRows[v].rows
+	p := w.Planes
+	return k.launch(quantKernel(w.Type, qkMatvec1+v), dim1((w.M+rows-1)/rows), dim1(quantMatvecThreads), s,
+		y, x, p[0], p[1], p[2], bias, int32(n), int32(w.M), int32(w.K))
 }
 
 // DequantF16 enqueues dst (w.M, w.K) FP16 = W, for the products of prompt
@@ -91,11 +170,9 @@ func (k *Kernels) DequantF16(s cudadrv.Stream, dst cudadrv.DevicePtr, w *QuantWe
 	if err := w.check("DequantF16"); err != nil {
 		return err
 	}
-	id := kDequantQ8_0
-	if w.Type == QuantQ4_0 {
-		id = kDequantQ4_0
-	}
-	return k.launch(id, dim1(blocks(w.M*w.K, 256)), dim1(256), s, dst, w.Quants, w.Scales, int32(w.M), int32(w.K))
+	p := w.Planes
+	return k.launch(quantKernel(w.Type, qkDequant), dim1(blocks(w.M*(w.K/32), 256)), dim1(256), s,
+		dst, p[0], p[1], p[2], int32(w.M), int32(w.K))
 }
 
 // EmbedQ enqueues dst[i, :] = W[tokens[i], :] as FP32 for i < n: the
@@ -108,42 +185,62 @@ func (k *Kernels) EmbedQ(s cudadrv.Stream, dst cudadrv.DevicePtr, w *QuantWeight
 	if err := checkCounts("EmbedQ", n); err != nil {
 		return err
 	}
-	id := kEmbedQ8_0
-	if w.Type == QuantQ4_0 {
-		id = kEmbedQ4_0
-	}
-	return k.launch(id, dim2(blocks(w.K, 256), n), dim1(256), s, dst, w.Quants, w.Scales, tokens, int32(n), int32(w.K))
+	p := w.Planes
+	return k.launch(quantKernel(w.Type, qkEmbed), dim2(blocks(w.K/32, 256), n), dim1(256), s,
+		dst, p[0], p[1], p[2], tokens, int32(n), int32(w.K))
 }
 
-// QuantTypeOf returns the QuantType whose GGUF block encoding is typ
-// (gguf.TypeQ8_0 or gguf.TypeQ4_0), or false.
+// QuantTypeOf returns the QuantType whose GGUF block encoding is typ, or
+// false for types the kernels do not read (F32, F16, BF16, Q8_1, Q8_K,
+// the IQ types but IQ4_NL, MXFP4, ...).
 func QuantTypeOf(typ gguf.Type) (QuantType, bool) {
-	switch typ {
-	case gguf.TypeQ8_0:
-		return QuantQ8_0, true
-	case gguf.TypeQ4_0:
-		return QuantQ4_0, true
+	for t := range numQuantTypes {
+		if quantFormats[t].gguf == typ {
+			return t, true
+		}
 	}
 	return 0, false
 }
 
-// PackQuant regroups rows of GGUF blocks (rows × k/32 blocks of the type
-// in data) into the planes the kernels read: quants (rows·k/32 blocks of
-// QuantBlockBytes each, the bytes of each block's quants as stored) and
-// scales (the blocks' FP16 scales, as little-endian uint16 bytes). quants
-// and scales must hold exactly that many bytes. It fails when data does
-// not hold rows·k/32 whole blocks.
-func PackQuant(t QuantType, quants, scales, data []byte, rows, k int) error {
-	qb := t.QuantBlockBytes()
-	bb := qb + 2 // GGUF block: FP16 scale, then the quants
-	nb := rows * (k / 32)
-	if k%32 != 0 || len(data) != nb*bb || len(quants) != nb*qb || len(scales) != 2*nb {
-		return fmt.Errorf("ptx: PackQuant: %s %dx%d from %d bytes into %d + %d", t, rows, k, len(data), len(quants), len(scales))
+// QuantTypeNames lists the GGUF names of the types the kernels read.
+func QuantTypeNames() string {
+	names := make([]string, numQuantTypes)
+	for t := range numQuantTypes {
+		names[t] = t.String()
 	}
-	for b := range nb {
-		blk := data[b*bb : (b+1)*bb]
-		scales[2*b], scales[2*b+1] = blk[0], blk[1]
-		copy(quants[b*qb:(b+1)*qb], blk[2:])
+	return strings.Join(names, ", ")
+}
+
+// PackQuant regroups rows of GGUF blocks of type t (rows × k elements in
+// data) into the planes the kernels read (see quant.cu): planes[j] must
+// hold exactly t.PlaneBytes(rows, k)[j] bytes (unused planes nil). It
+// fails when data does not hold exactly that many whole blocks or a plane
+// has the wrong size.
+func PackQuant(t QuantType, planes [3][]byte, data []byte, rows, k int) error {
+	f := &quantFormats[t]
+	bs := t.BlockSize()
+	bb := t.GGUF().TypeSize()
+	if k%bs != 0 {
+		return fmt.Errorf("ptx: PackQuant: %s rows of %d elements, not whole blocks of %d", t, k, bs)
+	}
+	nb := rows * (k / bs)
+	if len(data) != nb*bb {
+		return fmt.Errorf("ptx: PackQuant: %s %dx%d needs %d bytes, got %d", t, rows, k, nb*bb, len(data))
+	}
+	for j := range planes {
+		want := 0
+		if j < len(f.planes) {
+			want = nb * f.planes[j].n
+		}
+		if len(planes[j]) != want {
+			return fmt.Errorf("ptx: PackQuant: %s plane %d holds %d bytes, want %d", t, j, len(planes[j]), want)
+		}
+	}
+	for j, s := range f.planes {
+		dst := planes[j]
+		for b := range nb {
+			copy(dst[b*s.n:(b+1)*s.n], data[b*bb+s.off:b*bb+s.off+s.n])
+		}
 	}
 	return nil
 }

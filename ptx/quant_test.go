@@ -16,45 +16,73 @@ import (
 // quantCase is a quantized (m, k) matrix and n activation rows.
 type quantCase struct{ n, m, k int }
 
-var quantCases = []quantCase{
-	{1, 83, 96}, {2, 45, 32}, {3, 129, 1024}, {4, 64, 4096}, {5, 257, 160}, {8, 100, 2048}, {11, 31, 544},
-	{16, 300, 4096}, {16, 8, 32},
+// quantCases are the shapes for the 32-element types; quantCasesK those
+// for the K-quants (k a multiple of 256). Row counts are not powers of two.
+var (
+	quantCases = []quantCase{
+		{1, 83, 96}, {2, 45, 32}, {3, 129, 1024}, {4, 64, 4096}, {5, 257, 160}, {8, 100, 2048}, {11, 31, 544},
+		{16, 300, 4096}, {16, 8, 32},
+	}
+	quantCasesK = []quantCase{
+		{1, 83, 256}, {2, 45, 512}, {3, 129, 1024}, {4, 64, 4096}, {5, 257, 768}, {8, 100, 2048}, {11, 31, 1280},
+		{16, 300, 4096}, {16, 8, 256},
+	}
+)
+
+// quantHalves lists the byte offsets of the FP16 fields (scales, minimums)
+// in each type's GGUF block, from ggml's block layouts.
+var quantHalves = [numQuantTypes][]int{
+	QuantQ8_0: {0}, QuantQ4_0: {0}, QuantQ4_1: {0, 2}, QuantQ5_0: {0}, QuantQ5_1: {0, 2}, QuantIQ4_NL: {0},
+	QuantQ2_K: {80, 82}, QuantQ3_K: {108}, QuantQ4_K: {0, 2}, QuantQ5_K: {0, 2}, QuantQ6_K: {208},
 }
 
-// quantMatrix returns a random (m, k) matrix quantized to t (GGUF blocks),
-// its dequantized values and its planes.
-func quantMatrix(t *testing.T, r *rand.Rand, qt QuantType, m, k int) (blocks []byte, deq []float32, quants, scales []byte) {
+// quantMatrix returns a random (m, k) matrix of type qt as GGUF blocks
+// (random bytes, with finite random FP16 scales: every quant, sub-block
+// scale and high bit pattern occurs), its values as the CPU dequantizes
+// them, and its planes.
+func quantMatrix(t *testing.T, r *rand.Rand, qt QuantType, m, k int) (blocks []byte, deq []float32, planes [3][]byte) {
 	t.Helper()
-	gt := gguf.TypeQ8_0
-	if qt == QuantQ4_0 {
-		gt = gguf.TypeQ4_0
+	gt := qt.GGUF()
+	nb := m * k / gt.BlockSize()
+	bb := gt.TypeSize()
+	blocks = make([]byte, nb*bb)
+	for i := range blocks {
+		blocks[i] = byte(r.Uint32())
 	}
-	w := make([]float32, m*k)
-	for i := range w {
-		w[i] = 2*r.Float32() - 1
+	for b := range nb {
+		for _, off := range quantHalves[qt] {
+			h := gguf.F32ToF16((2*r.Float32() - 1) / 64)
+			blocks[b*bb+off], blocks[b*bb+off+1] = byte(h), byte(h>>8)
+		}
 	}
-	blocks = make([]byte, m*k/32*(qt.QuantBlockBytes()+2))
-	require.NoError(t, gguf.Quantize(blocks, w, gt))
 	deq = make([]float32, m*k)
 	require.NoError(t, gguf.Dequantize(deq, blocks, gt))
-	quants, scales = make([]byte, m*k/32*qt.QuantBlockBytes()), make([]byte, m*k/16)
-	require.NoError(t, PackQuant(qt, quants, scales, blocks, m, k))
-	return blocks, deq, quants, scales
+	for j, n := range qt.PlaneBytes(int64(m), int64(k)) {
+		if n > 0 {
+			planes[j] = make([]byte, n)
+		}
+	}
+	require.NoError(t, PackQuant(qt, planes, blocks, m, k))
+	return blocks, deq, planes
 }
 
-// TestMatVecQ: the quantized products are within FP32 rounding of a
-// float64 product of the CPU's dequantized weights (NMSE ≤ 1e-10 for both
-// types: each block is scaled once, after its 32 products), every row of a
-// batch has the bits of the same row alone, the bias is added, the FP16
-// dequantization equals gguf.DequantizeF16 bit for bit, and the embedding
-// lookup equals gguf.Dequantize's rows bit for bit.
+// TestMatVecQ: for every type, the quantized products are within FP32
+// rounding of a float64 product of the CPU's dequantized weights (NMSE ≤
+// 1e-10: each run of a unit is scaled once, after its products), every
+// row of a batch has the bits of the same row alone, the bias is added,
+// the FP16 dequantization equals gguf.DequantizeF16 bit for bit, and the
+// embedding lookup equals gguf.Dequantize's rows bit for bit.
 func TestMatVecQ(t *testing.T) {
 	ctx, kern := testKernels(t)
-	for _, qt := range []QuantType{QuantQ8_0, QuantQ4_0} {
-		for ci, c := range quantCases {
+	for qt := range numQuantTypes {
+		cases := quantCases
+		if qt.BlockSize() == 256 {
+			cases = quantCasesK
+		}
+		for ci, c := range cases {
 			t.Run(fmt.Sprintf("MUL_MAT(type=%s,n=%d,m=%d,k=%d)", qt, c.n, c.m, c.k), func(t *testing.T) {
 				r := rand.New(rand.NewPCG(uint64(ci), uint64(qt)))
-				blocks, deq, quants, scales := quantMatrix(t, r, qt, c.m, c.k)
+				blocks, deq, planes := quantMatrix(t, r, qt, c.m, c.k)
 				x := make([]float32, c.n*c.k)
 				for i := range x {
 					x[i] = 2*r.Float32() - 1
@@ -83,24 +111,35 @@ func TestMatVecQ(t *testing.T) {
 						}
 						return p, err
 					}
-					var dq, ds, dx, dy, db, dt, de, dh cudadrv.DevicePtr
+					w := &QuantWeight{Type: qt, M: c.m, K: c.k}
+					for j, plane := range planes {
+						if plane == nil {
+							continue
+						}
+						var err error
+						if w.Planes[j], err = alloc(len(plane)); err != nil {
+							return err
+						}
+						if err := cudadrv.CopyToDevice(w.Planes[j], plane); err != nil {
+							return err
+						}
+					}
+					var dx, dy, db, dt, de, dh cudadrv.DevicePtr
 					for _, a := range []struct {
 						p     *cudadrv.DevicePtr
 						bytes int
-					}{{&dq, len(quants)}, {&ds, len(scales)}, {&dx, 4 * len(x)}, {&dy, 4 * c.n * c.m}, {&db, 4 * c.m},
+					}{{&dx, 4 * len(x)}, {&dy, 4 * c.n * c.m}, {&db, 4 * c.m},
 						{&dt, 4 * c.n}, {&de, 4 * c.n * c.k}, {&dh, 2 * c.m * c.k}} {
 						var err error
 						if *a.p, err = alloc(a.bytes); err != nil {
 							return err
 						}
 					}
-					for _, cp := range []error{cudadrv.CopyToDevice(dq, quants), cudadrv.CopyToDevice(ds, scales),
-						cudadrv.CopyToDevice(dx, x), cudadrv.CopyToDevice(db, bias), cudadrv.CopyToDevice(dt, tokens)} {
+					for _, cp := range []error{cudadrv.CopyToDevice(dx, x), cudadrv.CopyToDevice(db, bias), cudadrv.CopyToDevice(dt, tokens)} {
 						if cp != nil {
 							return cp
 						}
 					}
-					w := &QuantWeight{Type: qt, Quants: dq, Scales: ds, M: c.m, K: c.k}
 					read := func(dst []float32) error {
 						if err := cudadrv.Stream(0).Synchronize(); err != nil {
 							return err
@@ -172,25 +211,46 @@ func TestMatVecQ(t *testing.T) {
 					assert.Equal(t, deq[int(tok)*c.k:(int(tok)+1)*c.k], emb[i*c.k:(i+1)*c.k], "embedding row %d", tok)
 				}
 				wantF16 := make([]uint16, c.m*c.k)
-				require.NoError(t, gguf.DequantizeF16(wantF16, blocks, map[QuantType]gguf.Type{QuantQ8_0: gguf.TypeQ8_0, QuantQ4_0: gguf.TypeQ4_0}[qt]))
+				require.NoError(t, gguf.DequantizeF16(wantF16, blocks, qt.GGUF()))
 				assert.True(t, slices.Equal(wantF16, f16), "FP16 dequantization differs from gguf.DequantizeF16")
 			})
 		}
 	}
 }
 
-// TestPackQuant: the planes hold each block's scale and quants, in block
-// order, and wrong sizes are refused.
+// TestPackQuant: each type's planes take every byte of its GGUF block
+// exactly once (so nothing is lost or expanded), the planes hold the
+// blocks in order, and wrong sizes are refused.
 func TestPackQuant(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	for _, qt := range []QuantType{QuantQ8_0, QuantQ4_0} {
-		blocks, _, quants, scales := quantMatrix(t, r, qt, 3, 64)
-		bb := qt.QuantBlockBytes() + 2
-		for b := range 6 {
-			assert.Equal(t, blocks[b*bb:b*bb+2], scales[2*b:2*b+2])
-			assert.Equal(t, blocks[b*bb+2:(b+1)*bb], quants[b*qt.QuantBlockBytes():(b+1)*qt.QuantBlockBytes()])
-		}
-		assert.Error(t, PackQuant(qt, quants, scales, blocks[:len(blocks)-1], 3, 64))
-		assert.Error(t, PackQuant(qt, quants, scales, blocks, 3, 48))
+	for qt := range numQuantTypes {
+		t.Run(qt.String(), func(t *testing.T) {
+			f := quantFormats[qt]
+			bb := qt.GGUF().TypeSize()
+			seen := make([]int, bb)
+			for _, s := range f.planes {
+				for i := s.off; i < s.off+s.n; i++ {
+					seen[i]++
+				}
+			}
+			for i, n := range seen {
+				assert.Equal(t, 1, n, "byte %d of a %s block is in %d planes", i, qt, n)
+			}
+			k := 2 * qt.BlockSize()
+			blocks, _, planes := quantMatrix(t, r, qt, 3, k)
+			var total int
+			for j, s := range f.planes {
+				total += len(planes[j])
+				for b := range 6 {
+					assert.Equal(t, blocks[b*bb+s.off:b*bb+s.off+s.n], planes[j][b*s.n:(b+1)*s.n], "plane %d block %d", j, b)
+				}
+			}
+			assert.Equal(t, len(blocks), total, "plane bytes")
+			assert.Error(t, PackQuant(qt, planes, blocks[:len(blocks)-1], 3, k))
+			assert.Error(t, PackQuant(qt, planes, blocks, 3, k-32))
+			short := planes
+			short[0] = short[0][:len(short[0])-1]
+			assert.Error(t, PackQuant(qt, short, blocks, 3, k))
+		})
 	}
 }

@@ -144,8 +144,7 @@ func (b *Backend) need(p *model.Plan) *OutOfMemoryError {
 		case rows == 1:
 			e.Weights += alignUp(4 * cols)
 		case ok:
-			qb, sb := quantBytes(qt, rows, cols)
-			e.Weights += alignUp(alignUp(qb) + sb)
+			e.Weights += alignUp(quantBytes(qt, rows, cols))
 			quantMax = max(quantMax, 2*rows*cols)
 		default:
 			e.Weights += alignUp(2 * rows * cols)

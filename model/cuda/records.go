@@ -1,7 +1,6 @@
 package cuda
 
 import (
-	"strings"
 
 	"github.com/m40llm/m40llm/cudadrv"
 	"github.com/m40llm/m40llm/ptx"
@@ -144,7 +143,7 @@ type matVecQ struct {
 	n          int
 }
 
-func (r matVecQ) kernel() string { return "matvec_" + strings.ToLower(r.w.Type.String()) }
+func (r matVecQ) kernel() string { return "matvec_" + r.w.Type.Kernel() }
 func (r matVecQ) launch(l *launcher) error {
 	return l.k.MatVecQ(l.s, r.y, r.x, &r.w, r.bias, r.n)
 }
@@ -156,7 +155,7 @@ type dequantF16 struct {
 	w   ptx.QuantWeight
 }
 
-func (r dequantF16) kernel() string { return "dequant_" + strings.ToLower(r.w.Type.String()) + "_f16" }
+func (r dequantF16) kernel() string { return "dequant_" + r.w.Type.Kernel() + "_f16" }
 func (r dequantF16) launch(l *launcher) error {
 	return l.k.DequantF16(l.s, r.dst, &r.w)
 }
@@ -169,7 +168,7 @@ type embedQ struct {
 	n           int
 }
 
-func (r embedQ) kernel() string { return "embed_" + strings.ToLower(r.w.Type.String()) }
+func (r embedQ) kernel() string { return "embed_" + r.w.Type.Kernel() }
 func (r embedQ) launch(l *launcher) error {
 	return l.k.EmbedQ(l.s, r.dst, &r.w, r.tokens, r.n)
 }

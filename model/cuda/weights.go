@@ -29,24 +29,28 @@ type weight struct {
 func (w *weight) matrix() bool { return w.f16 || w.q != nil }
 
 // quantized returns the quantized encoding that ti is kept in on the GPU,
-// or false when it is converted to FP16: Q8_0 and Q4_0 matrices whose rows
-// are whole blocks, unless Options.FP16Weights.
+// or false when it is converted to FP16: matrices of every type the
+// kernels read (ptx.QuantTypeOf) whose rows are whole blocks, unless
+// Options.FP16Weights.
 func (b *Backend) quantized(ti *gguf.TensorInfo) (ptx.QuantType, bool) {
 	qt, ok := ptx.QuantTypeOf(ti.Type)
 	return qt, ok && !b.opts.FP16Weights && ti.Rows() > 1 && ti.RowAligned()
 }
 
-// quantBytes returns the sizes of the quants and scales planes of a
-// (rows, cols) matrix of type qt.
-func quantBytes(qt ptx.QuantType, rows, cols int64) (quants, scales int64) {
-	blocks := rows * (cols / 32)
-	return blocks * int64(qt.QuantBlockBytes()), 2 * blocks
+// quantBytes returns the device bytes of a (rows, cols) matrix of type qt:
+// its planes, each starting at an aligned offset.
+func quantBytes(qt ptx.QuantType, rows, cols int64) int64 {
+	var n int64
+	for _, p := range qt.PlaneBytes(rows, cols) {
+		n += alignUp(p)
+	}
+	return n
 }
 
 func (w *weight) Shape() (int, int) { return w.rows, w.cols }
 
-// LoadWeight copies Q8_0 and Q4_0 matrices to the GPU as they are stored
-// (see loadQuant), and converts other tensors to FP16 (FP32 for vectors), matrices through the page-locked staging buffers (see
+// LoadWeight copies quantized matrices to the GPU as they are stored (see
+// loadQuant), and converts other tensors to FP16 (FP32 for vectors), matrices through the page-locked staging buffers (see
 // gpu.upload); the copy may still be in flight when LoadWeight returns
 // (data is not needed anymore). It fails on a tensor type that cannot be
 // converted (a *model.UnsupportedError), on data that does not decode, and
@@ -97,26 +101,38 @@ func (b *Backend) LoadWeight(ti *gguf.TensorInfo, data []byte) (model.Weight, er
 	return w, b.dev.upload(w.p, ti, data)
 }
 
-// loadQuant uploads a Q8_0 or Q4_0 matrix as it is stored, regrouped into
-// planes (ptx.PackQuant): quants, then the FP16 scales at an aligned offset
-// of the same block of device memory.
+// loadQuant uploads a quantized matrix as it is stored, regrouped into the
+// planes of its type (ptx.PackQuant), one after the other at aligned
+// offsets of one block of device memory.
 func (b *Backend) loadQuant(ti *gguf.TensorInfo, qt ptx.QuantType, data []byte, rows, cols int) (model.Weight, error) {
-	qb, sb := quantBytes(qt, int64(rows), int64(cols))
-	quants, scales := make([]byte, qb), make([]byte, sb)
-	if err := ptx.PackQuant(qt, quants, scales, data, rows, cols); err != nil {
+	sizes := qt.PlaneBytes(int64(rows), int64(cols))
+	var planes [3][]byte
+	for j, n := range sizes {
+		if n > 0 {
+			planes[j] = make([]byte, n)
+		}
+	}
+	if err := ptx.PackQuant(qt, planes, data, rows, cols); err != nil {
 		return nil, fmt.Errorf("cuda: tensor %s: %w", ti.Name, err)
 	}
 	w := &weight{rows: rows, cols: cols, q: &ptx.QuantWeight{Type: qt, M: rows, K: cols}}
 	err := b.dev.do(func() error {
-		p, err := b.mem.weight(alignUp(qb) + sb)
+		p, err := b.mem.weight(quantBytes(qt, int64(rows), int64(cols)))
 		if err != nil {
 			return err
 		}
-		w.q.Quants, w.q.Scales = p, p.Offset(int(alignUp(qb)))
-		if err := copyToDevice(b.dev, w.q.Quants, quants); err != nil {
-			return err
+		off := int64(0)
+		for j, plane := range planes {
+			if plane == nil {
+				continue
+			}
+			w.q.Planes[j] = p.Offset(int(off))
+			if err := copyToDevice(b.dev, w.q.Planes[j], plane); err != nil {
+				return err
+			}
+			off += alignUp(int64(len(plane)))
 		}
-		return copyToDevice(b.dev, w.q.Scales, scales)
+		return nil
 	})
 	if err != nil {
 		return nil, err
