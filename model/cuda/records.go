@@ -1,7 +1,6 @@
 package cuda
 
 import (
-
 	"github.com/m40llm/m40llm/cudadrv"
 	"github.com/m40llm/m40llm/ptx"
 )
