@@ -45,6 +45,16 @@ func qtQuantInput() []float32 {
 // quantize_row_q8_0_ref, quantize_row_q4_0_ref and quantize_row_q4_K_ref
 // (ggml-quants.c, compiled with gcc 12 -O2; the same bytes with
 // -march=native -ffp-contract=fast) on qtQuantInput.
+//
+// The rows from Q4_1 on come from llama.cpp c392e509 (2025-02): a C program
+// built with gcc 12.2 -O2 against that tree's ggml/src/ggml-quants.c, with
+// ggml_table_f32_f16 filled from GGML_COMPUTE_FP16_TO_FP32 and aborting
+// stubs for the few ggml.c functions it links, fills qtQuantInput's 1024
+// floats by the same steps, calls quantize_row_{q4_1,q5_0,q5_1}_ref(x, y,
+// 1024) and, for IQ4_NL, quantize_iq4_nl(x, y, 4, 256, NULL) (what
+// ggml_quantize_chunk runs without an importance matrix; see quantIQ4NL),
+// and prints the bytes as hex. Built with -march=native -ffp-contract=fast
+// it prints the same bytes for this input.
 func TestQuantizeMatchesGGML(t *testing.T) {
 	x := qtQuantInput()
 	require.Equal(t, "849505895fe24381", hexU64(qtFNV(x)), "input differs from the C generator's")
@@ -102,6 +112,67 @@ func TestQuantizeMatchesGGML(t *testing.T) {
 			"591e0e2a80bfdef580bf80b26ddee222f0006040a0b09080806070506070b09070506060f0a04070a06070a0504050b0" +
 			"3381551399055954d296cb90eaa086656eb3c6445273f6508526147ca6a9c585ca688490989155e58668c7402b081d8f" +
 			"3ad769f5cd7948da448a929c2c756256196c1a187bf52b58032a3776a7868d4a3b68876f74a6e668c093d447190a6a74"},
+		{gguf.TypeQ4_1, "" +
+			"313608c16085669695a9a69f9a578879999193a5cd3314c1aceccde78a17787ddad940efbebf8bfb5534acc073be7efc" +
+			"b8e77b5b8b34c9596c0a09467a34f0bd30158a57a717b7934252934c4d218f86153308be7528acd9636674a07a306841" +
+			"ff1a8171753544c2dbb058994b669ace9d7fdacadca698a9eb3538c09f534709878d1a6084823715caa37278113438bf" +
+			"8a6d167b44765c74b32018ec84bf26a22601d08673f42aa802836a7d4218ae09126ea83391011089f837373922c87085" +
+			"777887661966967a3701788989b52c9499efa98889bd9394e6d06b0b2f018488377c7fb1a47db68aaa9b695173ab61b0" +
+			"8501a08a69b9a96b87e7dde94d90bb9947877abf82013089d658587b353b65a9494b970c28abafc44f013c8939b6eca5" +
+			"fba987a477b7474854b094b615011c88db17949b2b23ac6acdf6ba6f9336c0b7e95418e26eff89e7668ea988b43bf0c5" +
+			"8d36ed7ae05444e1a79ced5a7dbd683adcd63ff2b0c6b494f3542ce1845bf7c9a85978b5c9ead0778b243ae442545ce0" +
+			"0951a55127bb366fb75b96b9b94b97c21756d0e1e88a05ef8854f5ba7463a5929c8c359a3c55a8e008676569a7f43847" +
+			"a1347347d457a14e4b5420df601f9a66279022c672990bf3466618651c5500df95465fb198d0564897796c990213f703" +
+			"0000000000000000000000000000000000000000663600c27f506664eaab4978986677a556465ba99531002cf3306543" +
+			"1935690452664bc06aa056553a3568c062a8c5414870f4547d291b799d9ac8767a3460bfaa789450d9a185a556b827c0" +
+			"cb592d6fb53414c03bc658f8b97834cd37859c9422606157e43450c0b98c7af84c656b89033a477697a6ad4a023520be" +
+			"3165805177afd265c082d3471a076874"},
+		{gguf.TypeQ5_0, "" +
+			"94b25fe0050a0ce400c1c3ab91b0aa2fee0ccbcab782143187f90ebbf362255bcf2bbcb4305d70671507c171ac30de7d" +
+			"3a04c55be9c5509dd494f45760a1b603118c6cb183a72b3b4971b91d9e8e7da32506a4261368c0b040aff1ca322ff4ae" +
+			"964b1721f5ad0a7d2d5a00baebfb4432d11f8bfd74209e0f73aaf25907ca7251761a0e2fe0b2826b4e0ca0143eaaced3" +
+			"99fad4c75d925884e6eb04b0b4d3fe46eb24c2197613461798aecf17f79091aaa780339114bbe503699da6c5f8e4478d" +
+			"82aa87029d65d680d0681eb80d7e7f6b886eecd3ffeddf20ab11b108af0035c27a36f1493508019b2ffeef4715f89b70" +
+			"a3049000a627d8a36ffaef7369ec6c065626d4a2e668c280d400cfcdf68ea15130b50c9d89a0881054008decd24cc480" +
+			"51807e1b414d3e09737714ab6b69bfe79eb9a075a8003508bee2516cc74ae643fd38de6e8d80b870287b8400d90d4dd7" +
+			"c72e2838575659c49cfd86cf366c907f185223d24a4da678ce7ba9d60fed26528037e65a75b04451fe0527fb3c16a892" +
+			"d848a053868b6cb4306a57082c513a539d8708a6de6130a2ef5a82a380ddf44873a85c50a13a24dd01a13ba23d556bcd" +
+			"6da61b6251951e64d0519bb0dbbcd1050adf10b8fa74f9d64b334a287b3528d1b67fcfaeef11252da1078e70ac970960" +
+			"5750bd727cd0e9b95bf52db1b9229fbc99620abcc7075210bd1214d22bb0c6b0a1302078bc391f3caeeaf5ba96740d95" +
+			"0080ffffffff0000000000000000000000000000000000b20e3ecf76105f43381bb97d2fcf3401b6537269ad5cb10008" +
+			"80000ddf9acde7ca960bbe99b430a56fb9ab64b1ed80b90e299f646c5d0d0544f4acc80cb3ba6ef2b4b0ec0908e5aafe" +
+			"c53c3caad292418d9f5d673c8300c0b0427a65f197633f0d7c1e75637fe4c7c6aa1e3c5fdcb0203d748f8be6090d6725" +
+			"28fde89a6003c0a2935a54b2cd87013836efb7f7dd8034f058b5442d687cfbd2"},
+		{gguf.TypeQ5_1, "" +
+			"fe3108c1a01dfaf5d00add2c2a435c3f44bf00e22323366b8c2f14c1d7fb1ffb4ae98cce053ef0fba5c290df8c6f07e7" +
+			"3230acc0de7d3a05e57efcf871cfe6a6166792b3d905138d5530f0bd0458d4c4602a24af4d1e7e2784b426989b410f1b" +
+			"db2e08be0e358c50fa4058a3d7cdf951e470b193ff2402f2483144c2dddfcbfdb760a12297cc258e3bffb585ba4c3052" +
+			"ba3138c0699031333fa78e031e0b14d007036f1a9556e5e1df2f38bf4b2c01b914db3cd689ecb9e7664030e8076f5d54" +
+			"8e00d086cc6e2a44e7f954500516d5ea84306d1334cd5056c20010892992a144f15f6e734580f01aeff10fbd22dc3de6" +
+			"97007889f5c3fb3f147a382933df5211027b3629ddb0b71793008488a627d8a36ff9ef6369ec6b065526d4a2e667c270" +
+			"bc00a08acfcdf6aec47352c81edfbcd29b3087229e0ef47fbb003089ae7b81e4ada1b0e67b77da5484863f0850464f89" +
+			"a2003c893508fee2527cd85af7430e49ee7f8e81b870297c86001c88d90d4dd7b72e2827565659c49bfd85ce366c906f" +
+			"c05018e2e7d2ee5dddef02dedc1c43117777f0891c7debf5b85044e1fe0527fb6e38dba4eb7bc166a9bd7fe4608b7729" +
+			"ca502ce17a539d9719a8ff8351b3f16ba3c4a0ee064974c91f505ce0a13a24dd02b14bb23e677cdf7eb72c8362962f85" +
+			"e551d0e19bb0dbbcd1040acf00b8ea74f9d54b334a187b251151a8e04980305100decac25df8717f5367e58fa8af428d" +
+			"275020df0646a40ab02e35bc4e31439ce33217f69ccd21cbf25000df940e39493a8b9f6120b0ac703ee3d9220336ff16" +
+			"000000000000000000000000000000000000000000000000323200c2f1c13089ffa0cdc8e44692e131dcff5aac8da752" +
+			"672d002c50140128f661db76327bc40994dd97a0c540adaa0e3168c0127f4670c5509a8191e0f9a9fa3217e23c4490fc" +
+			"553060bf13f2f51a45e028b1c2421b6bac614f9088a25bdf8e3014c0bd049a0e579cb0f282d1799b7f0b282844d0c2af" +
+			"bc3050c0dfc28b707309e5f188d9c70206558efc2f5d5c95d93020be2050640762cb01b1ee4fc4ca8014a58f250fc0e8"},
+		{gguf.TypeIQ4_NL, "" +
+			"c2a68e7a88595a45495044977685545d5c3944257ac99bb55714555ba8b630bc9b8c59c9b52452be6debb8d66a4b7a22" +
+			"c8495c0a093560a5adc8439636d6264a9b8b4b9291bd50580ba37be742159c997b4f84cfa6be00e46e7e3826caa03787" +
+			"3a4479bd8c5ec9b9cc84869707a7409ba6d45661d47d6a5cb6d9233b7b75d9a36591ea93cc8ab28c3defe7027c30d94e" +
+			"15807b0ac446ec5b7371bcd631d4dc8146cb1b8006c7c8c5dc267e6a87766798e5895883160078b41b8388de977768ac" +
+			"8273d5c04a0a1300277d7fc1b46ec58bbb9c6a4172bc51c01b0049b8a85b85d6ddd83d80bb88367569be188019b6a683" +
+			"cac39b45c5c357f2d643402b150029c5ecb4fcaa76a366c7363843c093c51100ec16a3ac2c22bd6bdef6db5fa226d0c8" +
+			"27464ccd56c5446c87669229d0a36b24cb583445a59bed496dbd482accd52ee1a0b4b283e944834cf6c9a84967b4d9ea" +
+			"d0667b132ae321440940a44016bc255fc64c94c9b93b86c12746e98b04ef8853f4cb7462b5a1ad9d35ab69c5f7989b96" +
+			"490cc6c84edc8dc82cb85ec196c49ee05499d75edd298d55e30cb998e69921c649a8903d551d97a547747254dccb06db" +
+			"00008888888888888888888888888888888851267f505663fbbc4a79a96687b456464cca58a506674456725442855634" +
+			"51184228444565a59d472aceb68f0bbb72e5e3855144277995a444765bae154e6a39a936d72f22a5d180b6a4d32aa706" +
+			"3586cb21c77a525cee9faeb7e1a435728406c39ba376fdd4c88a584941b458a6ac775c7c66301b782d4b1a96c3c57569"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.typ.String(), func(t *testing.T) {
@@ -265,14 +336,18 @@ func qtRoundTrip(t *testing.T, x []float32, typ gguf.Type) []float32 {
 // Q8_0's step is amax/127 with amax ≈ 2.0-2.5 for 32 normal samples, so a
 // uniform rounding error gives about 0.018/sqrt(12) ≈ 0.005 (measured
 // 0.0054); Q4_0's step is amax/8 ≈ 0.27, about 0.08, plus the clipping of
-// the side opposite the maximum at 7 steps (measured 0.086); Q4_K fits
-// each 32-element sub-block with a scale and a min over 16 levels
-// (measured 0.071); F16 keeps 11 significant bits (measured 0.0002). The
-// bounds leave a margin over those figures.
+// the side opposite the maximum at 7 steps (measured 0.086); Q5_0 halves
+// that step (measured 0.043); Q4_1's step is (max-min)/15 ≈ 0.28, about
+// 0.08 (measured 0.078), Q5_1's half of it (measured 0.038); IQ4_NL's 16
+// non-linear levels do a little better than Q4_0's (measured 0.076); Q4_K
+// fits each 32-element sub-block with a scale and a min over 16 levels
+// (measured 0.071); F16 keeps 11 significant bits (measured 0.0002). The bounds leave a margin of about
+// 10% over those figures.
 //
 // The ggml rows repeat tests/test-quantize-fns.cpp: data 0.1 + 2cos(i) over
 // 4096 elements and its "total quantization error" sqrt(Σ(a-b)²)/n (not a
-// true RMSE: it is the RMSE divided by sqrt(n) = 64) <= 0.002.
+// true RMSE: it is the RMSE divided by sqrt(n) = 64) <= 0.002 (measured
+// 0.0003-0.0012).
 func TestQuantizeRoundTripError(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	normal := make([]float32, 1<<16)
@@ -285,6 +360,10 @@ func TestQuantizeRoundTripError(t *testing.T) {
 	}{
 		{gguf.TypeQ8_0, 0.007},
 		{gguf.TypeQ4_0, 0.1},
+		{gguf.TypeQ4_1, 0.085},
+		{gguf.TypeQ5_0, 0.047},
+		{gguf.TypeQ5_1, 0.042},
+		{gguf.TypeIQ4_NL, 0.083},
 		{gguf.TypeQ4_K, 0.085},
 		{gguf.TypeF16, 0.0003},
 	}
@@ -310,15 +389,15 @@ func TestQuantizeRoundTripError(t *testing.T) {
 }
 
 // TestQuantizeFixedPoint checks that quantizing dequantized data gives the
-// same bytes back: the block maximum dequantizes to exactly ±127·d (Q8_0)
-// or -8·d (Q4_0), which gives back the same f16 scale.
+// same bytes back: the block maximum dequantizes to exactly ±127·d (Q8_0),
+// -8·d (Q4_0) or -16·d (Q5_0), which gives back the same f16 scale.
 func TestQuantizeFixedPoint(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	x := make([]float32, 1<<14)
 	for i := range x {
 		x[i] = float32(rng.NormFloat64() * math.Exp(rng.NormFloat64())) // varying block scales
 	}
-	for _, typ := range []gguf.Type{gguf.TypeQ8_0, gguf.TypeQ4_0} {
+	for _, typ := range []gguf.Type{gguf.TypeQ8_0, gguf.TypeQ4_0, gguf.TypeQ5_0} {
 		t.Run(typ.String(), func(t *testing.T) {
 			size := len(x) / 32 * typ.TypeSize()
 			q1 := make([]byte, size)
@@ -356,7 +435,12 @@ func TestQuantizeErrors(t *testing.T) {
 
 func TestCanQuantize(t *testing.T) {
 	for _, typ := range gguf.Types() {
-		want := typ == gguf.TypeF32 || typ == gguf.TypeF16 || typ == gguf.TypeQ8_0 || typ == gguf.TypeQ4_0 || typ == gguf.TypeQ4_K
+		var want bool
+		switch typ {
+		case gguf.TypeF32, gguf.TypeF16, gguf.TypeQ4_0, gguf.TypeQ4_1, gguf.TypeQ5_0, gguf.TypeQ5_1, gguf.TypeQ8_0,
+			gguf.TypeIQ4_NL, gguf.TypeQ4_K:
+			want = true
+		}
 		assert.Equal(t, want, typ.CanQuantize(), "%s", typ)
 	}
 }
