@@ -5,10 +5,15 @@ import (
 	"math"
 )
 
-// nearestInt is ggml's nearest_int: round to nearest, ties to even, valid
-// for |v| < 2^22 (ggml asserts that range; beyond it the result saturates).
+// nearestInt is ggml's nearest_int: round to nearest, ties to even, by
+// adding 1.5*2^23 in float32 and reading the low mantissa bits. That is
+// exact for |v| < 2^22, the range ggml asserts; beyond it, and for NaN and
+// infinities, it gives the same (meaningless) value as ggml built without
+// assertions, as release builds are: inputs whose scales overflow f16
+// reach it with ±Inf or NaN.
 func nearestInt(v float32) int {
-	return int(clampF64(math.RoundToEven(float64(v)), -(1 << 22), 1<<22))
+	f := v + 12582912
+	return int(math.Float32bits(f)&0x007fffff) - 0x00400000
 }
 
 // makeQKX2Quants is ggml's make_qkx2_quants: it fits x (len(x) elements,

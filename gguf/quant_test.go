@@ -2,6 +2,7 @@ package gguf_test
 
 import (
 	"encoding/hex"
+	"hash/fnv"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -186,6 +187,85 @@ func TestQuantizeMatchesGGML(t *testing.T) {
 					return
 				}
 			}
+		})
+	}
+}
+
+// qtStressInput is the 2^18-element input of TestQuantizeMatchesGGMLHashes:
+// 1024 groups of 256 from xorshift32 (seed 12345). Each group draws r, a
+// scale 2^(r%41 - 20) and a kind (r>>8)%8; its elements start as Irwin-Hall
+// sums v/128 of one draw q each, times the scale, and then by kind: 1 keeps
+// one in three (q%3 == 0), 2 takes |x|, 3 replaces x by ((q>>3)%5 - 2) *
+// scale (few distinct values, many ties), 4 zeroes odd 16-element
+// sub-blocks, 5 cubes x (heavy tails), 6 takes -|x| - scale (all negative);
+// 0 and 7 keep x. Scales up to 2^20 overflow the f16 scales of every type,
+// which drives ggml's nearest_int outside its asserted range.
+func qtStressInput() []float32 {
+	x := make([]float32, 1<<18)
+	rs := qtXorshift(12345)
+	for g := range len(x) / 256 {
+		r := rs.next()
+		scale := float32(math.Ldexp(1, int(r%41)-20))
+		kind := r >> 8 % 8
+		for i := range 256 {
+			q := rs.next()
+			v := int(q&255) + int(q>>8&255) + int(q>>16&255) + int(q>>24) - 510
+			f := float32(v) / 128 * scale
+			switch kind {
+			case 1:
+				if q%3 != 0 {
+					f = 0
+				}
+			case 2:
+				f = float32(math.Abs(float64(f)))
+			case 3:
+				f = float32(int(q>>3%5)-2) * scale
+			case 4:
+				if i/16%2 == 1 {
+					f = 0
+				}
+			case 5:
+				f = float32(f*f) * f
+			case 6:
+				f = -float32(math.Abs(float64(f))) - scale
+			}
+			x[g*256+i] = f
+		}
+	}
+	return x
+}
+
+// TestQuantizeMatchesGGMLHashes compares FNV-1a 64 hashes of Quantize's
+// output on qtStressInput with those of ggml at llama.cpp c392e509: the C
+// program of TestQuantizeMatchesGGML, built with gcc 12.2 -O2 -DNDEBUG (as
+// release builds are: the huge groups fail nearest_int's assertion
+// otherwise), fills the same input, calls quantize_row_*_ref(x, y, 2^18)
+// (for IQ4_NL quantize_iq4_nl(x, y, 256, 1024, NULL)) and hashes the bytes.
+// Unlike qtQuantInput, this input does not give the same bytes when ggml is
+// built with FMA contraction.
+func TestQuantizeMatchesGGMLHashes(t *testing.T) {
+	x := qtStressInput()
+	require.Equal(t, "6f8d57d921e93ead", hexU64(qtFNV(x)), "input differs from the C generator's")
+	tests := []struct {
+		typ  gguf.Type
+		want string
+	}{
+		{gguf.TypeQ8_0, "829b1bfec985aeaa"},
+		{gguf.TypeQ4_0, "ff21f71655ba6043"},
+		{gguf.TypeQ4_1, "1066400389fe05ad"},
+		{gguf.TypeQ5_0, "1e5d5b14e9a17df7"},
+		{gguf.TypeQ5_1, "5d2ac4d3440239e9"},
+		{gguf.TypeIQ4_NL, "a21c0ac67ff5b146"},
+		{gguf.TypeQ4_K, "a62088e8df6109b2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.typ.String(), func(t *testing.T) {
+			n, _ := tt.typ.RowSize(int64(len(x)))
+			q := make([]byte, n)
+			require.NoError(t, gguf.Quantize(q, x, tt.typ))
+			h := fnv.New64a()
+			h.Write(q)
+			assert.Equal(t, tt.want, hexU64(h.Sum64()))
 		})
 	}
 }
