@@ -43,14 +43,23 @@ func quantizer(t Type) func(dst []byte, src []float32) {
 		return quantQ5_1
 	case TypeIQ4_NL:
 		return quantIQ4NL
+	case TypeQ2_K:
+		return quantQ2K
+	case TypeQ3_K:
+		return quantQ3K
 	case TypeQ4_K:
 		return quantQ4K
+	case TypeQ5_K:
+		return quantQ5K
+	case TypeQ6_K:
+		return quantQ6K
 	}
 	return nil
 }
 
 // CanQuantize reports whether Quantize supports t: F32, F16, the legacy
-// Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0, IQ4_NL, and Q4_K.
+// Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0, IQ4_NL, and the K-quants Q2_K, Q3_K,
+// Q4_K, Q5_K and Q6_K.
 func (t Type) CanQuantize() bool { return quantizer(t) != nil }
 
 // Quantize converts src to len(src) elements of type t, stored as in a GGUF
