@@ -9,7 +9,11 @@ import (
 // Reference quantizers. They reproduce ggml's quantize_row_*_ref functions,
 // the deterministic path that llama.cpp's converters use when no importance
 // matrix is given, so that a file written here has the same bytes as one
-// written by ggml from the same float32 data.
+// written by ggml from the same float32 data. The one exception is IQ4_NL,
+// whose _ref function differs from what ggml_quantize_chunk (and so
+// llama.cpp's quantize tool) runs without an importance matrix; the latter
+// is reproduced (see quantIQ4NL). The legacy 32-element types are in this
+// file, the K-quants in quant_k.go.
 //
 // Arithmetic is float32, step by step, as in ggml built without FMA
 // contraction (the default for x86-64 builds that do not target FMA
@@ -31,14 +35,31 @@ func quantizer(t Type) func(dst []byte, src []float32) {
 		return quantQ8_0
 	case TypeQ4_0:
 		return quantQ4_0
+	case TypeQ4_1:
+		return quantQ4_1
+	case TypeQ5_0:
+		return quantQ5_0
+	case TypeQ5_1:
+		return quantQ5_1
+	case TypeIQ4_NL:
+		return quantIQ4NL
+	case TypeQ2_K:
+		return quantQ2K
+	case TypeQ3_K:
+		return quantQ3K
 	case TypeQ4_K:
 		return quantQ4K
+	case TypeQ5_K:
+		return quantQ5K
+	case TypeQ6_K:
+		return quantQ6K
 	}
 	return nil
 }
 
-// CanQuantize reports whether Quantize supports t: F32, F16, Q8_0, Q4_0
-// and Q4_K.
+// CanQuantize reports whether Quantize supports t: F32, F16, the legacy
+// Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0, IQ4_NL, and the K-quants Q2_K, Q3_K,
+// Q4_K, Q5_K and Q6_K.
 func (t Type) CanQuantize() bool { return quantizer(t) != nil }
 
 // Quantize converts src to len(src) elements of type t, stored as in a GGUF
@@ -143,16 +164,17 @@ func quantQ4_0(dst []byte, src []float32) {
 		for j := range 16 {
 			x0 := float32(x[j] * id)
 			x1 := float32(x[j+16] * id)
-			blk[2+j] = q4Nibble(x0+8.5) | q4Nibble(x1+8.5)<<4
+			blk[2+j] = truncLevel(x0+8.5, 15) | truncLevel(x1+8.5, 15)<<4
 		}
 	}
 }
 
-// q4Nibble is MIN(15, (int8_t)v) for the range ggml's Q4_0 produces
-// (v in [0, 17) for finite input), clamped to 0..15 otherwise.
-func q4Nibble(v float32) byte {
+// truncLevel is MIN(top, (int8_t)v), the conversion of the legacy
+// quantizers, for the range they produce (v in [0, 2*top+2) for finite
+// input); out of that range it clamps to 0..top.
+func truncLevel(v float32, top float64) byte {
 	t := math.Trunc(float64(v))
-	return byte(clampF64(t, 0, 15))
+	return byte(clampF64(t, 0, top))
 }
 
 // clampF64 limits v to [lo, hi]; NaN becomes 0.
@@ -168,175 +190,210 @@ func clampF64(v, lo, hi float64) float64 {
 	return v
 }
 
-// nearestInt is ggml's nearest_int: round to nearest, ties to even, valid
-// for |v| < 2^22 (ggml asserts that range; beyond it the result saturates).
-func nearestInt(v float32) int {
-	return int(clampF64(math.RoundToEven(float64(v)), -(1 << 22), 1<<22))
+// groupMaxEps is ggml's GROUP_MAX_EPS: a group whose largest magnitude is
+// below it counts as all zeros.
+const groupMaxEps float32 = 1e-15
+
+// rangeOf returns the smallest and largest of x, starting from ±FLT_MAX
+// as ggml's Q4_1 and Q5_1 do.
+func rangeOf(x []float32) (lo, hi float32) {
+	lo, hi = math.MaxFloat32, -math.MaxFloat32
+	for _, v := range x {
+		if v < lo {
+			lo = v
+		}
+		if v > hi {
+			hi = v
+		}
+	}
+	return lo, hi
 }
 
-// makeQKX2Quants is ggml's make_qkx2_quants: it fits x (len(x) elements,
-// weighted by w) with x ≈ scale*L - min, L in 0..nmax, min >= 0, trying
-// nstep+1 candidate scales around nmax/(max-min) and refining each by
-// weighted least squares; it keeps the best by weighted squared error.
-// L receives the levels; laux is scratch of len(x). It returns scale and min.
-func makeQKX2Quants(nmax int, x, w []float32, L, laux []uint8, rmin, rdelta float32, nstep int) (scale, theMin float32) {
-	n := len(x)
-	lo, hi := x[0], x[0]
-	sumW := w[0]
-	sumX := float32(sumW * x[0])
-	for i := 1; i < n; i++ {
-		if x[i] < lo {
-			lo = x[i]
-		}
-		if x[i] > hi {
-			hi = x[i]
-		}
-		sumW += w[i]
-		sumX += float32(w[i] * x[i])
-	}
-	if lo > 0 {
-		lo = 0
-	}
-	if hi == lo {
-		for i := range L[:n] {
-			L[i] = 0
-		}
-		return 0, -lo
-	}
-	fnmax := float32(nmax)
-	iscale := fnmax / (hi - lo)
-	scale = 1 / iscale
-	var bestErr float32
-	for i := range n {
-		l := nearestInt(float32(iscale * (x[i] - lo)))
-		L[i] = uint8(max(0, min(nmax, l)))
-		diff := float32(float32(scale*float32(L[i]))+lo) - x[i]
-		bestErr += float32(w[i] * float32(diff*diff))
-	}
-	if nstep < 1 {
-		return scale, -lo
-	}
-	for is := 0; is <= nstep; is++ {
-		iscale = (float32(rmin+float32(rdelta*float32(is))) + fnmax) / (hi - lo)
-		var sumL, sumL2, sumXL float32
-		for i := range n {
-			l := nearestInt(float32(iscale * (x[i] - lo)))
-			l = max(0, min(nmax, l))
-			laux[i] = uint8(l)
-			fl := float32(l)
-			wl := float32(w[i] * fl)
-			sumL += wl
-			sumL2 += float32(wl * fl)
-			sumXL += float32(wl * x[i])
-		}
-		D := float32(sumW*sumL2) - float32(sumL*sumL)
-		if D > 0 {
-			thisScale := (float32(sumW*sumXL) - float32(sumX*sumL)) / D
-			thisMin := (float32(sumL2*sumX) - float32(sumL*sumXL)) / D
-			if thisMin > 0 {
-				thisMin = 0
-				thisScale = sumXL / sumL2
-			}
-			var curErr float32
-			for i := range n {
-				diff := float32(float32(thisScale*float32(laux[i]))+thisMin) - x[i]
-				curErr += float32(w[i] * float32(diff*diff))
-			}
-			if curErr < bestErr {
-				copy(L[:n], laux[:n])
-				bestErr = curErr
-				scale, lo = thisScale, thisMin
-			}
-		}
-	}
-	return scale, -lo
-}
-
-// quantQ4K writes block_q4_K (see dequantQ4K) as quantize_row_q4_K_ref does:
+// quantQ4_1 writes block_q4_1 {f16 d; f16 m; uint8 qs[16]} as
+// quantize_row_q4_1_ref does:
 //
-//  1. Each 32-element sub-block j is fitted by makeQKX2Quants (nmax 15,
-//     weights sqrt(mean(x²)) + |x|, 21 candidate scales from
-//     (15-1+0.1k)/(max-min)), giving scale[j] and min[j].
-//  2. d = max(scale)/63 and dmin = max(min)/63 are stored as f16; each
-//     sub-block stores sc = nearest(63*scale[j]/max(scale)) and
-//     m = nearest(63*min[j]/max(min)) in 6 bits (see scaleMinK4).
-//  3. Every element is requantized against the stored values:
-//     q = clamp(nearest((x + f16(dmin)*m) / (f16(d)*sc)), 0, 15); a
-//     sub-block whose f16(d)*sc is 0 keeps its levels from step 1.
-func quantQ4K(dst []byte, src []float32) {
-	var (
-		L       [qk]uint8
-		laux    [32]uint8
-		weights [32]float32
-		mins    [8]float32
-		scales  [8]float32
-	)
-	for b := range len(src) / qk {
-		x := src[b*qk : b*qk+qk]
-		blk := dst[b*144 : b*144+144]
-		var maxScale, maxMin float32
-		for j := range 8 {
-			xs := x[32*j : 32*j+32]
-			var sumX2 float32
-			for _, v := range xs {
-				sumX2 += float32(v * v)
-			}
-			avX := float32(math.Sqrt(float64(sumX2 / 32)))
-			for l, v := range xs {
-				weights[l] = avX + abs32(v)
-			}
-			scales[j], mins[j] = makeQKX2Quants(15, xs, weights[:], L[32*j:32*j+32], laux[:], -1, 0.1, 20)
-			if scales[j] > maxScale {
-				maxScale = scales[j]
-			}
-			if mins[j] > maxMin {
-				maxMin = mins[j]
-			}
+//	m    = min x[i], stored as f16
+//	d    = (max - min) / 15, stored as f16
+//	q[i] = min(15, trunc((x[i] - min)*(1/d) + 0.5))   (0 when d = 0)
+//
+// The quants use the float32 d and min. Nibbles as in Q4_0.
+func quantQ4_1(dst []byte, src []float32) {
+	for b := range len(src) / 32 {
+		x := src[b*32 : b*32+32]
+		blk := dst[b*20 : b*20+20]
+		lo, hi := rangeOf(x)
+		d := (hi - lo) / 15
+		var id float32
+		if d != 0 {
+			id = 1 / d
 		}
+		binary.LittleEndian.PutUint16(blk, F32ToF16(d))
+		binary.LittleEndian.PutUint16(blk[2:], F32ToF16(lo))
+		for j := range 16 {
+			x0 := float32((x[j] - lo) * id)
+			x1 := float32((x[j+16] - lo) * id)
+			blk[4+j] = truncLevel(x0+0.5, 15) | truncLevel(x1+0.5, 15)<<4
+		}
+	}
+}
 
-		var invScale, invMin float32
-		if maxScale > 0 {
-			invScale = 63 / maxScale
-		}
-		if maxMin > 0 {
-			invMin = 63 / maxMin
-		}
-		sc := blk[4:16]
-		for j := range 8 {
-			ls := min(63, uint8(nearestInt(float32(invScale*scales[j]))))
-			lm := min(63, uint8(nearestInt(float32(invMin*mins[j]))))
-			if j < 4 {
-				sc[j] = ls
-				sc[j+4] = lm
-			} else {
-				sc[j+4] = ls&0x0f | (lm&0x0f)<<4
-				sc[j-4] |= (ls >> 4) << 6
-				sc[j] |= (lm >> 4) << 6
+// quantQ5_0 writes block_q5_0 {f16 d; uint8 qh[4]; uint8 qs[16]} as
+// quantize_row_q5_0_ref does, Q4_0's scheme with 32 levels:
+//
+//	max  = the x[i] of largest magnitude (the first one on ties), signed
+//	d    = max / -16, stored as f16
+//	q[i] = min(31, trunc(x[i]*(1/d) + 16.5))   (16 when d = 0)
+//
+// The low 4 bits go to the nibbles as in Q4_0, bit 4 of element i to bit i
+// of the little-endian uint32 qh.
+func quantQ5_0(dst []byte, src []float32) {
+	for b := range len(src) / 32 {
+		x := src[b*32 : b*32+32]
+		blk := dst[b*22 : b*22+22]
+		var amax, vmax float32
+		for _, v := range x {
+			if a := abs32(v); amax < a {
+				amax, vmax = a, v
 			}
 		}
-		hd, hm := F32ToF16(maxScale/63), F32ToF16(maxMin/63)
-		binary.LittleEndian.PutUint16(blk[0:], hd)
-		binary.LittleEndian.PutUint16(blk[2:], hm)
-		fd, fm := F16ToF32(hd), F16ToF32(hm)
+		d := vmax / -16
+		var id float32
+		if d != 0 {
+			id = 1 / d
+		}
+		binary.LittleEndian.PutUint16(blk, F32ToF16(d))
+		var qh uint32
+		for j := range 16 {
+			q0 := truncLevel(float32(x[j]*id)+16.5, 31)
+			q1 := truncLevel(float32(x[j+16]*id)+16.5, 31)
+			blk[6+j] = q0&0x0f | (q1&0x0f)<<4
+			qh |= uint32(q0>>4)<<j | uint32(q1>>4)<<(j+16)
+		}
+		binary.LittleEndian.PutUint32(blk[2:], qh)
+	}
+}
 
-		for j := range 8 {
-			s, m := scaleMinK4(j, sc)
-			d := fd * float32(s)
-			if d == 0 {
-				continue
-			}
-			dm := float32(fm * float32(m))
-			for i, v := range x[32*j : 32*j+32] {
-				l := nearestInt((v + dm) / d)
-				L[32*j+i] = uint8(max(0, min(15, l)))
+// quantQ5_1 writes block_q5_1 {f16 d; f16 m; uint8 qh[4]; uint8 qs[16]}
+// as quantize_row_q5_1_ref does, Q4_1's scheme with 32 levels:
+//
+//	m    = min x[i], stored as f16
+//	d    = (max - min) / 31, stored as f16
+//	q[i] = trunc((x[i] - min)*(1/d) + 0.5)   (0 when d = 0)
+//
+// Bits as in Q5_0.
+func quantQ5_1(dst []byte, src []float32) {
+	for b := range len(src) / 32 {
+		x := src[b*32 : b*32+32]
+		blk := dst[b*24 : b*24+24]
+		lo, hi := rangeOf(x)
+		d := (hi - lo) / 31
+		var id float32
+		if d != 0 {
+			id = 1 / d
+		}
+		binary.LittleEndian.PutUint16(blk, F32ToF16(d))
+		binary.LittleEndian.PutUint16(blk[2:], F32ToF16(lo))
+		var qh uint32
+		for j := range 16 {
+			q0 := truncLevel(float32((x[j]-lo)*id)+0.5, 31)
+			q1 := truncLevel(float32((x[j+16]-lo)*id)+0.5, 31)
+			blk[8+j] = q0&0x0f | (q1&0x0f)<<4
+			qh |= uint32(q0>>4)<<j | uint32(q1>>4)<<(j+16)
+		}
+		binary.LittleEndian.PutUint32(blk[4:], qh)
+	}
+}
+
+// iq4nlIndex is ggml's best_index_int8 over iq4nlValues: the index of the
+// level nearest to v (the upper one on ties), found by bisection.
+func iq4nlIndex(v float32) uint8 {
+	vals := &iq4nlValues
+	if v <= float32(vals[0]) {
+		return 0
+	}
+	if v >= float32(vals[15]) {
+		return 15
+	}
+	lo, hi := 0, 15
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		if v < float32(vals[mid]) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	if v-float32(vals[hi-1]) < float32(vals[hi])-v {
+		return uint8(hi - 1)
+	}
+	return uint8(hi)
+}
+
+// quantIQ4NL writes block_iq4_nl {f16 d; uint8 qs[16]} as quantize_iq4_nl
+// does without an importance matrix (the function ggml_quantize_chunk and
+// so llama.cpp's quantize tool call; quantize_row_iq4_nl_ref skips the
+// search of step 2 and the requantization of step 3):
+//
+//  1. With weights w = x², max the x[i] of largest magnitude (the first on
+//     ties) and the levels v[k] = iq4nlValues[k], each element takes the
+//     level nearest to x*(1/d) for d = max/127, and d is refitted by
+//     weighted least squares: d = Σwvx/Σwv².
+//  2. For t = -7..7 the levels nearest to x*(t-127)/max are tried; each
+//     least-squares fit with a larger Σ(wvx)²/Σwv² replaces d.
+//  3. d is stored as f16 and every element takes the level nearest to
+//     x*(1/d) (the float32 d).
+//
+// A block whose largest magnitude is below 1e-15 stores d = 0 and level 8
+// (the value 1, nearest to 0) everywhere. Nibbles as in Q4_0.
+func quantIQ4NL(dst []byte, src []float32) {
+	var L [32]uint8
+	for b := range len(src) / 32 {
+		x := src[b*32 : b*32+32]
+		blk := dst[b*18 : b*18+18]
+		var amax, vmax float32
+		for _, v := range x {
+			if a := abs32(v); a > amax {
+				amax, vmax = a, v
 			}
 		}
-
-		qs := blk[16:144]
-		for c := range 4 {
-			for l := range 32 {
-				qs[32*c+l] = L[64*c+l] | L[64*c+32+l]<<4
+		var d float32
+		if amax >= groupMaxEps {
+			d = -vmax / float32(iq4nlValues[0])
+			id := 1 / d
+			var sumQX, sumQ2 float32
+			for _, v := range x {
+				q := float32(iq4nlValues[iq4nlIndex(float32(id*v))])
+				wq := float32(float32(v*v) * q)
+				sumQX += float32(wq * v)
+				sumQ2 += float32(wq * q)
 			}
+			d = sumQX / sumQ2
+			best := float32(d * sumQX)
+			for t := -7; t <= 7; t++ {
+				id = float32(t+int(iq4nlValues[0])) / vmax
+				sumQX, sumQ2 = 0, 0
+				for _, v := range x {
+					q := float32(iq4nlValues[iq4nlIndex(float32(id*v))])
+					wq := float32(float32(v*v) * q)
+					sumQX += float32(wq * v)
+					sumQ2 += float32(wq * q)
+				}
+				if sumQ2 > 0 && float32(sumQX*sumQX) > float32(best*sumQ2) {
+					d = sumQX / sumQ2
+					best = float32(d * sumQX)
+				}
+			}
+		}
+		binary.LittleEndian.PutUint16(blk, F32ToF16(d))
+		var id float32
+		if d != 0 {
+			id = 1 / d
+		}
+		for j, v := range x {
+			L[j] = iq4nlIndex(float32(id * v))
+		}
+		for j := range 16 {
+			blk[2+j] = L[j] | L[j+16]<<4
 		}
 	}
 }

@@ -20,7 +20,8 @@ func synthCommand() *cli.Command {
 		ArgsUsage: "OUT.gguf",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "preset", Value: "tinyllama", Usage: "shape: " + strings.Join(presetNames(), ", ")},
-			&cli.StringFlag{Name: "type", Value: "F16", Usage: "weight type: F32, F16, Q8_0 or Q4_0"},
+			&cli.StringFlag{Name: "type", Value: "F16", Usage: "type of every 2-D weight (" + strings.Join(pureNames(), ", ") +
+				") or llama.cpp mix (" + strings.Join(mixNames(), ", ") + "); K-quants fall back as in llama.cpp for rows not of whole 256-element blocks"},
 			&cli.StringFlag{Name: "vocab-from", Usage: "copy the tokenizer from this GGUF (its vocabulary size wins)"},
 			&cli.IntFlag{Name: "layers", Usage: "override the preset's layer count"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "random seed"},
@@ -39,11 +40,11 @@ func synthCommand() *cli.Command {
 			} else if n < 0 {
 				return usageErrorf("--layers must be positive")
 			}
-			typ, ok := gguf.ParseType(strings.ToUpper(c.String("type")))
+			typ, mix, ok := synth.ParseWeights(c.String("type"))
 			if !ok {
-				return usageErrorf("--type %q: want F32, F16, Q8_0 or Q4_0", c.String("type"))
+				return usageErrorf("--type %q: want one of %s", c.String("type"), strings.Join(synth.WeightNames(), ", "))
 			}
-			opts := synth.Options{Type: typ, Seed: c.Uint64("seed"), Workers: c.Int("threads")}
+			opts := synth.Options{Type: typ, Mix: mix, Seed: c.Uint64("seed"), Workers: c.Int("threads")}
 			vocab := 0
 			if vf := c.String("vocab-from"); vf != "" {
 				v, err := gguf.Open(vf)
@@ -61,7 +62,7 @@ func synthCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			total := synth.Size(p, typ, vocab)
+			total := synth.Size(p, opts, vocab)
 			progress := newProgress(c.App.ErrWriter, "writing "+out, total)
 			opts.Progress = progress.update
 			start := time.Now()
@@ -79,8 +80,12 @@ func synthCommand() *cli.Command {
 				return err
 			}
 			d := time.Since(start)
+			weights := typ.String()
+			if mix != synth.NoMix {
+				weights = mix.String()
+			}
 			fmt.Fprintf(c.App.ErrWriter, "m40llm: wrote %s: synthetic %s, %s weights, %s in %v (%.2f GB/s)\n",
-				out, p.Name, typ, humanBytes(total), d.Round(time.Millisecond), float64(total)/d.Seconds()/1e9)
+				out, p.Name, weights, humanBytes(total), d.Round(time.Millisecond), float64(total)/d.Seconds()/1e9)
 			return nil
 		},
 	}
@@ -92,5 +97,26 @@ func presetNames() []string {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	return names
+}
+
+// pureNames and mixNames split synth.WeightNames into types and mixes.
+func pureNames() []string {
+	var names []string
+	for _, n := range synth.WeightNames() {
+		if _, m, _ := synth.ParseWeights(n); m == synth.NoMix {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+func mixNames() []string {
+	var names []string
+	for _, n := range synth.WeightNames() {
+		if _, m, _ := synth.ParseWeights(n); m != synth.NoMix {
+			names = append(names, n)
+		}
+	}
 	return names
 }

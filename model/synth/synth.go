@@ -14,6 +14,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/m40llm/m40llm/gguf"
@@ -48,9 +49,15 @@ var Presets = map[string]Preset{
 
 // Options configures Write.
 type Options struct {
-	// Type of the 2-D weights: F32, F16, Q8_0 or Q4_0 (norms, biases and
-	// RoPE factors are always F32).
+	// Type of every 2-D weight, when Mix is NoMix: any type in
+	// WeightNames (F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K,
+	// IQ4_NL). A K-quant falls back as in a mix (see Mix) for tensors
+	// whose rows are not whole 256-element super-blocks. Norms, biases
+	// and RoPE factors are always F32.
 	Type gguf.Type
+	// Mix, when not NoMix, gives each 2-D weight the type llama.cpp's
+	// quantize tool gives it in that mix (see Mix); Type is then ignored.
+	Mix Mix
 	// Vocab, when not nil, supplies the tokenizer.* keys; its vocabulary
 	// size replaces the preset's. Otherwise a synthetic byte-fallback
 	// SentencePiece vocabulary of the preset's size is written.
@@ -117,7 +124,10 @@ func (p *Preset) metadata(opts *Options) (*gguf.Metadata, int, error) {
 		set(a+".attention.key_length", uint32(hd))
 		set(a+".attention.value_length", uint32(hd))
 	}
-	ftype := map[gguf.Type]uint32{gguf.TypeF32: 0, gguf.TypeF16: 1, gguf.TypeQ4_0: 2, gguf.TypeQ8_0: 7}[opts.Type]
+	ftype := pureFileTypes[opts.Type]
+	if opts.Mix != NoMix {
+		ftype = opts.Mix.FileType()
+	}
 	set("general.file_type", ftype)
 	set("general.alignment", uint32(32))
 	vocab := p.Vocab
@@ -167,19 +177,35 @@ func syntheticVocab(n int) ([]string, []float32, []int32) {
 	return tokens, scores, types
 }
 
-// tensors lists the model's tensors in llama.cpp's order.
-func (p *Preset) tensors(vocab int, t gguf.Type) []tensor {
+// tensors lists the model's tensors in llama.cpp's order, each 2-D weight
+// with the type opts give it (see Options.Type and Mix).
+func (p *Preset) tensors(vocab int, opts *Options) ([]tensor, error) {
 	hd := p.headDim()
 	q, kv := p.Heads*hd, p.KVHeads*hd
-	mat := func(name string, rows, cols int) tensor {
-		return tensor{spec: gguf.TensorSpec{Name: name, Type: t, Dims: []int64{int64(cols), int64(rows)}}}
+	var err error
+	// mat is the 2-D weight role (ne=[cols, rows]) of layer l, or a
+	// whole-model weight for l < 0.
+	mat := func(l int, role string, rows, cols int) tensor {
+		name := role + ".weight"
+		if l >= 0 {
+			name = fmt.Sprintf("blk.%d.%s", l, name)
+		}
+		t := opts.Type
+		if opts.Mix != NoMix {
+			t = p.mixType(opts.Mix, role, l, int64(cols))
+		}
+		ft, ok := fallback(t, int64(cols))
+		if !ok && err == nil {
+			err = fmt.Errorf("synth: tensor %s has rows of %d elements, not whole %s blocks of %d", name, cols, t, t.BlockSize())
+		}
+		return tensor{spec: gguf.TensorSpec{Name: name, Type: ft, Dims: []int64{int64(cols), int64(rows)}}}
 	}
 	vec := func(name string, n int, ones bool) tensor {
 		return tensor{spec: gguf.TensorSpec{Name: name, Type: gguf.TypeF32, Dims: []int64{int64(n)}}, ones: ones}
 	}
-	ts := []tensor{mat("token_embd.weight", vocab, p.Dim), vec("output_norm.weight", p.Dim, true)}
+	ts := []tensor{mat(-1, "token_embd", vocab, p.Dim), vec("output_norm.weight", p.Dim, true)}
 	if !p.Tied {
-		ts = append(ts, mat("output.weight", vocab, p.Dim))
+		ts = append(ts, mat(-1, "output", vocab, p.Dim))
 	}
 	if p.RopeFreqs {
 		ts = append(ts, vec("rope_freqs.weight", hd/2, true))
@@ -187,51 +213,73 @@ func (p *Preset) tensors(vocab int, t gguf.Type) []tensor {
 	for l := range p.Layers {
 		b := fmt.Sprintf("blk.%d.", l)
 		ts = append(ts, vec(b+"attn_norm.weight", p.Dim, true),
-			mat(b+"attn_q.weight", q, p.Dim), mat(b+"attn_k.weight", kv, p.Dim), mat(b+"attn_v.weight", kv, p.Dim))
+			mat(l, "attn_q", q, p.Dim), mat(l, "attn_k", kv, p.Dim), mat(l, "attn_v", kv, p.Dim))
 		if p.Arch == "qwen2" {
 			ts = append(ts, vec(b+"attn_q.bias", q, false), vec(b+"attn_k.bias", kv, false), vec(b+"attn_v.bias", kv, false))
 		}
 		if p.Arch == "qwen3" {
 			ts = append(ts, vec(b+"attn_q_norm.weight", hd, true), vec(b+"attn_k_norm.weight", hd, true))
 		}
-		ts = append(ts, mat(b+"attn_output.weight", p.Dim, q), vec(b+"ffn_norm.weight", p.Dim, true),
-			mat(b+"ffn_gate.weight", p.FFN, p.Dim), mat(b+"ffn_up.weight", p.FFN, p.Dim), mat(b+"ffn_down.weight", p.Dim, p.FFN))
+		ts = append(ts, mat(l, "attn_output", p.Dim, q), vec(b+"ffn_norm.weight", p.Dim, true),
+			mat(l, "ffn_gate", p.FFN, p.Dim), mat(l, "ffn_up", p.FFN, p.Dim), mat(l, "ffn_down", p.Dim, p.FFN))
 	}
-	return ts
+	return ts, err
+}
+
+// size returns the number of bytes of the tensor's data.
+func (t *tensor) size() int64 {
+	n := int64(1)
+	for _, d := range t.spec.Dims {
+		n *= d
+	}
+	sz, _ := t.spec.Type.RowSize(n)
+	return sz
+}
+
+// check validates the weight choice of o.
+func (o *Options) check() error {
+	if o.Mix != NoMix {
+		if !o.Mix.valid() {
+			return fmt.Errorf("synth: unknown mix %s", o.Mix)
+		}
+		return nil
+	}
+	if _, ok := pureFileTypes[o.Type]; !ok || !o.Type.CanQuantize() {
+		return fmt.Errorf("synth: weight type %s not supported (want one of %s)", o.Type, strings.Join(WeightNames(), ", "))
+	}
+	return nil
 }
 
 // chunkElems is the number of elements generated per chunk (a multiple of
 // every block size), split across the workers.
 const chunkElems = 1 << 22
 
-// Write writes a random-weight model of shape p to w.
+// Write writes a random-weight model of shape p to w, with the weight
+// types opts choose (see Options.Type and Mix). It fails before writing
+// anything when the shape is invalid, the type or mix unknown, or a
+// tensor's rows cannot hold its type even after the fallback (rows that
+// are not whole 32-element blocks for a legacy type, IQ4_NL or, through
+// the output rule, Q8_0).
 func Write(w io.Writer, p Preset, opts Options) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
-	switch opts.Type {
-	case gguf.TypeF32, gguf.TypeF16, gguf.TypeQ8_0, gguf.TypeQ4_0:
-	default:
-		return fmt.Errorf("synth: weight type %s not supported (F32, F16, Q8_0, Q4_0)", opts.Type)
+	if err := opts.check(); err != nil {
+		return err
 	}
 	md, vocab, err := p.metadata(&opts)
 	if err != nil {
 		return err
 	}
-	ts := p.tensors(vocab, opts.Type)
+	ts, err := p.tensors(vocab, &opts)
+	if err != nil {
+		return err
+	}
 	specs := make([]gguf.TensorSpec, len(ts))
 	var total int64
 	for i, t := range ts {
 		specs[i] = t.spec
-		n := int64(1)
-		for _, d := range t.spec.Dims {
-			n *= d
-		}
-		if t.spec.Dims[0]%int64(t.spec.Type.BlockSize()) != 0 {
-			return fmt.Errorf("synth: tensor %s has rows of %d elements, not whole %s blocks of %d", t.spec.Name, t.spec.Dims[0], t.spec.Type, t.spec.Type.BlockSize())
-		}
-		sz, _ := t.spec.Type.RowSize(n)
-		total += sz
+		total += t.size()
 	}
 	gw, err := gguf.NewWriter(w, md, specs)
 	if err != nil {
@@ -353,19 +401,23 @@ func (g *generator) fill(buf []byte, ti uint64, t tensor, start, n int64) ([]byt
 }
 
 // Size returns the number of bytes of tensor data Write would produce for
-// p with weights of type t and the given vocabulary size (0: the preset's).
-func Size(p Preset, t gguf.Type, vocab int) int64 {
+// p with the weight types of opts (Type, Mix) and the given vocabulary
+// size (0: the preset's). It returns 0 when Write would fail on the shape
+// or the weight types.
+func Size(p Preset, opts Options, vocab int) int64 {
 	if vocab <= 0 {
 		vocab = p.Vocab
 	}
+	if p.Validate() != nil || opts.check() != nil {
+		return 0
+	}
+	ts, err := p.tensors(vocab, &opts)
+	if err != nil {
+		return 0
+	}
 	var total int64
-	for _, tt := range p.tensors(vocab, t) {
-		n := int64(1)
-		for _, d := range tt.spec.Dims {
-			n *= d
-		}
-		sz, _ := tt.spec.Type.RowSize(n)
-		total += sz
+	for _, t := range ts {
+		total += t.size()
 	}
 	return total
 }
