@@ -247,8 +247,10 @@ func BenchmarkMatVecQ(b *testing.B) {
 		}{
 			{"7b-wo", 1, 4096, 4096}, {"7b-up", 1, 11008, 4096}, {"7b-down", 1, 4096, 11008},
 			{"7b-output", 1, 32000, 4096}, {"7b-wo", 4, 4096, 4096}, {"7b-wo", 8, 4096, 4096}, {"7b-wo", 16, 4096, 4096},
+			{"7b-gateup", 1, 11008, 4096}, {"7b-gateup", 8, 11008, 4096},
 		} {
-			if sh.n > 1 && !common {
+			gateUp := sh.name == "7b-gateup"
+			if (sh.n > 1 || gateUp) && !common {
 				continue
 			}
 			if sh.k%qt.BlockSize() != 0 {
@@ -294,14 +296,30 @@ func BenchmarkMatVecQ(b *testing.B) {
 				for _, n := range sizes {
 					used += n
 				}
-				sec := graphBench(b, ctx, copies, func(s cudadrv.Stream, i int) error {
+				weight := func(i int) *QuantWeight {
 					w := &QuantWeight{Type: qt, M: sh.m, K: sh.k}
 					for j, n := range sizes {
 						if n > 0 {
-							w.Planes[j] = q.Offset(i*wbytes + offs[j])
+							w.Planes[j] = q.Offset(i%copies*wbytes + offs[j])
 						}
 					}
-					return k.MatVecQ(s, y, x, w, 0, sh.n)
+					return w
+				}
+				var y2 cudadrv.DevicePtr
+				if gateUp {
+					// The gate and up matrices are consecutive copies; SwiGLU
+					// on the way out (the FP16 gateup's work).
+					used *= 2
+					if err := ctx.Do(func() (err error) { y2, err = cudadrv.MemAlloc(4 * sh.n * sh.m); return err }); err != nil {
+						b.Fatal(err)
+					}
+					defer ctx.Do(func() error { return cudadrv.MemFree(y2) })
+				}
+				sec := graphBench(b, ctx, copies, func(s cudadrv.Stream, i int) error {
+					if gateUp {
+						return k.GateUpQ(s, y, y2, x, weight(i), weight(i+1), sh.n)
+					}
+					return k.MatVecQ(s, x, sh.n, sh.k, QuantOut{Y: y, W: *weight(i)})
 				})
 				b.ReportMetric(sec*1e6, "µs/op")
 				b.ReportMetric(float64(used)/sec/1e9, "GB/s")

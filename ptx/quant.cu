@@ -528,10 +528,19 @@ __device__ __forceinline__ float unit_dot(const unit<qt<T>::G> &w, const float *
     return r;
 }
 
-// Y[i, r] = Σ_l X[i, l] * W[r, l] (+ bias[r]) for i < n ≤ N, r < m: W (m, k)
-// in planes p0, p1, p2; X (n, k) FP32; Y (n, m) FP32; bias 0 or (1, m).
+// The products of one input X (n, k) FP32, n ≤ N, with up to three
+// quantized matrices of one type (the Q, K and V projections, or a single
+// product): Y_o[i, r] = Σ_l X[i, l] * W_o[r, l] (+ bias_o[r]) for r < m_o,
+// W_o (m_o, k) in planes po0, po1, po2 (o = a, b, c), Y_o (n, m_o) FP32,
+// bias_o 0 or (1, m_o); m_o = 0 for outputs not used. The blocks of output
+// 0 come first, then those of 1 and 2.
 //
-// A block of 8 warps computes 8R rows, R per warp; lane j of a warp takes
+// With GU (the feed-forward block's gate and up, W_a = Wg, W_b = Wu, m_a =
+// m_b = m): g = X·Wgᵀ, u = X·Wuᵀ; Y_a[i, r] = g / (1 + exp(-g)) * u
+// (swiglu_f32's formula) and Y_b[i, r] = u; a warp computes R/2 rows of
+// each, so that both halves of a row meet in one lane.
+//
+// A block of 8 warps computes 8R weight rows, R per warp; lane j of a warp takes
 // units j, j + 32, ... of its rows (P of them at a time, their loads issued
 // first) and the warp's xor butterfly adds the lanes' sums, so every row is
 // summed in the same order whatever N. The activations are staged in
@@ -544,11 +553,15 @@ __device__ __forceinline__ float unit_dot(const unit<qt<T>::G> &w, const float *
 // (then P*32 units make one chunk). With N = 1 the codes are decoded for
 // each use instead (registers). Grid ceil(m/(8R)). Rows past m are
 // computed on row m-1's data and not stored.
-template <int T, int N, int NP, int KC, int R, int P>
-__device__ __forceinline__ void matvec_q(float *__restrict__ y, const float *__restrict__ x,
-                                         const unsigned char *__restrict__ p0, const unsigned char *__restrict__ p1,
-                                         const unsigned char *__restrict__ p2, const float *__restrict__ bias, int n,
-                                         int m, int k)
+struct qouts {
+    float *y[3];
+    const unsigned char *p[3][3];
+    const float *bias[3];
+    int m[3];
+};
+
+template <int T, int N, int NP, int KC, int R, int P, bool GU>
+__device__ __forceinline__ void matvec_q(const qouts &o, const float *__restrict__ x, int n, int k)
 {
     using Q = qt<T>;
     constexpr int G = Q::G, L = 32 / G, UC = KC / 32, WARPS = 8;
@@ -557,13 +570,35 @@ __device__ __forceinline__ void matvec_q(float *__restrict__ y, const float *__r
     static_assert(N == NP || 32 * P == UC, "several passes need the chunk's weights in registers");
     __shared__ float4 xs4[NP * UC * 8];
     __shared__ float xsum[NP * UC * 4];
+    static_assert(!GU || R % 2 == 0, "gate and up rows in pairs");
+    constexpr int ROWS = GU ? R / 2 : R; // rows of each output per warp
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int r0 = (blockIdx.x * WARPS + warp) * R;
+    // The output this block computes, and the block's index in it.
+    int out = 0, blk = blockIdx.x;
+    if (!GU) {
+        const int nb0 = (o.m[0] + WARPS * R - 1) / (WARPS * R), nb1 = (o.m[1] + WARPS * R - 1) / (WARPS * R);
+        if (blk >= nb0) {
+            blk -= nb0;
+            out = 1;
+            if (blk >= nb1) {
+                blk -= nb1;
+                out = 2;
+            }
+        }
+    }
+    const int m = o.m[out];
+    const int r0 = (blk * WARPS + warp) * ROWS;
     const int units = k / 32, bpr = units / Q::S;
     size_t rowblk[R];
+    const unsigned char *pl[R][3];
 #pragma unroll
-    for (int s = 0; s < R; s++)
-        rowblk[s] = (size_t)min(r0 + s, m - 1) * bpr;
+    for (int s = 0; s < R; s++) {
+        const int src = GU ? s / ROWS : out;
+        rowblk[s] = (size_t)min(r0 + s % ROWS, m - 1) * bpr;
+#pragma unroll
+        for (int j = 0; j < 3; j++)
+            pl[s][j] = o.p[src][j];
+    }
     float acc[R][N];
 #pragma unroll
     for (int s = 0; s < R; s++)
@@ -580,7 +615,7 @@ __device__ __forceinline__ void matvec_q(float *__restrict__ y, const float *__r
                 const int u = c0 + min(j0 + 32 * p, uc - 1);
 #pragma unroll
                 for (int s = 0; s < R; s++)
-                    w[p][s] = Q::load(p0, p1, p2, rowblk[s] + u / Q::S, u % Q::S);
+                    w[p][s] = Q::load(pl[s][0], pl[s][1], pl[s][2], rowblk[s] + u / Q::S, u % Q::S);
             }
             float f[DEC ? P : 1][DEC ? R : 1][32];
             if (DEC) {
@@ -660,6 +695,23 @@ __device__ __forceinline__ void matvec_q(float *__restrict__ y, const float *__r
             }
         }
     }
+    if (GU) {
+#pragma unroll
+        for (int s = 0; s < ROWS; s++) {
+            const int r = r0 + s;
+#pragma unroll
+            for (int i = 0; i < N; i++) {
+                const float g = warp_sum(acc[s][i]), u = warp_sum(acc[s + ROWS][i]);
+                if (lane == 0 && i < n && r < m) {
+                    o.y[0][(size_t)i * m + r] = g / (1.0f + expf(-g)) * u;
+                    o.y[1][(size_t)i * m + r] = u;
+                }
+            }
+        }
+        return;
+    }
+    float *y = o.y[out];
+    const float *bias = o.bias[out];
 #pragma unroll
     for (int s = 0; s < R; s++) {
         const int r = r0 + s;
@@ -673,22 +725,26 @@ __device__ __forceinline__ void matvec_q(float *__restrict__ y, const float *__r
 }
 
 // Launch shapes per batch width: NP activation rows by KC columns staged
-// (NP*KC*5 bytes of shared memory), R rows per warp, P units in flight per
-// lane (ptx/quant.go mirrors R).
-#define MATVEC_Q(name, T, N, NP, KC, R, P)                                                                       \
+// (NP*KC*5 bytes of shared memory), R weight rows per warp, P units in
+// flight per lane (ptx/quant.go mirrors R).
+#define MATVEC_Q(name, T, N, NP, KC, R, P, GU)                                                                   \
     extern "C" __global__ void __launch_bounds__(256)                                                             \
-        name(float *__restrict__ y, const float *__restrict__ x, const unsigned char *__restrict__ p0,             \
-             const unsigned char *__restrict__ p1, const unsigned char *__restrict__ p2,                           \
-             const float *__restrict__ bias, int n, int m, int k)                                                  \
+        name(float *ya, float *yb, float *yc, const float *__restrict__ x, const unsigned char *pa0,              \
+             const unsigned char *pa1, const unsigned char *pa2, const unsigned char *pb0,                         \
+             const unsigned char *pb1, const unsigned char *pb2, const unsigned char *pc0,                         \
+             const unsigned char *pc1, const unsigned char *pc2, const float *ba, const float *bb,                \
+             const float *bc, int n, int ma, int mb, int mc, int k)                                                \
     {                                                                                                              \
-        matvec_q<T, N, NP, KC, R, P>(y, x, p0, p1, p2, bias, n, m, k);                                             \
+        const qouts o = {{ya, yb, yc}, {{pa0, pa1, pa2}, {pb0, pb1, pb2}, {pc0, pc1, pc2}}, {ba, bb, bc},        \
+                         {ma, mb, mc}};                                                                            \
+        matvec_q<T, N, NP, KC, R, P, GU>(o, x, n, k);                                                              \
     }
 
-// dequant_unit writes unit u of row r (32 values, in element order) with
-// put(position in the row, value).
-template <int T, class F>
+// dequant_unit sets v (32 values, run order: run g's at v[g*32/G ..]) to
+// unit u of row r and start[g] to run g's first column in the row.
+template <int T>
 __device__ __forceinline__ void dequant_unit(const unsigned char *p0, const unsigned char *p1,
-                                             const unsigned char *p2, size_t r, int k, int u, F put)
+                                             const unsigned char *p2, size_t r, int k, int u, float *v, int *start)
 {
     using Q = qt<T>;
     constexpr int G = Q::G, L = 32 / G;
@@ -696,27 +752,48 @@ __device__ __forceinline__ void dequant_unit(const unsigned char *p0, const unsi
     const unit<G> w = Q::load(p0, p1, p2, r * bpr + u / Q::S, sub);
     const int base = (u / Q::S) * 32 * Q::S;
 #pragma unroll
+    for (int g = 0; g < G; g++)
+        start[g] = base + Q::run(sub, g);
+#pragma unroll
     for (int e = 0; e < 32; e++) {
         const int i = Q::slot(e), g = i / L;
         const int q = code_q<Q::MANT>(w.c[e / 4], e % 4) - Q::O;
-        put(base + Q::run(sub, g) + i % L, __fadd_rn(__fmul_rn(w.a[g], (float)q), w.b[g]));
+        v[i] = __fadd_rn(__fmul_rn(w.a[g], (float)q), w.b[g]);
     }
 }
 
 // dst (rows, k) FP16 = W, for the products of prompt processing. One
-// thread per unit, grid-stride.
+// thread per unit, grid-stride; each run is written in 16-byte stores.
 template <int T>
 __device__ __forceinline__ void dequant_f16(__half *__restrict__ dst, const unsigned char *__restrict__ p0,
                                             const unsigned char *__restrict__ p1,
                                             const unsigned char *__restrict__ p2, int rows, int k)
 {
+    constexpr int G = qt<T>::G, L = 32 / G;
     const int units = k / 32;
     const long long total = (long long)rows * units;
     for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < total;
          t += (long long)gridDim.x * blockDim.x) {
         const size_t r = (size_t)(t / units);
-        __half *out = dst + r * k;
-        dequant_unit<T>(p0, p1, p2, r, k, (int)(t % units), [&](int j, float v) { out[j] = __float2half_rn(v); });
+        float v[32];
+        int start[G];
+        dequant_unit<T>(p0, p1, p2, r, k, (int)(t % units), v, start);
+#pragma unroll
+        for (int g = 0; g < G; g++)
+#pragma unroll
+            for (int c = 0; c < L / 8; c++) {
+                const float *x = v + g * L + 8 * c;
+                uint4 h;
+                h.x = (unsigned int)__half_as_ushort(__float2half_rn(x[0])) |
+                      ((unsigned int)__half_as_ushort(__float2half_rn(x[1])) << 16);
+                h.y = (unsigned int)__half_as_ushort(__float2half_rn(x[2])) |
+                      ((unsigned int)__half_as_ushort(__float2half_rn(x[3])) << 16);
+                h.z = (unsigned int)__half_as_ushort(__float2half_rn(x[4])) |
+                      ((unsigned int)__half_as_ushort(__float2half_rn(x[5])) << 16);
+                h.w = (unsigned int)__half_as_ushort(__float2half_rn(x[6])) |
+                      ((unsigned int)__half_as_ushort(__float2half_rn(x[7])) << 16);
+                *reinterpret_cast<uint4 *>(dst + r * k + start[g] + 8 * c) = h;
+            }
     }
 }
 
@@ -727,19 +804,32 @@ __device__ __forceinline__ void embed_q(float *__restrict__ dst, const unsigned 
                                         const unsigned char *__restrict__ p1, const unsigned char *__restrict__ p2,
                                         const int *__restrict__ tokens, int n, int k)
 {
+    constexpr int G = qt<T>::G, L = 32 / G;
     const int i = blockIdx.y;
     if (i >= n)
         return;
     const size_t r = (size_t)tokens[i];
     float *out = dst + (size_t)i * k;
-    for (int u = blockIdx.x * blockDim.x + threadIdx.x; u < k / 32; u += gridDim.x * blockDim.x)
-        dequant_unit<T>(p0, p1, p2, r, k, u, [&](int j, float v) { out[j] = v; });
+    for (int u = blockIdx.x * blockDim.x + threadIdx.x; u < k / 32; u += gridDim.x * blockDim.x) {
+        float v[32];
+        int start[G];
+        dequant_unit<T>(p0, p1, p2, r, k, u, v, start);
+#pragma unroll
+        for (int g = 0; g < G; g++)
+#pragma unroll
+            for (int c = 0; c < L / 4; c++)
+                *reinterpret_cast<float4 *>(out + start[g] + 4 * c) =
+                    make_float4(v[g * L + 4 * c], v[g * L + 4 * c + 1], v[g * L + 4 * c + 2], v[g * L + 4 * c + 3]);
+    }
 }
 
 #define QUANT_KERNELS(t, T)                                                                                       \
-    MATVEC_Q(matvec_##t##_n1, T, 1, 1, 8192, 2, 4)                                                                \
-    MATVEC_Q(matvec_##t##_n4, T, 4, 4, 2048, 4, 1)                                                                \
-    MATVEC_Q(matvec_##t##_n16, T, 16, 8, 1024, 2, 1)                                                              \
+    MATVEC_Q(matvec_##t##_n1, T, 1, 1, 8192, 2, 4, false)                                                         \
+    MATVEC_Q(matvec_##t##_n4, T, 4, 4, 2048, 4, 1, false)                                                         \
+    MATVEC_Q(matvec_##t##_n16, T, 16, 8, 1024, 2, 1, false)                                                       \
+    MATVEC_Q(gateup_##t##_n1, T, 1, 1, 8192, 4, 2, true)                                                          \
+    MATVEC_Q(gateup_##t##_n4, T, 4, 4, 2048, 4, 1, true)                                                          \
+    MATVEC_Q(gateup_##t##_n16, T, 16, 8, 1024, 2, 1, true)                                                        \
     extern "C" __global__ void __launch_bounds__(256)                                                             \
         dequant_##t##_f16(__half *__restrict__ dst, const unsigned char *__restrict__ p0,                          \
                           const unsigned char *__restrict__ p1, const unsigned char *__restrict__ p2, int rows,    \

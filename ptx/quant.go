@@ -59,15 +59,18 @@ const (
 	qkMatvec1 = iota
 	qkMatvec4
 	qkMatvec16
+	qkGateUp1
+	qkGateUp4
+	qkGateUp16
 	qkDequant
 	qkEmbed
 	quantKernels
 )
 
 // quantMatvecRows is the batch width of each mat-vec instantiation and the
-// weight rows one block computes (8 warps of R rows in quant.cu's
-// MATVEC_Q lines).
-var quantMatvecRows = [3]struct{ n, rows int }{{1, 16}, {4, 32}, {16, 16}}
+// rows of each output one block computes (8 warps of R rows in quant.cu's
+// MATVEC_Q lines, R/2 of each for the gate/up kernels).
+var quantMatvecRows = [3]struct{ n, rows, guRows int }{{1, 16, 16}, {4, 32, 16}, {16, 16, 8}}
 
 // quantMatvecThreads is the block size of the mat-vec kernels.
 const quantMatvecThreads = 256
@@ -79,10 +82,13 @@ func quantKernel(t QuantType, v int) kernelID {
 func init() {
 	for t := range numQuantTypes {
 		n := quantFormats[t].name
-		const mv = "ppppppiii"
+		const mv = "ppppppppppppppppiiiii"
 		kernelTable[quantKernel(t, qkMatvec1)] = kernelSpec{"quant", "matvec_" + n + "_n1", mv}
 		kernelTable[quantKernel(t, qkMatvec4)] = kernelSpec{"quant", "matvec_" + n + "_n4", mv}
 		kernelTable[quantKernel(t, qkMatvec16)] = kernelSpec{"quant", "matvec_" + n + "_n16", mv}
+		kernelTable[quantKernel(t, qkGateUp1)] = kernelSpec{"quant", "gateup_" + n + "_n1", mv}
+		kernelTable[quantKernel(t, qkGateUp4)] = kernelSpec{"quant", "gateup_" + n + "_n4", mv}
+		kernelTable[quantKernel(t, qkGateUp16)] = kernelSpec{"quant", "gateup_" + n + "_n16", mv}
 		kernelTable[quantKernel(t, qkDequant)] = kernelSpec{"quant", "dequant_" + n + "_f16", "ppppii"}
 		kernelTable[quantKernel(t, qkEmbed)] = kernelSpec{"quant", "embed_" + n, "pppppii"}
 	}
@@ -142,26 +148,84 @@ func (w *QuantWeight) check(what string) error {
 	return checkCounts(what, w.M, w.K, w.M*w.K)
 }
 
-// MatVecQ enqueues Y[i, r] = Σ_l X[i, l]·W[r, l] (+ bias[r]) for n ≤
-// MatVecMaxN rows of x (n, w.K) FP32 into y (n, w.M) FP32, with W quantized
-// (bias 0, or FP32 (1, w.M)). The result of a row does not depend on n. It
-// fails on a bad shape or type; x must be 16-byte aligned (it is, for
-// buffers from the backend).
-func (k *Kernels) MatVecQ(s cudadrv.Stream, y, x cudadrv.DevicePtr, w *QuantWeight, bias cudadrv.DevicePtr, n int) error {
-	if err := w.check("MatVecQ"); err != nil {
-		return err
-	}
-	if n <= 0 || n > MatVecMaxN {
-		return fmt.Errorf("ptx: MatVecQ: %d rows, want 1 to %d", n, MatVecMaxN)
-	}
+// QuantOut is one product of MatVecQ: Y (n, W.M) = X · Wᵀ (+ Bias), Bias
+// FP32 (1, W.M) or 0.
+type QuantOut struct {
+	Y    cudadrv.DevicePtr
+	W    QuantWeight
+	Bias cudadrv.DevicePtr
+}
+
+// quantVariant returns the instantiation for n activation rows.
+func quantVariant(n int) int {
 	v := 0
 	for v < len(quantMatvecRows)-1 && n > quantMatvecRows[v].n {
 		v++
 	}
+	return v
+}
+
+// MatVecQ enqueues up to three products of one input in one launch (the
+// Q, K and V projections, or a single product): outs[j].Y[i, r] = Σ_l
+// X[i, l]·outs[j].W[r, l] (+ outs[j].Bias[r]) for n ≤ MatVecMaxN rows of x
+// (n, kk) FP32, every W of one quantized type with K = kk. The result of
+// a row does not depend on n nor on the other products. It fails on a bad
+// shape, type or count; x must be 16-byte aligned (it is, for buffers from
+// the backend).
+func (k *Kernels) MatVecQ(s cudadrv.Stream, x cudadrv.DevicePtr, n, kk int, outs ...QuantOut) error {
+	if len(outs) == 0 || len(outs) > 3 {
+		return fmt.Errorf("ptx: MatVecQ: %d products, want 1 to 3", len(outs))
+	}
+	if n <= 0 || n > MatVecMaxN {
+		return fmt.Errorf("ptx: MatVecQ: %d rows, want 1 to %d", n, MatVecMaxN)
+	}
+	var ys, bs [3]cudadrv.DevicePtr
+	var ps [9]cudadrv.DevicePtr
+	var ms [3]int32
+	v := quantVariant(n)
 	rows := quantMatvecRows[v].rows
-	p := w.Planes
-	return k.launch(quantKernel(w.Type, qkMatvec1+v), dim1((w.M+rows-1)/rows), dim1(quantMatvecThreads), s,
-		y, x, p[0], p[1], p[2], bias, int32(n), int32(w.M), int32(w.K))
+	grid := 0
+	for j, o := range outs {
+		if err := o.W.check("MatVecQ"); err != nil {
+			return err
+		}
+		if o.W.Type != outs[0].W.Type || o.W.K != kk {
+			return fmt.Errorf("ptx: MatVecQ: product %d is %s %dx%d, want %s with k = %d", j, o.W.Type, o.W.M, o.W.K, outs[0].W.Type, kk)
+		}
+		ys[j], bs[j], ms[j] = o.Y, o.Bias, int32(o.W.M)
+		copy(ps[3*j:], o.W.Planes[:])
+		grid += (o.W.M + rows - 1) / rows
+	}
+	return k.launch(quantKernel(outs[0].W.Type, qkMatvec1+v), dim1(grid), dim1(quantMatvecThreads), s,
+		ys[0], ys[1], ys[2], x, ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6], ps[7], ps[8], bs[0], bs[1], bs[2],
+		int32(n), ms[0], ms[1], ms[2], int32(kk))
+}
+
+// GateUpQ enqueues the feed-forward block's gate and up products with
+// SwiGLU on the way out: with g = x·wgᵀ and u = x·wuᵀ (x (n, wg.K), n ≤
+// MatVecMaxN; wg and wu quantized (m, k) of one type), hb[i, r] =
+// silu(g)·u and hb2[i, r] = u, hb and hb2 (n, m) FP32: swiglu_f32's
+// arithmetic on MatVecQ's products, bit for bit. It fails on a bad shape
+// or type.
+func (k *Kernels) GateUpQ(s cudadrv.Stream, hb, hb2, x cudadrv.DevicePtr, wg, wu *QuantWeight, n int) error {
+	for _, w := range []*QuantWeight{wg, wu} {
+		if err := w.check("GateUpQ"); err != nil {
+			return err
+		}
+	}
+	if wg.Type != wu.Type || wg.M != wu.M || wg.K != wu.K {
+		return fmt.Errorf("ptx: GateUpQ: gate %s %dx%d and up %s %dx%d differ", wg.Type, wg.M, wg.K, wu.Type, wu.M, wu.K)
+	}
+	if n <= 0 || n > MatVecMaxN {
+		return fmt.Errorf("ptx: GateUpQ: %d rows, want 1 to %d", n, MatVecMaxN)
+	}
+	v := quantVariant(n)
+	rows := quantMatvecRows[v].guRows
+	g, u := wg.Planes, wu.Planes
+	return k.launch(quantKernel(wg.Type, qkGateUp1+v), dim1((wg.M+rows-1)/rows), dim1(quantMatvecThreads), s,
+		hb, hb2, cudadrv.DevicePtr(0), x, g[0], g[1], g[2], u[0], u[1], u[2], cudadrv.DevicePtr(0), cudadrv.DevicePtr(0),
+		cudadrv.DevicePtr(0), cudadrv.DevicePtr(0), cudadrv.DevicePtr(0), cudadrv.DevicePtr(0),
+		int32(n), int32(wg.M), int32(wu.M), int32(0), int32(wg.K))
 }
 
 // DequantF16 enqueues dst (w.M, w.K) FP16 = W, for the products of prompt

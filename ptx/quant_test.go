@@ -70,8 +70,11 @@ func quantMatrix(t *testing.T, r *rand.Rand, qt QuantType, m, k int) (blocks []b
 // rounding of a float64 product of the CPU's dequantized weights (NMSE ≤
 // 1e-10: each run of a unit is scaled once, after its products), every
 // row of a batch has the bits of the same row alone, the bias is added,
-// the FP16 dequantization equals gguf.DequantizeF16 bit for bit, and the
-// embedding lookup equals gguf.Dequantize's rows bit for bit.
+// the FP16 dequantization equals gguf.DequantizeF16 bit for bit, the
+// embedding lookup equals gguf.Dequantize's rows bit for bit, three
+// products fused in one launch (of two heights, one with a bias) have the
+// bits of each alone, and the fused gate/up equals the two products and
+// swiglu_f32 bit for bit.
 func TestMatVecQ(t *testing.T) {
 	ctx, kern := testKernels(t)
 	for qt := range numQuantTypes {
@@ -83,6 +86,9 @@ func TestMatVecQ(t *testing.T) {
 			t.Run(fmt.Sprintf("MUL_MAT(type=%s,n=%d,m=%d,k=%d)", qt, c.n, c.m, c.k), func(t *testing.T) {
 				r := rand.New(rand.NewPCG(uint64(ci), uint64(qt)))
 				blocks, deq, planes := quantMatrix(t, r, qt, c.m, c.k)
+				m2 := c.m/2 + 1
+				_, _, planes2 := quantMatrix(t, r, qt, m2, c.k)   // a second product of another height
+				_, _, planesUp := quantMatrix(t, r, qt, c.m, c.k) // the up matrix of a gate/up pair
 				x := make([]float32, c.n*c.k)
 				for i := range x {
 					x[i] = 2*r.Float32() - 1
@@ -96,6 +102,8 @@ func TestMatVecQ(t *testing.T) {
 					tokens[i] = int32(r.IntN(c.m))
 				}
 				var batch, alone, withBias, emb []float32
+				var fused [3][]float32
+				var hb, hb2, wantHB, wantHB2, alone2 []float32
 				var f16 []uint16
 				err := ctx.Do(func() error {
 					var ptrs []cudadrv.DevicePtr
@@ -111,18 +119,33 @@ func TestMatVecQ(t *testing.T) {
 						}
 						return p, err
 					}
-					w := &QuantWeight{Type: qt, M: c.m, K: c.k}
-					for j, plane := range planes {
-						if plane == nil {
-							continue
+					upload := func(planes [3][]byte, m int) (*QuantWeight, error) {
+						w := &QuantWeight{Type: qt, M: m, K: c.k}
+						for j, plane := range planes {
+							if plane == nil {
+								continue
+							}
+							var err error
+							if w.Planes[j], err = alloc(len(plane)); err != nil {
+								return nil, err
+							}
+							if err := cudadrv.CopyToDevice(w.Planes[j], plane); err != nil {
+								return nil, err
+							}
 						}
-						var err error
-						if w.Planes[j], err = alloc(len(plane)); err != nil {
-							return err
-						}
-						if err := cudadrv.CopyToDevice(w.Planes[j], plane); err != nil {
-							return err
-						}
+						return w, nil
+					}
+					w, err := upload(planes, c.m)
+					if err != nil {
+						return err
+					}
+					w2, err := upload(planes2, m2)
+					if err != nil {
+						return err
+					}
+					wu, err := upload(planesUp, c.m)
+					if err != nil {
+						return err
 					}
 					var dx, dy, db, dt, de, dh cudadrv.DevicePtr
 					for _, a := range []struct {
@@ -146,7 +169,7 @@ func TestMatVecQ(t *testing.T) {
 						}
 						return cudadrv.CopyFromDevice(dst, dy)
 					}
-					if err := kern.MatVecQ(0, dy, dx, w, 0, c.n); err != nil {
+					if err := kern.MatVecQ(0, dx, c.n, c.k, QuantOut{Y: dy, W: *w}); err != nil {
 						return err
 					}
 					batch = make([]float32, c.n*c.m)
@@ -154,7 +177,7 @@ func TestMatVecQ(t *testing.T) {
 						return err
 					}
 					for i := range c.n {
-						if err := kern.MatVecQ(0, dy, dx.Offset(4*i*c.k), w, 0, 1); err != nil {
+						if err := kern.MatVecQ(0, dx.Offset(4*i*c.k), 1, c.k, QuantOut{Y: dy, W: *w}); err != nil {
 							return err
 						}
 						row := make([]float32, c.m)
@@ -163,11 +186,81 @@ func TestMatVecQ(t *testing.T) {
 						}
 						alone = append(alone, row...)
 					}
-					if err := kern.MatVecQ(0, dy, dx, w, db, c.n); err != nil {
+					if err := kern.MatVecQ(0, dx, c.n, c.k, QuantOut{Y: dy, W: *w, Bias: db}); err != nil {
 						return err
 					}
 					withBias = make([]float32, c.n*c.m)
 					if err := read(withBias); err != nil {
+						return err
+					}
+					// Three products in one launch: W, W2 with a bias, W.
+					var ys [3]cudadrv.DevicePtr
+					for j, m := range []int{c.m, m2, c.m} {
+						if ys[j], err = alloc(4 * c.n * m); err != nil {
+							return err
+						}
+					}
+					err = kern.MatVecQ(0, dx, c.n, c.k, QuantOut{Y: ys[0], W: *w}, QuantOut{Y: ys[1], W: *w2, Bias: db},
+						QuantOut{Y: ys[2], W: *w})
+					if err != nil {
+						return err
+					}
+					if err := cudadrv.Stream(0).Synchronize(); err != nil {
+						return err
+					}
+					for j, m := range []int{c.m, m2, c.m} {
+						fused[j] = make([]float32, c.n*m)
+						if err := cudadrv.CopyFromDevice(fused[j], ys[j]); err != nil {
+							return err
+						}
+					}
+					// W2 alone, into ys[1], to compare with the fused one.
+					if err := kern.MatVecQ(0, dx, c.n, c.k, QuantOut{Y: ys[1], W: *w2, Bias: db}); err != nil {
+						return err
+					}
+					// Gate/up: fused, then the products and swiglu_f32.
+					dhb, err := alloc(4 * c.n * c.m)
+					if err != nil {
+						return err
+					}
+					dhb2, err := alloc(4 * c.n * c.m)
+					if err != nil {
+						return err
+					}
+					if err := kern.GateUpQ(0, dhb, dhb2, dx, w, wu, c.n); err != nil {
+						return err
+					}
+					if err := cudadrv.Stream(0).Synchronize(); err != nil {
+						return err
+					}
+					hb, hb2 = make([]float32, c.n*c.m), make([]float32, c.n*c.m)
+					if err := cudadrv.CopyFromDevice(hb, dhb); err != nil {
+						return err
+					}
+					if err := cudadrv.CopyFromDevice(hb2, dhb2); err != nil {
+						return err
+					}
+					if err := kern.MatVecQ(0, dx, c.n, c.k, QuantOut{Y: dhb2, W: *wu}); err != nil {
+						return err
+					}
+					if err := kern.MatVecQ(0, dx, c.n, c.k, QuantOut{Y: dhb, W: *w}); err != nil {
+						return err
+					}
+					if err := kern.SwiGLU(0, dhb, dhb, dhb2, c.n*c.m); err != nil {
+						return err
+					}
+					if err := cudadrv.Stream(0).Synchronize(); err != nil {
+						return err
+					}
+					wantHB, wantHB2 = make([]float32, c.n*c.m), make([]float32, c.n*c.m)
+					if err := cudadrv.CopyFromDevice(wantHB, dhb); err != nil {
+						return err
+					}
+					if err := cudadrv.CopyFromDevice(wantHB2, dhb2); err != nil {
+						return err
+					}
+					alone2 = make([]float32, c.n*m2)
+					if err := cudadrv.CopyFromDevice(alone2, ys[1]); err != nil {
 						return err
 					}
 					if err := kern.EmbedQ(0, de, w, dt, c.n); err != nil {
@@ -207,6 +300,14 @@ func TestMatVecQ(t *testing.T) {
 					}
 					assert.InDelta(t, batch[i]+bias[i%c.m], withBias[i], 1e-5*(1+math.Abs(float64(batch[i]))))
 				}
+				same := func(a, b []float32) bool {
+					return slices.EqualFunc(a, b, func(x, y float32) bool { return math.Float32bits(x) == math.Float32bits(y) })
+				}
+				assert.True(t, same(batch, fused[0]), "first of three fused products")
+				assert.True(t, same(batch, fused[2]), "third of three fused products")
+				assert.True(t, same(alone2, fused[1]), "second fused product (W2 + bias) alone")
+				assert.True(t, same(wantHB2, hb2), "gate/up: up product")
+				assert.True(t, same(wantHB, hb), "gate/up: silu(gate)·up")
 				for i, tok := range tokens {
 					assert.Equal(t, deq[int(tok)*c.k:(int(tok)+1)*c.k], emb[i*c.k:(i+1)*c.k], "embedding row %d", tok)
 				}

@@ -24,7 +24,7 @@ func modelFlags() []cli.Flag {
 		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)"},
 		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "auto (CUDA when a usable GPU exists, else CPU), cpu or cuda"},
 		&cli.IntFlag{Name: "device", Value: -1, Usage: "CUDA device ordinal (-1: the first M40-class device, compute 5.2 or 5.3, else device 0)"},
-		&cli.BoolFlag{Name: "fp16-weights", Usage: "GPU: expand Q8_0/Q4_0 weights to FP16 (2-4x the memory; faster with 8 or more parallel sequences today)"},
+		&cli.BoolFlag{Name: "fp16-weights", Usage: "GPU: expand quantized weights to FP16 (2-7x the memory; faster with 8 or more parallel sequences today)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print load and memory details to stderr"},
 	}
 }

@@ -182,30 +182,67 @@ func TestDecodeKernels(t *testing.T) {
 	}
 }
 
-// quantDecode is the decode step of a model whose matrices are all Q8_0 or
-// Q4_0 (name: "q8_0"): every product is its own matvec_q launch (the
-// quantized products do not fuse yet), the embedding row is dequantized,
-// and the rest is fused as for FP16.
+// quantDecode is the decode step of a model whose matrices are all of one
+// quantized type (name: "q8_0"): the same launches as the fused FP16 step,
+// with the quantized kernels (QKV in one matvec_q launch, gate/up with
+// SwiGLU in gateup_q) and the embedding row dequantized.
 func quantDecode(name string) map[string]int {
 	return map[string]int{
 		"embed_" + name:   1,
 		"rmsnorm_f32":     2,
 		"add_rmsnorm_f32": 2*layers - 1,
-		"matvec_" + name:  7*layers + 1, // q, k, v, o, gate, up, down; the classifier
+		"matvec_" + name:  3*layers + 1, // qkv, o, down; the classifier
+		"gateup_" + name:  layers,
 		"rope_table":      1,
 		"rope_append":     layers,
 		"attn_decode":     layers,
-		"swiglu_f32":      layers,
 		"add_f32":         1,
 		"gather_rows_f32": 1,
 		"topk_pass":       1,
 	}
 }
 
-// TestDecodeKernelsQuantized pins the decode step of Q8_0 and Q4_0 models:
-// their matrices stay quantized (matvec_q, embed_q), on the fake device
-// and on the GPU.
+// q4KMDecode is the decode step of a 2-layer Q4_K_M model (rows of 256
+// and 512): layer 1 and the classifier have Q6_K attn_v, ffn_down and
+// output, so that layer's V product is a launch of its own (products fuse
+// only within one type).
+var q4KMDecode = map[string]int{
+	"embed_q4_k":      1,
+	"rmsnorm_f32":     2,
+	"add_rmsnorm_f32": 3,
+	"matvec_q4_k":     5, // layer 0: qkv, o, down; layer 1: qk, o
+	"matvec_q6_k":     3, // layer 1: v, down; the classifier
+	"gateup_q4_k":     2,
+	"rope_table":      1,
+	"rope_append":     2,
+	"attn_decode":     2,
+	"add_f32":         1,
+	"gather_rows_f32": 1,
+	"topk_pass":       1,
+}
+
+// TestDecodeKernelsQuantized pins the decode step of Q8_0, Q4_0 and Q4_K_M
+// models: their matrices stay quantized (matvec_q, gateup_q, embed_q), on
+// the fake device and on the GPU.
 func TestDecodeKernelsQuantized(t *testing.T) {
+	require.Equal(t, 2, layers, "q4KMDecode counts two layers")
+	t.Run("q4_k_m", func(t *testing.T) {
+		p := synth.Presets["tinyllama"]
+		p.Layers, p.Dim, p.Heads, p.KVHeads, p.FFN, p.Vocab = layers, 256, 8, 4, 512, 600
+		path := filepath.Join(t.TempDir(), "q4_k_m.gguf")
+		f, err := os.Create(path)
+		require.NoError(t, err)
+		require.NoError(t, synth.Write(f, p, synth.Options{Mix: synth.MixQ4_K_M, Seed: 1}))
+		require.NoError(t, f.Close())
+		for _, dev := range testDevices {
+			t.Run(dev.name, func(t *testing.T) {
+				m, log := prefilled(t, dev.new(t, Options{}), path)
+				step := decodeStep(t, m, log)
+				assert.Equal(t, q4KMDecode, kernels(step), "kernels of the decode step")
+				t.Logf("%d launches: %v", len(step), kernels(step))
+			})
+		}
+	})
 	for _, typ := range []gguf.Type{gguf.TypeQ8_0, gguf.TypeQ4_0} {
 		name := strings.ToLower(typ.String())
 		t.Run(name, func(t *testing.T) {

@@ -34,23 +34,46 @@ var models = []struct {
 	{"llama3", hfFixture("llama3")},
 	{"qwen2", hfFixture("qwen2")},
 	{"qwen3", hfFixture("qwen3")},
-	// Quantized weights kept quantized on the GPU: the shared Q8_0
-	// stories260K (its ffn_down rows of 172 are not whole blocks: those are
-	// converted to FP16) and a synthetic Q4_0 model.
+	// Quantized weights kept quantized on the GPU (quantFirst on): the
+	// shared Q8_0 stories260K (its ffn_down rows of 172 are not whole
+	// blocks: those are converted to FP16), synthetic models in llama.cpp's
+	// Q4_K_M and Q5_K_M mixes (Q4_K/Q5_K with Q6_K attn_v, ffn_down and
+	// output), and one synthetic model for each other type the kernels read.
 	{"stories260K-q8_0", func(t testing.TB) string { return fixture.Shared(t, "models/tinyllamas-stories-260k-q8_0.gguf") }},
+	{"synthetic-q4_k_m", synthMix(synth.MixQ4_K_M)},
+	{"synthetic-q5_k_m", synthMix(synth.MixQ5_K_M)},
 	{"synthetic-q4_0", synthQuant(gguf.TypeQ4_0)},
+	{"synthetic-q4_1", synthQuant(gguf.TypeQ4_1)},
+	{"synthetic-q5_0", synthQuant(gguf.TypeQ5_0)},
+	{"synthetic-q5_1", synthQuant(gguf.TypeQ5_1)},
+	{"synthetic-iq4_nl", synthQuant(gguf.TypeIQ4_NL)},
+	{"synthetic-q2_k", synthQuant(gguf.TypeQ2_K)},
+	{"synthetic-q3_k", synthQuant(gguf.TypeQ3_K)},
 }
 
-// synthQuant returns a 2-layer TinyLlama-shaped model (narrowed) with its
-// matrices in typ, written once per test.
+// quantFirst is the index in models of the first quantized model.
+const quantFirst = 6
+
+// synthQuant returns a 2-layer TinyLlama-shaped model (narrowed; rows of
+// 256 and 512, whole K-quant super-blocks) with its matrices in typ,
+// written once per test.
 func synthQuant(typ gguf.Type) func(testing.TB) string {
+	return synthModel(typ.String(), synth.Options{Type: typ, Seed: 5})
+}
+
+// synthMix is synthQuant for one of llama.cpp's mixes.
+func synthMix(mix synth.Mix) func(testing.TB) string {
+	return synthModel(mix.String(), synth.Options{Mix: mix, Seed: 5})
+}
+
+func synthModel(name string, opts synth.Options) func(testing.TB) string {
 	return func(t testing.TB) string {
 		p := synth.Presets["tinyllama"]
 		p.Layers, p.Dim, p.Heads, p.KVHeads, p.FFN, p.Vocab = 2, 256, 8, 4, 512, 1000
-		path := filepath.Join(t.TempDir(), "synth-"+typ.String()+".gguf")
+		path := filepath.Join(t.TempDir(), "synth-"+name+".gguf")
 		f, err := os.Create(path)
 		require.NoError(t, err)
-		require.NoError(t, synth.Write(f, p, synth.Options{Type: typ, Seed: 5}))
+		require.NoError(t, synth.Write(f, p, opts))
 		require.NoError(t, f.Close())
 		return path
 	}
@@ -154,7 +177,7 @@ func TestModelLogits(t *testing.T) {
 // TestGreedyQuantized: greedy decoding of the quantized models on the GPU
 // (weights kept quantized) chooses the CPU's tokens for 32 steps.
 func TestGreedyQuantized(t *testing.T) {
-	for _, mc := range models[len(models)-2:] {
+	for _, mc := range models[quantFirst:] {
 		t.Run(mc.name, func(t *testing.T) {
 			path := mc.path(t)
 			mo := model.Options{CtxSize: 64}

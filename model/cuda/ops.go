@@ -188,7 +188,9 @@ func (b *Backend) MatMul(dst, x model.Buf, w model.Weight, bias model.Weight, n 
 		return
 	}
 	if wt.q != nil && n <= ptx.MatVecMaxN {
-		record(b, matVecQ{y: d.p, x: s.p, bias: bp, w: *wt.q, n: n})
+		r := matVecQ{x: s.p, n: n, k: wt.cols, outs: 1}
+		r.out[0] = ptx.QuantOut{Y: d.p, W: *wt.q, Bias: bp}
+		record(b, r)
 		return
 	}
 	if n <= ptx.MatVecMaxN {

@@ -133,18 +133,43 @@ func (r gateUp) launch(l *launcher) error {
 	return l.k.GateUp(l.s, r.hb, r.hb2, r.x, r.wg, r.wu, r.n, r.m, r.k)
 }
 
-// matVecQ is matvec_q: y = x·Wᵀ (+ bias) for n ≤ 16 rows of x (n, k), W
-// quantized (w.M, w.K) in planes, y (n, w.M), bias 0 or FP32 (1, w.M). It
-// does not fuse with other products.
+// matVecQ is matvec_q*_nN: the first outs products of out, which share x
+// (n, k) with n ≤ ptx.MatVecMaxN and one quantized type: out[j].Y (n,
+// out[j].W.M) = x · out[j].Wᵀ + out[j].Bias. Entries past outs are zero.
+// MatMul records one product; fuse merges up to three.
 type matVecQ struct {
-	y, x, bias cudadrv.DevicePtr
-	w          ptx.QuantWeight
+	x    cudadrv.DevicePtr
+	n, k int
+	out  [3]ptx.QuantOut
+	outs int
+}
+
+func (r matVecQ) kernel() string { return "matvec_" + r.out[0].W.Type.Kernel() }
+func (r matVecQ) launch(l *launcher) error {
+	return l.k.MatVecQ(l.s, r.x, r.n, r.k, r.out[:r.outs]...)
+}
+
+// writes reports whether one of r's products writes buffer p.
+func (r *matVecQ) writes(p cudadrv.DevicePtr) bool {
+	for _, o := range r.out[:r.outs] {
+		if o.Y == p {
+			return true
+		}
+	}
+	return false
+}
+
+// gateUpQ is gateup_q*_nN: gateUp with quantized wg and wu of one type. It
+// comes only from fuse.
+type gateUpQ struct {
+	hb, hb2, x cudadrv.DevicePtr
+	wg, wu     ptx.QuantWeight
 	n          int
 }
 
-func (r matVecQ) kernel() string { return "matvec_" + r.w.Type.Kernel() }
-func (r matVecQ) launch(l *launcher) error {
-	return l.k.MatVecQ(l.s, r.y, r.x, &r.w, r.bias, r.n)
+func (r gateUpQ) kernel() string { return "gateup_" + r.wg.Type.Kernel() }
+func (r gateUpQ) launch(l *launcher) error {
+	return l.k.GateUpQ(l.s, r.hb, r.hb2, r.x, &r.wg, &r.wu, r.n)
 }
 
 // dequantF16 is dequant_q*_f16: dst (w.M, w.K) FP16 = W, ahead of a gemm
@@ -412,7 +437,32 @@ func (st *step) fuse(r op) bool {
 		replace(st, 1, m)
 		return true
 
+	case matVecQ:
+		// The same merge for quantized products of one type and width
+		// (matvec_q* takes up to three outputs; rows of each are computed
+		// as they are alone).
+		m, ok := last.(matVecQ)
+		b := r.out[0]
+		if !ok || r.outs != 1 || m.outs == len(m.out) || m.x != r.x || m.n != r.n || m.k != r.k ||
+			m.out[0].W.Type != b.W.Type || b.Y == r.x || m.writes(r.x) || m.writes(b.Y) {
+			return false
+		}
+		m.out[m.outs] = b
+		m.outs++
+		replace(st, 1, m)
+		return true
+
 	case swiGLU:
+		if q, ok := last.(matVecQ); ok {
+			// As below, for quantized gate and up of one type: gateup_q*.
+			g, u := q.out[0], q.out[1]
+			if q.outs != 2 || g.Bias != 0 || u.Bias != 0 || g.W.M != r.cols || u.W.M != r.cols || q.n != r.n ||
+				r.gate != g.Y || r.up != u.Y || r.dst != g.Y {
+				return false
+			}
+			replace(st, 1, gateUpQ{hb: g.Y, hb2: u.Y, x: q.x, wg: g.W, wu: u.W, n: q.n})
+			return true
+		}
 		// matVec{x, out: [g = x·Wgᵀ, u = x·Wuᵀ]}, swiGLU{dst: g, gate: g,
 		// up: u} → gateUp{hb: g, hb2: u, x, Wg, Wu}: the feed-forward block's
 		// gate and up products with SwiGLU applied on the way out. Exact
