@@ -107,8 +107,9 @@ type benchResult struct {
 	SamplesTS    []float64 `json:"samples_ts"`
 	WeightBytes  int64     `json:"weight_bytes"`
 	EffectiveGBs float64   `json:"effective_gb_per_s"`
-	// DecodeBytes is the weight bytes one decode step reads (FP16 on the
-	// GPU; the stored tensors on the CPU), EffectiveGBs that times tok/s.
+	// DecodeBytes is the weight bytes one decode step reads (as held on
+	// the GPU, quantized matrices in their own encoding; the stored tensors
+	// on the CPU), EffectiveGBs that times tok/s.
 	DecodeBytes int64 `json:"decode_bytes_per_token"`
 	// PeakGBs is the device's theoretical memory bandwidth and
 	// PeakFraction EffectiveGBs over it (GPU decode tests only).
@@ -186,7 +187,7 @@ func (b *bencher) run(ctx context.Context, path string, np, ng, reps int) (bench
 	if g, ok := b.m.Backend().(*cuda.Backend); ok {
 		r.GPUInfo = g.Describe()
 		r.TypeK, r.TypeV = "f16", "f16"
-		r.DecodeBytes = fp16DecodeBytes(b.m.Config, b.m.Weights)
+		r.DecodeBytes = g.DecodeBytes(b.m.Weights)
 		r.PeakGBs = g.Device().Bandwidth() / 1e9
 	}
 	for range reps {
@@ -211,23 +212,6 @@ func (b *bencher) run(ctx context.Context, path string, np, ng, reps int) (bench
 		r.GPUMemory, r.GPUDeviceUsed = u.Total(), u.DeviceUsed
 	}
 	return r, nil
-}
-
-// fp16DecodeBytes returns the bytes of FP16 weights (FP32 vectors) one
-// decode step reads on the GPU: every matrix but the embedding table, of
-// which one row is read (unless it doubles as the output matrix).
-func fp16DecodeBytes(c *model.Config, w *model.Weights) int64 {
-	dim, ffn := int64(c.Dim), int64(c.FFNDim)
-	q, kv, vd, att := int64(c.QDim()), int64(c.KVDim()), int64(c.VDim()), int64(c.Heads*c.ValueDim)
-	perLayer := 2*(dim*(q+kv+vd)+att*dim+3*dim*ffn) + 4*2*dim
-	if c.QKVBias {
-		perLayer += 4 * (q + kv + vd)
-	}
-	n := int64(c.Layers)*perLayer + 2*int64(c.VocabSize)*dim + 4*dim
-	if w.Output != w.TokenEmbd {
-		n += 2 * dim // the embedding row
-	}
-	return n
 }
 
 func meanStd(xs []int64) (int64, int64) {

@@ -348,3 +348,21 @@ func (r *replayDevice) run(n int, ops []op) error {
 	}
 	return r.device.run(n, ops)
 }
+
+// TestDecodeBytes: a decode step of a Q4_0 model reads its matrices in
+// their GGUF encoding (the planes take exactly the file's bytes), its FP32
+// vectors, and one row of the embedding table.
+func TestDecodeBytes(t *testing.T) {
+	path := synthModelOf(t, "tinyllama", layers, gguf.TypeQ4_0)
+	b := testDevices[0].new(t, Options{})
+	m, err := model.Load(path, b, model.Options{CtxSize: 16})
+	require.NoError(t, err)
+	defer m.Close()
+	f, err := gguf.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	ti, ok := f.Tensor("token_embd.weight")
+	require.True(t, ok)
+	embd := ti.Size
+	assert.Equal(t, m.Weights.Bytes-embd+embd/ti.Rows(), b.DecodeBytes(m.Weights))
+}

@@ -245,3 +245,46 @@ func (b *Backend) warmUp() error {
 	}
 	return b.dev.warmUpBLAS(n, b.shapes)
 }
+
+// deviceBytes returns the bytes w holds on the GPU: its planes when
+// quantized, else 2 (FP16 matrix) or 4 (FP32 vector) per element.
+func (w *weight) deviceBytes() int64 {
+	switch {
+	case w.q != nil:
+		var n int64
+		for _, p := range w.q.Type.PlaneBytes(int64(w.rows), int64(w.cols)) {
+			n += p
+		}
+		return n
+	case w.f16:
+		return 2 * int64(w.rows) * int64(w.cols)
+	}
+	return 4 * int64(w.cols)
+}
+
+// DecodeBytes returns the weight bytes one decode step reads on this
+// backend: every parameter of ws as held on the GPU (quantized matrices in
+// their own encoding), but only one row of the embedding table unless it is
+// also the classifier. ws must have been loaded by b.
+func (b *Backend) DecodeBytes(ws *model.Weights) int64 {
+	var n int64
+	add := func(w model.Weight) {
+		if w != nil {
+			n += weightOf(w).deviceBytes()
+		}
+	}
+	for _, l := range ws.Layers {
+		for _, w := range []model.Weight{l.AttnNorm, l.Wq, l.Wk, l.Wv, l.Wo, l.Bq, l.Bk, l.Bv, l.QNorm, l.KNorm,
+			l.FFNNorm, l.WGate, l.WUp, l.WDown} {
+			add(w)
+		}
+	}
+	add(ws.OutputNorm)
+	add(ws.Output)
+	add(ws.RopeFreqs)
+	if ws.TokenEmbd != ws.Output {
+		e := weightOf(ws.TokenEmbd)
+		n += e.deviceBytes() / int64(e.rows)
+	}
+	return n
+}
