@@ -275,6 +275,31 @@ func QuantTypeNames() string {
 	return strings.Join(names, ", ")
 }
 
+// PlaneBlockBytes returns the bytes plane j holds per GGUF block of type t
+// (0 for planes the type does not use).
+func (t QuantType) PlaneBlockBytes(j int) int {
+	if f := &quantFormats[t]; j < len(f.planes) {
+		return f.planes[j].n
+	}
+	return 0
+}
+
+// PackPlane writes plane j of the whole GGUF blocks of type t in blocks
+// into dst, which must hold exactly len(blocks)/block size ×
+// t.PlaneBlockBytes(j) bytes. It fails on a partial block or a wrong size.
+func (t QuantType) PackPlane(j int, dst, blocks []byte) error {
+	bb := t.GGUF().TypeSize()
+	n := t.PlaneBlockBytes(j)
+	if n == 0 || len(blocks)%bb != 0 || len(dst) != len(blocks)/bb*n {
+		return fmt.Errorf("ptx: PackPlane: %s plane %d of %d block bytes into %d", t, j, len(blocks), len(dst))
+	}
+	off := quantFormats[t].planes[j].off
+	for b := range len(blocks) / bb {
+		copy(dst[b*n:(b+1)*n], blocks[b*bb+off:b*bb+off+n])
+	}
+	return nil
+}
+
 // PackQuant regroups rows of GGUF blocks of type t (rows × k elements in
 // data) into the planes the kernels read (see quant.cu): planes[j] must
 // hold exactly t.PlaneBytes(rows, k)[j] bytes (unused planes nil). It
@@ -300,10 +325,9 @@ func PackQuant(t QuantType, planes [3][]byte, data []byte, rows, k int) error {
 			return fmt.Errorf("ptx: PackQuant: %s plane %d holds %d bytes, want %d", t, j, len(planes[j]), want)
 		}
 	}
-	for j, s := range f.planes {
-		dst := planes[j]
-		for b := range nb {
-			copy(dst[b*s.n:(b+1)*s.n], data[b*bb+s.off:b*bb+s.off+s.n])
+	for j := range f.planes {
+		if err := t.PackPlane(j, planes[j], data); err != nil {
+			return err
 		}
 	}
 	return nil

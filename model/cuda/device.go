@@ -18,7 +18,7 @@ import (
 // the recording path (the op methods, the fusions, scratch and batch
 // bookkeeping, step failures) is tested on machines without one.
 //
-// Every method except do, upload and close is called inside do.
+// Every method except do, upload, uploadQuant and close is called inside do.
 type device interface {
 	// do runs fn on the thread that owns the device's context.
 	do(fn func() error) error
@@ -26,6 +26,10 @@ type device interface {
 	// it to dst; the copy may be in flight when it returns (finishUploads
 	// waits for it), but data is no longer needed.
 	upload(dst cudadrv.DevicePtr, ti *gguf.TensorInfo, data []byte) error
+	// uploadQuant copies the planes of a quantized matrix (data its GGUF
+	// blocks) to dsts[j], packed on the way (ptx.QuantType.PackPlane); as
+	// upload, the copies may be in flight when it returns.
+	uploadQuant(dsts [3]cudadrv.DevicePtr, qt ptx.QuantType, data []byte) error
 	// finishUploads waits for the uploads in flight.
 	finishUploads() error
 
@@ -181,6 +185,10 @@ func (g *gpu) upload(dst cudadrv.DevicePtr, ti *gguf.TensorInfo, data []byte) er
 		return g.ctx.Do(func() error { return cudadrv.CopyToDevice(dst, h) })
 	}
 	return g.load.upload(g.ctx, dst, ti.Type, data, rows, cols)
+}
+
+func (g *gpu) uploadQuant(dsts [3]cudadrv.DevicePtr, qt ptx.QuantType, data []byte) error {
+	return g.load.uploadQuant(g.ctx, dsts, qt, data)
 }
 
 func (g *gpu) finishUploads() error { return g.load.finish() }

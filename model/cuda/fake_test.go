@@ -12,6 +12,7 @@ import (
 	"github.com/m40llm/m40llm/cudadrv"
 	"github.com/m40llm/m40llm/gguf"
 	"github.com/m40llm/m40llm/internal/gputest"
+	"github.com/m40llm/m40llm/ptx"
 )
 
 // fakeDevice is a device without a GPU, on which the backend's recording
@@ -140,6 +141,17 @@ func (d *fakeDevice) allocHost(bytes int) (hostBuf, error) {
 func (d *fakeDevice) do(fn func() error) error { return fn() }
 func (d *fakeDevice) upload(dst cudadrv.DevicePtr, ti *gguf.TensorInfo, _ []byte) error {
 	return d.check("upload", dst, 2*int(ti.Rows())*int(ti.Dims[0]))
+}
+func (d *fakeDevice) uploadQuant(dsts [3]cudadrv.DevicePtr, qt ptx.QuantType, data []byte) error {
+	blocks := len(data) / qt.GGUF().TypeSize()
+	for j, p := range dsts {
+		if n := qt.PlaneBlockBytes(j); n > 0 {
+			if err := d.check("upload", p, blocks*n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 func (d *fakeDevice) finishUploads() error { return nil }
 func (d *fakeDevice) zero(p cudadrv.DevicePtr, bytes int) error {

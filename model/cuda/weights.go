@@ -103,17 +103,12 @@ func (b *Backend) LoadWeight(ti *gguf.TensorInfo, data []byte) (model.Weight, er
 
 // loadQuant uploads a quantized matrix as it is stored, regrouped into the
 // planes of its type (ptx.PackQuant), one after the other at aligned
-// offsets of one block of device memory.
+// offsets of one block of device memory; the planes are packed straight
+// into the loader's staging buffers (gpu.uploadQuant).
 func (b *Backend) loadQuant(ti *gguf.TensorInfo, qt ptx.QuantType, data []byte, rows, cols int) (model.Weight, error) {
 	sizes := qt.PlaneBytes(int64(rows), int64(cols))
-	var planes [3][]byte
-	for j, n := range sizes {
-		if n > 0 {
-			planes[j] = make([]byte, n)
-		}
-	}
-	if err := ptx.PackQuant(qt, planes, data, rows, cols); err != nil {
-		return nil, fmt.Errorf("cuda: tensor %s: %w", ti.Name, err)
+	if want, _ := ti.Type.RowSize(int64(rows) * int64(cols)); int64(len(data)) != want {
+		return nil, fmt.Errorf("cuda: tensor %s: %d bytes of data, want %d", ti.Name, len(data), want)
 	}
 	w := &weight{rows: rows, cols: cols, q: &ptx.QuantWeight{Type: qt, M: rows, K: cols}}
 	err := b.dev.do(func() error {
@@ -122,20 +117,19 @@ func (b *Backend) loadQuant(ti *gguf.TensorInfo, qt ptx.QuantType, data []byte, 
 			return err
 		}
 		off := int64(0)
-		for j, plane := range planes {
-			if plane == nil {
-				continue
+		for j, n := range sizes {
+			if n > 0 {
+				w.q.Planes[j] = p.Offset(int(off))
+				off += alignUp(n)
 			}
-			w.q.Planes[j] = p.Offset(int(off))
-			if err := copyToDevice(b.dev, w.q.Planes[j], plane); err != nil {
-				return err
-			}
-			off += alignUp(int64(len(plane)))
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	if err := b.dev.uploadQuant(w.q.Planes, qt, data); err != nil {
+		return nil, fmt.Errorf("cuda: tensor %s: %w", ti.Name, err)
 	}
 	return w, nil
 }
@@ -174,20 +168,7 @@ func (l *loader) upload(ctx *cudadrv.Context, dst cudadrv.DevicePtr, t gguf.Type
 	chunk := max(1, stageBytes/(2*cols))
 	for r0 := 0; r0 < rows; r0 += chunk {
 		nr := min(chunk, rows-r0)
-		i := l.next
-		l.next ^= 1
-		var buf *cudadrv.HostBuffer
-		err := ctx.Do(func() error {
-			if l.stage[i] == nil {
-				var err error
-				if l.stage[i], err = cudadrv.MemAllocHost(stageBytes); err != nil {
-					return err
-				}
-			}
-			buf = l.stage[i]
-			// The buffer's previous copy must be done before it is refilled.
-			return l.done[i].Synchronize()
-		})
+		buf, i, err := l.take(ctx)
 		if err != nil {
 			return err
 		}
@@ -195,18 +176,90 @@ func (l *loader) upload(ctx *cudadrv.Context, dst cudadrv.DevicePtr, t gguf.Type
 		if err := convertF16(out, data[r0*rowBytes:(r0+nr)*rowBytes], t, nr, cols); err != nil {
 			return err
 		}
-		err = ctx.Do(func() error {
-			if err := cudadrv.MemcpyHtoDAsync(dst.Offset(2*r0*cols), buf.Ptr(), 2*nr*cols, l.stream); err != nil {
-				return err
-			}
-			l.inflight = true
-			return l.done[i].Record(l.stream)
-		})
-		if err != nil {
+		if err := l.send(ctx, i, dst.Offset(2*r0*cols), buf, 2*nr*cols); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// take returns the next staging buffer (allocated on first use) once its
+// previous copy is done, and its index.
+func (l *loader) take(ctx *cudadrv.Context) (*cudadrv.HostBuffer, int, error) {
+	i := l.next
+	l.next ^= 1
+	err := ctx.Do(func() error {
+		if l.stage[i] == nil {
+			var err error
+			if l.stage[i], err = cudadrv.MemAllocHost(stageBytes); err != nil {
+				return err
+			}
+		}
+		// The buffer's previous copy must be done before it is refilled.
+		return l.done[i].Synchronize()
+	})
+	return l.stage[i], i, err
+}
+
+// send copies the first bytes of staging buffer i (buf) to dst on the
+// loader's stream and records its event.
+func (l *loader) send(ctx *cudadrv.Context, i int, dst cudadrv.DevicePtr, buf *cudadrv.HostBuffer, bytes int) error {
+	return ctx.Do(func() error {
+		if err := cudadrv.MemcpyHtoDAsync(dst, buf.Ptr(), bytes, l.stream); err != nil {
+			return err
+		}
+		l.inflight = true
+		return l.done[i].Record(l.stream)
+	})
+}
+
+// uploadQuant packs each plane of the GGUF blocks in data (type qt) into
+// the staging buffers, the blocks split among all cores, and copies it to
+// dsts[j], one staging buffer at a time.
+func (l *loader) uploadQuant(ctx *cudadrv.Context, dsts [3]cudadrv.DevicePtr, qt ptx.QuantType, data []byte) error {
+	bb := qt.GGUF().TypeSize()
+	nb := len(data) / bb
+	for j, dst := range dsts {
+		n := qt.PlaneBlockBytes(j)
+		if n == 0 {
+			continue
+		}
+		chunk := max(1, stageBytes/n)
+		for b0 := 0; b0 < nb; b0 += chunk {
+			nc := min(chunk, nb-b0)
+			buf, i, err := l.take(ctx)
+			if err != nil {
+				return err
+			}
+			out := unsafe.Slice((*byte)(buf.Ptr()), nc*n)
+			if err := packPlane(qt, j, out, data[b0*bb:(b0+nc)*bb]); err != nil {
+				return err
+			}
+			if err := l.send(ctx, i, dst.Offset(b0*n), buf, nc*n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// packPlane is qt.PackPlane with the blocks split among all cores.
+func packPlane(qt ptx.QuantType, j int, dst, blocks []byte) error {
+	bb, n := qt.GGUF().TypeSize(), qt.PlaneBlockBytes(j)
+	nb := len(blocks) / bb
+	workers := max(1, min(runtime.GOMAXPROCS(0), len(dst)/(256<<10)))
+	per := (nb + workers - 1) / workers
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*per, min(nb, (w+1)*per)
+		if lo >= hi {
+			continue
+		}
+		wg.Go(func() { errs[w] = qt.PackPlane(j, dst[lo*n:hi*n], blocks[lo*bb:hi*bb]) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // convertF16 converts rows of src (type t) to FP16 in dst, the rows split
