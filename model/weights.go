@@ -74,8 +74,12 @@ func (l *loader) load(name string, rows, cols int, optional bool) (Weight, error
 	if r != int64(rows) || c != int64(cols) {
 		return nil, &TensorError{Name: name, Msg: fmt.Sprintf("shape ne=%v, want (%d rows, %d cols): ne=[%d, %d]", ti.Dims, rows, cols, cols, rows)}
 	}
+	if !ti.Type.CanDequantize() {
+		return nil, fmt.Errorf("tensor %q: %w", name, &UnsupportedError{What: "tensor type", Value: ti.Type.String(),
+			Hint: "no backend runs it; convert the file with llama.cpp's llama-quantize"})
+	}
 	if l.b == nil {
-		return nil, nil // checkShapes: the shape is all it wants
+		return nil, nil // checkShapes: the shape and type are all it wants
 	}
 	data, err := l.f.TensorData(ti)
 	if err != nil {
@@ -94,8 +98,10 @@ func (l *loader) load(name string, rows, cols int, optional bool) (Weight, error
 }
 
 // checkShapes checks that every tensor the model needs is in the file with
-// the shape the metadata implies, without loading anything: the sizes a
-// plan is made of are then the file's, not only the metadata's claims.
+// the shape the metadata implies and a type the backends run, without
+// loading anything: the sizes a plan is made of are then the file's, not
+// only the metadata's claims, and an unsupported type (an
+// *UnsupportedError naming the tensor) is refused before any allocation.
 func checkShapes(f *gguf.File, c *Config) error {
 	_, err := loadWeights(f, c, nil, nil)
 	return err
