@@ -26,10 +26,15 @@ func TestRenderLimits(t *testing.T) {
 		// process ("goroutine stack exceeds 1000000000-byte limit").
 		{"recursion", `{% macro f(n) %}{{ f(n+1) }}{% endmacro %}{{ f(0) }}`, Limits{}, "MaxDepth"},
 		{"recursion through caller", `{% macro f() %}{% call f() %}x{% endcall %}{% endmacro %}{{ f() }}`, Limits{}, "MaxDepth"},
-		// 10^10 iterations used to run for minutes.
-		{"nested loops", `{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}`, Limits{}, "MaxSteps"},
+		// Nested loops (10^10 iterations with range(100000) used to run
+		// for minutes; here 10^6, each range within the bound). The step
+		// bound is set below the default (2^20) so that it, not the 5 s
+		// timeout, trips on a slow machine (the race detector on two busy
+		// cores takes about 5 µs a step).
+		{"nested loops", `{% for i in range(1000) %}{% for j in range(1000) %}x{% endfor %}{% endfor %}`,
+			Limits{MaxSteps: 1 << 16}, "MaxSteps"},
 		{"calls that branch", `{% macro f(n) %}{% if n > 0 %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(60) }}`,
-			Limits{}, "MaxSteps"},
+			Limits{MaxSteps: 1 << 16}, "MaxSteps"},
 		// The engine's range builds its whole list first: 24 GB here.
 		{"huge range", `{% for i in range(10**9) %}{% endfor %}`, Limits{}, "MaxSteps"},
 		{"output", `{% for i in range(100) %}{{ 'x' * 1000000 }}{% endfor %}`, Limits{}, "MaxOutput"},
