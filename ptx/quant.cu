@@ -156,11 +156,18 @@ __device__ __forceinline__ void scale_min_k4(int j, unsigned int s0, unsigned in
 // the unit.
 template <int T> struct qt;
 
-template <> struct qt<Q8_0> {
-    static constexpr int G = 1, S = 1, O = 0;
-    static constexpr bool MANT = false;
+// The layouts the traits share: one run per unit and block (the 32-element
+// types), and the K-quants' two runs of 16 (Q4_K, Q5_K) or four of 8 (Q2_K,
+// Q3_K, Q6_K; units_k32 and units_k16 below).
+struct units32 {
+    static constexpr int G = 1, S = 1;
     static __device__ __forceinline__ int run(int, int) { return 0; }
     static __device__ __forceinline__ int slot(int e) { return e; }
+};
+
+template <> struct qt<Q8_0> : units32 {
+    static constexpr int O = 0;
+    static constexpr bool MANT = false;
     static __device__ __forceinline__ unit<1> load(const unsigned char *p0, const unsigned char *p1,
                                                    const unsigned char *, size_t blk, int)
     {
@@ -176,11 +183,9 @@ template <> struct qt<Q8_0> {
     }
 };
 
-template <> struct qt<Q4_0> {
-    static constexpr int G = 1, S = 1, O = 8;
+template <> struct qt<Q4_0> : units32 {
+    static constexpr int O = 8;
     static constexpr bool MANT = true;
-    static __device__ __forceinline__ int run(int, int) { return 0; }
-    static __device__ __forceinline__ int slot(int e) { return e; }
     static __device__ __forceinline__ unit<1> load(const unsigned char *p0, const unsigned char *p1,
                                                    const unsigned char *, size_t blk, int)
     {
@@ -193,11 +198,9 @@ template <> struct qt<Q4_0> {
     }
 };
 
-template <> struct qt<Q4_1> {
-    static constexpr int G = 1, S = 1, O = 0;
+template <> struct qt<Q4_1> : units32 {
+    static constexpr int O = 0;
     static constexpr bool MANT = true;
-    static __device__ __forceinline__ int run(int, int) { return 0; }
-    static __device__ __forceinline__ int slot(int e) { return e; }
     static __device__ __forceinline__ unit<1> load(const unsigned char *p0, const unsigned char *p1,
                                                    const unsigned char *, size_t blk, int)
     {
@@ -221,11 +224,9 @@ __device__ __forceinline__ void q5_high(unsigned int qh, unsigned int *hlo, unsi
     }
 }
 
-template <> struct qt<Q5_0> {
-    static constexpr int G = 1, S = 1, O = 16;
+template <> struct qt<Q5_0> : units32 {
+    static constexpr int O = 16;
     static constexpr bool MANT = true;
-    static __device__ __forceinline__ int run(int, int) { return 0; }
-    static __device__ __forceinline__ int slot(int e) { return e; }
     static __device__ __forceinline__ unit<1> load(const unsigned char *p0, const unsigned char *p1,
                                                    const unsigned char *p2, size_t blk, int)
     {
@@ -239,11 +240,9 @@ template <> struct qt<Q5_0> {
     }
 };
 
-template <> struct qt<Q5_1> {
-    static constexpr int G = 1, S = 1, O = 0;
+template <> struct qt<Q5_1> : units32 {
+    static constexpr int O = 0;
     static constexpr bool MANT = true;
-    static __device__ __forceinline__ int run(int, int) { return 0; }
-    static __device__ __forceinline__ int slot(int e) { return e; }
     static __device__ __forceinline__ unit<1> load(const unsigned char *p0, const unsigned char *p1,
                                                    const unsigned char *p2, size_t blk, int)
     {
@@ -262,10 +261,9 @@ template <> struct qt<Q5_1> {
 // from two word pairs, chosen per byte by the index's top bit). The 16
 // bits of a qs word's half are the selectors of the elements j, j+16,
 // j+1, j+17 (low and high nibble of two bytes): slot(e) says so.
-template <> struct qt<IQ4_NL> {
-    static constexpr int G = 1, S = 1, O = 0;
+template <> struct qt<IQ4_NL> : units32 {
+    static constexpr int O = 0;
     static constexpr bool MANT = false;
-    static __device__ __forceinline__ int run(int, int) { return 0; }
     // Slot e = 4w + t (word w of codes, byte t) holds qs byte
     // 4*(w/2) + 2*(w%2) + t/2, its low nibble for even t: element
     // that byte index, plus 16 for odd t.
@@ -302,16 +300,18 @@ template <> struct qt<IQ4_NL> {
     }
 };
 
-// Q2_K, Q3_K and Q6_K: unit sub (0..7) is half h = sub/4 (elements
-// 128h..128h+127) and bytes l0 = 8*(sub%4) .. l0+7 of that half's quant
-// rows; run j holds elements 128h + 32j + l0 .. +7.
-__device__ __forceinline__ int run_k16(int sub, int g) { return 128 * (sub / 4) + 32 * g + 8 * (sub % 4); }
-
-template <> struct qt<Q2_K> {
-    static constexpr int G = 4, S = 8, O = 0;
-    static constexpr bool MANT = true;
-    static __device__ __forceinline__ int run(int sub, int g) { return run_k16(sub, g); }
+// Q2_K, Q3_K and Q6_K (units_k16): unit sub (0..7) is half h = sub/4
+// (elements 128h..128h+127) and bytes l0 = 8*(sub%4) .. l0+7 of that
+// half's quant rows; run j holds elements 128h + 32j + l0 .. +7.
+struct units_k16 {
+    static constexpr int G = 4, S = 8;
+    static __device__ __forceinline__ int run(int sub, int g) { return 128 * (sub / 4) + 32 * g + 8 * (sub % 4); }
     static __device__ __forceinline__ int slot(int e) { return e; }
+};
+
+template <> struct qt<Q2_K> : units_k16 {
+    static constexpr int O = 0;
+    static constexpr bool MANT = true;
     static __device__ __forceinline__ unit<4> load(const unsigned char *p0, const unsigned char *p1,
                                                    const unsigned char *, size_t blk, int sub)
     {
@@ -333,11 +333,9 @@ template <> struct qt<Q2_K> {
     }
 };
 
-template <> struct qt<Q3_K> {
-    static constexpr int G = 4, S = 8, O = 4;
+template <> struct qt<Q3_K> : units_k16 {
+    static constexpr int O = 4;
     static constexpr bool MANT = true;
-    static __device__ __forceinline__ int run(int sub, int g) { return run_k16(sub, g); }
-    static __device__ __forceinline__ int slot(int e) { return e; }
     static __device__ __forceinline__ unit<4> load(const unsigned char *p0, const unsigned char *p1,
                                                    const unsigned char *p2, size_t blk, int sub)
     {
@@ -364,11 +362,15 @@ template <> struct qt<Q3_K> {
     }
 };
 
-// Q4_K and Q5_K: unit sub (0..7) is half h = sub%2 of the 64-element group
-// c = sub/2: qs bytes 32c + 16h .. +15, whose low nibbles are elements
-// 64c + 16h + i (sub-block 2c) and high nibbles 64c + 32 + 16h + i
-// (sub-block 2c + 1).
-__device__ __forceinline__ int run_k32(int sub, int g) { return 64 * (sub / 2) + 32 * g + 16 * (sub % 2); }
+// Q4_K and Q5_K (units_k32): unit sub (0..7) is half h = sub%2 of the
+// 64-element group c = sub/2: qs bytes 32c + 16h .. +15, whose low nibbles
+// are elements 64c + 16h + i (sub-block 2c) and high nibbles
+// 64c + 32 + 16h + i (sub-block 2c + 1).
+struct units_k32 {
+    static constexpr int G = 2, S = 8;
+    static __device__ __forceinline__ int run(int sub, int g) { return 64 * (sub / 2) + 32 * g + 16 * (sub % 2); }
+    static __device__ __forceinline__ int slot(int e) { return e; }
+};
 
 // k4_scales sets the runs' a and b of unit sub of a Q4_K/Q5_K block from
 // its 16-byte header (d, dmin, 12 scale bytes s; see scale_min_k4): the
@@ -397,11 +399,9 @@ __device__ __forceinline__ void k4_scales(const unsigned char *hdr, size_t blk, 
     }
 }
 
-template <> struct qt<Q4_K> {
-    static constexpr int G = 2, S = 8, O = 0;
+template <> struct qt<Q4_K> : units_k32 {
+    static constexpr int O = 0;
     static constexpr bool MANT = true;
-    static __device__ __forceinline__ int run(int sub, int g) { return run_k32(sub, g); }
-    static __device__ __forceinline__ int slot(int e) { return e; }
     static __device__ __forceinline__ unit<2> load(const unsigned char *p0, const unsigned char *p1,
                                                    const unsigned char *, size_t blk, int sub)
     {
@@ -413,11 +413,9 @@ template <> struct qt<Q4_K> {
     }
 };
 
-template <> struct qt<Q5_K> {
-    static constexpr int G = 2, S = 8, O = 0;
+template <> struct qt<Q5_K> : units_k32 {
+    static constexpr int O = 0;
     static constexpr bool MANT = true;
-    static __device__ __forceinline__ int run(int sub, int g) { return run_k32(sub, g); }
-    static __device__ __forceinline__ int slot(int e) { return e; }
     static __device__ __forceinline__ unit<2> load(const unsigned char *p0, const unsigned char *p1,
                                                    const unsigned char *, size_t blk, int sub)
     {
@@ -439,11 +437,9 @@ template <> struct qt<Q5_K> {
     }
 };
 
-template <> struct qt<Q6_K> {
-    static constexpr int G = 4, S = 8, O = 32;
+template <> struct qt<Q6_K> : units_k16 {
+    static constexpr int O = 32;
     static constexpr bool MANT = true;
-    static __device__ __forceinline__ int run(int sub, int g) { return run_k16(sub, g); }
-    static __device__ __forceinline__ int slot(int e) { return e; }
     static __device__ __forceinline__ unit<4> load(const unsigned char *p0, const unsigned char *p1,
                                                    const unsigned char *, size_t blk, int sub)
     {
