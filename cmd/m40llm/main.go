@@ -99,7 +99,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // runWithInput executes the CLI reading standard input from stdin.
 func runWithInput(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	err := newApp(stdin, stdout, stderr).Run(args)
+	app := newApp(stdin, stdout, stderr)
+	err := app.Run(reorderArgs(app, args))
 	if err == nil {
 		return 0
 	}
