@@ -14,7 +14,10 @@ import (
 // first positional argument. Everything after "--" stays positional and
 // in place.
 //
-// Only the order changes: a command line that names no command, an unknown
+// "help [COMMAND]" becomes "[COMMAND] --help" (the help command is kept
+// out of the command list).
+//
+// Otherwise only the order changes: a command line that names no command, an unknown
 // command or an unknown flag is returned with the same words for the
 // parser to report.
 func reorderArgs(app *cli.App, args []string) []string {
@@ -28,6 +31,12 @@ func reorderArgs(app *cli.App, args []string) []string {
 	}
 	if i == len(args) || args[i] == "--" {
 		return append(out, args[i:]...)
+	}
+	if args[i] == "help" || args[i] == "h" {
+		if i+1 < len(args) && !isFlagWord(args[i+1]) {
+			out = append(out, args[i+1])
+		}
+		return append(out, "--help")
 	}
 	cmd := app.Command(args[i])
 	out = append(out, args[i])

@@ -55,8 +55,8 @@ func usageErrorf(format string, args ...any) error {
 	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
 }
 
-func onUsageError(_ *cli.Context, err error, _ bool) error {
-	return &exitError{code: 2, err: err}
+func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
+	return &exitError{code: 2, err: flagUsageError(c, err, isSubcommand)}
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
@@ -100,7 +100,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 // runWithInput executes the CLI reading standard input from stdin.
 func runWithInput(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdin, stdout, stderr)
-	err := app.Run(reorderArgs(app, args))
+	err := checkCommand(app, args)
+	if err == nil {
+		err = app.Run(reorderArgs(app, args))
+	}
 	if err == nil {
 		return 0
 	}
