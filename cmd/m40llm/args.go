@@ -14,7 +14,9 @@ import (
 // first positional argument. Everything after "--" stays positional and
 // in place.
 //
-// "help [COMMAND]" becomes "[COMMAND] --help" (the help command is kept
+// A top-level -v followed by a command moves into it, where -v is
+// --verbose (alone it asks for the version); --version or -V among a
+// command's flags asks for the version. "help [COMMAND]" becomes "[COMMAND] --help" (the help command is kept
 // out of the command list).
 //
 // Otherwise only the order changes: a command line that names no command, an unknown
@@ -25,12 +27,17 @@ func reorderArgs(app *cli.App, args []string) []string {
 		return args
 	}
 	out := []string{args[0]}
+	var verbose []string // a top-level -v, which belongs to the command
 	i := 1
 	for ; i < len(args) && isFlagWord(args[i]); i++ {
+		if args[i] == "-v" {
+			verbose = []string{"-v"}
+			continue
+		}
 		out = append(out, args[i]) // the top level has no flag that takes a value
 	}
 	if i == len(args) || args[i] == "--" {
-		return append(out, args[i:]...)
+		return append(append(out, verbose...), args[i:]...)
 	}
 	if args[i] == "help" || args[i] == "h" {
 		if i+1 < len(args) && !isFlagWord(args[i+1]) {
@@ -40,10 +47,19 @@ func reorderArgs(app *cli.App, args []string) []string {
 	}
 	cmd := app.Command(args[i])
 	out = append(out, args[i])
+	out = append(out, verbose...)
 	if cmd == nil || cmd.SkipFlagParsing {
 		return append(out, args[i+1:]...)
 	}
 	flags, positional := reorderCommandArgs(cmd, args[i+1:])
+	for j := 0; j < len(flags); j++ {
+		switch f := flags[j]; {
+		case takesValue(cmd, f):
+			j++ // "-p --version" is a prompt
+		case (f == "--version" || f == "-V") && !hasFlag(cmd, f):
+			return []string{args[0], "--version"}
+		}
+	}
 	return append(append(out, flags...), positional...)
 }
 
@@ -78,6 +94,19 @@ func reorderCommandArgs(cmd *cli.Command, words []string) (flags, positional []s
 // more ("-" alone is an argument, the conventional name of stdin).
 func isFlagWord(w string) bool {
 	return len(w) > 1 && w[0] == '-'
+}
+
+// hasFlag says whether the flag word w names a flag of cmd.
+func hasFlag(cmd *cli.Command, w string) bool {
+	name, _, _ := strings.Cut(strings.TrimLeft(w, "-"), "=")
+	for _, f := range cmd.Flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // takesValue says whether the flag word w ("-m", "--model", not

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"regexp"
 	"testing"
 
 	"github.com/m40llm/m40llm/internal/fixture"
@@ -94,9 +95,56 @@ func TestReorderArgs(t *testing.T) {
 		{[]string{"m40llm", "tokenize", "-", "--no-bos"}, []string{"m40llm", "tokenize", "--no-bos", "-"}},
 		{[]string{"m40llm", "tokenize", "T", "--", "-m", "--"}, []string{"m40llm", "tokenize", "--", "T", "-m", "--"}},
 		{[]string{"m40llm", "tokenize", "-m", "M", "--"}, []string{"m40llm", "tokenize", "-m", "M"}},
+		{[]string{"m40llm", "-v", "generate", "-n", "-1"}, []string{"m40llm", "generate", "-v", "-n", "-1"}},
+		{[]string{"m40llm", "-v"}, []string{"m40llm", "-v"}},
 		{[]string{"m40llm", "generate", "-p", "-x", "-n", "-1", "y"}, []string{"m40llm", "generate", "-p", "-x", "-n", "-1", "y"}},
 	}
 	for _, tt := range tests {
 		assert.Equal(t, tt.want, reorderArgs(app, tt.in), "%q", tt.in)
 	}
+}
+
+// --version and -V print the version anywhere; -v does only alone, and
+// with a command (before or after its name) is --verbose.
+func TestVersionAndVerbose(t *testing.T) {
+	want, _, code := runCLI(t, "", "version")
+	require.Equal(t, 0, code)
+	require.Contains(t, want, "m40llm "+version)
+	for _, args := range [][]string{{"--version"}, {"-V"}, {"-v"}, {"generate", "--version"}, {"inspect", "x.gguf", "-V"}} {
+		out, errs, code := runCLI(t, "", args...)
+		assert.Equal(t, 0, code, "%q: %s", args, errs)
+		assert.Equal(t, "m40llm version "+version+"\n", out, "%q", args)
+	}
+	stories260K := fixture.BundledModel(t)
+	gen := []string{"-m", stories260K, "-p", "Once", "-n", "2", "--temp", "0", "--backend", "cpu"}
+	for _, args := range [][]string{
+		append([]string{"-v", "generate"}, gen...),
+		append([]string{"generate", "-v"}, gen...),
+		append(append([]string{"generate"}, gen...), "--verbose"),
+	} {
+		out, errs, code := runCLI(t, "", args...)
+		assert.Equal(t, 0, code, errs)
+		assert.NotContains(t, out, "m40llm version")
+		assert.Contains(t, errs, "m40llm: loaded", "%q is verbose", args)
+	}
+	// A flag value that reads "--version" is a value.
+	out, errs, code := runCLI(t, "", "generate", "-p", "--version", "-m", stories260K, "-n", "1", "--backend", "cpu")
+	assert.Equal(t, 0, code, errs)
+	assert.NotContains(t, out, "m40llm version")
+}
+
+// --help prints float defaults as they are written (0.8, not the float64
+// of float32(0.8), 0.800000011920929).
+func TestHelpFloatDefaults(t *testing.T) {
+	long := regexp.MustCompile(`default: -?\d+\.\d{6,}`)
+	for _, cmd := range newApp(nil, io.Discard, io.Discard).Commands {
+		out, _, code := runCLI(t, "", cmd.Name, "--help")
+		require.Equal(t, 0, code)
+		assert.Empty(t, long.FindAllString(out, -1), cmd.Name)
+	}
+	out, _, _ := runCLI(t, "", "generate", "--help")
+	for _, want := range []string{"(default: 0.8)", "(default: 0.95)", "(default: 0.05)"} {
+		assert.Contains(t, out, want)
+	}
+	assert.Equal(t, float32(0.8), float32(asWritten(0.8)), "the value is unchanged")
 }

@@ -59,6 +59,14 @@ func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
 	return &exitError{code: 2, err: flagUsageError(c, err, isSubcommand)}
 }
 
+func init() {
+	// --version and -V everywhere; -v too where nothing follows it, as in
+	// ollama: before a command (and after it) -v is --verbose
+	// (reorderArgs moves it into the command).
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Aliases: []string{"V", "v"},
+		Usage: "print the version (-v only alone: with a command, -v is --verbose)"}
+}
+
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Reader:    stdin,
