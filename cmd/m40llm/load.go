@@ -194,10 +194,32 @@ func loadModel(c *cli.Context, slots int) (*model.Model, error) {
 		return nil, err
 	}
 	fmt.Fprintf(stderr, "m40llm: backend %s\n", why)
+	if w := contextWarning(m.Config, m.CtxSize()); w != "" {
+		fmt.Fprintf(stderr, "m40llm: warning: %s\n", w)
+	}
 	if c.Bool("verbose") {
 		describeModel(stderr, path, m)
 	}
 	return m, nil
+}
+
+// contextWarning says, when a KV cache of ctxSize positions is longer
+// than the context cfg was trained on, what that means: the RoPE scaling
+// the file asks for, if any, applies as it is (m40llm stretches nothing
+// itself), and past the training context output may degrade, as
+// llama.cpp's n_ctx_train warning says. It is "" when the context fits.
+func contextWarning(cfg *model.Config, ctxSize int) string {
+	train := cfg.ContextLength
+	if train <= 0 || ctxSize <= train {
+		return ""
+	}
+	rope := "no RoPE scaling applies (the model file names none)"
+	if cfg.RopeFreqScale != 1 {
+		rope = fmt.Sprintf("the model file's linear RoPE scaling applies (factor %s)",
+			strconv.FormatFloat(1/float64(cfg.RopeFreqScale), 'g', 4, 64))
+	}
+	return fmt.Sprintf("--ctx-size %d is more than the model's training context of %d positions; %s, and output past position %d may degrade",
+		ctxSize, train, rope, train)
 }
 
 func describeModel(w io.Writer, path string, m *model.Model) {
