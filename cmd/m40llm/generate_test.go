@@ -162,3 +162,54 @@ func TestGeneratePromptSourceErrors(t *testing.T) {
 		})
 	}
 }
+
+// run MODEL PROMPT answers one prompt as chat answers the same first
+// message, and exits; the words of PROMPT are joined as ollama joins them,
+// and a prompt piped on standard input is one prompt too.
+func TestRunOnePrompt(t *testing.T) {
+	m := fixture.BundledModel(t)
+	opts := []string{"--temp", "0", "-n", "12", "--backend", "cpu"}
+	want, errs, code := runCLI(t, "Hello there\n", append([]string{"chat", "-m", m}, opts...)...)
+	require.Equal(t, 0, code, errs)
+	require.NotEmpty(t, strings.TrimSpace(want))
+	for _, tt := range []struct {
+		name, stdin string
+		args        []string // after "run"
+	}{
+		{"one argument", "", append([]string{m, "Hello there"}, opts...)},
+		{"words", "", append([]string{m, "Hello", "there"}, opts...)},
+		{"flags first", "", append(append([]string{}, opts...), m, "Hello", "there")},
+		{"stdin", "Hello there\n", append([]string{m}, opts...)},
+		{"arguments win over stdin", "Goodbye\n", append([]string{m, "Hello there"}, opts...)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errs, code := runCLI(t, tt.stdin, append([]string{"run"}, tt.args...)...)
+			require.Equal(t, 0, code, errs)
+			assert.Equal(t, want, out)
+			assert.NotContains(t, errs, "> ", "no chat prompt")
+		})
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	m := fixture.BundledModel(t)
+	tests := []struct {
+		name, stdin string
+		args        []string
+		code        int
+		msg         string
+	}{
+		{"no model", "", []string{"run"}, 2, "run needs a model"},
+		{"empty stdin", "", []string{"run", m}, 2, "standard input was empty"},
+		{"model not found", "", []string{"run", "nope.gguf", "hi"}, 3, "no such file"},
+		{"prompt longer than context", "", []string{"run", m, strings.Repeat("long ", 40), "-c", "16"}, 8, "raise --ctx-size"},
+		{"chat takes no prompt", "", []string{"chat", "-m", m, "hi"}, 2, "m40llm run MODEL PROMPT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errs, code := runCLI(t, tt.stdin, append(tt.args, "--backend", "cpu")...)
+			assert.Equal(t, tt.code, code, errs)
+			assert.Contains(t, errs, tt.msg)
+		})
+	}
+}
