@@ -16,38 +16,110 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-func chatCommand() *cli.Command {
+// chatFlags are the flags of chat and run.
+func chatFlags() []cli.Flag {
 	flags := append(modelFlags(),
 		&cli.StringFlag{Name: "system", Usage: "system message"},
 		&cli.IntFlag{Name: "n-predict", Aliases: []string{"n"}, Value: -1, Usage: "largest reply in tokens (-1: until end of turn)"},
 		allowSpecialFlag(),
 	)
-	flags = append(flags, samplingFlags()...)
+	return append(flags, samplingFlags()...)
+}
+
+func chatCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "chat",
 		Usage: "talk to the model through its chat template; one line per message, /reset to start over, /exit or end of input to quit",
-		Flags: flags,
+		Flags: chatFlags(),
 		Action: func(c *cli.Context) error {
-			m, err := loadModel(c, 1)
-			if err != nil {
-				return err
+			if c.NArg() > 0 {
+				return usageErrorf("chat takes no arguments (got %q); for one prompt use m40llm run MODEL PROMPT", c.Args().First())
 			}
-			defer m.Close()
-			tmpl, err := m.ChatTemplate()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(c.App.ErrWriter, "m40llm: chat template %s; /reset starts over, /exit quits\n", tmpl.Name())
-			params, _ := samplingParams(c)
-			s, err := m.NewSession(0)
-			if err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return chatLoop(ctx, c, m, s, tmpl, model.GenerateOptions{MaxTokens: c.Int("n-predict"), Sampling: params})
+			return runChat(c, "")
 		},
 	}
+}
+
+// runCommand is ollama's "run": one prompt gives one reply, none a chat.
+func runCommand() *cli.Command {
+	var flags []cli.Flag
+	for _, f := range chatFlags() {
+		if f.Names()[0] == "model" {
+			// The model is the first argument; loadModel reads it here.
+			f = &cli.StringFlag{Name: "model", Hidden: true}
+		}
+		flags = append(flags, f)
+	}
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "as ollama run: reply to PROMPT (or a prompt piped on standard input) through the chat template and exit; with neither, chat",
+		ArgsUsage: "MODEL.gguf [PROMPT...]",
+		Description: "The words of PROMPT are joined with spaces, as ollama does. Without PROMPT and with standard input " +
+			"not a terminal, all of standard input is the prompt (less one trailing newline). Otherwise this is m40llm chat.",
+		Flags: flags,
+		Action: func(c *cli.Context) error {
+			if c.NArg() == 0 {
+				return usageErrorf("run needs a model: run MODEL.gguf [PROMPT]")
+			}
+			if err := c.Set("model", c.Args().First()); err != nil {
+				return err
+			}
+			prompt := strings.Join(c.Args().Tail(), " ")
+			if prompt == "" && !isTerminal(c.App.Reader) {
+				text, err := readText(c.App.Reader, maxPromptBytes, "standard input")
+				if err != nil {
+					return err
+				}
+				if prompt = strings.TrimSuffix(text, "\n"); prompt == "" {
+					return usageErrorf("no prompt: standard input was empty")
+				}
+			}
+			return runChat(c, prompt)
+		},
+	}
+}
+
+// runChat loads the model and answers prompt, or with prompt "" chats
+// with the lines of standard input.
+func runChat(c *cli.Context, prompt string) error {
+	m, err := loadModel(c, 1)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	tmpl, err := m.ChatTemplate()
+	if err != nil {
+		return err
+	}
+	params, _ := samplingParams(c)
+	s, err := m.NewSession(0)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	opts := model.GenerateOptions{MaxTokens: c.Int("n-predict"), Sampling: params}
+	if prompt != "" {
+		msgs := append(systemMessage(c), chat.Message{Role: "user", Content: prompt})
+		_, err := chatTurn(ctx, c, m, s, tmpl, msgs, opts)
+		switch {
+		case errors.Is(err, context.Canceled):
+			return nil // interrupted by the user: the partial reply stands
+		case errors.Is(err, model.ErrContextFull):
+			return fmt.Errorf("%w (raise --ctx-size)", err)
+		}
+		return err
+	}
+	fmt.Fprintf(c.App.ErrWriter, "m40llm: chat template %s; /reset starts over, /exit quits\n", tmpl.Name())
+	return chatLoop(ctx, c, m, s, tmpl, opts)
+}
+
+// systemMessage is the --system message, if any, as a history.
+func systemMessage(c *cli.Context) []chat.Message {
+	if sys := c.String("system"); sys != "" {
+		return []chat.Message{{Role: "system", Content: sys}}
+	}
+	return nil
 }
 
 // allowSpecialFlag is the flag of chat and serve that parses control-token
@@ -58,14 +130,11 @@ func allowSpecialFlag() cli.Flag {
 }
 
 func chatLoop(ctx context.Context, c *cli.Context, m *model.Model, s *model.Session, tmpl *chat.Template, opts model.GenerateOptions) error {
-	var history []chat.Message
-	if sys := c.String("system"); sys != "" {
-		history = append(history, chat.Message{Role: "system", Content: sys})
-	}
+	history := systemMessage(c)
 	base := len(history)
 	in := bufio.NewScanner(c.App.Reader)
 	in.Buffer(make([]byte, 64<<10), 16<<20)
-	out, errw := c.App.Writer, c.App.ErrWriter
+	errw := c.App.ErrWriter
 	for {
 		fmt.Fprint(errw, "> ")
 		if !in.Scan() {
@@ -84,36 +153,61 @@ func chatLoop(ctx context.Context, c *cli.Context, m *model.Model, s *model.Sess
 			continue
 		}
 		msgs := append(history, chat.Message{Role: "user", Content: line})
-		ids, _, err := m.ChatTokens(ctx, tmpl, msgs,
-			model.ChatOptions{AddGenerationPrompt: true, AllowSpecialInContent: c.Bool("allow-special-in-content")})
-		if errors.Is(err, context.Canceled) {
-			fmt.Fprintln(out)
+		reply, err := chatTurn(ctx, c, m, s, tmpl, msgs, opts)
+		var skipped *turnError
+		switch {
+		case errors.Is(err, context.Canceled):
 			return nil
-		}
-		if err != nil {
-			fmt.Fprintf(errw, "m40llm: %v\n", err)
+		case errors.As(err, &skipped) && errors.Is(err, model.ErrContextFull):
+			fmt.Fprintf(c.App.ErrWriter, "m40llm: %v; /reset to start over\n", err)
 			continue
-		}
-		if len(ids) >= m.CtxSize() {
-			fmt.Fprintf(errw, "m40llm: the conversation needs %d tokens, the context has %d; /reset to start over\n", len(ids), m.CtxSize())
+		case errors.As(err, &skipped):
+			fmt.Fprintf(c.App.ErrWriter, "m40llm: %v\n", err)
 			continue
-		}
-		var reply strings.Builder
-		res, err := s.Generate(ctx, ids, opts, func(text string) error {
-			reply.WriteString(text)
-			_, err := io.WriteString(out, text)
-			return err
-		})
-		fmt.Fprintln(out)
-		if errors.Is(err, context.Canceled) {
-			return nil
-		}
-		if err != nil {
+		case err != nil:
 			return err
 		}
-		if c.Bool("verbose") {
-			printStats(errw, m, res)
-		}
-		history = append(msgs, chat.Message{Role: "assistant", Content: strings.TrimSpace(reply.String())})
+		history = append(msgs, chat.Message{Role: "assistant", Content: strings.TrimSpace(reply)})
 	}
+}
+
+// turnError is chatTurn's error for a turn that did not start (the
+// template failed, the conversation is longer than the context): a chat
+// goes on after it.
+type turnError struct{ err error }
+
+func (e *turnError) Error() string { return e.err.Error() }
+func (e *turnError) Unwrap() error { return e.err }
+
+// chatTurn renders msgs through tmpl, streams the reply to stdout ending
+// with a newline, and returns it. A turn that cannot start gives a
+// *turnError; a cancelled ctx gives context.Canceled.
+func chatTurn(ctx context.Context, c *cli.Context, m *model.Model, s *model.Session, tmpl *chat.Template, msgs []chat.Message, opts model.GenerateOptions) (string, error) {
+	out, errw := c.App.Writer, c.App.ErrWriter
+	ids, _, err := m.ChatTokens(ctx, tmpl, msgs,
+		model.ChatOptions{AddGenerationPrompt: true, AllowSpecialInContent: c.Bool("allow-special-in-content")})
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintln(out)
+		return "", err
+	}
+	if err != nil {
+		return "", &turnError{err}
+	}
+	if len(ids) >= m.CtxSize() {
+		return "", &turnError{fmt.Errorf("%w: the conversation needs %d tokens, the context has %d", model.ErrContextFull, len(ids), m.CtxSize())}
+	}
+	var reply strings.Builder
+	res, err := s.Generate(ctx, ids, opts, func(text string) error {
+		reply.WriteString(text)
+		_, err := io.WriteString(out, text)
+		return err
+	})
+	fmt.Fprintln(out)
+	if err != nil {
+		return reply.String(), err
+	}
+	if c.Bool("verbose") {
+		printStats(errw, m, res)
+	}
+	return reply.String(), nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,7 +18,7 @@ import (
 func generateCommand() *cli.Command {
 	flags := append(modelFlags(),
 		&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt text (special tokens such as <|im_start|> are parsed)"},
-		&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the prompt from this file"},
+		&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the prompt from `FILE` (- for standard input), less one trailing newline; without -p or -f, a prompt piped on standard input is read"},
 		&cli.IntFlag{Name: "n-predict", Aliases: []string{"n"}, Value: -1, Usage: "tokens to generate (-1: until end of text or a full context)"},
 		&cli.StringSliceFlag{Name: "stop", Usage: "stop when this text is generated (repeatable)"},
 		&cli.BoolFlag{Name: "ignore-eos", Usage: "keep generating past end-of-text tokens"},
@@ -81,18 +82,36 @@ func generateCommand() *cli.Command {
 	}
 }
 
-// promptText returns the prompt from -p or -f.
+// promptText returns the prompt from -p, from -f (a file, or standard
+// input for "-"), or, with neither, from standard input when it is not a
+// terminal (a pipe or a file). Text read from a file or standard input
+// loses one trailing newline, as llama.cpp's -f does, so that
+// "echo 'Once upon a time' > p.txt; generate -f p.txt" continues the same
+// text as -p 'Once upon a time'.
 func promptText(c *cli.Context) (string, error) {
 	p, f := c.String("prompt"), c.String("file")
+	var (
+		text string
+		err  error
+	)
 	switch {
 	case c.IsSet("prompt") && f != "":
 		return "", usageErrorf("give the prompt with -p or -f, not both")
-	case f != "":
-		return readFileText(f, maxPromptBytes)
 	case c.IsSet("prompt"):
 		return p, nil
+	case f == "-":
+		text, err = readText(c.App.Reader, maxPromptBytes, "standard input")
+	case f != "":
+		text, err = readFileText(f, maxPromptBytes)
+	case !isTerminal(c.App.Reader):
+		text, err = readText(c.App.Reader, maxPromptBytes, "standard input")
+		if err == nil && text == "" {
+			return "", usageErrorf("no prompt: pass -p TEXT or -f FILE, or pipe it on standard input (which was empty)")
+		}
+	default:
+		return "", usageErrorf("no prompt: pass -p TEXT or -f FILE, or pipe it on standard input")
 	}
-	return "", usageErrorf("no prompt: pass -p TEXT or -f FILE")
+	return strings.TrimSuffix(text, "\n"), err
 }
 
 func printStats(w io.Writer, m *model.Model, r *model.Result) {

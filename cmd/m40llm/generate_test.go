@@ -94,3 +94,122 @@ func TestBenchJSON(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// The prompt read from a file or standard input loses one trailing
+// newline, as with llama.cpp's -f, so every source of the same line gives
+// llama.cpp's continuation of "Once upon a time".
+func TestGeneratePromptSources(t *testing.T) {
+	prompt, want, n := expectedStories(t)
+	m := fixture.BundledModel(t)
+	dir := t.TempDir()
+	file := func(name, text string) string {
+		p := dir + "/" + name
+		require.NoError(t, os.WriteFile(p, []byte(text), 0o644))
+		return p
+	}
+	common := []string{"generate", "-m", m, "-n", itoa(n), "--temp", "0", "--backend", "cpu"}
+	tests := []struct {
+		name  string
+		stdin string
+		args  []string
+	}{
+		{"-p", "", []string{"-p", prompt}},
+		{"-f with a newline", "", []string{"-f", file("p.txt", prompt+"\n")}},
+		{"-f without one", "", []string{"-f", file("q.txt", prompt)}},
+		{"-f -", prompt + "\n", []string{"-f", "-"}},
+		{"piped", prompt + "\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errs, code := runCLI(t, tt.stdin, append(common, tt.args...)...)
+			require.Equal(t, 0, code, errs)
+			assert.Equal(t, want, out)
+		})
+	}
+
+	// Only one newline goes: a second one is prompt text, as with -p.
+	twoNewlines, errs, code := runCLI(t, "", append(common, "-f", file("r.txt", prompt+"\n\n"))...)
+	require.Equal(t, 0, code, errs)
+	oneNewline, errs, code := runCLI(t, "", append(common, "-p", prompt+"\n")...)
+	require.Equal(t, 0, code, errs)
+	assert.Equal(t, oneNewline, twoNewlines)
+	assert.NotEqual(t, want, twoNewlines, "the newline changes the continuation")
+
+	// -p wins over standard input, which is not read.
+	out, errs, code := runCLI(t, "Lily went to the park\n", append(common, "-p", prompt)...)
+	require.Equal(t, 0, code, errs)
+	assert.Equal(t, want, out)
+}
+
+func TestGeneratePromptSourceErrors(t *testing.T) {
+	m := fixture.BundledModel(t)
+	tests := []struct {
+		name, stdin string
+		args        []string
+		msg         string
+	}{
+		{"empty stdin", "", nil, "standard input (which was empty)"},
+		{"-p and -f -", "x", []string{"-p", "x", "-f", "-"}, "not both"},
+		{"stdin too large", strings.Repeat("x", maxPromptBytes+1), nil, "standard input is larger than 8 MiB"},
+		{"-f - too large", strings.Repeat("x", maxPromptBytes+1), []string{"-f", "-"}, "standard input is larger than 8 MiB"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errs, code := runCLI(t, tt.stdin, append([]string{"generate", "-m", m, "--backend", "cpu"}, tt.args...)...)
+			assert.Equal(t, 2, code, errs)
+			assert.Empty(t, out)
+			assert.Contains(t, errs, tt.msg)
+		})
+	}
+}
+
+// run MODEL PROMPT answers one prompt as chat answers the same first
+// message, and exits; the words of PROMPT are joined as ollama joins them,
+// and a prompt piped on standard input is one prompt too.
+func TestRunOnePrompt(t *testing.T) {
+	m := fixture.BundledModel(t)
+	opts := []string{"--temp", "0", "-n", "12", "--backend", "cpu"}
+	want, errs, code := runCLI(t, "Hello there\n", append([]string{"chat", "-m", m}, opts...)...)
+	require.Equal(t, 0, code, errs)
+	require.NotEmpty(t, strings.TrimSpace(want))
+	for _, tt := range []struct {
+		name, stdin string
+		args        []string // after "run"
+	}{
+		{"one argument", "", append([]string{m, "Hello there"}, opts...)},
+		{"words", "", append([]string{m, "Hello", "there"}, opts...)},
+		{"flags first", "", append(append([]string{}, opts...), m, "Hello", "there")},
+		{"stdin", "Hello there\n", append([]string{m}, opts...)},
+		{"arguments win over stdin", "Goodbye\n", append([]string{m, "Hello there"}, opts...)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errs, code := runCLI(t, tt.stdin, append([]string{"run"}, tt.args...)...)
+			require.Equal(t, 0, code, errs)
+			assert.Equal(t, want, out)
+			assert.NotContains(t, errs, "> ", "no chat prompt")
+		})
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	m := fixture.BundledModel(t)
+	tests := []struct {
+		name, stdin string
+		args        []string
+		code        int
+		msg         string
+	}{
+		{"no model", "", []string{"run"}, 2, "run needs a model"},
+		{"empty stdin", "", []string{"run", m}, 2, "standard input was empty"},
+		{"model not found", "", []string{"run", "nope.gguf", "hi"}, 3, "no such file"},
+		{"prompt longer than context", "", []string{"run", m, strings.Repeat("long ", 40), "-c", "16"}, 8, "raise --ctx-size"},
+		{"chat takes no prompt", "", []string{"chat", "-m", m, "hi"}, 2, "m40llm run MODEL PROMPT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, errs, code := runCLI(t, tt.stdin, append(tt.args, "--backend", "cpu")...)
+			assert.Equal(t, tt.code, code, errs)
+			assert.Contains(t, errs, tt.msg)
+		})
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"golang.org/x/term"
 )
 
 // Bounds on text read from a file or standard input: far more than any
@@ -42,4 +44,10 @@ func readFileText(path string, limit int64) (string, error) {
 		return "", err
 	}
 	return text, err
+}
+
+// isTerminal says whether r is a terminal, where nothing is piped in.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }

@@ -18,18 +18,27 @@ const arrayPreview = 8
 
 func inspectCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "inspect",
-		Usage:     "summarise a GGUF file: architecture, hyper-parameters, tokenizer, metadata, tensors",
-		ArgsUsage: "MODEL.gguf",
+		Name:        "inspect",
+		Usage:       "summarise a GGUF file: architecture, hyper-parameters, tokenizer, metadata, tensors",
+		ArgsUsage:   "MODEL.gguf",
+		Description: "The file is the argument or the value of -m, as the other commands take it.",
 		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF `FILE` to summarise (instead of the argument)"},
 			&cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"},
 			&cli.BoolFlag{Name: "all", Usage: "print long arrays and strings in full"},
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return usageErrorf("inspect takes exactly one MODEL.gguf argument, got %d", c.NArg())
+			path := c.String("model")
+			switch {
+			case c.NArg() > 1:
+				return usageErrorf("inspect takes one MODEL.gguf argument, got %d", c.NArg())
+			case c.NArg() == 1 && path != "":
+				return usageErrorf("give the model as the argument or with -m, not both")
+			case c.NArg() == 1:
+				path = c.Args().First()
+			case path == "":
+				return usageErrorf("inspect needs a model: inspect MODEL.gguf or -m MODEL.gguf")
 			}
-			path := c.Args().First()
 			f, err := gguf.Open(path)
 			if err != nil {
 				return fmt.Errorf("%s: %w", path, err)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/m40llm/m40llm/cudadrv"
@@ -34,16 +35,25 @@ func modelFlags() []cli.Flag {
 func samplingFlags() []cli.Flag {
 	d := sample.DefaultParams()
 	return []cli.Flag{
-		&cli.Float64Flag{Name: "temp", Value: float64(d.Temperature), Usage: "temperature; 0 is greedy"},
+		&cli.Float64Flag{Name: "temp", Value: asWritten(d.Temperature), Usage: "temperature; 0 is greedy"},
 		&cli.IntFlag{Name: "top-k", Value: d.TopK, Usage: "keep the K most likely tokens (0: off)"},
-		&cli.Float64Flag{Name: "top-p", Value: float64(d.TopP), Usage: "keep the smallest set of tokens with this much probability (1: off)"},
-		&cli.Float64Flag{Name: "min-p", Value: float64(d.MinP), Usage: "drop tokens less likely than this times the most likely (0: off)"},
-		&cli.Float64Flag{Name: "repeat-penalty", Value: float64(d.RepeatPenalty), Usage: "penalise repeated tokens (1: off)"},
+		&cli.Float64Flag{Name: "top-p", Value: asWritten(d.TopP), Usage: "keep the smallest set of tokens with this much probability (1: off)"},
+		&cli.Float64Flag{Name: "min-p", Value: asWritten(d.MinP), Usage: "drop tokens less likely than this times the most likely (0: off)"},
+		&cli.Float64Flag{Name: "repeat-penalty", Value: asWritten(d.RepeatPenalty), Usage: "penalise repeated tokens (1: off)"},
 		&cli.IntFlag{Name: "repeat-last-n", Value: d.RepeatLastN, Usage: "tokens the penalties look back at (-1: all)"},
 		&cli.Float64Flag{Name: "presence-penalty", Usage: "subtract from tokens already present"},
 		&cli.Float64Flag{Name: "frequency-penalty", Usage: "subtract per occurrence"},
 		&cli.Int64Flag{Name: "seed", Value: -1, Usage: "random seed (-1: a new one each run)"},
 	}
+}
+
+// asWritten returns the float64 nearest the shortest decimal that reads
+// back as x (0.8 for float32(0.8), not 0.800000011920929), so that --help
+// prints a float32 default as it is written; converted back to float32
+// it is x again.
+func asWritten(x float32) float64 {
+	v, _ := strconv.ParseFloat(strconv.FormatFloat(float64(x), 'g', -1, 32), 64)
+	return v
 }
 
 // samplingParams builds sampler parameters from the flags; the second
@@ -184,10 +194,32 @@ func loadModel(c *cli.Context, slots int) (*model.Model, error) {
 		return nil, err
 	}
 	fmt.Fprintf(stderr, "m40llm: backend %s\n", why)
+	if w := contextWarning(m.Config, m.CtxSize()); w != "" {
+		fmt.Fprintf(stderr, "m40llm: warning: %s\n", w)
+	}
 	if c.Bool("verbose") {
 		describeModel(stderr, path, m)
 	}
 	return m, nil
+}
+
+// contextWarning says, when a KV cache of ctxSize positions is longer
+// than the context cfg was trained on, what that means: the RoPE scaling
+// the file asks for, if any, applies as it is (m40llm stretches nothing
+// itself), and past the training context output may degrade, as
+// llama.cpp's n_ctx_train warning says. It is "" when the context fits.
+func contextWarning(cfg *model.Config, ctxSize int) string {
+	train := cfg.ContextLength
+	if train <= 0 || ctxSize <= train {
+		return ""
+	}
+	rope := "no RoPE scaling applies (the model file names none)"
+	if cfg.RopeFreqScale != 1 {
+		rope = fmt.Sprintf("the model file's linear RoPE scaling applies (factor %s)",
+			strconv.FormatFloat(1/float64(cfg.RopeFreqScale), 'g', 4, 64))
+	}
+	return fmt.Sprintf("--ctx-size %d is more than the model's training context of %d positions; %s, and output past position %d may degrade",
+		ctxSize, train, rope, train)
 }
 
 func describeModel(w io.Writer, path string, m *model.Model) {

@@ -55,8 +55,16 @@ func usageErrorf(format string, args ...any) error {
 	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
 }
 
-func onUsageError(_ *cli.Context, err error, _ bool) error {
-	return &exitError{code: 2, err: err}
+func onUsageError(c *cli.Context, err error, isSubcommand bool) error {
+	return &exitError{code: 2, err: flagUsageError(c, err, isSubcommand)}
+}
+
+func init() {
+	// --version and -V everywhere; -v too where nothing follows it, as in
+	// ollama: before a command (and after it) -v is --verbose
+	// (reorderArgs moves it into the command).
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Aliases: []string{"V", "v"},
+		Usage: "print the version (-v only alone: with a command, -v is --verbose)"}
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
@@ -74,6 +82,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			tokenizeCommand(),
 			generateCommand(),
 			chatCommand(),
+			runCommand(),
 			benchCommand(),
 			serveCommand(),
 			synthCommand(),
@@ -99,7 +108,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // runWithInput executes the CLI reading standard input from stdin.
 func runWithInput(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	err := newApp(stdin, stdout, stderr).Run(args)
+	app := newApp(stdin, stdout, stderr)
+	err := checkCommand(app, args)
+	if err == nil {
+		err = app.Run(reorderArgs(app, args))
+	}
 	if err == nil {
 		return 0
 	}

@@ -27,7 +27,7 @@ func tokenizeCommand() *cli.Command {
 			"(and EOS) are added when the model asks for them, as llama.cpp's llama-tokenize does.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF `FILE` whose vocabulary to use", EnvVars: []string{"M40LLM_MODEL"}},
-			&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the text from `FILE`"},
+			&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the text from `FILE` (- for standard input), as it is"},
 			&cli.BoolFlag{Name: "no-bos", Usage: "do not add the BOS token"},
 		},
 		Action: func(c *cli.Context) error {
@@ -46,6 +46,10 @@ func tokenizeCommand() *cli.Command {
 				return usageErrorf("give the text as TEXT or --file, not both")
 			case c.NArg() == 1:
 				text = c.Args().First()
+			case file == "-":
+				if text, err = readText(c.App.Reader, maxTokenizeBytes, "standard input"); err != nil {
+					return err
+				}
 			case file != "":
 				if text, err = readFileText(file, maxTokenizeBytes); err != nil {
 					return err

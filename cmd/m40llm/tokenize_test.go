@@ -104,3 +104,15 @@ func TestTokenizeErrors(t *testing.T) {
 		})
 	}
 }
+
+// -f - reads standard input, keeping its trailing newline (llama.cpp's
+// llama-tokenize keeps the text as it is).
+func TestTokenizeFileDash(t *testing.T) {
+	spm := sharedVocab(t, "llama-spm")
+	out, errs, code := runCLI(t, "Hello world\n", "tokenize", "-m", spm, "-f", "-")
+	require.Equal(t, 0, code, errs)
+	var ids []int32
+	require.NoError(t, json.Unmarshal([]byte(out), &ids))
+	assert.Equal(t, []int32{1, 15043, 3186}, ids[:3])
+	assert.Len(t, ids, 4, "the newline is a token")
+}
