@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,14 +25,19 @@ func serveTemplate(t *testing.T, src string) *testServer {
 
 // TestChatTemplateLimits: a model file whose chat template recurses or
 // loops without end gets a 400 naming the limit for each chat request,
-// fast, and the server goes on serving. The first used to kill the
-// process with a stack overflow, the second to render for minutes.
+// within seconds, and the server goes on serving. The first used to kill
+// the process with a stack overflow, the second to render for minutes.
+// The loops stop at the default 2^20 steps, which take about half a second
+// here but can reach the 5 s render timeout on a loaded machine under the
+// race detector: either limit is the guard doing its work.
 func TestChatTemplateLimits(t *testing.T) {
 	tests := []struct {
-		name, src, limit string
+		name, src string
+		limits    []string
 	}{
-		{"recursion", `{% macro f(n) %}{{ f(n+1) }}{% endmacro %}{{ f(0) }}`, "MaxDepth"},
-		{"loops", `{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}`, "MaxSteps"},
+		{"recursion", `{% macro f(n) %}{{ f(n+1) }}{% endmacro %}{{ f(0) }}`, []string{"MaxDepth"}},
+		{"loops", `{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}`,
+			[]string{"MaxSteps", "Timeout"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -39,13 +45,17 @@ func TestChatTemplateLimits(t *testing.T) {
 			for range 2 {
 				start := time.Now()
 				status, _, body := ts.post(t, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}]}`)
-				assert.Less(t, time.Since(start), 5*time.Second)
+				assert.Less(t, time.Since(start), 10*time.Second)
 				assert.Equal(t, http.StatusBadRequest, status, "%s", body)
 				e := decodeError(t, body)
 				assert.Equal(t, TypeInvalidRequest, e.Type)
 				assert.Equal(t, "messages", deref(e.Param))
 				assert.Contains(t, e.Message, "render limit")
-				assert.Contains(t, e.Message, tt.limit)
+				named := false
+				for _, l := range tt.limits {
+					named = named || strings.Contains(e.Message, "(limit "+l+")")
+				}
+				assert.True(t, named, "the message names one of %v: %s", tt.limits, e.Message)
 			}
 			status, _, body := ts.post(t, "/v1/completions", `{"prompt":"Once","max_tokens":2}`)
 			assert.Equal(t, http.StatusOK, status, "%s", body)
@@ -67,7 +77,9 @@ func TestChatRenderCanceled(t *testing.T) {
 	time.AfterFunc(20*time.Millisecond, cancel)
 	start := time.Now()
 	_, err = FromChatRequest(ctx, &ChatCompletionRequest{Messages: []ChatMessage{{Role: "user", Content: "hi"}}}, s, 0)
-	assert.Less(t, time.Since(start), 300*time.Millisecond)
+	// Canceled, not finished: the error says so; the time only bounds
+	// how late the render notices (loosely, for loaded machines).
+	assert.Less(t, time.Since(start), 2*time.Second)
 	require.True(t, errors.Is(err, context.Canceled), "got %v", err)
 	assert.Equal(t, 499, apiError(err).Status)
 }

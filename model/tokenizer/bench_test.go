@@ -45,7 +45,10 @@ func TestWarAndPeaceCounts(t *testing.T) {
 			start := time.Now()
 			ids := tok.Encode(book, false, false)
 			elapsed := time.Since(start)
-			assert.Less(t, elapsed, 10*time.Second, "whole book should take seconds at most")
+			// A bound for pathological (superlinear) encoding only: speed is
+			// measured by the benchmarks; this passes in ~3 s alone here and
+			// must not fail on a loaded machine under the race detector.
+			assert.Less(t, elapsed, 60*time.Second, "whole book should take seconds, not minutes")
 			assert.Equal(t, book, decodeRaw(tok, ids), "the pieces give the book back")
 
 			withSpecial := tok.Encode(book, true, false)
