@@ -177,6 +177,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *schedul
 			s.writeError(w, r, gr.requestError(err))
 			return
 		}
+		noteUsage(r, res)
 		writeJSON(w, http.StatusOK, f.whole(text, res))
 		return
 	}
@@ -195,6 +196,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *schedul
 		}
 		switch {
 		case done && err == nil:
+			noteUsage(r, res)
 			sse.event(f.end(res.Finish))
 			if gr.IncludeUsage {
 				sse.event(f.usage(res))

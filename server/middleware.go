@@ -53,10 +53,12 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 
 // instrument counts requests by the mux's route pattern and status code
 // (requests answered before the mux, such as 401s, are counted under the
-// route they asked for).
+// route they asked for) and, with Options.AccessLog, logs each one.
 func (s *Server) instrument(mux *http.ServeMux, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
+		r, note := withAccessNote(r)
 		defer func() {
 			route := r.Pattern // set by the ServeMux on this request
 			if route == "" {
@@ -70,6 +72,9 @@ func (s *Server) instrument(mux *http.ServeMux, next http.Handler) http.Handler 
 				code = 499 // the handler wrote nothing: the client went away
 			}
 			s.metrics.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+			if s.opts.AccessLog {
+				s.logAccess(r, routePath(route), code, note, time.Since(start))
+			}
 		}()
 		next.ServeHTTP(rec, r)
 	})

@@ -93,6 +93,10 @@ type Options struct {
 	// Logger receives request errors and lifecycle events; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// AccessLog, when set, logs one Info record per request to Logger
+	// (message "request": method, route, path, status, prompt_tokens and
+	// completion_tokens for a generation that ended, duration_ms).
+	AccessLog bool
 }
 
 // Server is the HTTP API over one model. Create it with New, serve

@@ -2,12 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,67 +23,179 @@ import (
 )
 
 func benchCommand() *cli.Command {
-	flags := append(modelFlags(),
-		&cli.IntFlag{Name: "n-prompt", Aliases: []string{"p"}, Value: 512, Usage: "prompt-processing test length (0: skip)"},
-		&cli.IntFlag{Name: "n-gen", Aliases: []string{"n"}, Value: 128, Usage: "generation test length (0: skip)"},
+	var flags []cli.Flag
+	for _, f := range modelFlags() {
+		// Lists, as llama-bench takes them: the model is loaded once per
+		// combination of -b and -t.
+		switch f.Names()[0] {
+		case "batch-size":
+			f = &cli.StringFlag{Name: "batch-size", Aliases: []string{"b"}, Value: fmt.Sprint(model.DefaultBatchSize), Usage: "largest number of tokens per forward pass; a comma list runs each"}
+		case "threads":
+			f = &cli.StringFlag{Name: "threads", Aliases: []string{"t"}, Value: "0", Usage: "CPU threads (0: all cores); a comma list runs each"}
+		}
+		flags = append(flags, f)
+	}
+	flags = append(flags,
+		&cli.StringFlag{Name: "n-prompt", Aliases: []string{"p"}, Value: "512", Usage: "prompt-processing test lengths, a comma list (0: skip)"},
+		&cli.StringFlag{Name: "n-gen", Aliases: []string{"n"}, Value: "128", Usage: "generation test lengths, a comma list (0: skip)"},
 		&cli.IntFlag{Name: "repetitions", Aliases: []string{"r"}, Value: 5, Usage: "runs per test"},
-		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "md", Usage: "md or json (llama-bench's JSON fields plus m40llm's)"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "md", Usage: "md, csv, json or jsonl (llama-bench's fields plus m40llm's)"},
 		&cli.BoolFlag{Name: "json", Usage: "same as --output json"},
 	)
 	return &cli.Command{
 		Name:  "bench",
-		Usage: "measure prompt processing (pp) and generation (tg) speed, as llama-bench does",
+		Usage: "measure prompt processing (pp) and generation (tg) speed, as llama-bench does; every combination of the lists is one test",
 		Flags: flags,
 		Action: func(c *cli.Context) error {
-			np, ng, reps := c.Int("n-prompt"), c.Int("n-gen"), c.Int("repetitions")
-			if np < 0 || ng < 0 || reps < 1 || np == 0 && ng == 0 {
-				return usageErrorf("bench needs -p ≥ 0, -n ≥ 0 (not both 0) and -r ≥ 1")
+			var lists [4][]int
+			for i, name := range []string{"n-prompt", "n-gen", "batch-size", "threads"} {
+				l, err := intList(c.String(name))
+				if err != nil {
+					return usageErrorf("--%s: %v", name, err)
+				}
+				lists[i] = l
+			}
+			nps, ngs, batches, threads := lists[0], lists[1], lists[2], lists[3]
+			nps, ngs = slices.DeleteFunc(nps, isZero), slices.DeleteFunc(ngs, isZero)
+			reps := c.Int("repetitions")
+			if reps < 1 || len(nps) == 0 && len(ngs) == 0 {
+				return usageErrorf("bench needs -p ≥ 0, -n ≥ 0 (not all 0) and -r ≥ 1")
 			}
 			format := c.String("output")
 			if c.Bool("json") {
 				format = "json"
 			}
-			if format != "md" && format != "json" {
-				return usageErrorf("--output %q: want md or json", format)
+			if !slices.Contains([]string{"md", "csv", "json", "jsonl"}, format) {
+				return usageErrorf("--output %q: want md, csv, json or jsonl", format)
+			}
+			need := 1
+			for _, np := range nps {
+				need = max(need, np)
+			}
+			for _, ng := range ngs {
+				need = max(need, ng+1)
 			}
 			if !c.IsSet("ctx-size") {
 				// Room for the longest test, as llama-bench sizes its context.
-				if err := c.Set("ctx-size", fmt.Sprint(max(np, ng+1))); err != nil {
+				if err := c.Set("ctx-size", fmt.Sprint(need)); err != nil {
 					return err
 				}
 			}
-			m, err := loadModel(c, 1)
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			if np > m.CtxSize() || ng+1 > m.CtxSize() {
-				return usageErrorf("the tests need %d positions, --ctx-size is %d", max(np, ng+1), m.CtxSize())
-			}
-			b := &bencher{m: m, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
 			var results []benchResult
-			if np > 0 {
-				r, err := b.run(c.Context, c.String("model"), np, 0, reps)
-				if err != nil {
-					return err
+			for _, batch := range batches {
+				for _, th := range threads {
+					if err := errors.Join(c.Set("batch-size", fmt.Sprint(batch)), c.Set("threads", fmt.Sprint(th))); err != nil {
+						return err
+					}
+					rs, err := benchModel(c, nps, ngs, reps, need)
+					results = append(results, rs...)
+					if err != nil {
+						return err
+					}
 				}
-				results = append(results, r)
 			}
-			if ng > 0 {
-				r, err := b.run(c.Context, c.String("model"), 0, ng, reps)
-				if err != nil {
-					return err
-				}
-				results = append(results, r)
-			}
-			if format == "json" {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				return enc.Encode(results)
-			}
-			return writeBenchTable(c.App.Writer, results)
+			return writeBench(c.App.Writer, format, results)
 		},
 	}
+}
+
+func isZero(n int) bool { return n == 0 }
+
+// intList parses a comma list of integers ≥ 0 ("512,1024").
+func intList(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%q: want integers ≥ 0, separated by commas", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// benchModel loads the model as the flags say and runs the pp test of
+// each length in nps and the tg test of each in ngs.
+func benchModel(c *cli.Context, nps, ngs []int, reps, need int) ([]benchResult, error) {
+	m, err := loadModel(c, 1)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	if need > m.CtxSize() {
+		return nil, usageErrorf("the tests need %d positions, --ctx-size is %d", need, m.CtxSize())
+	}
+	b := &bencher{m: m, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
+	var results []benchResult
+	for _, np := range nps {
+		r, err := b.run(c.Context, c.String("model"), np, 0, reps)
+		if err != nil {
+			return results, err
+		}
+		results = append(results, r)
+	}
+	for _, ng := range ngs {
+		r, err := b.run(c.Context, c.String("model"), 0, ng, reps)
+		if err != nil {
+			return results, err
+		}
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+// writeBench writes the results as format says: md (a table), json (an
+// array), jsonl (one object per line) or csv (a header of the JSON field
+// names, then one row per test; the sample arrays are left out, as
+// llama-bench's csv does).
+func writeBench(w io.Writer, format string, rs []benchResult) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rs)
+	case "jsonl":
+		enc := json.NewEncoder(w)
+		for _, r := range rs {
+			if err := enc.Encode(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	case "csv":
+		return writeBenchCSV(w, rs)
+	}
+	return writeBenchTable(w, rs)
+}
+
+func writeBenchCSV(w io.Writer, rs []benchResult) error {
+	t := reflect.TypeFor[benchResult]()
+	var header []string
+	var fields []int
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if t.Field(i).Type.Kind() == reflect.Slice {
+			continue
+		}
+		header = append(header, name)
+		fields = append(fields, i)
+	}
+	cw := csv.NewWriter(w)
+	if err := cw.Write(header); err != nil {
+		return err
+	}
+	for _, r := range rs {
+		v := reflect.ValueOf(r)
+		row := make([]string, len(fields))
+		for j, i := range fields {
+			row[j] = fmt.Sprint(v.Field(i).Interface())
+		}
+		if err := cw.Write(row); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
 }
 
 // benchResult is one test's record. Field names follow llama-bench's JSON
@@ -241,8 +358,8 @@ func meanStdF(xs []float64) (float64, float64) {
 
 func writeBenchTable(w io.Writer, rs []benchResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
-	fmt.Fprintln(tw, "| model\t| size\t| backend\t| threads\t| test\t| t/s\t| weights GB/s\t| of peak\t| GPU memory\t|")
-	fmt.Fprintln(tw, "| ---\t| ---:\t| ---\t| ---:\t| ---\t| ---:\t| ---:\t| ---:\t| ---:\t|")
+	fmt.Fprintln(tw, "| model\t| size\t| backend\t| threads\t| n_batch\t| test\t| t/s\t| weights GB/s\t| of peak\t| GPU memory\t|")
+	fmt.Fprintln(tw, "| ---\t| ---:\t| ---\t| ---:\t| ---:\t| ---\t| ---:\t| ---:\t| ---:\t| ---:\t|")
 	for _, r := range rs {
 		test := fmt.Sprintf("pp%d", r.NPrompt)
 		gbs, frac, mem := "", "", ""
@@ -256,8 +373,8 @@ func writeBenchTable(w io.Writer, rs []benchResult) error {
 		if r.GPUMemory > 0 {
 			mem = humanBytes(r.GPUMemory)
 		}
-		fmt.Fprintf(tw, "| %s\t| %s\t| %s\t| %d\t| %s\t| %.2f ± %.2f\t| %s\t| %s\t| %s\t|\n",
-			strings.TrimSuffix(r.ModelFile, ".gguf"), humanBytes(r.ModelSize), r.Backends, r.NThreads, test, r.AvgTS, r.StddevTS, gbs, frac, mem)
+		fmt.Fprintf(tw, "| %s\t| %s\t| %s\t| %d\t| %d\t| %s\t| %.2f ± %.2f\t| %s\t| %s\t| %s\t|\n",
+			strings.TrimSuffix(r.ModelFile, ".gguf"), humanBytes(r.ModelSize), r.Backends, r.NThreads, r.NBatch, test, r.AvgTS, r.StddevTS, gbs, frac, mem)
 	}
 	if len(rs) > 0 {
 		r := rs[0]

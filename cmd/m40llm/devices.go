@@ -51,9 +51,12 @@ func devicesCommand() *cli.Command {
 // writeDevices prints the GPU report. A machine without a usable GPU is not
 // an error: the report says why, and the command exits 0.
 func writeDevices(w io.Writer, o gpuOptions) error {
-	sys, err := cudadrv.Discover(o.driver)
+	sys, err := discover(o.driver)
 	if err != nil {
 		fmt.Fprintf(w, "CUDA: not available: %s\n", noGPUReason(sys, err))
+		for _, l := range searchDetails(err) {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
 		fmt.Fprintln(w, "GPU inference is disabled; m40llm runs on the CPU.")
 		return nil
 	}
@@ -117,7 +120,12 @@ func kernelMode(d cudadrv.DeviceInfo) string {
 	return k.Mode().String()
 }
 
-// noGPUReason turns a Discover error into one precise sentence.
+// discover is cudadrv.Discover; tests replace it to stand for a machine
+// whose search fails in other ways than this one's.
+var discover = cudadrv.Discover
+
+// noGPUReason turns a Discover error into one precise sentence on one
+// line; searchDetails(err) has the paths the library search tried.
 func noGPUReason(sys *cudadrv.System, err error) string {
 	var (
 		le  *cudadrv.LoadError
@@ -133,7 +141,12 @@ func noGPUReason(sys *cudadrv.System, err error) string {
 	}
 	switch {
 	case errors.As(err, &le):
-		return fmt.Sprintf("%v\n(install the NVIDIA driver, or set M40LLM_LIBCUDA=/path/to/libcuda.so.1)", err)
+		places := "1 place"
+		if len(le.Tried) != 1 {
+			places = fmt.Sprintf("%d places", len(le.Tried))
+		}
+		return fmt.Sprintf("%s not found in %s searched; install the NVIDIA driver, or set M40LLM_LIBCUDA=/path/to/libcuda.so.1",
+			le.Library, places)
 	case errors.Is(err, cudadrv.ErrStubLibrary):
 		return fmt.Sprintf("%s is the CUDA toolkit's stub library, not the driver; install the NVIDIA driver or point M40LLM_LIBCUDA at its libcuda.so.1: %v", lib, err)
 	case errors.As(err, &old):
@@ -146,4 +159,18 @@ func noGPUReason(sys *cudadrv.System, err error) string {
 		return err.Error()
 	}
 	return fmt.Sprintf("%s: %v", lib, err)
+}
+
+// searchDetails returns, one per line, each path the driver library search
+// tried and why it failed; nil when err is not a failed search.
+func searchDetails(err error) []string {
+	var le *cudadrv.LoadError
+	if !errors.As(err, &le) {
+		return nil
+	}
+	lines := make([]string, len(le.Tried))
+	for i, a := range le.Tried {
+		lines[i] = fmt.Sprintf("tried %s: %v", a.Path, a.Err)
+	}
+	return lines
 }

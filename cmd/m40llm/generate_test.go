@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/csv"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -211,5 +213,52 @@ func TestRunErrors(t *testing.T) {
 			assert.Equal(t, tt.code, code, errs)
 			assert.Contains(t, errs, tt.msg)
 		})
+	}
+}
+
+// TestBenchLists: comma lists for -p, -n, -b and -t run every combination
+// as one test (the model loaded per -b, -t pair), in the order -b, -t,
+// then the pp tests, then the tg tests; -o jsonl writes one object per
+// line and -o csv a header of the JSON names and one row per test.
+func TestBenchLists(t *testing.T) {
+	m := fixture.BundledModel(t)
+	out, errs, code := runCLI(t, "", "bench", "-m", m, "-p", "8,16", "-n", "4", "-b", "8,16", "-t", "1,2", "-r", "1", "-o", "jsonl", "--backend", "cpu")
+	require.Equal(t, 0, code, errs)
+	type key struct{ batch, threads, np, ng int }
+	var got []key
+	for l := range strings.Lines(out) {
+		var r map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &r), "one object per line: %q", l)
+		got = append(got, key{int(r["n_batch"].(float64)), int(r["n_threads"].(float64)), int(r["n_prompt"].(float64)), int(r["n_gen"].(float64))})
+		assert.Len(t, r["samples_ns"], 1)
+	}
+	var want []key
+	for _, b := range []int{8, 16} {
+		for _, th := range []int{1, 2} {
+			want = append(want, key{b, th, 8, 0}, key{b, th, 16, 0}, key{b, th, 0, 4})
+		}
+	}
+	assert.Equal(t, want, got)
+
+	out, errs, code = runCLI(t, "", "bench", "-m", m, "-p", "8", "-n", "0", "-r", "2", "-o", "csv", "--backend", "cpu")
+	require.Equal(t, 0, code, errs)
+	rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	require.NoError(t, err)
+	require.Len(t, rows, 2, "header and one test")
+	col := map[string]string{}
+	for i, name := range rows[0] {
+		col[name] = rows[1][i]
+	}
+	assert.Equal(t, "8", col["n_prompt"])
+	assert.Equal(t, "0", col["n_gen"])
+	assert.Equal(t, "stories260K.gguf", filepath.Base(col["model_filename"]))
+	assert.NotContains(t, col, "samples_ns", "no arrays in csv")
+	avg, err := strconv.ParseFloat(col["avg_ts"], 64)
+	require.NoError(t, err)
+	assert.Greater(t, avg, 0.0)
+
+	for _, bad := range [][]string{{"-p", "8,x"}, {"-b", "-1"}, {"-o", "xml"}, {"-p", "0", "-n", "0"}} {
+		_, errs, code = runCLI(t, "", append([]string{"bench", "-m", m, "--backend", "cpu"}, bad...)...)
+		assert.Equal(t, 2, code, "%v: %s", bad, errs)
 	}
 }

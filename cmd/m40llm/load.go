@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/m40llm/m40llm/cudadrv"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
 	"github.com/m40llm/m40llm/model/cuda"
@@ -77,7 +76,8 @@ func samplingParams(c *cli.Context) (sample.Params, uint64) {
 }
 
 // newBackend returns the backend the flags ask for and a one-line
-// description of the choice and its reason.
+// description of the choice and its reason. With --verbose it prints the
+// driver library search on stderr when the search failed.
 func newBackend(c *cli.Context) (model.Backend, string, error) {
 	threads := c.Int("threads")
 	if threads <= 0 {
@@ -94,6 +94,11 @@ func newBackend(c *cli.Context) (model.Backend, string, error) {
 		if err == nil {
 			return be, be.Describe(), nil
 		}
+		if c.Bool("verbose") {
+			for _, l := range searchDetails(err) {
+				fmt.Fprintf(c.App.ErrWriter, "m40llm: %s\n", l)
+			}
+		}
 		if name == "cuda" {
 			return nil, "", fmt.Errorf("--backend cuda: %w", err)
 		}
@@ -107,7 +112,7 @@ func newBackend(c *cli.Context) (model.Backend, string, error) {
 // M40-class (compute 5.2 or 5.3, cudadrv.DeviceInfo.NativeCode) device, else device 0. Its errors say precisely
 // why no GPU can be used.
 func newCUDA(c *cli.Context, o gpuOptions) (*cuda.Backend, error) {
-	sys, err := cudadrv.Discover(o.driver)
+	sys, err := discover(o.driver)
 	if err != nil {
 		return nil, &noGPUError{reason: noGPUReason(sys, err), err: err}
 	}

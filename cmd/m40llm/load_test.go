@@ -1,11 +1,15 @@
 package main
 
 import (
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/m40llm/m40llm/cudadrv"
 	"github.com/m40llm/m40llm/gguf"
 	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/assert"
@@ -93,4 +97,79 @@ func TestContextPastTraining(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNoGPUNotice: when the driver library search fails, a command prints
+// one line about the backend choice; the paths tried appear only with -v
+// (one line each) and in `devices`. It runs twice: with M40LLM_LIBCUDA
+// naming a file that does not exist (the real search, one path), and with
+// a search that tried ten paths, as on a machine without the driver.
+func TestNoGPUNotice(t *testing.T) {
+	m := fixture.BundledModel(t)
+	args := []string{"generate", "-m", m, "-p", "Once", "-n", "3", "--temp", "0"}
+	tried := []cudadrv.Attempt{}
+	for i := range 10 {
+		p := fmt.Sprintf("/lib%d/libcuda.so.1", i)
+		tried = append(tried, cudadrv.Attempt{Path: p, Err: &fs.PathError{Op: "stat", Path: p, Err: syscall.ENOENT}})
+	}
+	tests := []struct {
+		name   string
+		search func(*testing.T)
+		paths  int
+	}{
+		{"M40LLM_LIBCUDA missing", func(t *testing.T) {
+			t.Setenv("M40LLM_LIBCUDA", filepath.Join(t.TempDir(), "libcuda.so.1"))
+		}, 1},
+		{"ten paths", func(t *testing.T) {
+			old := discover
+			discover = func(cudadrv.Options) (*cudadrv.System, error) {
+				return nil, &cudadrv.LoadError{Library: cudadrv.Library, Tried: tried}
+			}
+			t.Cleanup(func() { discover = old })
+		}, 10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.search(t)
+			notice := fmt.Sprintf(`^m40llm: backend cpu \(\d+ threads\): no GPU: libcuda.so.1 not found in %d places? searched; install the NVIDIA driver, or set M40LLM_LIBCUDA=/path/to/libcuda.so.1$`, tt.paths)
+
+			_, errs, code := runCLI(t, "", args...)
+			require.Equal(t, 0, code, errs)
+			lines := nonEmptyLines(errs)
+			require.Len(t, lines, 2, "the backend notice and the statistics:\n%s", errs)
+			assert.Regexp(t, notice, lines[0])
+			assert.Contains(t, lines[1], "tok/s")
+
+			_, errs, code = runCLI(t, "", append(args, "-v")...)
+			require.Equal(t, 0, code, errs)
+			lines = nonEmptyLines(errs)
+			var search []string
+			for _, l := range lines {
+				if strings.HasPrefix(l, "m40llm: tried ") {
+					search = append(search, l)
+				}
+			}
+			assert.Len(t, search, tt.paths, "-v lists each path tried:\n%s", errs)
+			assert.Regexp(t, `^m40llm: tried /.*libcuda.so.1: stat .*: no such file or directory$`, search[0])
+			assert.Regexp(t, notice, lines[tt.paths], "the notice follows the search")
+
+			_, errs, code = runCLI(t, "", append(args, "--backend", "cuda")...)
+			assert.Equal(t, 6, code)
+			assert.Len(t, nonEmptyLines(errs), 1, "--backend cuda fails in one line:\n%s", errs)
+
+			out, _, code := runCLI(t, "", "devices")
+			require.Equal(t, 0, code)
+			assert.Equal(t, tt.paths+2, len(nonEmptyLines(out)), "devices shows the search:\n%s", out)
+		})
+	}
+}
+
+func nonEmptyLines(s string) []string {
+	var lines []string
+	for l := range strings.Lines(s) {
+		if l = strings.TrimRight(l, "\n"); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines
 }

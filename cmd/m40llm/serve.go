@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -36,6 +37,8 @@ func serveCommand() *cli.Command {
 		&cli.IntFlag{Name: "max-header-bytes", Value: server.DefaultMaxHeaderBytes, Usage: "largest request line and headers in bytes; larger get 431"},
 		&cli.StringFlag{Name: "alias", Usage: "model id in the API (default: the file name without .gguf)"},
 		&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "on SIGINT/SIGTERM, how long running requests may finish before they are cancelled"},
+		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log records on stderr, one line each: text (key=value) or json (one object per line)"},
+		&cli.BoolFlag{Name: "log-disable", Usage: "log nothing: no access log line per request, no request errors (the startup and shutdown lines remain)"},
 		allowSpecialFlag(),
 	)
 	return &cli.Command{
@@ -57,6 +60,9 @@ func serveCommand() *cli.Command {
 					return usageErrorf("--%s must not be negative (0: no limit)", name)
 				}
 			}
+			if f := c.String("log-format"); f != "text" && f != "json" {
+				return usageErrorf("--log-format %q: want text or json", f)
+			}
 			if c.Int("max-header-bytes") < 1 {
 				return usageErrorf("--max-header-bytes must be at least 1")
 			}
@@ -73,13 +79,27 @@ func noLimitIfZero(d time.Duration) time.Duration {
 	return d
 }
 
+// serveLogger returns the server's logger: records of level and above on
+// w in format ("text": slog's key=value lines, "json": one object per
+// line), or none when disabled.
+func serveLogger(w io.Writer, format string, disabled bool, level slog.Level) *slog.Logger {
+	if disabled {
+		return slog.New(slog.DiscardHandler)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
 func serve(c *cli.Context) error {
 	stderr := c.App.ErrWriter
 	level := slog.LevelInfo
 	if c.Bool("verbose") {
 		level = slog.LevelDebug
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	logger := serveLogger(stderr, c.String("log-format"), c.Bool("log-disable"), level)
 
 	name := c.String("alias")
 	if name == "" {
@@ -98,6 +118,7 @@ func serve(c *cli.Context) error {
 		HostAliases:           c.StringSlice("host-alias"),
 		AllowSpecialInContent: c.Bool("allow-special-in-content"),
 		Logger:                logger,
+		AccessLog:             !c.Bool("log-disable"),
 	})
 	ln, err := net.Listen("tcp", c.String("addr"))
 	if err != nil {

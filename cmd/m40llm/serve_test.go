@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -273,4 +274,59 @@ func TestServeExposure(t *testing.T) {
 			assert.Less(t, time.Since(start), 2*time.Second)
 		}
 	})
+}
+
+// TestServeAccessLog: serve logs one line per request on stderr, as
+// key=value text by default and as one JSON object per line with
+// --log-format json; --log-disable logs none.
+func TestServeAccessLog(t *testing.T) {
+	complete := func(url string) {
+		t.Helper()
+		c := openai.NewClient(option.WithBaseURL(url+"/v1/"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+		_, err := c.Completions.New(context.Background(), openai.CompletionNewParams{
+			Model:       "stories260K",
+			Prompt:      openai.CompletionNewParamsPromptUnion{OfString: openai.String("Once upon a time")},
+			MaxTokens:   openai.Int(4),
+			Temperature: openai.Float(0),
+		})
+		require.NoError(t, err)
+	}
+	accessLines := func(stderr *lockedBuffer, marker string) []string {
+		var lines []string
+		for l := range strings.Lines(stderr.String()) {
+			if strings.Contains(l, marker) {
+				lines = append(lines, strings.TrimSuffix(l, "\n"))
+			}
+		}
+		return lines
+	}
+
+	url, stderr, exit := startServe(t, "--api-key", "")
+	complete(url)
+	stopServe(t, exit, stderr)
+	lines := accessLines(stderr, "msg=request")
+	require.Len(t, lines, 1, stderr.String())
+	assert.Regexp(t, `^time=\S+ level=INFO msg=request method=POST route=/v1/completions path=/v1/completions status=200 prompt_tokens=\d+ completion_tokens=4 duration_ms=[0-9.]+$`, lines[0])
+
+	url, stderr, exit = startServe(t, "--api-key", "", "--log-format", "json")
+	complete(url)
+	stopServe(t, exit, stderr)
+	lines = accessLines(stderr, `"msg":"request"`)
+	require.Len(t, lines, 1, stderr.String())
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &rec), "one JSON object: %s", lines[0])
+	assert.Equal(t, "/v1/completions", rec["route"])
+	assert.Equal(t, float64(200), rec["status"])
+	assert.Equal(t, float64(4), rec["completion_tokens"])
+
+	url, stderr, exit = startServe(t, "--api-key", "", "--log-disable")
+	complete(url)
+	stopServe(t, exit, stderr)
+	assert.NotContains(t, stderr.String(), "msg=request", "no access log")
+	assert.NotContains(t, stderr.String(), "level=", "no log records at all")
+	assert.Contains(t, stderr.String(), "m40llm: stopped")
+
+	_, errs, code := runCLI(t, "", "serve", "-m", fixture.BundledModel(t), "--log-format", "xml")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, errs, `--log-format "xml": want text or json`)
 }
