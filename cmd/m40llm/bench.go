@@ -9,14 +9,18 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/m40llm/m40llm/gguf"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cuda"
 	"github.com/urfave/cli/v2"
@@ -126,6 +130,15 @@ func benchModel(c *cli.Context, nps, ngs []int, reps, need int) ([]benchResult, 
 		return nil, usageErrorf("the tests need %d positions, --ctx-size is %d", need, m.CtxSize())
 	}
 	b := &bencher{m: m, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
+	// The parameter count, as llama-bench reports it: every tensor's
+	// elements (the file was just loaded, so it opens).
+	f, err := gguf.Open(c.String("model"))
+	if err != nil {
+		return nil, err
+	}
+	b.params = f.ParameterCount()
+	b.modelType = modelType(m.Config.Arch, b.params, f)
+	f.Close()
 	var results []benchResult
 	for _, np := range nps {
 		r, err := b.run(c.Context, c.String("model"), np, 0, reps)
@@ -198,6 +211,83 @@ func writeBenchCSV(w io.Writer, rs []benchResult) error {
 	return cw.Error()
 }
 
+// buildCommit returns the short VCS revision the binary was built from
+// ("+" when the tree was modified), or "unknown".
+func buildCommit() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	rev, dirty := "", false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "unknown"
+	}
+	rev = rev[:min(len(rev), 7)]
+	if dirty {
+		rev += "+"
+	}
+	return rev
+}
+
+// cpuInfo returns the CPU's model name from /proc/cpuinfo, or the
+// architecture where there is none.
+func cpuInfo() string {
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(data)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return runtime.GOARCH
+}
+
+// modelType describes a model as llama-bench does: the architecture, the
+// size in parameters rounded as llama.cpp names sizes ("7B" for 6.74 G,
+// "494M") and the file type ("llama 7B Q4_K - Medium"); without
+// general.file_type, guessed from the type holding most matrix elements,
+// as llama.cpp's loader guesses it ("all F32 (guessed)").
+func modelType(arch string, params int64, f *gguf.File) string {
+	var size string
+	switch {
+	case params >= 1e9:
+		size = fmt.Sprintf("%.0fB", float64(params)/1e9)
+	case params >= 1e6:
+		size = fmt.Sprintf("%.0fM", float64(params)/1e6)
+	default:
+		size = fmt.Sprintf("%.0fK", float64(params)/1e3)
+	}
+	var ft string
+	if v, err := f.Metadata.Uint32(gguf.KeyFileType); err == nil {
+		ft = gguf.FileTypeName(v)
+	} else {
+		elems := map[gguf.Type]int64{}
+		var top gguf.Type
+		for i := range f.Tensors {
+			if ti := &f.Tensors[i]; len(ti.Dims) >= 2 {
+				elems[ti.Type] += ti.Elements()
+				if elems[ti.Type] > elems[top] {
+					top = ti.Type
+				}
+			}
+		}
+		ft = top.String()
+		if top == gguf.TypeF32 {
+			ft = "all F32"
+		}
+		ft += " (guessed)"
+	}
+	return arch + " " + size + " " + ft
+}
+
 // benchResult is one test's record. Field names follow llama-bench's JSON
 // output; the fields after SamplesTS are m40llm's additions.
 type benchResult struct {
@@ -243,8 +333,10 @@ type benchResult struct {
 }
 
 type bencher struct {
-	m   *model.Model
-	rng *rand.Rand
+	m         *model.Model
+	rng       *rand.Rand
+	params    int64  // tensor elements of the file
+	modelType string // as llama-bench names it (see modelType)
 }
 
 func (b *bencher) tokens(n int) []int32 {
@@ -289,8 +381,8 @@ func (b *bencher) run(ctx context.Context, path string, np, ng, reps int) (bench
 	}
 	n := np + ng
 	r := benchResult{
-		BuildCommit: version, Backends: b.m.Backend().Name(), ModelFile: filepath.Base(path),
-		ModelType: fmt.Sprintf("%s %d layers %d dim", b.m.Config.Arch, b.m.Config.Layers, b.m.Config.Dim),
+		BuildCommit: buildCommit(), CPUInfo: cpuInfo(), Backends: b.m.Backend().Name(), ModelFile: filepath.Base(path),
+		ModelType: b.modelType, ModelParams: b.params,
 		ModelSize: b.m.Weights.Bytes, NBatch: b.m.BatchSize(), TypeK: "f32", TypeV: "f32",
 		NPrompt: np, NGen: ng, TestTime: time.Now().UTC().Format(time.RFC3339),
 		WeightBytes: b.m.Weights.Bytes,

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/m40llm/m40llm/gguf"
 	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -89,9 +90,23 @@ func TestBenchJSON(t *testing.T) {
 	require.Len(t, rs, 2)
 	assert.EqualValues(t, 16, rs[0]["n_prompt"])
 	assert.EqualValues(t, 8, rs[1]["n_gen"])
+	f, err := gguf.Open(fixture.BundledModel(t))
+	require.NoError(t, err)
+	defer f.Close()
+	// The bundled model has no general.file_type: llama.cpp guesses.
+	_, err = f.Metadata.Uint32(gguf.KeyFileType)
+	require.Error(t, err)
+	wantType := "llama 293K all F32 (guessed)"
 	for _, r := range rs {
 		assert.Greater(t, r["avg_ts"], 0.0)
 		assert.Len(t, r["samples_ns"], 2)
+		// llama-bench's fields: the parameters are the file's tensor
+		// elements, not 0; the commit is a revision, not the version.
+		assert.EqualValues(t, f.ParameterCount(), r["model_n_params"])
+		assert.Equal(t, wantType, r["model_type"])
+		assert.NotEmpty(t, r["cpu_info"])
+		assert.NotEmpty(t, r["build_commit"])
+		assert.NotEqual(t, version, r["build_commit"])
 	}
 }
 
