@@ -291,15 +291,20 @@ func modelType(arch string, params int64, f *gguf.File) string {
 // benchResult is one test's record. Field names follow llama-bench's JSON
 // output; the fields after SamplesTS are m40llm's additions.
 type benchResult struct {
-	BuildCommit  string    `json:"build_commit"`
-	CPUInfo      string    `json:"cpu_info"`
-	GPUInfo      string    `json:"gpu_info"`
-	Backends     string    `json:"backends"`
-	ModelFile    string    `json:"model_filename"`
-	ModelType    string    `json:"model_type"`
-	ModelSize    int64     `json:"model_size"`
-	ModelParams  int64     `json:"model_n_params"`
-	NBatch       int       `json:"n_batch"`
+	BuildCommit string `json:"build_commit"`
+	BuildNumber int    `json:"build_number"` // llama.cpp's commit count; 0: not counted here
+	CPUInfo     string `json:"cpu_info"`
+	GPUInfo     string `json:"gpu_info"`
+	Backends    string `json:"backends"`
+	ModelFile   string `json:"model_filename"`
+	ModelType   string `json:"model_type"`
+	ModelSize   int64  `json:"model_size"`
+	ModelParams int64  `json:"model_n_params"`
+	NBatch      int    `json:"n_batch"`
+	NUBatch     int    `json:"n_ubatch"` // one forward pass takes up to n_batch tokens
+	// NGPULayers is the layers on the GPU: all on the CUDA backend, none
+	// on the CPU.
+	NGPULayers   int       `json:"n_gpu_layers"`
 	NThreads     int       `json:"n_threads"`
 	TypeK        string    `json:"type_k"`
 	TypeV        string    `json:"type_v"`
@@ -383,7 +388,7 @@ func (b *bencher) run(ctx context.Context, path string, np, ng, reps int) (bench
 	r := benchResult{
 		BuildCommit: buildCommit(), CPUInfo: cpuInfo(), Backends: b.m.Backend().Name(), ModelFile: filepath.Base(path),
 		ModelType: b.modelType, ModelParams: b.params,
-		ModelSize: b.m.Weights.Bytes, NBatch: b.m.BatchSize(), TypeK: "f32", TypeV: "f32",
+		ModelSize: b.m.Weights.Bytes, NBatch: b.m.BatchSize(), NUBatch: b.m.BatchSize(), TypeK: "f32", TypeV: "f32",
 		NPrompt: np, NGen: ng, TestTime: time.Now().UTC().Format(time.RFC3339),
 		WeightBytes: b.m.Weights.Bytes,
 	}
@@ -395,6 +400,7 @@ func (b *bencher) run(ctx context.Context, path string, np, ng, reps int) (bench
 	r.LoadGBs = float64(r.WeightBytes) / r.LoadSeconds / 1e9
 	if g, ok := b.m.Backend().(*cuda.Backend); ok {
 		r.GPUInfo = g.Describe()
+		r.NGPULayers = b.m.Config.Layers
 		r.TypeK, r.TypeV = "f16", "f16"
 		r.DecodeBytes = g.DecodeBytes(b.m.Weights)
 		r.PeakGBs = g.Device().Bandwidth() / 1e9

@@ -107,6 +107,9 @@ func TestBenchJSON(t *testing.T) {
 		assert.NotEmpty(t, r["cpu_info"])
 		assert.NotEmpty(t, r["build_commit"])
 		assert.NotEqual(t, version, r["build_commit"])
+		assert.EqualValues(t, r["n_batch"], r["n_ubatch"])
+		assert.EqualValues(t, 0, r["n_gpu_layers"], "the CPU backend")
+		assert.Contains(t, r, "build_number")
 	}
 }
 
