@@ -101,6 +101,17 @@ func quantF16(dst []byte, src []float32) {
 }
 
 // abs32 is fabsf: it clears the sign bit.
+// largest returns the magnitude and the value of the element of x of
+// largest magnitude, the first one on ties (as ggml's quantizers scan).
+func largest(x []float32) (amax, vmax float32) {
+	for _, v := range x {
+		if a := abs32(v); a > amax {
+			amax, vmax = a, v
+		}
+	}
+	return amax, vmax
+}
+
 func abs32(v float32) float32 { return math.Float32frombits(math.Float32bits(v) &^ (1 << 31)) }
 
 // quantQ8_0 writes block_q8_0 {f16 d; int8 qs[32]} as
@@ -149,12 +160,7 @@ func quantQ4_0(dst []byte, src []float32) {
 	for b := range len(src) / 32 {
 		x := src[b*32 : b*32+32]
 		blk := dst[b*18 : b*18+18]
-		var amax, vmax float32
-		for _, v := range x {
-			if a := abs32(v); amax < a {
-				amax, vmax = a, v
-			}
-		}
+		_, vmax := largest(x)
 		d := vmax / -8
 		var id float32
 		if d != 0 {
@@ -250,12 +256,7 @@ func quantQ5_0(dst []byte, src []float32) {
 	for b := range len(src) / 32 {
 		x := src[b*32 : b*32+32]
 		blk := dst[b*22 : b*22+22]
-		var amax, vmax float32
-		for _, v := range x {
-			if a := abs32(v); amax < a {
-				amax, vmax = a, v
-			}
-		}
+		_, vmax := largest(x)
 		d := vmax / -16
 		var id float32
 		if d != 0 {
@@ -350,12 +351,7 @@ func quantIQ4NL(dst []byte, src []float32) {
 	for b := range len(src) / 32 {
 		x := src[b*32 : b*32+32]
 		blk := dst[b*18 : b*18+18]
-		var amax, vmax float32
-		for _, v := range x {
-			if a := abs32(v); a > amax {
-				amax, vmax = a, v
-			}
-		}
+		amax, vmax := largest(x)
 		var d float32
 		if amax >= groupMaxEps {
 			d = -vmax / float32(iq4nlValues[0])

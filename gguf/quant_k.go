@@ -231,12 +231,7 @@ func quantQ5K(dst []byte, src []float32) {
 // the largest Σ(wxq)²/Σwq². L receives q+nmax; a group whose largest
 // magnitude is below 1e-15 gives scale 0 and L = 0.
 func makeQXQuants(nmax int, x []float32, L []uint8) float32 {
-	var amax, vmax float32
-	for _, v := range x {
-		if a := abs32(v); a > amax {
-			amax, vmax = a, v
-		}
-	}
+	amax, vmax := largest(x)
 	if amax < groupMaxEps {
 		clear(L[:len(x)])
 		return 0
@@ -346,12 +341,7 @@ func quantQ6K(dst []byte, src []float32) {
 // Σ(wxq)²/Σwq². It returns Σwxq/Σwq² and L = q+nmax; a group whose largest
 // magnitude is below 1e-15 gives 0 and L = 0.
 func makeQ3Quants(nmax int, x []float32, L []int8) float32 {
-	var amax, vmax float32
-	for _, v := range x {
-		if a := abs32(v); a > amax {
-			amax, vmax = a, v
-		}
-	}
+	amax, vmax := largest(x)
 	if amax < groupMaxEps {
 		clear(L[:len(x)])
 		return 0
