@@ -3,8 +3,6 @@ package main
 import (
 	"encoding/json"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -22,16 +20,7 @@ import (
 // template and returns its path.
 func withTemplate(t *testing.T, src string) string {
 	t.Helper()
-	f, err := gguf.Open(fixture.BundledModel(t))
-	require.NoError(t, err)
-	defer f.Close()
-	require.NoError(t, f.Metadata.SetAny(chat.KeyTemplate, src))
-	path := filepath.Join(t.TempDir(), "model.gguf")
-	out, err := os.Create(path)
-	require.NoError(t, err)
-	require.NoError(t, gguf.Copy(out, f))
-	require.NoError(t, out.Close())
-	return path
+	return withMetadata(t, map[string]any{chat.KeyTemplate: src})
 }
 
 // TestChatTemplateLimits: a template that recurses or loops without end
