@@ -110,6 +110,13 @@ __device__ __forceinline__ void nibbles(unsigned int *c, uint4 q, const unsigned
     }
 }
 
+// nibbles4 is nibbles with no extra bits (the 4-bit types).
+__device__ __forceinline__ void nibbles4(unsigned int *c, uint4 q)
+{
+    const unsigned int z[4] = {0, 0, 0, 0};
+    nibbles(c, q, z, z);
+}
+
 // spread4 moves bits 0..3 of v to bit 4 of bytes 0..3 (the fifth bits of
 // Q5_0 and Q5_1).
 __device__ __forceinline__ unsigned int spread4(unsigned int v)
@@ -190,8 +197,7 @@ template <> struct qt<Q4_0> : units32 {
                                                    const unsigned char *, size_t blk, int)
     {
         unit<1> u;
-        const unsigned int z[4] = {0, 0, 0, 0};
-        nibbles(u.c, ld128(p0, 16 * blk), z, z);
+        nibbles4(u.c, ld128(p0, 16 * blk));
         u.a[0] = h2f(p1, blk);
         u.b[0] = -0.0f;
         return u;
@@ -205,8 +211,7 @@ template <> struct qt<Q4_1> : units32 {
                                                    const unsigned char *, size_t blk, int)
     {
         unit<1> u;
-        const unsigned int z[4] = {0, 0, 0, 0};
-        nibbles(u.c, ld128(p0, 16 * blk), z, z);
+        nibbles4(u.c, ld128(p0, 16 * blk));
         u.a[0] = h2f(p1, 2 * blk);
         u.b[0] = h2f(p1, 2 * blk + 1);
         return u;
@@ -406,8 +411,7 @@ template <> struct qt<Q4_K> : units_k32 {
                                                    const unsigned char *, size_t blk, int sub)
     {
         unit<2> u;
-        const unsigned int z[4] = {0, 0, 0, 0};
-        nibbles(u.c, ld128(p0, 128 * blk + 16 * sub), z, z);
+        nibbles4(u.c, ld128(p0, 128 * blk + 16 * sub));
         k4_scales(p1, blk, sub, u);
         return u;
     }
