@@ -24,6 +24,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("POST /tokenize", s.requireJSON(s.handleTokenize))
 	mux.Handle("POST /detokenize", s.requireJSON(s.handleDetokenize))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	s.ollamaRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, &Error{Status: http.StatusNotFound, Type: TypeInvalidRequest, Code: "not_found",
 			Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
@@ -280,9 +281,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v) // a write error means the client is gone
 }
 
-// writeError writes e in OpenAI's shape and logs server-side failures. A
-// cancelled request (the client is gone) gets nothing.
+// writeError writes e in OpenAI's shape (ollama's on the ollama routes)
+// and logs server-side failures. A cancelled request (the client is gone)
+// gets nothing.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e *Error) {
+	if s.writeOllamaError(w, r, e) {
+		return
+	}
 	if e.Status == 499 {
 		return
 	}

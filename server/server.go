@@ -47,6 +47,10 @@ type Options struct {
 	// Name is the model id of /v1/models and responses; requests naming
 	// another model get 404. Required.
 	Name string
+	// ModelPath is the served GGUF file, whose size, modification time,
+	// parameter count and sha256 the ollama routes report; empty: they
+	// report none.
+	ModelPath string
 	// APIKey, when set, is required as "Authorization: Bearer KEY" on
 	// every route but /health (the scheme matched without case); other
 	// requests get 401.
@@ -112,6 +116,8 @@ type Server struct {
 	served   *Served
 	sched    *scheduler
 	stopping bool
+
+	ollama ollamaState // what the ollama routes learn about the model file
 }
 
 // New returns a Server with no model yet.

@@ -107,6 +107,7 @@ func serve(c *cli.Context) error {
 	}
 	srv := server.New(server.Options{
 		Name:                  name,
+		ModelPath:             c.String("model"),
 		APIKey:                c.String("api-key"),
 		CORSOrigin:            c.String("cors-origin"),
 		Queue:                 c.Int("queue"),
