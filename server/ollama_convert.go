@@ -281,8 +281,8 @@ func intOption(param string, raw json.RawMessage) (*int, error) {
 // ".0" is accepted when whole.
 func int64Option(param string, raw json.RawMessage, lo, hi int64) (int64, error) {
 	name := strings.TrimPrefix(param, "options.")
-	var num json.Number
-	if err := json.Unmarshal(raw, &num); err != nil {
+	var num json.Number // which would take a quoted number too
+	if err := json.Unmarshal(raw, &num); err != nil || bytes.HasPrefix(bytes.TrimSpace(raw), []byte(`"`)) {
 		return 0, badRequest(param, CodeInvalidValue, "option %q must be an integer, not %s", name, raw)
 	}
 	if i, err := strconv.ParseInt(num.String(), 10, 64); err == nil && i >= lo && i <= hi {
