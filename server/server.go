@@ -1,7 +1,9 @@
 // Package server serves a model over an OpenAI-compatible HTTP API:
 // /v1/models, /v1/completions and /v1/chat/completions (streamed as
 // Server-Sent Events on request), plus llama.cpp's /tokenize and
-// /detokenize, /health and Prometheus /metrics.
+// /detokenize, /health and Prometheus /metrics; and ollama's API under
+// /api (version, tags, ps, show, generate, chat; see ollama.go) over the
+// same engine, with errors in ollama's shape.
 //
 // The package has three layers. The wire types (types.go) and the pure
 // functions that convert requests to model inputs and results to responses
