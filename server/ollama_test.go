@@ -127,7 +127,9 @@ func TestOllamaInfo(t *testing.T) {
 	list, err := c.List(ctx)
 	require.NoError(t, err)
 	require.Len(t, list.Models, 1)
-	<-ts.srv.ollama.facts.digestDone // the digest is computed once, in the background
+	served, _, err := ts.srv.target()
+	require.NoError(t, err)
+	<-ts.srv.ollamaFacts(served).digestDone // the digest is computed once, in the background
 	list, err = c.List(ctx)
 	require.NoError(t, err)
 	require.Len(t, list.Models, 1)
