@@ -34,8 +34,11 @@ type Request struct {
 type Sink interface {
 	// Token is called for every sampled token with the text that became
 	// final with it, often "" (inside a UTF-8 sequence, or text that may
-	// start a stop string). An error ends the request with that error.
-	Token(id int32, text string) error
+	// start a stop string), and its log-probabilities when the request
+	// asked for them (GenerateOptions.LogProbs) and the token counts as
+	// generated (lp is nil for an end-of-generation token). An error ends
+	// the request with that error.
+	Token(id int32, text string, lp *TokenLogProbs) error
 	// Done is called once, when the request ends: err is nil when it
 	// finished (res.Finish says why), else what ended it (its context's
 	// error, a failed forward pass, Token's error). res is never nil.
@@ -301,7 +304,7 @@ func (b *Batcher) Step() (StepStats, error) {
 		}
 		err := q.gen.Err()
 		if err == nil {
-			err = q.sink.Token(id, text)
+			err = q.sink.Token(id, text, q.gen.Last())
 		} else {
 			err = fmt.Errorf("%w (position %d of the sequence)", err, q.s.Len()-1)
 		}
@@ -419,7 +422,7 @@ func (b *Batcher) end(q *sequence, err error) {
 		return // already ended
 	}
 	now := time.Now()
-	q.res.Tokens, q.res.Finish = q.gen.Tokens, q.gen.Finish
+	q.res.Tokens, q.res.LogProbs, q.res.Finish = q.gen.Tokens, q.gen.LogProbs, q.gen.Finish
 	if q.first.IsZero() {
 		q.res.PromptTime = now.Sub(q.admitted)
 	} else {

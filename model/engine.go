@@ -82,8 +82,9 @@ type Job struct {
 	last      time.Time   // the previous token (the loop's)
 
 	mu     sync.Mutex
-	pieces []string
-	unread atomic.Bool // paced: text was produced that Next has not been called back for
+	pieces []Piece
+	probs  []TokenLogProbs // of the tokens sampled since the last piece
+	unread atomic.Bool     // paced: text was produced that Next has not been called back for
 	done   bool
 	res    *Result
 	err    error
@@ -230,7 +231,7 @@ func (e *Engine) gauges() {
 // jobSink is the Sink through which the engine's loop fills a Job.
 type jobSink Job
 
-func (js *jobSink) Token(_ int32, text string) error {
+func (js *jobSink) Token(_ int32, text string, lp *TokenLogProbs) error {
 	j := (*Job)(js)
 	now := time.Now()
 	if o := j.e.obs; o != nil {
@@ -242,10 +243,20 @@ func (js *jobSink) Token(_ int32, text string) error {
 	}
 	j.last = now
 	if text == "" {
+		if lp != nil {
+			j.mu.Lock()
+			j.probs = append(j.probs, *lp)
+			j.mu.Unlock()
+		}
 		return nil
 	}
 	j.mu.Lock()
-	j.pieces = append(j.pieces, text)
+	p := Piece{Text: text}
+	if lp != nil {
+		p.LogProbs = append(j.probs, *lp)
+		j.probs = nil
+	}
+	j.pieces = append(j.pieces, p)
 	if j.paced {
 		j.unread.Store(true)
 	}
@@ -263,9 +274,25 @@ func (js *jobSink) Done(res *Result, err error) {
 		o.Ended(res, err)
 	}
 	j.mu.Lock()
+	if len(j.probs) > 0 {
+		// Tokens whose text never came (held back, then cut by a stop
+		// string, or decoding to nothing).
+		j.pieces = append(j.pieces, Piece{LogProbs: j.probs})
+		j.probs = nil
+	}
 	j.done, j.res, j.err = true, res, err
 	j.mu.Unlock()
 	signal(j.wake)
+}
+
+// Piece is text a Job produced with the log-probabilities of the tokens
+// sampled since the previous piece (when the request asked for them,
+// GenerateOptions.LogProbs; else nil). The last piece of a job may have
+// no text and only log-probabilities: those of tokens whose text was held
+// back and then cut by a stop string, or that decode to nothing.
+type Piece struct {
+	Text     string
+	LogProbs []TokenLogProbs
 }
 
 // Next waits until the job has new text or has ended, and returns the new
@@ -275,6 +302,17 @@ func (js *jobSink) Done(res *Result, err error) {
 // paced job, calling Next again says the pieces returned before have been
 // dealt with, and lets the job go on.
 func (j *Job) Next(ctx context.Context) (pieces []string, done bool, res *Result, err error) {
+	ps, done, res, err := j.NextPieces(ctx)
+	for _, p := range ps {
+		if p.Text != "" {
+			pieces = append(pieces, p.Text)
+		}
+	}
+	return pieces, done, res, err
+}
+
+// NextPieces is Next with each piece's log-probabilities (see Piece).
+func (j *Job) NextPieces(ctx context.Context) (pieces []Piece, done bool, res *Result, err error) {
 	if j.paced {
 		j.mu.Lock()
 		resume := j.unread.Load() && len(j.pieces) == 0

@@ -342,8 +342,8 @@ type discard struct {
 	err error
 }
 
-func (d *discard) Token(int32, string) error         { return nil }
-func (d *discard) Done(res *model.Result, err error) { d.res, d.err = res, err }
+func (d *discard) Token(int32, string, *model.TokenLogProbs) error { return nil }
+func (d *discard) Done(res *model.Result, err error)               { d.res, d.err = res, err }
 
 func TestSessionServesOneRequestAtATime(t *testing.T) {
 	m := loadCPU(t, fixture.BundledModel(t), model.Options{CtxSize: 64})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,6 +36,28 @@ type GenerateOptions struct {
 	Stop []string
 	// IgnoreEOS keeps generating past end-of-generation tokens.
 	IgnoreEOS bool
+	// LogProbs records, for every generated token, its log-probability and
+	// those of the TopLogProbs most likely tokens at its position
+	// (Result.LogProbs, Sink.Token). They are the log-softmax over the whole
+	// vocabulary of the model's raw logits, before the logit bias, the
+	// penalties and every filter (what llama.cpp's server reports without
+	// post_sampling_probs), computed in float64. A generation that records
+	// them reads the full logits of its row every step (no top-k
+	// candidates), on every backend.
+	LogProbs bool
+	// TopLogProbs is the number of alternatives recorded with each token,
+	// 0 to sample.MaxTopLogProbs; it needs LogProbs.
+	TopLogProbs int
+}
+
+// TokenLogProbs is the log-probability of a generated token and the most
+// likely tokens at its position (see GenerateOptions.LogProbs).
+type TokenLogProbs struct {
+	ID      int32   // the generated token
+	LogProb float64 // its log-probability; -Inf when its logit was -Inf
+	// Top are the GenerateOptions.TopLogProbs most likely tokens, most
+	// likely first (ties toward the lower id); ID may be among them or not.
+	Top []sample.TokenProb
 }
 
 // Greedy returns sampling parameters that always pick the most likely
@@ -48,7 +71,10 @@ type Result struct {
 	PromptTokens int     // tokens of the prompt
 	CachedTokens int     // prompt tokens reused from the session's cache
 	Tokens       []int32 // generated tokens (end-of-generation tokens excluded)
-	Finish       FinishReason
+	// LogProbs holds one entry per token of Tokens when the request asked
+	// for them (GenerateOptions.LogProbs), else nil.
+	LogProbs []TokenLogProbs
+	Finish   FinishReason
 	// QueueTime is how long the request waited for a session (Engine).
 	QueueTime time.Duration
 	// PromptTime is from admission to the first generated token (time to
@@ -102,7 +128,7 @@ type generateSink struct {
 	err  error
 }
 
-func (g *generateSink) Token(_ int32, text string) error {
+func (g *generateSink) Token(_ int32, text string, _ *TokenLogProbs) error {
 	if text == "" || g.emit == nil {
 		return nil
 	}
@@ -122,10 +148,18 @@ type Generation struct {
 	stop *stopMatcher
 	// Tokens are the generated tokens (end-of-generation tokens excluded).
 	Tokens []int32
+	// LogProbs are the log-probabilities of Tokens, one each, when
+	// GenerateOptions.LogProbs is set.
+	LogProbs []TokenLogProbs
 	// Finish is set once Step reports done.
 	Finish FinishReason
 	// err is set when a step found no token to choose.
 	err error
+	// The last step's log-probabilities (GenerateOptions.LogProbs), and
+	// whether it appended a token.
+	chosen   float64
+	top      []sample.TokenProb
+	appended bool
 }
 
 // ErrNonFiniteLogits is matched by the error of a generation whose logits
@@ -138,8 +172,24 @@ var ErrNonFiniteLogits = errors.New("the model produced no finite logits")
 func (g *Generation) Err() error { return g.err }
 
 // NewGeneration starts generating after prompt (whose tokens the
-// penalties see) with opts.
+// penalties see) with opts. It fails with a *sample.ParamError for
+// unusable sampling parameters, a logit bias on a token outside the
+// vocabulary included (Field "LogitBias", Value the id), and with an
+// error matching ErrInvalidRequest for TopLogProbs outside [0,
+// sample.MaxTopLogProbs] or set without LogProbs.
 func (m *Model) NewGeneration(prompt []int32, opts GenerateOptions) (*Generation, error) {
+	switch {
+	case opts.TopLogProbs < 0 || opts.TopLogProbs > sample.MaxTopLogProbs:
+		return nil, fmt.Errorf("%w: TopLogProbs %d is outside [0, %d]", ErrInvalidRequest, opts.TopLogProbs, sample.MaxTopLogProbs)
+	case opts.TopLogProbs > 0 && !opts.LogProbs:
+		return nil, fmt.Errorf("%w: TopLogProbs needs LogProbs", ErrInvalidRequest)
+	}
+	for id := range opts.Sampling.LogitBias {
+		if int(id) >= m.Config.VocabSize {
+			return nil, &sample.ParamError{Field: "LogitBias", Value: float64(id),
+				Reason: fmt.Sprintf("token id outside the vocabulary of %d tokens", m.Config.VocabSize)}
+		}
+	}
 	smp, err := sample.New(opts.Sampling)
 	if err != nil {
 		return nil, err
@@ -161,24 +211,63 @@ func (m *Model) NewGeneration(prompt []int32, opts GenerateOptions) (*Generation
 // sequence has space for one more evaluated token; without it the
 // generation ends after this token.
 func (g *Generation) Step(logits []float32, room bool) (id int32, text string, done bool) {
-	return g.accept(g.smp.Sample(logits), room)
+	var norm float64
+	if g.opts.LogProbs {
+		norm = sample.LogNormalizer(logits)
+		g.top = sample.TopLogProbs(g.top[:0], logits, g.opts.TopLogProbs, norm)
+	}
+	id = g.smp.Sample(logits)
+	if g.opts.LogProbs && id >= 0 && int(id) < len(logits) {
+		g.chosen = float64(logits[id]) - norm
+	}
+	return g.accept(id, room)
 }
 
 // CandidateCount returns how many of the highest logits StepCandidates
 // needs to choose exactly the token Step would (see
 // sample.Sampler.CandidateCount), or 0 when the sampler needs the whole
-// logits vector.
-func (g *Generation) CandidateCount() int { return g.smp.CandidateCount() }
+// logits vector, as it does for a generation that records
+// log-probabilities (GenerateOptions.LogProbs).
+func (g *Generation) CandidateCount() int {
+	if g.opts.LogProbs {
+		return 0
+	}
+	return g.smp.CandidateCount()
+}
 
 // StepCandidates is Step over the CandidateCount() highest logits, as
-// Model.ForwardTopK returns them: token ids[i] has logit vals[i].
+// Model.ForwardTopK returns them: token ids[i] has logit vals[i]. Called
+// anyway for a generation that records log-probabilities, it computes
+// them over the candidates as if they were the whole vocabulary.
 func (g *Generation) StepCandidates(ids []int32, vals []float32, room bool) (id int32, text string, done bool) {
-	return g.accept(g.smp.SampleCandidates(ids, vals), room)
+	var norm float64
+	if g.opts.LogProbs {
+		norm, g.top = sample.CandidateLogProbs(g.top[:0], ids, vals, g.opts.TopLogProbs)
+	}
+	id = g.smp.SampleCandidates(ids, vals)
+	if g.opts.LogProbs {
+		if i := slices.Index(ids, id); i >= 0 {
+			g.chosen = float64(vals[i]) - norm
+		}
+	}
+	return g.accept(id, room)
+}
+
+// Last returns the log-probabilities of the token the last Step or
+// StepCandidates appended to Tokens, or nil when the generation does not
+// record them or that step appended no token (an end-of-generation token,
+// no token at all).
+func (g *Generation) Last() *TokenLogProbs {
+	if !g.opts.LogProbs || !g.appended {
+		return nil
+	}
+	return &g.LogProbs[len(g.LogProbs)-1]
 }
 
 // accept records the sampled token and decides whether generation ends.
 // sample.NoToken ends it with ErrNonFiniteLogits: it is never fed back.
 func (g *Generation) accept(id int32, room bool) (int32, string, bool) {
+	g.appended = false
 	if id == sample.NoToken {
 		g.err = fmt.Errorf("%w after %d generated tokens", ErrNonFiniteLogits, len(g.Tokens))
 		return id, g.stop.flush(g.dec.Flush()), true
@@ -189,6 +278,10 @@ func (g *Generation) accept(id int32, room bool) (int32, string, bool) {
 		return id, g.stop.flush(g.dec.Flush()), true
 	}
 	g.Tokens = append(g.Tokens, id)
+	g.appended = true
+	if g.opts.LogProbs {
+		g.LogProbs = append(g.LogProbs, TokenLogProbs{ID: id, LogProb: g.chosen, Top: slices.Clone(g.top)})
+	}
 	text, hit := g.stop.add(g.dec.Add(id))
 	if hit {
 		g.Finish = FinishStop

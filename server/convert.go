@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/chat"
 	"github.com/m40llm/m40llm/model/sample"
+	"github.com/m40llm/m40llm/model/tokenizer"
 )
 
 // Served is what the conversion functions need to know about the model a
@@ -56,10 +60,22 @@ func (gr *GenerateRequest) requestError(err error) *Error {
 
 // decodeJSON decodes one JSON value from r into v and rejects trailing
 // data. Syntax errors and wrong field types become 400 *Errors naming the
-// field; a body over the http.MaxBytesReader limit becomes 413, and one
-// that does not arrive within Options.BodyTimeout 408.
-func decodeJSON(r io.Reader, v any) error {
+// field, and so does a field v does not declare, at any depth (as OpenAI:
+// "Unrecognized request argument supplied", code unknown_parameter; param
+// is the field's name without its path); a body over the
+// http.MaxBytesReader limit becomes 413, and one that does not arrive
+// within Options.BodyTimeout 408.
+func decodeJSON(r io.Reader, v any) error { return decodeBody(r, v, false) }
+
+// decodeLenient is decodeJSON that ignores fields v does not declare, as
+// ollama's API does (its clients send fields of newer versions).
+func decodeLenient(r io.Reader, v any) error { return decodeBody(r, v, true) }
+
+func decodeBody(r io.Reader, v any, lenient bool) error {
 	dec := json.NewDecoder(r)
+	if !lenient {
+		dec.DisallowUnknownFields()
+	}
 	err := dec.Decode(v)
 	if err == nil {
 		_, err = dec.Token()
@@ -94,6 +110,13 @@ func decodeJSON(r io.Reader, v any) error {
 		return badRequest("", CodeInvalidJSON, "malformed JSON body at byte %d: %v", se.Offset, err)
 	case errors.Is(err, io.EOF):
 		return badRequest("", CodeInvalidJSON, "the request body is empty; want a JSON object")
+	}
+	// encoding/json reports an undeclared field only by this message.
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		if n, uerr := strconv.Unquote(name); uerr == nil {
+			name = n
+		}
+		return badRequest(name, CodeUnknownParameter, "Unrecognized request argument supplied: %s", name)
 	}
 	return badRequest("", CodeInvalidJSON, "malformed JSON body: %v", err)
 }
@@ -153,8 +176,25 @@ func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*Gen
 	if len(ids) == 0 {
 		return nil, badRequest("prompt", CodeInvalidValue, "the prompt is empty after tokenization")
 	}
-	return finishRequest(ids, "prompt", &req.SamplingFields, req.MaxTokens, "max_tokens", seed)
+	if err := checkFields(req.completionExtras.rules()); err != nil {
+		return nil, err
+	}
+	gr, err := finishRequest(ids, "prompt", &req.SamplingFields, req.MaxTokens, "max_tokens", seed)
+	if err != nil {
+		return nil, err
+	}
+	if n := req.Logprobs; n != nil {
+		if *n < 0 || *n > maxCompletionLogprobs {
+			return nil, badRequest("logprobs", CodeInvalidValue, "logprobs must be in [0, %d], got %d", maxCompletionLogprobs, *n)
+		}
+		gr.Options.LogProbs, gr.Options.TopLogProbs = true, *n
+	}
+	return gr, nil
 }
+
+// maxCompletionLogprobs bounds the logprobs of /v1/completions (OpenAI's
+// limit; chat allows sample.MaxTopLogProbs).
+const maxCompletionLogprobs = 5
 
 // FromChatRequest converts a /v1/chat/completions request: the messages
 // go through the model's chat template with the assistant header added,
@@ -169,8 +209,26 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 	if len(req.Messages) == 0 {
 		return nil, badRequest("messages", CodeInvalidValue, "messages must hold at least one message")
 	}
+	if err := checkFields(req.chatExtras.rules()); err != nil {
+		return nil, err
+	}
+	var logprobs bool
+	if req.Logprobs != nil {
+		logprobs = *req.Logprobs
+	}
+	if n := req.TopLogprobs; n != nil {
+		switch {
+		case *n < 0 || *n > sample.MaxTopLogProbs:
+			return nil, badRequest("top_logprobs", CodeInvalidValue, "top_logprobs must be in [0, %d], got %d", sample.MaxTopLogProbs, *n)
+		case !logprobs:
+			return nil, badRequest("top_logprobs", CodeInvalidValue, "top_logprobs needs logprobs: true")
+		}
+	}
 	msgs := make([]chat.Message, len(req.Messages))
 	for i, msg := range req.Messages {
+		if err := checkMessage(i, &req.Messages[i]); err != nil {
+			return nil, err
+		}
 		role := msg.Role
 		switch role {
 		case "system", "user", "assistant", "tool":
@@ -195,7 +253,15 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 	if req.MaxCompletionTokens != nil {
 		maxTokens, param = req.MaxCompletionTokens, "max_completion_tokens"
 	}
-	return finishRequest(ids, "messages", &req.SamplingFields, maxTokens, param, seed)
+	gr, err := finishRequest(ids, "messages", &req.SamplingFields, maxTokens, param, seed)
+	if err != nil {
+		return nil, err
+	}
+	gr.Options.LogProbs = logprobs
+	if logprobs && req.TopLogprobs != nil {
+		gr.Options.TopLogProbs = *req.TopLogprobs
+	}
+	return gr, nil
 }
 
 func checkModel(name string, s *Served) error {
@@ -236,7 +302,9 @@ func finishRequest(ids []int32, promptParam string, f *SamplingFields, maxTokens
 // SamplingParams builds sampler parameters from a request: llama.cpp's
 // defaults (sample.DefaultParams) overridden by the fields present, the
 // seed from the request or else seed. Unusable values are 400 *Errors
-// naming the field.
+// naming the field; logit_bias ids outside the vocabulary are refused
+// when the request is submitted (model.NewGeneration), also as a 400
+// naming logit_bias.
 func SamplingParams(f *SamplingFields, seed uint64) (sample.Params, error) {
 	p := sample.DefaultParams()
 	set32 := func(dst *float32, v *float64) {
@@ -259,6 +327,16 @@ func SamplingParams(f *SamplingFields, seed uint64) (sample.Params, error) {
 	p.Seed = seed
 	if f.Seed != nil {
 		p.Seed = uint64(*f.Seed)
+	}
+	if len(f.LogitBias) > 0 {
+		p.LogitBias = make(map[int32]float32, len(f.LogitBias))
+		for key, b := range f.LogitBias {
+			id, err := strconv.ParseInt(key, 10, 32)
+			if err != nil {
+				return p, badRequest("logit_bias", CodeInvalidValue, "logit_bias keys must be token ids, not %q", key)
+			}
+			p.LogitBias[int32(id)] = float32(b)
+		}
 	}
 	if _, err := sample.New(p); err != nil {
 		return p, apiError(err)
@@ -357,4 +435,105 @@ func ToChatUsageChunk(id string, created int64, modelName string, r *model.Resul
 		ID: id, Object: objectChatChunk, Created: created, Model: modelName,
 		Choices: []ChatChunkChoice{}, Usage: UsageOf(r),
 	}
+}
+
+// unlikelyLogprob stands for a log-probability that JSON cannot carry
+// (-Inf, NaN), as OpenAI writes tokens of practically no probability.
+const unlikelyLogprob = -9999
+
+func finiteLogprob(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return unlikelyLogprob
+	}
+	return v
+}
+
+// tokenText returns the token string and bytes of id for the logprobs of
+// a response: the bytes it decodes to (tokenizer.TokenBytes), as the
+// string when they are UTF-8, else spelled "bytes:\xe2\x80" as OpenAI
+// writes a token that splits a character.
+func tokenText(tok *tokenizer.Tokenizer, id int32) (string, []int) {
+	b := tok.TokenBytes(id)
+	ints := make([]int, len(b))
+	for i := range len(b) {
+		ints[i] = int(b[i])
+	}
+	if utf8.ValidString(b) {
+		return b, ints
+	}
+	var sb strings.Builder
+	sb.WriteString("bytes:")
+	for i := range len(b) {
+		fmt.Fprintf(&sb, `\x%02x`, b[i])
+	}
+	return sb.String(), ints
+}
+
+// ToChatLogprobs converts the log-probabilities of some generated tokens
+// to the logprobs of a chat choice or chunk.
+func ToChatLogprobs(tok *tokenizer.Tokenizer, lps []model.TokenLogProbs) *ChatLogprobs {
+	out := &ChatLogprobs{Content: make([]ChatTokenLogprob, len(lps))}
+	for i, lp := range lps {
+		text, b := tokenText(tok, lp.ID)
+		e := ChatTokenLogprob{Token: text, Logprob: finiteLogprob(lp.LogProb), Bytes: b, TopLogprobs: make([]ChatTopLogprob, len(lp.Top))}
+		for k, tp := range lp.Top {
+			text, b := tokenText(tok, tp.ID)
+			e.TopLogprobs[k] = ChatTopLogprob{Token: text, Logprob: finiteLogprob(tp.LogProb), Bytes: b}
+		}
+		out.Content[i] = e
+	}
+	return out
+}
+
+// TextCounter counts the Unicode code points of the text of the tokens
+// seen so far, for the text_offset of completion logprobs: bytes that do
+// not complete a character yet are not counted until they do (or turn out
+// invalid, each then counting as one).
+type TextCounter struct {
+	runes int
+	tail  []byte
+}
+
+func (c *TextCounter) add(b string) {
+	c.tail = append(c.tail, b...)
+	for len(c.tail) > 0 && utf8.FullRune(c.tail) {
+		_, n := utf8.DecodeRune(c.tail)
+		c.tail = c.tail[n:]
+		c.runes++
+	}
+}
+
+// ToCompletionLogprobs converts the log-probabilities of some generated
+// tokens to the logprobs of a completion choice or chunk; c counts the
+// text before them (the zero TextCounter for the first token) and is
+// advanced past them. Each position's top_logprobs map holds the most
+// likely tokens and the generated one, so up to logprobs + 1 entries, as
+// OpenAI documents; tokens of equal text share an entry (the first, most
+// likely, one wins).
+func ToCompletionLogprobs(tok *tokenizer.Tokenizer, lps []model.TokenLogProbs, c *TextCounter) *CompletionLogprobs {
+	out := &CompletionLogprobs{
+		Tokens:        make([]string, len(lps)),
+		TokenLogprobs: make([]float64, len(lps)),
+		TopLogprobs:   make([]map[string]float64, len(lps)),
+		TextOffset:    make([]int, len(lps)),
+	}
+	for i, lp := range lps {
+		text, _ := tokenText(tok, lp.ID)
+		out.Tokens[i] = text
+		out.TokenLogprobs[i] = finiteLogprob(lp.LogProb)
+		out.TextOffset[i] = c.runes
+		top := make(map[string]float64, len(lp.Top)+1)
+		for _, tp := range lp.Top {
+			t, _ := tokenText(tok, tp.ID)
+			if _, dup := top[t]; !dup {
+				top[t] = finiteLogprob(tp.LogProb)
+			}
+		}
+		if _, ok := top[text]; !ok {
+			top[text] = out.TokenLogprobs[i]
+		}
+		out.TopLogprobs[i] = top
+		c.add(tok.TokenBytes(lp.ID))
+	}
+	return out
 }

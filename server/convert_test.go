@@ -35,14 +35,16 @@ func TestDecodeRequests(t *testing.T) {
 		"model":"m","prompt":["Once"],"max_tokens":5,"temperature":0.5,"top_p":0.9,"top_k":7,"min_p":0.1,
 		"repeat_penalty":1.2,"repeat_last_n":32,"presence_penalty":0.5,"frequency_penalty":-0.5,"seed":9,
 		"stop":"x","n":1,"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true},
-		"user":"ignored","logit_bias":{"1":2}}`), &cr))
+		"user":"u","logit_bias":{"1":2},"logprobs":3}`), &cr))
 	assert.Equal(t, CompletionRequest{
-		Model: "m", Prompt: Prompt{Text: "Once", Set: true}, MaxTokens: ptr(5),
+		Model: "m", Prompt: Prompt{Text: "Once", Set: true}, MaxTokens: ptr(5), Logprobs: ptr(3),
 		SamplingFields: SamplingFields{
 			Temperature: ptr(0.5), TopP: ptr(0.9), TopK: ptr(7), MinP: ptr(0.1), RepeatPenalty: ptr(1.2),
 			RepeatLastN: ptr(32), PresencePenalty: ptr(0.5), FrequencyPenalty: ptr(-0.5), Seed: ptr(int64(9)),
 			Stop: Stop{"x"}, N: ptr(1), IgnoreEOS: true, Stream: true, StreamOptions: &StreamOptions{IncludeUsage: true},
+			LogitBias: map[string]float64{"1": 2},
 		},
+		completionExtras: completionExtras{User: json.RawMessage(`"u"`)},
 	}, cr)
 
 	prompts := []struct {

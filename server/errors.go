@@ -35,6 +35,8 @@ const (
 	CodeRequestTimeout        = "request_timeout"
 	CodeHostNotAllowed        = "host_not_allowed"
 	CodeUnsupportedMediaType  = "unsupported_media_type"
+	CodeUnknownParameter      = "unknown_parameter"
+	CodeMethodNotAllowed      = "method_not_allowed"
 )
 
 // Error is an API error: an HTTP status and OpenAI's error body
@@ -198,6 +200,8 @@ func paramName(field string) string {
 		return "frequency_penalty"
 	case "PresencePenalty":
 		return "presence_penalty"
+	case "LogitBias":
+		return "logit_bias"
 	}
 	return strings.ToLower(field)
 }

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/m40llm/m40llm/model"
+	"github.com/m40llm/m40llm/model/tokenizer"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -25,11 +27,31 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("POST /detokenize", s.requireJSON(s.handleDetokenize))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	s.ollamaRoutes(mux)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.noRoute(w, r, mux) })
+	return s.instrument(mux, s.recoverPanics(s.limitBodyTime(s.checkHost(s.cors(s.authorize(s.limitBody(mux)))))))
+}
+
+// noRoute answers a request that no route takes: 405 with the Allow
+// header when the path is a route's with another method, 404 otherwise.
+// (The catch-all pattern matches every method, so the mux never answers
+// 405 by itself.)
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request, mux *http.ServeMux) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions} {
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
+		if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) == 0 {
 		s.writeError(w, r, &Error{Status: http.StatusNotFound, Type: TypeInvalidRequest, Code: "not_found",
 			Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
-	})
-	return s.instrument(mux, s.recoverPanics(s.limitBodyTime(s.checkHost(s.cors(s.authorize(s.limitBody(mux)))))))
+		return
+	}
+	list := strings.Join(allow, ", ")
+	w.Header().Set("Allow", list)
+	s.writeError(w, r, &Error{Status: http.StatusMethodNotAllowed, Type: TypeInvalidRequest, Code: CodeMethodNotAllowed,
+		Message: fmt.Sprintf("method %s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, list)})
 }
 
 // handleHealth answers 200 while the server can generate, and 503 with the
@@ -94,7 +116,8 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	s.generate(w, r, sched, gr, &completionFormat{id: newID("cmpl-"), created: time.Now().Unix(), model: served.Name})
+	s.generate(w, r, sched, gr, &completionFormat{id: newID("cmpl-"), created: time.Now().Unix(), model: served.Name,
+		tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs})
 }
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
@@ -113,27 +136,37 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	s.generate(w, r, sched, gr, &chatFormat{id: newID("chatcmpl-"), created: time.Now().Unix(), model: served.Name})
+	s.generate(w, r, sched, gr, &chatFormat{id: newID("chatcmpl-"), created: time.Now().Unix(), model: served.Name,
+		tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs})
 }
 
-// format builds the response objects of one request kind.
+// format builds the response objects of one request kind. With
+// logprobs, each chunk carries the log-probabilities of the tokens its
+// text came from, and the whole response those of every token.
 type format interface {
 	start() any                             // the first chunk of a stream, or nil
-	delta(text string) any                  // a chunk with new text
+	delta(p model.Piece) any                // a chunk with new text
 	end(finish model.FinishReason) any      // the chunk with the finish reason
 	usage(r *model.Result) any              // the usage chunk
 	whole(text string, r *model.Result) any // the non-streamed response
 }
 
 type completionFormat struct {
-	id      string
-	created int64
-	model   string
+	id       string
+	created  int64
+	model    string
+	tok      *tokenizer.Tokenizer
+	logprobs bool
+	offsets  TextCounter // the text of the tokens streamed so far
 }
 
 func (f *completionFormat) start() any { return nil }
-func (f *completionFormat) delta(text string) any {
-	return ToCompletionChunk(f.id, f.created, f.model, text, "")
+func (f *completionFormat) delta(p model.Piece) any {
+	c := ToCompletionChunk(f.id, f.created, f.model, p.Text, "")
+	if f.logprobs {
+		c.Choices[0].Logprobs = ToCompletionLogprobs(f.tok, p.LogProbs, &f.offsets)
+	}
+	return c
 }
 func (f *completionFormat) end(finish model.FinishReason) any {
 	return ToCompletionChunk(f.id, f.created, f.model, "", finish)
@@ -142,25 +175,39 @@ func (f *completionFormat) usage(r *model.Result) any {
 	return ToCompletionUsageChunk(f.id, f.created, f.model, r)
 }
 func (f *completionFormat) whole(text string, r *model.Result) any {
-	return ToCompletion(f.id, f.created, f.model, text, r)
+	c := ToCompletion(f.id, f.created, f.model, text, r)
+	if f.logprobs {
+		c.Choices[0].Logprobs = ToCompletionLogprobs(f.tok, r.LogProbs, &TextCounter{})
+	}
+	return c
 }
 
 type chatFormat struct {
-	id      string
-	created int64
-	model   string
+	id       string
+	created  int64
+	model    string
+	tok      *tokenizer.Tokenizer
+	logprobs bool
 }
 
 func (f *chatFormat) start() any { return ToChatChunk(f.id, f.created, f.model, true, "", "") }
-func (f *chatFormat) delta(text string) any {
-	return ToChatChunk(f.id, f.created, f.model, false, text, "")
+func (f *chatFormat) delta(p model.Piece) any {
+	c := ToChatChunk(f.id, f.created, f.model, false, p.Text, "")
+	if f.logprobs {
+		c.Choices[0].Logprobs = ToChatLogprobs(f.tok, p.LogProbs)
+	}
+	return c
 }
 func (f *chatFormat) end(finish model.FinishReason) any {
 	return ToChatChunk(f.id, f.created, f.model, false, "", finish)
 }
 func (f *chatFormat) usage(r *model.Result) any { return ToChatUsageChunk(f.id, f.created, f.model, r) }
 func (f *chatFormat) whole(text string, r *model.Result) any {
-	return ToChatCompletion(f.id, f.created, f.model, text, r)
+	c := ToChatCompletion(f.id, f.created, f.model, text, r)
+	if f.logprobs {
+		c.Choices[0].Logprobs = ToChatLogprobs(f.tok, r.LogProbs)
+	}
+	return c
 }
 
 // generate submits gr with the request's context and writes the answer:
@@ -191,7 +238,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *schedul
 		return
 	}
 	for {
-		pieces, done, res, err := j.Next(ctx)
+		pieces, done, res, err := j.NextPieces(ctx)
 		for _, p := range pieces {
 			sse.event(f.delta(p))
 		}

@@ -221,10 +221,10 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) {
 	s.ollamaGenerate(w, r, sched, or.Gen, &ollamaChatFormat{model: or.Model}, start)
 }
 
-// decodeOllama is decodeJSON with the field names of errors as ollama's
+// decodeOllama is decodeLenient with the field names of errors as ollama's
 // clients know them (without the embedded struct's name).
 func decodeOllama(r *http.Request, v any) error {
-	err := decodeJSON(r.Body, v)
+	err := decodeLenient(r.Body, v)
 	if e, ok := err.(*Error); ok && strings.HasPrefix(e.Param, "OllamaCommonFields.") {
 		e.Param = strings.TrimPrefix(e.Param, "OllamaCommonFields.")
 		e.Message = strings.ReplaceAll(e.Message, "OllamaCommonFields.", "")

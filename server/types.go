@@ -7,8 +7,10 @@ import (
 
 // Wire types of the OpenAI-compatible API, as clients send and receive
 // them. Optional numbers are pointers so that an absent field and a zero
-// can be told apart; fields a request carries but this server ignores
-// (user, logit_bias, ...) are not declared and are skipped by the decoder.
+// can be told apart. Every field OpenAI defines is declared: those the
+// server does not implement are kept raw (see params.go) and refused with
+// 400 unless their value changes nothing; a field OpenAI does not define
+// is refused as unknown (decodeJSON).
 
 // SamplingFields are the sampling parameters shared by completion and chat
 // completion requests: OpenAI's, plus llama.cpp's extensions top_k, min_p,
@@ -24,6 +26,9 @@ type SamplingFields struct {
 	FrequencyPenalty *float64 `json:"frequency_penalty,omitempty"`
 	Seed             *int64   `json:"seed,omitempty"`
 	Stop             Stop     `json:"stop,omitempty"`
+	// LogitBias maps token ids, written as strings, to a bias in
+	// [-100, 100] added to their logits before sampling.
+	LogitBias map[string]float64 `json:"logit_bias,omitempty"`
 	// N is the number of choices; only 1 is supported.
 	N *int `json:"n,omitempty"`
 	// IgnoreEOS keeps generating past end-of-generation tokens (llama.cpp).
@@ -37,6 +42,9 @@ type SamplingFields struct {
 type StreamOptions struct {
 	// IncludeUsage adds a last chunk with the usage and no choices.
 	IncludeUsage bool `json:"include_usage"`
+	// IncludeObfuscation is accepted and changes nothing: chunks are never
+	// padded.
+	IncludeObfuscation *bool `json:"include_obfuscation,omitempty"`
 }
 
 // CompletionRequest is the body of POST /v1/completions.
@@ -46,7 +54,11 @@ type CompletionRequest struct {
 	// MaxTokens bounds the generated tokens; absent means until the end of
 	// generation or a full context.
 	MaxTokens *int `json:"max_tokens,omitempty"`
+	// Logprobs asks for the log-probabilities of each token and of the
+	// Logprobs (0 to 5) most likely tokens at its position.
+	Logprobs *int `json:"logprobs,omitempty"`
 	SamplingFields
+	completionExtras
 }
 
 // ChatCompletionRequest is the body of POST /v1/chat/completions.
@@ -57,14 +69,29 @@ type ChatCompletionRequest struct {
 	// given it wins.
 	MaxCompletionTokens *int `json:"max_completion_tokens,omitempty"`
 	MaxTokens           *int `json:"max_tokens,omitempty"`
+	// Logprobs asks for the log-probabilities of each token, and
+	// TopLogprobs (0 to 20; needs Logprobs) for those of the most likely
+	// tokens at its position.
+	Logprobs    *bool `json:"logprobs,omitempty"`
+	TopLogprobs *int  `json:"top_logprobs,omitempty"`
 	SamplingFields
+	chatExtras
 }
 
-// ChatMessage is one message of a chat request.
+// ChatMessage is one message of a chat request. ToolCallID is accepted
+// (a tool message's reference to the call it answers); the other fields
+// OpenAI defines for a message are refused unless null or empty (see
+// checkMessage).
 type ChatMessage struct {
-	Role    string         `json:"role"`
-	Content MessageContent `json:"content"`
-	Name    string         `json:"name,omitempty"`
+	Role       string         `json:"role"`
+	Content    MessageContent `json:"content"`
+	Name       string         `json:"name,omitempty"`
+	ToolCallID string         `json:"tool_call_id,omitempty"`
+
+	ToolCalls    json.RawMessage `json:"tool_calls,omitempty"`
+	FunctionCall json.RawMessage `json:"function_call,omitempty"`
+	Refusal      json.RawMessage `json:"refusal,omitempty"`
+	Audio        json.RawMessage `json:"audio,omitempty"`
 }
 
 // MessageContent is a message's content: a string, or a list of content
@@ -223,10 +250,47 @@ type CompletionResponse struct {
 // CompletionChoice is one choice of a CompletionResponse. FinishReason is
 // null until the last chunk.
 type CompletionChoice struct {
-	Text         string    `json:"text"`
-	Index        int       `json:"index"`
-	Logprobs     *struct{} `json:"logprobs"`
-	FinishReason *string   `json:"finish_reason"`
+	Text         string              `json:"text"`
+	Index        int                 `json:"index"`
+	Logprobs     *CompletionLogprobs `json:"logprobs"`
+	FinishReason *string             `json:"finish_reason"`
+}
+
+// CompletionLogprobs are the log-probabilities of a completion's tokens
+// (or of a chunk's), in OpenAI's legacy shape: per token its text, its
+// log-probability, a map of the most likely tokens' texts (the token
+// itself included) to theirs, and the offset of its text in the
+// completion, in Unicode code points (counted from the start of the
+// generated text, continued across chunks).
+type CompletionLogprobs struct {
+	Tokens        []string             `json:"tokens"`
+	TokenLogprobs []float64            `json:"token_logprobs"`
+	TopLogprobs   []map[string]float64 `json:"top_logprobs"`
+	TextOffset    []int                `json:"text_offset"`
+}
+
+// ChatLogprobs are the log-probabilities of a chat choice's (or chunk's)
+// content tokens; Refusal is always null.
+type ChatLogprobs struct {
+	Content []ChatTokenLogprob `json:"content"`
+	Refusal []ChatTokenLogprob `json:"refusal"`
+}
+
+// ChatTokenLogprob is one token of ChatLogprobs: its text, its
+// log-probability, its UTF-8 bytes, and the most likely tokens at its
+// position (most likely first).
+type ChatTokenLogprob struct {
+	Token       string           `json:"token"`
+	Logprob     float64          `json:"logprob"`
+	Bytes       []int            `json:"bytes"`
+	TopLogprobs []ChatTopLogprob `json:"top_logprobs"`
+}
+
+// ChatTopLogprob is one of the most likely tokens at a position.
+type ChatTopLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
 }
 
 // ChatCompletionResponse is the body of a non-streamed
@@ -245,7 +309,7 @@ type ChatCompletionResponse struct {
 type ChatChoice struct {
 	Index        int                 `json:"index"`
 	Message      ChatResponseMessage `json:"message"`
-	Logprobs     *struct{}           `json:"logprobs"`
+	Logprobs     *ChatLogprobs       `json:"logprobs"`
 	FinishReason string              `json:"finish_reason"`
 }
 
@@ -269,10 +333,10 @@ type ChatCompletionChunk struct {
 
 // ChatChunkChoice is the choice of a chunk: a delta of the message.
 type ChatChunkChoice struct {
-	Index        int       `json:"index"`
-	Delta        ChatDelta `json:"delta"`
-	Logprobs     *struct{} `json:"logprobs"`
-	FinishReason *string   `json:"finish_reason"`
+	Index        int           `json:"index"`
+	Delta        ChatDelta     `json:"delta"`
+	Logprobs     *ChatLogprobs `json:"logprobs"`
+	FinishReason *string       `json:"finish_reason"`
 }
 
 // ChatDelta is the new part of the assistant message: the role in the

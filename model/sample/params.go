@@ -8,8 +8,9 @@ import (
 // Params configures a Sampler. The zero value is not valid (TopP and
 // RepeatPenalty must be set); start from DefaultParams.
 //
-// The filters run in llama.cpp's default chain order: penalties, top-k,
-// top-p, min-p, temperature, then a draw from the remaining distribution.
+// The filters run in llama.cpp's default chain order: logit bias,
+// penalties, top-k, top-p, min-p, temperature, then a draw from the
+// remaining distribution.
 type Params struct {
 	// Temperature divides the logits of the surviving candidates before the
 	// draw. Zero or negative selects greedy decoding: the token with the
@@ -56,6 +57,17 @@ type Params struct {
 	// must be finite.
 	PresencePenalty float32
 
+	// LogitBias is added to the logits of the tokens it names before
+	// anything else (OpenAI's logit_bias, llama.cpp's logit_bias sampler):
+	// -100 effectively forbids a token, +100 effectively forces it. Each
+	// bias must be in [-100, 100] and each ID non-negative (New rejects
+	// others with a *ParamError); IDs past the logits a Sample call gets
+	// are skipped, so callers that know the vocabulary check them against
+	// it (model.NewGeneration does). A non-empty LogitBias makes the
+	// sampler need the whole logits vector (NeedsFullLogits). New copies
+	// the map.
+	LogitBias map[int32]float32
+
 	// Seed seeds the sampler's PCG generator. The same Seed with the same
 	// sequence of calls yields the same tokens. Every value, 0 included, is
 	// used as is; a caller that wants varying output must pick a varying
@@ -76,6 +88,10 @@ func DefaultParams() Params {
 		RepeatLastN:   64,
 	}
 }
+
+// MaxLogitBias bounds the magnitude of a Params.LogitBias entry (OpenAI's
+// limit).
+const MaxLogitBias = 100
 
 // ParamError reports a Params field with an unusable value.
 type ParamError struct {
@@ -112,6 +128,14 @@ func (p Params) validate() error {
 		return bad("FrequencyPenalty", float64(p.FrequencyPenalty), "must be finite")
 	case !finite(p.PresencePenalty):
 		return bad("PresencePenalty", float64(p.PresencePenalty), "must be finite")
+	}
+	for _, b := range sortedBias(p.LogitBias) {
+		switch {
+		case b.id < 0:
+			return bad("LogitBias", float64(b.id), "token ids must not be negative")
+		case !(b.v >= -MaxLogitBias && b.v <= MaxLogitBias): // also rejects NaN
+			return bad("LogitBias", float64(b.v), fmt.Sprintf("the bias of token %d must be in [-%d, %d]", b.id, MaxLogitBias, MaxLogitBias))
+		}
 	}
 	return nil
 }

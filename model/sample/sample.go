@@ -4,9 +4,12 @@
 // default sampler list of common/common.h, leaving out DRY, top-n-sigma,
 // typical-p and XTC, which are off by default there):
 //
-//	penalties → top-k → top-p → min-p → temperature → draw
+//	logit bias → penalties → top-k → top-p → min-p → temperature → draw
 //
 // With Temperature <= 0 the chain ends in an argmax instead of a draw.
+//
+// LogNormalizer and TopLogProbs give the log-softmax of raw logits, for
+// reporting log-probabilities next to the sampled tokens.
 //
 // # Determinism
 //
@@ -38,8 +41,10 @@
 package sample
 
 import (
+	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 )
 
 // NoToken is returned by Sample and SampleCandidates when no token can be
@@ -58,6 +63,8 @@ type Sampler struct {
 	greedy   bool
 	penalize bool
 
+	bias []bias // Params.LogitBias by ID
+
 	src *rand.PCG
 	rng *rand.Rand
 
@@ -74,6 +81,7 @@ type Sampler struct {
 	distinct []int32
 
 	cands   []cand    // candidate scratch
+	biased  []float32 // copy of the logits with the bias added
 	work    []float32 // penalised copy of the logits (full-vocabulary path)
 	weights []float64 // draw weights
 	mass    [massBuckets]float64
@@ -85,8 +93,10 @@ func New(p Params) (*Sampler, error) {
 		return nil, err
 	}
 	src := rand.NewPCG(p.Seed, pcgStream)
+	p.LogitBias = maps.Clone(p.LogitBias)
 	return &Sampler{
 		p:        p,
+		bias:     sortedBias(p.LogitBias),
 		greedy:   p.Temperature <= 0,
 		penalize: p.penalties(),
 		src:      src,
@@ -126,8 +136,8 @@ func (s *Sampler) Reset() {
 }
 
 // Sample returns the token chosen from logits, indexed by token ID, after
-// applying the penalties for the accepted history and the filter chain. It
-// does not modify logits and does not record the token (see Accept). It
+// adding the logit bias, applying the penalties for the accepted history
+// and the filter chain. It does not modify logits and does not record the token (see Accept). It
 // returns NoToken when no token has a logit above -Inf.
 func (s *Sampler) Sample(logits []float32) int32 {
 	if len(logits) == 0 {
@@ -135,6 +145,15 @@ func (s *Sampler) Sample(logits []float32) int32 {
 	}
 	if len(logits) > math.MaxInt32 {
 		logits = logits[:math.MaxInt32]
+	}
+	if len(s.bias) > 0 {
+		s.biased = append(s.biased[:0], logits...)
+		for _, b := range s.bias {
+			if int(b.id) < len(logits) {
+				s.biased[b.id] += b.v
+			}
+		}
+		logits = s.biased
 	}
 	s.countWindow(len(logits))
 	id := s.sample(logits)
@@ -185,7 +204,8 @@ func (s *Sampler) sample(logits []float32) int32 {
 // the chain could keep. That holds when they are the CandidateCount()
 // highest raw logits (ties broken toward the lower ID) and NeedsFullLogits
 // is false. Otherwise the candidates are treated as the whole vocabulary:
-// penalties apply to those present and the filters run over them.
+// the bias and the penalties apply to those present and the filters run
+// over them.
 func (s *Sampler) SampleCandidates(ids []int32, logits []float32) int32 {
 	if len(ids) != len(logits) {
 		panic("sample: SampleCandidates: len(ids) != len(logits)")
@@ -200,7 +220,7 @@ func (s *Sampler) SampleCandidates(ids []int32, logits []float32) int32 {
 		if id < 0 {
 			continue
 		}
-		v := logits[i]
+		v := logits[i] + s.biasOf(id)
 		if n := s.counted(id); n > 0 {
 			v = s.penalty(v, n)
 		}
@@ -222,11 +242,22 @@ func (s *Sampler) SampleCandidates(ids []int32, logits []float32) int32 {
 	return s.chain(c, 0)
 }
 
+// biasOf returns the logit bias of id (0 when it has none).
+func (s *Sampler) biasOf(id int32) float32 {
+	if i, ok := slices.BinarySearchFunc(s.bias, id, func(b bias, id int32) int { return int(b.id) - int(id) }); ok {
+		return s.bias[i].v
+	}
+	return 0
+}
+
 // CandidateCount returns how many of the highest raw logits SampleCandidates
 // needs to match Sample exactly: 1 for greedy decoding, TopK with top-k on,
 // plus RepeatLastN when penalties are on. It returns 0 when no fixed count
 // suffices (see NeedsFullLogits).
 func (s *Sampler) CandidateCount() int {
+	if len(s.bias) > 0 {
+		return 0 // a bias can lift any token into the top
+	}
 	k := s.p.TopK
 	if s.greedy {
 		k = 1
@@ -244,7 +275,8 @@ func (s *Sampler) CandidateCount() int {
 }
 
 // NeedsFullLogits reports whether Sample needs the whole logits vector:
-// top-k is off without greedy decoding, or penalties can raise a logit
+// a logit bias is set, top-k is off without greedy decoding, or penalties
+// can raise a logit
 // (RepeatPenalty < 1 or a negative frequency/presence penalty), or the
 // penalty window is the whole history.
 func (s *Sampler) NeedsFullLogits() bool { return s.CandidateCount() == 0 }

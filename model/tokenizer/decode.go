@@ -71,6 +71,13 @@ func decodeByteLevel(text string) string {
 	return string(b)
 }
 
+// TokenBytes returns the bytes id decodes to inside a sequence, as Decode
+// writes them: " Once" for "▁Once", the byte of a byte token <0xNN> (so
+// possibly not UTF-8), the text of a control token ("</s>"); "" for an id
+// outside the vocabulary. Decode's treatment of a sequence's first token
+// (the dropped space prefix) and its clean-up passes are not applied.
+func (t *Tokenizer) TokenBytes(id int32) string { return t.piece(id) }
+
 // piece returns the decoded bytes of id, or "" for an id outside the
 // vocabulary.
 func (t *Tokenizer) piece(id int32) string {

@@ -183,3 +183,33 @@ func TestStreamDecoderHoldsCleanup(t *testing.T) {
 	assert.Equal(t, "Hi, there", strings.Join(got, ""))
 	assert.Equal(t, "Hi", got[0], "text before the space is final")
 }
+
+func TestTokenBytes(t *testing.T) {
+	spm := loadTestVocab(t, "llama-spm")
+	gpt2 := loadTestVocab(t, "gpt-2")
+	llama := gpt2.Encode("🦙", false, false)
+	tests := []struct {
+		name string
+		tok  *Tokenizer
+		id   int32
+		want string
+	}{
+		{"SentencePiece word keeps its space", spm, 15043, " Hello"},
+		{"byte token", spm, 243, "\xf0"},
+		{"control token as its text", spm, 2, "</s>"},
+		{"outside the vocabulary", spm, -1, ""},
+		{"byte-level BPE piece of a split character", gpt2, llama[0], "🦙"[:len(gpt2.Decode(llama[:1]))]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, tt.tok.TokenBytes(tt.id))
+		})
+	}
+	// The bytes of a sequence are the concatenation of its tokens' bytes.
+	ids := spm.Encode("Hello world", false, false)
+	var all string
+	for _, id := range ids {
+		all += spm.TokenBytes(id)
+	}
+	assert.Equal(t, " Hello world", all)
+}
