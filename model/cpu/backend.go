@@ -2,8 +2,10 @@
 // the fallback when no GPU is usable and the oracle that every other
 // backend is tested against, op by op.
 //
-// Weights stay in their stored GGUF type; matrix products dequantize one
-// row at a time into per-worker scratch. Work is spread over a fixed pool
+// Weights stay in their stored GGUF type. Matrix products with Q4_0, Q8_0,
+// Q4_K and Q6_K weights quantize the activations to 8 bits and take integer
+// dot products per block; other types dequantize one row at a time into
+// per-worker scratch. Work is spread over a fixed pool
 // of goroutines when it is large enough to pay for the hand-off.
 package cpu
 
@@ -33,6 +35,7 @@ type Backend struct {
 	vcache  []float32 // [layer][slot][pos][VDim]
 	rope    ropeTable
 	scratch [][]float32 // per worker, for dequantized rows and scores
+	qx      qrows       // activations quantized for the integer kernels
 }
 
 var _ model.Backend = (*Backend)(nil)
