@@ -26,7 +26,7 @@ func (b *Backend) MatMul(dst, x model.Buf, w model.Weight, bias model.Weight, n 
 		bv = bias.(*weight).vec()
 		checkCols(len(bv), wt.rows, "MatMul bias")
 	}
-	if wt.raw != nil && hasQDot(wt.typ) {
+	if wt.raw != nil && hasQDot(wt.typ) && !b.floatProducts {
 		b.matMulQ(d, s, wt, bv, n)
 		return
 	}
