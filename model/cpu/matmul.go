@@ -84,7 +84,14 @@ func (b *Backend) matMulQ(d, s *buf, wt *weight, bv []float32, n int) {
 				add = bv[r]
 			}
 			raw := wt.raw[r*wt.rowBytes : (r+1)*wt.rowBytes]
-			for i := range n {
+			i := 0
+			for ; i+4 <= n; i += 4 {
+				o := qdot4(wt.typ, raw, q, i)
+				for j, v := range o {
+					d.data[(i+j)*d.cols+r] = v + add
+				}
+			}
+			for ; i < n; i++ {
 				d.data[i*d.cols+r] = qdot(wt.typ, raw, q.row(i)) + add
 			}
 		}

@@ -328,3 +328,113 @@ q6_kdone:
 	VZEROUPPER
 	MOVSS X0, ret+32(FP)
 	RET
+
+// Four activation rows at once (qdot4): the weight block is decoded once
+// into Y4 (signed quants) and Y5 (their magnitudes), its f16 scale into
+// Y6, and each row t accumulates into Yt. The rows' quants are DI, DI+R9,
+// DI+2·R9 and DI+R11 (R11 = 3·R9), their scales R8, R8+R10, R8+2·R10 and
+// R8+R12.
+
+// QTOK: acc += float(Σ w·x over the block) · dw · dx for one row.
+#define QTOK(xaddr, daddr, acc) \
+	VMOVDQU xaddr, Y7; \
+	VPSIGNB Y4, Y7, Y7; \
+	VPMADDUBSW Y7, Y5, Y7; \
+	VPMADDWD Y13, Y7, Y7; \
+	VCVTDQ2PS Y7, Y7; \
+	VBROADCASTSS daddr, Y8; \
+	VMULPS Y6, Y8, Y8; \
+	VFMADD231PS Y8, Y7, acc
+
+#define QTOK4 \
+	VPSIGNB Y4, Y4, Y5; \
+	VPBROADCASTW (SI), X6; \
+	VCVTPH2PS X6, Y6; \
+	QTOK((DI), (R8), Y0); \
+	QTOK((DI)(R9*1), (R8)(R10*1), Y1); \
+	QTOK((DI)(R9*2), (R8)(R10*2), Y2); \
+	QTOK((DI)(R11*1), (R8)(R12*1), Y3)
+
+// QDOT4_PROLOGUE: with k in R9, the strides R10..R12 and zero
+// accumulators.
+#define QDOT4_PROLOGUE \
+	MOVQ R9, R10; \
+	SHRQ $3, R10; \
+	LEAQ (R9)(R9*2), R11; \
+	LEAQ (R10)(R10*2), R12; \
+	ONES16; \
+	VXORPS Y0, Y0, Y0; \
+	VXORPS Y1, Y1, Y1; \
+	VXORPS Y2, Y2, Y2; \
+	VXORPS Y3, Y3, Y3
+
+// QDOT4_EPILOGUE stores [Σ Y0, Σ Y1, Σ Y2, Σ Y3] to (AX).
+#define QDOT4_EPILOGUE \
+	VHADDPS Y1, Y0, Y0; \
+	VHADDPS Y3, Y2, Y2; \
+	VHADDPS Y2, Y0, Y0; \
+	VEXTRACTF128 $1, Y0, X1; \
+	VADDPS X1, X0, X0; \
+	VMOVUPS X0, (AX); \
+	VZEROUPPER
+
+// func qdot4Q4_0AVX2(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+// Four rows of k quantized activations (row t at xq+t·k, its scales at
+// xd+t·k/32) against one Q4_0 weight row.
+TEXT ·qdot4Q4_0AVX2(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ k+24(FP), R9
+	MOVQ nblocks+32(FP), CX
+	QDOT4_PROLOGUE
+	MASK0F
+	MOVQ $0x0808080808080808, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+
+q4_0x4loop:
+	TESTQ CX, CX
+	JLE   q4_0x4done
+	VMOVDQU 2(SI), X4
+	VPSRLW $4, X4, X5
+	VINSERTI128 $1, X5, Y4, Y4
+	VPAND Y15, Y4, Y4
+	VPSUBB Y14, Y4, Y4
+	QTOK4
+	ADDQ $18, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  q4_0x4loop
+
+q4_0x4done:
+	MOVQ out+40(FP), AX
+	QDOT4_EPILOGUE
+	RET
+
+// func qdot4Q8_0AVX2(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+// As qdot4Q4_0AVX2 for a Q8_0 weight row.
+TEXT ·qdot4Q8_0AVX2(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ k+24(FP), R9
+	MOVQ nblocks+32(FP), CX
+	QDOT4_PROLOGUE
+
+q8_0x4loop:
+	TESTQ CX, CX
+	JLE   q8_0x4done
+	VMOVDQU 2(SI), Y4
+	QTOK4
+	ADDQ $34, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  q8_0x4loop
+
+q8_0x4done:
+	MOVQ out+40(FP), AX
+	QDOT4_EPILOGUE
+	RET

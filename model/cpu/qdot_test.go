@@ -286,3 +286,89 @@ func TestMatMulQuantized(t *testing.T) {
 		})
 	}
 }
+
+// TestQDot4 checks the four-row kernels against qdot per row: within float
+// rounding for random data, bit for bit with unit scales (exact sums).
+func TestQDot4(t *testing.T) {
+	r := rand.New(rand.NewPCG(19, 20))
+	for _, typ := range qdotTypes {
+		bs := typ.BlockSize()
+		for _, nb := range []int{1, 3, 9} {
+			for _, unit := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/blocks=%d/unit=%v", typ, nb, unit), func(t *testing.T) {
+					n := nb * bs
+					w := make([]float32, n)
+					for i := range w {
+						w[i] = float32(r.NormFloat64())
+					}
+					raw, _ := quantizedRow(t, typ, w)
+					if unit && (typ == gguf.TypeQ4_0 || typ == gguf.TypeQ8_0) {
+						for b := range nb {
+							binary.LittleEndian.PutUint16(raw[b*typ.TypeSize():], 0x3c00)
+						}
+					}
+					var q qrows
+					q.reset(6, n) // rows 1..4 are used: an offset start
+					for i := range 6 {
+						x := make([]float32, n)
+						for j := range x {
+							if unit {
+								x[j] = float32(r.IntN(17) - 8)
+								if j%32 == 31 {
+									x[j] = 127
+								}
+							} else {
+								x[j] = float32(r.NormFloat64())
+							}
+						}
+						quantizeRow(q.row(i), x)
+					}
+					got := qdot4(typ, raw, &q, 1)
+					for j := range 4 {
+						want := qdot(typ, raw, q.row(1+j))
+						if unit {
+							assert.Equal(t, want, got[j], "row %d", j)
+						} else {
+							assert.InDelta(t, want, got[j], 1e-5*math.Abs(float64(want))+1e-4, "row %d", j)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkQDot4 measures the four-row kernels as BenchmarkQDot does
+// (bytes/s are weight bytes, each used for four rows).
+func BenchmarkQDot4(b *testing.B) {
+	const k, rows = 4096, 64
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, typ := range qdotTypes {
+		src := make([]float32, k*rows)
+		for i := range src {
+			src[i] = float32(r.NormFloat64())
+		}
+		size, _ := typ.RowSize(int64(len(src)))
+		raw := make([]byte, size)
+		if err := gguf.Quantize(raw, src, typ); err != nil {
+			b.Fatal(err)
+		}
+		var q qrows
+		q.reset(4, k)
+		for i := range 4 {
+			quantizeRow(q.row(i), src[i*k:(i+1)*k])
+		}
+		rb := int(size) / rows
+		b.Run(typ.String(), func(b *testing.B) {
+			b.SetBytes(int64(size))
+			var s float32
+			for b.Loop() {
+				for i := range rows {
+					o := qdot4(typ, raw[i*rb:(i+1)*rb], &q, 0)
+					s += o[0]
+				}
+			}
+			_ = s
+		})
+	}
+}
