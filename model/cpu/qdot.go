@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"encoding/binary"
+	"math"
 
 	"github.com/m40llm/m40llm/gguf"
 )
@@ -68,10 +69,13 @@ func quantizeRow(dst qvec, x []float32) {
 	for b := range len(x) / qblock {
 		xb := x[b*qblock : b*qblock+qblock : b*qblock+qblock]
 		qb := dst.qs[b*qblock : b*qblock+qblock : b*qblock+qblock]
-		var amax float32
+		// The magnitudes compare as their bit patterns; a NaN's are above
+		// every number's, so a NaN becomes amax.
+		var abits uint32
 		for _, v := range xb {
-			amax = max(amax, abs32(v))
+			abits = max(abits, math.Float32bits(v)&^(1<<31))
 		}
+		amax := math.Float32frombits(abits)
 		var id float32
 		if amax != 0 {
 			id = 127 / amax
@@ -79,12 +83,8 @@ func quantizeRow(dst qvec, x []float32) {
 		var sum int32
 		for j, v := range xb {
 			f := v * id
-			if f < 0 {
-				f -= 0.5
-			} else {
-				f += 0.5
-			}
-			q := int8(int32(f))
+			half := math.Float32frombits(math.Float32bits(f)&(1<<31) | 0x3f000000) // ±0.5
+			q := int8(int32(f + half))
 			qb[j] = q
 			sum += int32(q)
 		}
@@ -92,13 +92,6 @@ func quantizeRow(dst qvec, x []float32) {
 		dst.d[b] = d
 		dst.s[b] = d * float32(sum)
 	}
-}
-
-func abs32(v float32) float32 {
-	if v < 0 {
-		return -v
-	}
-	return v
 }
 
 // hasQDot reports whether rows of type t have an integer dot kernel.
