@@ -19,6 +19,44 @@
 	VPCMPEQW Y13, Y13, Y13; \
 	VPSRLW $15, Y13, Y13
 
+// Macros of qdot4Q4_KAVX2, defined before the functions because go vet
+// takes stack offsets in a macro for the function above it. Stack: 0(SP)
+// holds d·sc[j]·dx[j] of row t at 32t+4j, 128(SP) the 0x0f mask, 160(SP)
+// 1 in every 16-bit lane.
+
+// Q4_K_SUB: acc += d·sc·dx · Σ q·x over one sub-block of one row.
+#define Q4_K_SUB(wreg, xaddr, foff, acc) \
+	VPMADDUBSW xaddr, wreg, Y14; \
+	VPMADDWD 160(SP), Y14, Y14; \
+	VCVTDQ2PS Y14, Y14; \
+	VBROADCASTSS foff(SP), Y15; \
+	VFMADD231PS Y15, Y14, acc
+
+// Q4_K_J: sub-block j (quants in wreg, activations at xoff in every row)
+// for the four rows, four independent chains.
+#define Q4_K_J(wreg, xoff, f0, f1, f2, f3) \
+	Q4_K_SUB(wreg, xoff(DI), f0, Y0); \
+	Q4_K_SUB(wreg, xoff(DI)(R9*1), f1, Y1); \
+	Q4_K_SUB(wreg, xoff(DI)(R9*2), f2, Y2); \
+	Q4_K_SUB(wreg, xoff(DI)(R13*1), f3, Y3)
+
+// Q4_K_ROW: the factors of one row (scales at R12, sums at R12+BX) to
+// foff(SP), its min term subtracted lane-wise (lanes are summed at the
+// end).
+#define Q4_K_ROW(foff, acc) \
+	VMULPS (R12), Y4, Y14; \
+	VMOVUPS Y14, foff(SP); \
+	VMULPS (R12)(BX*1), Y5, Y14; \
+	VSUBPS Y14, acc, acc; \
+	ADDQ R10, R12
+
+// Q4_K_UNPACK: chunk c of qs (at qoff(SI)) into lo (low nibbles) and hi.
+#define Q4_K_UNPACK(qoff, lo, hi) \
+	VMOVDQU qoff(SI), lo; \
+	VPSRLW $4, lo, hi; \
+	VPAND 128(SP), lo, lo; \
+	VPAND 128(SP), hi, hi
+
 // REDUCE sums the eight lanes of Y0 into X0.
 #define REDUCE \
 	VEXTRACTF128 $1, Y0, X1; \
@@ -436,5 +474,98 @@ q8_0x4loop:
 
 q8_0x4done:
 	MOVQ out+40(FP), AX
+	QDOT4_EPILOGUE
+	RET
+
+// func qdot4Q4_KAVX2(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
+// Four rows of k quantized activations (row t at xq+t·k, its scales at
+// xd+t·k/32 and sums at xs+t·k/32) against one Q4_K weight row. Each
+// super-block is unpacked once (Y6..Y13: the eight sub-blocks' quants,
+// Y4 = d·sc[j], Y5 = dmin·m[j]) and each sub-block is taken for the four
+// rows in turn, each row into its own accumulator Y0..Y3.
+TEXT ·qdot4Q4_KAVX2(SB), NOSPLIT, $192-56
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ xs+24(FP), BX
+	SUBQ R8, BX
+	MOVQ k+32(FP), R9
+	MOVQ nsuper+40(FP), CX
+	MOVQ R9, R10
+	SHRQ $3, R10
+	MASK0F
+	VMOVDQU Y15, 128(SP)
+	ONES16
+	VMOVDQU Y13, 160(SP)
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+q4_kx4loop:
+	TESTQ CX, CX
+	JLE   q4_kx4done
+	// Scales and mins as in qdotQ4_KAVX2, with AX = u0, DX = u1, R13 = u2.
+	MOVL 4(SI), AX
+	MOVL 8(SI), DX
+	MOVL 12(SI), R13
+	MOVL AX, R11
+	ANDL $0x3f3f3f3f, R11
+	MOVL R13, R12
+	ANDL $0x0f0f0f0f, R12
+	SHRL $6, AX
+	ANDL $0x03030303, AX
+	SHLL $4, AX
+	ORL  AX, R12
+	SHLQ $32, R12
+	ORQ  R12, R11
+	VMOVQ R11, X4
+	MOVL DX, R11
+	ANDL $0x3f3f3f3f, R11
+	SHRL $4, R13
+	ANDL $0x0f0f0f0f, R13
+	SHRL $6, DX
+	ANDL $0x03030303, DX
+	SHLL $4, DX
+	ORL  DX, R13
+	SHLQ $32, R13
+	ORQ  R13, R11
+	VMOVQ R11, X5
+	VPMOVZXBD X4, Y4
+	VCVTDQ2PS Y4, Y4
+	VPMOVZXBD X5, Y5
+	VCVTDQ2PS Y5, Y5
+	VPBROADCASTW 0(SI), X14
+	VCVTPH2PS X14, Y14
+	VMULPS Y14, Y4, Y4
+	VPBROADCASTW 2(SI), X14
+	VCVTPH2PS X14, Y14
+	VMULPS Y14, Y5, Y5
+	MOVQ R8, R12
+	Q4_K_ROW(0, Y0)
+	Q4_K_ROW(32, Y1)
+	Q4_K_ROW(64, Y2)
+	Q4_K_ROW(96, Y3)
+	Q4_K_UNPACK(16, Y6, Y7)
+	Q4_K_UNPACK(48, Y8, Y9)
+	Q4_K_UNPACK(80, Y10, Y11)
+	Q4_K_UNPACK(112, Y12, Y13)
+	LEAQ (R9)(R9*2), R13
+	Q4_K_J(Y6, 0, 0, 32, 64, 96)
+	Q4_K_J(Y7, 32, 4, 36, 68, 100)
+	Q4_K_J(Y8, 64, 8, 40, 72, 104)
+	Q4_K_J(Y9, 96, 12, 44, 76, 108)
+	Q4_K_J(Y10, 128, 16, 48, 80, 112)
+	Q4_K_J(Y11, 160, 20, 52, 84, 116)
+	Q4_K_J(Y12, 192, 24, 56, 88, 120)
+	Q4_K_J(Y13, 224, 28, 60, 92, 124)
+	ADDQ $144, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q4_kx4loop
+
+q4_kx4done:
+	MOVQ out+48(FP), AX
 	QDOT4_EPILOGUE
 	RET

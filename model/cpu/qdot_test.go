@@ -302,9 +302,18 @@ func TestQDot4(t *testing.T) {
 						w[i] = float32(r.NormFloat64())
 					}
 					raw, _ := quantizedRow(t, typ, w)
-					if unit && (typ == gguf.TypeQ4_0 || typ == gguf.TypeQ8_0) {
+					if unit { // every weight scale 1 (f16 0x3c00)
 						for b := range nb {
-							binary.LittleEndian.PutUint16(raw[b*typ.TypeSize():], 0x3c00)
+							blk := raw[b*typ.TypeSize() : (b+1)*typ.TypeSize()]
+							switch typ {
+							case gguf.TypeQ4_0, gguf.TypeQ8_0:
+								binary.LittleEndian.PutUint16(blk, 0x3c00)
+							case gguf.TypeQ4_K:
+								binary.LittleEndian.PutUint16(blk, 0x3c00)
+								binary.LittleEndian.PutUint16(blk[2:], 0x3c00)
+							case gguf.TypeQ6_K:
+								binary.LittleEndian.PutUint16(blk[208:], 0x3c00)
+							}
 						}
 					}
 					var q qrows
