@@ -53,16 +53,13 @@ func dot4(w, x0, x1, x2, x3 []float32) (float32, float32, float32, float32) {
 //go:noescape
 func dotF16AVX2(w *uint16, x *float32, n int) float32
 
-//go:noescape
-func dotQ8_0AVX2(w *byte, x *float32, nblocks int) float32
-
 // hasFusedDot reports whether rows of type t have a fused dot kernel.
 func hasFusedDot(t gguf.Type) bool {
-	return useAVX2 && (t == gguf.TypeF16 || t == gguf.TypeQ8_0)
+	return useAVX2 && t == gguf.TypeF16
 }
 
-// fusedDot returns row · x for a row stored as t (F16 or Q8_0; see
-// hasFusedDot), without dequantizing it to memory.
+// fusedDot returns row · x for a row stored as t (F16; see hasFusedDot),
+// without converting it to memory.
 func fusedDot(t gguf.Type, row []byte, x []float32) float32 {
 	n := len(x)
 	switch t {
@@ -77,9 +74,6 @@ func fusedDot(t gguf.Type, row []byte, x []float32) float32 {
 			s += gguf.F16ToF32(w[i]) * x[i]
 		}
 		return s
-	case gguf.TypeQ8_0:
-		_ = row[n/32*34-1]
-		return dotQ8_0AVX2(&row[0], &x[0], n/32)
 	}
 	panic("cpu: fusedDot of " + t.String())
 }

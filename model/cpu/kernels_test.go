@@ -56,11 +56,10 @@ func TestExpf(t *testing.T) {
 	assert.Equal(t, float32(1), expf(0))
 }
 
-// TestFusedDot compares the fused F16 and Q8_0 row kernels with
-// dequantize-then-dot.
+// TestFusedDot compares the fused F16 row kernel with convert-then-dot.
 func TestFusedDot(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
-	for _, typ := range []gguf.Type{gguf.TypeF16, gguf.TypeQ8_0} {
+	for _, typ := range []gguf.Type{gguf.TypeF16} {
 		if !hasFusedDot(typ) {
 			t.Skipf("%s: no fused kernel on this CPU", typ)
 		}
@@ -86,15 +85,17 @@ func TestFusedDot(t *testing.T) {
 }
 
 // TestMatMulPathsAgree checks that a product computed row by row (the
-// decode path: fused kernels for F16/Q8_0) equals the same product in one
-// batch (the prompt path: dequantized rows, four activation rows at once).
+// decode path: the fused F16 kernel, integer kernels for the quantized
+// types) equals the same product in one batch (the prompt path: converted
+// rows four activation rows at once for F16, the same integer kernels over
+// all rows for the quantized types).
 func TestMatMulPathsAgree(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	const rows, cols, n = 83, 96, 6
-	for _, typ := range []gguf.Type{gguf.TypeF32, gguf.TypeF16, gguf.TypeQ8_0, gguf.TypeQ4_0, gguf.TypeQ4_K} {
+	for _, typ := range []gguf.Type{gguf.TypeF32, gguf.TypeF16, gguf.TypeQ8_0, gguf.TypeQ4_0, gguf.TypeQ4_K, gguf.TypeQ6_K, gguf.TypeQ5_K} {
 		t.Run(typ.String(), func(t *testing.T) {
 			k := cols
-			if typ == gguf.TypeQ4_K {
+			if typ.BlockSize() == 256 {
 				k = 256
 			}
 			src := make([]float32, rows*k)

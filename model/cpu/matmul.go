@@ -5,12 +5,18 @@ import "github.com/m40llm/m40llm/model"
 // matmulGrain is the least work (multiply-adds) worth handing to a worker.
 const matmulGrain = 1 << 15
 
+// quantGrain is the least number of activation elements worth handing to a
+// worker for quantization.
+const quantGrain = 1 << 14
+
 // MatMul computes dst[i] = W @ x[i] (+ bias) for the first n rows: W is
 // (d, k) in its stored type, x rows hold k floats, dst rows d floats.
-// Rows of W are split across workers. For a few rows (decode), F16 and Q8_0
-// weights go through fused kernels that never write the dequantized row;
-// otherwise each weight row is dequantized once and used for all n
-// activation rows, four at a time.
+// Rows of W are split across workers. Weights with an integer kernel
+// (hasQDot) take the activation rows quantized to 8 bits once per call
+// (see qdot.go) and every weight row is dotted with all n of them while it
+// is in cache. For a few rows (decode), F16 weights go through a fused
+// kernel that never writes the converted row; otherwise each weight row is
+// dequantized once and used for all n activation rows, four at a time.
 func (b *Backend) MatMul(dst, x model.Buf, w model.Weight, bias model.Weight, n int) {
 	d, s, wt := dst.(*buf), x.(*buf), w.(*weight)
 	checkCols(s.cols, wt.cols, "MatMul input")
@@ -19,6 +25,10 @@ func (b *Backend) MatMul(dst, x model.Buf, w model.Weight, bias model.Weight, n 
 	if bias != nil {
 		bv = bias.(*weight).vec()
 		checkCols(len(bv), wt.rows, "MatMul bias")
+	}
+	if wt.raw != nil && hasQDot(wt.typ) && !b.floatProducts {
+		b.matMulQ(d, s, wt, bv, n)
+		return
 	}
 	k := wt.cols
 	grain := max(1, matmulGrain/(k*n))
@@ -49,6 +59,40 @@ func (b *Backend) MatMul(dst, x model.Buf, w model.Weight, bias model.Weight, n 
 			}
 			for ; i < n; i++ {
 				d.data[i*d.cols+r] = dot(row, s.row(i)) + add
+			}
+		}
+	})
+}
+
+// matMulQ is MatMul for weights with an integer kernel. The quantized
+// activations (b.qx) are written before the row loop starts and only read
+// in it; each worker writes its own range of output columns.
+func (b *Backend) matMulQ(d, s *buf, wt *weight, bv []float32, n int) {
+	k := wt.cols
+	q := &b.qx
+	q.reset(n, k)
+	b.pool.run(n, max(1, quantGrain/k), func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			quantizeRow(q.row(i), s.row(i))
+		}
+	})
+	grain := max(1, matmulGrain/(k*n))
+	b.pool.run(wt.rows, grain, func(_, lo, hi int) {
+		for r := lo; r < hi; r++ {
+			var add float32
+			if bv != nil {
+				add = bv[r]
+			}
+			raw := wt.raw[r*wt.rowBytes : (r+1)*wt.rowBytes]
+			i := 0
+			for ; i+4 <= n; i += 4 {
+				o := qdot4(wt.typ, raw, q, i)
+				for j, v := range o {
+					d.data[(i+j)*d.cols+r] = v + add
+				}
+			}
+			for ; i < n; i++ {
+				d.data[i*d.cols+r] = qdot(wt.typ, raw, q.row(i)) + add
 			}
 		}
 	})

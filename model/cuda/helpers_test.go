@@ -71,7 +71,7 @@ type pair struct {
 }
 
 func newPair(t *testing.T, gpu *cuda.Backend, seed uint64) *pair {
-	c := cpu.New(cpu.Options{})
+	c := cpu.New(cpu.Options{FloatActivations: true}) // the kernels' float activations
 	t.Cleanup(func() { c.Close() })
 	return &pair{t: t, cpu: c, gpu: gpu, r: rand.New(rand.NewPCG(seed, 99))}
 }

@@ -94,7 +94,7 @@ func loadGPU(t testing.TB, path string, mo model.Options, opts cuda.Options) *mo
 
 func loadCPU(t testing.TB, path string, mo model.Options) *model.Model {
 	t.Helper()
-	m, err := model.Load(path, cpu.New(cpu.Options{}), mo)
+	m, err := model.Load(path, cpu.New(cpu.Options{FloatActivations: true}), mo) // as the GPU's products
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
 	return m

@@ -1,0 +1,84 @@
+package cpu
+
+import "github.com/m40llm/m40llm/gguf"
+
+//go:noescape
+func qdotQ4_0AVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
+
+//go:noescape
+func qdotQ8_0AVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
+
+//go:noescape
+func qdotQ4_KAVX2(w *byte, xq *int8, xd, xs *float32, nsuper int) float32
+
+//go:noescape
+func qdotQ6_KAVX2(w *byte, xq *int8, xd *float32, nsuper int) float32
+
+//go:noescape
+func qdot4Q4_0AVX2(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+
+//go:noescape
+func qdot4Q8_0AVX2(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+
+//go:noescape
+func qdot4Q4_KAVX2(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
+
+// qdot4 returns row · x for the four activation rows i..i+3 of q, decoding
+// each weight block once for the four (Q4_0, Q8_0 and Q4_K with AVX2; four
+// qdot calls otherwise).
+func qdot4(t gguf.Type, row []byte, q *qrows, i int) (out [4]float32) {
+	nb := q.k / qblock
+	if useAVX2 && nb >= 8 && t == gguf.TypeQ4_K {
+		_ = q.qs[(i+4)*q.k-1]
+		_ = q.d[(i+4)*nb-1]
+		_ = q.s[(i+4)*nb-1]
+		_ = row[nb/8*144-1]
+		qdot4Q4_KAVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], &q.s[i*nb], q.k, nb/8, &out)
+		return out
+	}
+	if useAVX2 && nb > 0 && (t == gguf.TypeQ4_0 || t == gguf.TypeQ8_0) {
+		_ = q.qs[(i+4)*q.k-1]
+		_ = q.d[(i+4)*nb-1]
+		if t == gguf.TypeQ4_0 {
+			_ = row[nb*18-1]
+			qdot4Q4_0AVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], q.k, nb, &out)
+		} else {
+			_ = row[nb*34-1]
+			qdot4Q8_0AVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], q.k, nb, &out)
+		}
+		return out
+	}
+	for j := range out {
+		out[j] = qdot(t, row, q.row(i+j))
+	}
+	return out
+}
+
+// qdot returns row · x for a row stored as t (see hasQDot): the AVX2
+// kernels when the CPU has them, else qdotGeneric. The row must hold the
+// blocks of len(x.qs) elements.
+func qdot(t gguf.Type, row []byte, x qvec) float32 {
+	if !useAVX2 || len(x.d) == 0 {
+		return qdotGeneric(t, row, x)
+	}
+	nb := len(x.d)
+	_ = x.qs[nb*qblock-1]
+	switch t {
+	case gguf.TypeQ4_0:
+		_ = row[nb*18-1]
+		return qdotQ4_0AVX2(&row[0], &x.qs[0], &x.d[0], nb)
+	case gguf.TypeQ8_0:
+		_ = row[nb*34-1]
+		return qdotQ8_0AVX2(&row[0], &x.qs[0], &x.d[0], nb)
+	case gguf.TypeQ4_K:
+		ns := nb / 8
+		_ = row[ns*144-1]
+		_ = x.s[ns*8-1]
+		return qdotQ4_KAVX2(&row[0], &x.qs[0], &x.d[0], &x.s[0], ns)
+	case gguf.TypeQ6_K:
+		ns := nb / 8
+		_ = row[ns*210-1]
+		return qdotQ6_KAVX2(&row[0], &x.qs[0], &x.d[0], ns)
+	}
+	return qdotGeneric(t, row, x)
+}

@@ -1,0 +1,571 @@
+#include "textflag.h"
+
+// Integer dot products of quantized weight rows with 8-bit activations
+// (layouts in qdot.go). Signed 8-bit products go through VPMADDUBSW, which
+// multiplies unsigned by signed bytes: the sign of the weight is moved onto
+// the activation with VPSIGNB (|w|·(x·sign w) = w·x), the pairs of 16-bit
+// products are summed to 32 bits by VPMADDWD, and the eight lanes of each
+// block are converted to float and scaled. No product saturates: |w| ≤ 128
+// and |x| ≤ 127, so a pair is at most 2·128·127 = 32512 < 2^15.
+
+// Constants built in registers: Y15 = 0x0f bytes, Y13 = 1 in every 16-bit
+// lane, Y14 = 8 bytes (Q4_0), Y12 = 0x03 bytes and Y11 = 32 bytes (Q6_K).
+#define MASK0F \
+	MOVQ $0x0f0f0f0f0f0f0f0f, AX; \
+	VMOVQ AX, X15; \
+	VPBROADCASTQ X15, Y15
+
+#define ONES16 \
+	VPCMPEQW Y13, Y13, Y13; \
+	VPSRLW $15, Y13, Y13
+
+// Macros of qdot4Q4_KAVX2, defined before the functions because go vet
+// takes stack offsets in a macro for the function above it. Stack: 0(SP)
+// holds d·sc[j]·dx[j] of row t at 32t+4j, 128(SP) the 0x0f mask, 160(SP)
+// 1 in every 16-bit lane.
+
+// Q4_K_SUB: acc += d·sc·dx · Σ q·x over one sub-block of one row.
+#define Q4_K_SUB(wreg, xaddr, foff, acc) \
+	VPMADDUBSW xaddr, wreg, Y14; \
+	VPMADDWD 160(SP), Y14, Y14; \
+	VCVTDQ2PS Y14, Y14; \
+	VBROADCASTSS foff(SP), Y15; \
+	VFMADD231PS Y15, Y14, acc
+
+// Q4_K_J: sub-block j (quants in wreg, activations at xoff in every row)
+// for the four rows, four independent chains.
+#define Q4_K_J(wreg, xoff, f0, f1, f2, f3) \
+	Q4_K_SUB(wreg, xoff(DI), f0, Y0); \
+	Q4_K_SUB(wreg, xoff(DI)(R9*1), f1, Y1); \
+	Q4_K_SUB(wreg, xoff(DI)(R9*2), f2, Y2); \
+	Q4_K_SUB(wreg, xoff(DI)(R13*1), f3, Y3)
+
+// Q4_K_ROW: the factors of one row (scales at R12, sums at R12+BX) to
+// foff(SP), its min term subtracted lane-wise (lanes are summed at the
+// end).
+#define Q4_K_ROW(foff, acc) \
+	VMULPS (R12), Y4, Y14; \
+	VMOVUPS Y14, foff(SP); \
+	VMULPS (R12)(BX*1), Y5, Y14; \
+	VSUBPS Y14, acc, acc; \
+	ADDQ R10, R12
+
+// Q4_K_UNPACK: chunk c of qs (at qoff(SI)) into lo (low nibbles) and hi.
+#define Q4_K_UNPACK(qoff, lo, hi) \
+	VMOVDQU qoff(SI), lo; \
+	VPSRLW $4, lo, hi; \
+	VPAND 128(SP), lo, lo; \
+	VPAND 128(SP), hi, hi
+
+// REDUCE sums the eight lanes of Y0 into X0.
+#define REDUCE \
+	VEXTRACTF128 $1, Y0, X1; \
+	VADDPS X1, X0, X0; \
+	VHADDPS X0, X0, X0; \
+	VHADDPS X0, X0, X0
+
+// Q8DOT: Y4 = eight int32 partial sums of Σ w·x over 32 bytes, w in Y2
+// (signed), x in Y3 (signed; clobbered).
+#define Q8DOT \
+	VPSIGNB Y2, Y2, Y4; \
+	VPSIGNB Y2, Y3, Y3; \
+	VPMADDUBSW Y3, Y4, Y4; \
+	VPMADDWD Y13, Y4, Y4
+
+// SCALE_FMA: acc += float(Y4) · f16(woff(SI)) · xd[doff]
+#define SCALE_FMA(woff, doff, acc) \
+	VCVTDQ2PS Y4, Y4; \
+	VPBROADCASTW woff(SI), X5; \
+	VCVTPH2PS X5, Y5; \
+	VBROADCASTSS doff(R8), Y6; \
+	VMULPS Y6, Y5, Y5; \
+	VFMADD231PS Y5, Y4, acc
+
+// Q4_0 block at woff(SI): {f16 d; uint8 qs[16]}, elements j and j+16 in the
+// low and high nibbles of qs[j]: Y2 = the 32 quants minus 8, as int8.
+#define Q4_0_BLOCK(woff, xoff, doff, acc) \
+	VMOVDQU woff+2(SI), X2; \
+	VPSRLW $4, X2, X3; \
+	VINSERTI128 $1, X3, Y2, Y2; \
+	VPAND Y15, Y2, Y2; \
+	VPSUBB Y14, Y2, Y2; \
+	VMOVDQU xoff(DI), Y3; \
+	Q8DOT; \
+	SCALE_FMA(woff, doff, acc)
+
+// func qdotQ4_0AVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
+TEXT ·qdotQ4_0AVX2(SB), NOSPLIT, $0-36
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ nblocks+24(FP), CX
+	MASK0F
+	ONES16
+	MOVQ $0x0808080808080808, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q4_0loop2:
+	CMPQ CX, $2
+	JL   q4_0loop1
+	Q4_0_BLOCK(0, 0, 0, Y0)
+	Q4_0_BLOCK(18, 32, 4, Y1)
+	ADDQ $36, SI
+	ADDQ $64, DI
+	ADDQ $8, R8
+	SUBQ $2, CX
+	JMP  q4_0loop2
+
+q4_0loop1:
+	CMPQ CX, $1
+	JL   q4_0done
+	Q4_0_BLOCK(0, 0, 0, Y0)
+
+q4_0done:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	VZEROUPPER
+	MOVSS X0, ret+32(FP)
+	RET
+
+// Q8_0 block at woff(SI): {f16 d; int8 qs[32]}.
+#define Q8_0_BLOCK(woff, xoff, doff, acc) \
+	VMOVDQU woff+2(SI), Y2; \
+	VMOVDQU xoff(DI), Y3; \
+	Q8DOT; \
+	SCALE_FMA(woff, doff, acc)
+
+// func qdotQ8_0AVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
+TEXT ·qdotQ8_0AVX2(SB), NOSPLIT, $0-36
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ nblocks+24(FP), CX
+	ONES16
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q8_0loop2:
+	CMPQ CX, $2
+	JL   q8_0loop1
+	Q8_0_BLOCK(0, 0, 0, Y0)
+	Q8_0_BLOCK(34, 32, 4, Y1)
+	ADDQ $68, SI
+	ADDQ $64, DI
+	ADDQ $8, R8
+	SUBQ $2, CX
+	JMP  q8_0loop2
+
+q8_0loop1:
+	CMPQ CX, $1
+	JL   q8_0done
+	Q8_0_BLOCK(0, 0, 0, Y0)
+
+q8_0done:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	VZEROUPPER
+	MOVSS X0, ret+32(FP)
+	RET
+
+// Q4_K chunk c of a super-block: qs[32c:32c+32] at qoff(SI) holds
+// sub-block 2c in its low nibbles and 2c+1 in its high nibbles (activation
+// blocks at xoff(DI) and xoff+32(DI)); the quants 0..15 are the unsigned
+// operand of VPMADDUBSW as they are. foff(SP) holds d·sc[2c]·dx[2c] and
+// foff+4(SP) the same for 2c+1.
+#define Q4_K_CHUNK(qoff, xoff, xoff2, foff, foff2) \
+	VMOVDQU qoff(SI), Y6; \
+	VPSRLW $4, Y6, Y7; \
+	VPAND Y15, Y6, Y6; \
+	VPAND Y15, Y7, Y7; \
+	VPMADDUBSW xoff(DI), Y6, Y6; \
+	VPMADDWD Y13, Y6, Y6; \
+	VCVTDQ2PS Y6, Y6; \
+	VBROADCASTSS foff(SP), Y8; \
+	VFMADD231PS Y8, Y6, Y0; \
+	VPMADDUBSW xoff2(DI), Y7, Y7; \
+	VPMADDWD Y13, Y7, Y7; \
+	VCVTDQ2PS Y7, Y7; \
+	VBROADCASTSS foff2(SP), Y9; \
+	VFMADD231PS Y9, Y7, Y10
+
+// func qdotQ4_KAVX2(w *byte, xq *int8, xd, xs *float32, nsuper int) float32
+// Per super-block {f16 d; f16 dmin; uint8 scales[12]; uint8 qs[128]}: the
+// eight 6-bit scales and mins are unpacked on 32-bit words (scalesMinsK4),
+// d·sc[j]·dx[j] goes to the stack for broadcasting, and dmin·m[j]·s[j] is
+// accumulated in Y1 and subtracted at the end.
+TEXT ·qdotQ4_KAVX2(SB), NOSPLIT, $32-44
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ xs+24(FP), R9
+	MOVQ nsuper+32(FP), CX
+	MASK0F
+	ONES16
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y10, Y10, Y10
+
+q4_kloop:
+	TESTQ CX, CX
+	JLE   q4_kdone
+	MOVL 4(SI), AX
+	MOVL 8(SI), BX
+	MOVL 12(SI), DX
+	// scales: R10 = u0&0x3f3f3f3f | (u2&0x0f0f0f0f | (u0>>6&0x03030303)<<4) << 32
+	MOVL AX, R10
+	ANDL $0x3f3f3f3f, R10
+	MOVL DX, R11
+	ANDL $0x0f0f0f0f, R11
+	MOVL AX, R12
+	SHRL $6, R12
+	ANDL $0x03030303, R12
+	SHLL $4, R12
+	ORL  R12, R11
+	SHLQ $32, R11
+	ORQ  R11, R10
+	// mins: R11 = u1&0x3f3f3f3f | (u2>>4&0x0f0f0f0f | (u1>>6&0x03030303)<<4) << 32
+	MOVL BX, R11
+	ANDL $0x3f3f3f3f, R11
+	MOVL DX, R12
+	SHRL $4, R12
+	ANDL $0x0f0f0f0f, R12
+	MOVL BX, R13
+	SHRL $6, R13
+	ANDL $0x03030303, R13
+	SHLL $4, R13
+	ORL  R13, R12
+	SHLQ $32, R12
+	ORQ  R12, R11
+	VMOVQ R10, X2
+	VPMOVZXBD X2, Y2
+	VCVTDQ2PS Y2, Y2
+	VMOVQ R11, X3
+	VPMOVZXBD X3, Y3
+	VCVTDQ2PS Y3, Y3
+	VPBROADCASTW 0(SI), X4
+	VCVTPH2PS X4, Y4
+	VPBROADCASTW 2(SI), X5
+	VCVTPH2PS X5, Y5
+	VMULPS (R8), Y2, Y2
+	VMULPS Y4, Y2, Y2
+	VMOVUPS Y2, 0(SP)
+	VMULPS (R9), Y3, Y3
+	VFMADD231PS Y5, Y3, Y1
+	Q4_K_CHUNK(16, 0, 32, 0, 4)
+	Q4_K_CHUNK(48, 64, 96, 8, 12)
+	Q4_K_CHUNK(80, 128, 160, 16, 20)
+	Q4_K_CHUNK(112, 192, 224, 24, 28)
+	ADDQ $144, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	ADDQ $32, R9
+	DECQ CX
+	JMP  q4_kloop
+
+q4_kdone:
+	VADDPS Y10, Y0, Y0
+	VSUBPS Y1, Y0, Y0
+	REDUCE
+	VZEROUPPER
+	MOVSS X0, ret+40(FP)
+	RET
+
+// Q6_K_DOT: acc += Σ over one activation block of scale·(q−32)·x, q in Y6
+// as bytes 0..63 (clobbered), activations at xoff(DI). The two 16-element
+// sub-blocks of the block take their int16 scales from soff(SP) and
+// soff2(SP) (low and high 128-bit halves of the VPMADDWD operand); foff(SP)
+// holds d·dx of the block.
+#define Q6_K_DOT(xoff, soff, soff2, foff, acc) \
+	VPSUBB Y11, Y6, Y6; \
+	VMOVDQU xoff(DI), Y7; \
+	VPSIGNB Y6, Y7, Y7; \
+	VPSIGNB Y6, Y6, Y6; \
+	VPMADDUBSW Y7, Y6, Y6; \
+	VPBROADCASTW soff(SP), X8; \
+	VPBROADCASTW soff2(SP), X9; \
+	VINSERTI128 $1, X9, Y8, Y8; \
+	VPMADDWD Y8, Y6, Y6; \
+	VCVTDQ2PS Y6, Y6; \
+	VBROADCASTSS foff(SP), Y9; \
+	VFMADD231PS Y9, Y6, acc
+
+// Q6_K_HALF: the 128 elements of half h: ql[64h:64h+64] at qloff(SI),
+// qh[32h:32h+32] at qhoff(SI); blocks 4h..4h+3 of the super-block.
+#define Q6_K_HALF(qloff, qloff2, qhoff, x0, x1, x2, x3, s0, s1, s2, s3, s4, s5, s6, s7, f0, f1, f2, f3) \
+	VMOVDQU qloff(SI), Y3; \
+	VMOVDQU qloff2(SI), Y4; \
+	VMOVDQU qhoff(SI), Y5; \
+	VPAND Y15, Y3, Y6; \
+	VPAND Y12, Y5, Y7; \
+	VPSLLW $4, Y7, Y7; \
+	VPOR Y7, Y6, Y6; \
+	Q6_K_DOT(x0, s0, s1, f0, Y0); \
+	VPAND Y15, Y4, Y6; \
+	VPSRLW $2, Y5, Y7; \
+	VPAND Y12, Y7, Y7; \
+	VPSLLW $4, Y7, Y7; \
+	VPOR Y7, Y6, Y6; \
+	Q6_K_DOT(x1, s2, s3, f1, Y1); \
+	VPSRLW $4, Y3, Y6; \
+	VPAND Y15, Y6, Y6; \
+	VPSRLW $4, Y5, Y7; \
+	VPAND Y12, Y7, Y7; \
+	VPSLLW $4, Y7, Y7; \
+	VPOR Y7, Y6, Y6; \
+	Q6_K_DOT(x2, s4, s5, f2, Y0); \
+	VPSRLW $4, Y4, Y6; \
+	VPAND Y15, Y6, Y6; \
+	VPSRLW $6, Y5, Y7; \
+	VPAND Y12, Y7, Y7; \
+	VPSLLW $4, Y7, Y7; \
+	VPOR Y7, Y6, Y6; \
+	Q6_K_DOT(x3, s6, s7, f3, Y1)
+
+// func qdotQ6_KAVX2(w *byte, xq *int8, xd *float32, nsuper int) float32
+// Per super-block {uint8 ql[128]; uint8 qh[64]; int8 scales[16]; f16 d}:
+// d·dx[b] for the eight activation blocks goes to 0(SP), the sixteen
+// scales widened to int16 to 32(SP).
+TEXT ·qdotQ6_KAVX2(SB), NOSPLIT, $64-36
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ nsuper+24(FP), CX
+	MASK0F
+	MOVQ $0x0303030303030303, AX
+	VMOVQ AX, X12
+	VPBROADCASTQ X12, Y12
+	MOVQ $0x2020202020202020, AX
+	VMOVQ AX, X11
+	VPBROADCASTQ X11, Y11
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q6_kloop:
+	TESTQ CX, CX
+	JLE   q6_kdone
+	VPBROADCASTW 208(SI), X2
+	VCVTPH2PS X2, Y2
+	VMULPS (R8), Y2, Y2
+	VMOVUPS Y2, 0(SP)
+	VPMOVSXBW 192(SI), Y2
+	VMOVDQU Y2, 32(SP)
+	Q6_K_HALF(0, 32, 128, 0, 32, 64, 96, 32, 34, 36, 38, 40, 42, 44, 46, 0, 4, 8, 12)
+	Q6_K_HALF(64, 96, 160, 128, 160, 192, 224, 48, 50, 52, 54, 56, 58, 60, 62, 16, 20, 24, 28)
+	ADDQ $210, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q6_kloop
+
+q6_kdone:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	VZEROUPPER
+	MOVSS X0, ret+32(FP)
+	RET
+
+// Four activation rows at once (qdot4): the weight block is decoded once
+// into Y4 (signed quants) and Y5 (their magnitudes), its f16 scale into
+// Y6, and each row t accumulates into Yt. The rows' quants are DI, DI+R9,
+// DI+2·R9 and DI+R11 (R11 = 3·R9), their scales R8, R8+R10, R8+2·R10 and
+// R8+R12.
+
+// QTOK: acc += float(Σ w·x over the block) · dw · dx for one row.
+#define QTOK(xaddr, daddr, acc) \
+	VMOVDQU xaddr, Y7; \
+	VPSIGNB Y4, Y7, Y7; \
+	VPMADDUBSW Y7, Y5, Y7; \
+	VPMADDWD Y13, Y7, Y7; \
+	VCVTDQ2PS Y7, Y7; \
+	VBROADCASTSS daddr, Y8; \
+	VMULPS Y6, Y8, Y8; \
+	VFMADD231PS Y8, Y7, acc
+
+#define QTOK4 \
+	VPSIGNB Y4, Y4, Y5; \
+	VPBROADCASTW (SI), X6; \
+	VCVTPH2PS X6, Y6; \
+	QTOK((DI), (R8), Y0); \
+	QTOK((DI)(R9*1), (R8)(R10*1), Y1); \
+	QTOK((DI)(R9*2), (R8)(R10*2), Y2); \
+	QTOK((DI)(R11*1), (R8)(R12*1), Y3)
+
+// QDOT4_PROLOGUE: with k in R9, the strides R10..R12 and zero
+// accumulators.
+#define QDOT4_PROLOGUE \
+	MOVQ R9, R10; \
+	SHRQ $3, R10; \
+	LEAQ (R9)(R9*2), R11; \
+	LEAQ (R10)(R10*2), R12; \
+	ONES16; \
+	VXORPS Y0, Y0, Y0; \
+	VXORPS Y1, Y1, Y1; \
+	VXORPS Y2, Y2, Y2; \
+	VXORPS Y3, Y3, Y3
+
+// QDOT4_EPILOGUE stores [Σ Y0, Σ Y1, Σ Y2, Σ Y3] to (AX).
+#define QDOT4_EPILOGUE \
+	VHADDPS Y1, Y0, Y0; \
+	VHADDPS Y3, Y2, Y2; \
+	VHADDPS Y2, Y0, Y0; \
+	VEXTRACTF128 $1, Y0, X1; \
+	VADDPS X1, X0, X0; \
+	VMOVUPS X0, (AX); \
+	VZEROUPPER
+
+// func qdot4Q4_0AVX2(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+// Four rows of k quantized activations (row t at xq+t·k, its scales at
+// xd+t·k/32) against one Q4_0 weight row.
+TEXT ·qdot4Q4_0AVX2(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ k+24(FP), R9
+	MOVQ nblocks+32(FP), CX
+	QDOT4_PROLOGUE
+	MASK0F
+	MOVQ $0x0808080808080808, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+
+q4_0x4loop:
+	TESTQ CX, CX
+	JLE   q4_0x4done
+	VMOVDQU 2(SI), X4
+	VPSRLW $4, X4, X5
+	VINSERTI128 $1, X5, Y4, Y4
+	VPAND Y15, Y4, Y4
+	VPSUBB Y14, Y4, Y4
+	QTOK4
+	ADDQ $18, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  q4_0x4loop
+
+q4_0x4done:
+	MOVQ out+40(FP), AX
+	QDOT4_EPILOGUE
+	RET
+
+// func qdot4Q8_0AVX2(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+// As qdot4Q4_0AVX2 for a Q8_0 weight row.
+TEXT ·qdot4Q8_0AVX2(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ k+24(FP), R9
+	MOVQ nblocks+32(FP), CX
+	QDOT4_PROLOGUE
+
+q8_0x4loop:
+	TESTQ CX, CX
+	JLE   q8_0x4done
+	VMOVDQU 2(SI), Y4
+	QTOK4
+	ADDQ $34, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  q8_0x4loop
+
+q8_0x4done:
+	MOVQ out+40(FP), AX
+	QDOT4_EPILOGUE
+	RET
+
+// func qdot4Q4_KAVX2(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
+// Four rows of k quantized activations (row t at xq+t·k, its scales at
+// xd+t·k/32 and sums at xs+t·k/32) against one Q4_K weight row. Each
+// super-block is unpacked once (Y6..Y13: the eight sub-blocks' quants,
+// Y4 = d·sc[j], Y5 = dmin·m[j]) and each sub-block is taken for the four
+// rows in turn, each row into its own accumulator Y0..Y3.
+TEXT ·qdot4Q4_KAVX2(SB), NOSPLIT, $192-56
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ xs+24(FP), BX
+	SUBQ R8, BX
+	MOVQ k+32(FP), R9
+	MOVQ nsuper+40(FP), CX
+	MOVQ R9, R10
+	SHRQ $3, R10
+	MASK0F
+	VMOVDQU Y15, 128(SP)
+	ONES16
+	VMOVDQU Y13, 160(SP)
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+q4_kx4loop:
+	TESTQ CX, CX
+	JLE   q4_kx4done
+	// Scales and mins as in qdotQ4_KAVX2, with AX = u0, DX = u1, R13 = u2.
+	MOVL 4(SI), AX
+	MOVL 8(SI), DX
+	MOVL 12(SI), R13
+	MOVL AX, R11
+	ANDL $0x3f3f3f3f, R11
+	MOVL R13, R12
+	ANDL $0x0f0f0f0f, R12
+	SHRL $6, AX
+	ANDL $0x03030303, AX
+	SHLL $4, AX
+	ORL  AX, R12
+	SHLQ $32, R12
+	ORQ  R12, R11
+	VMOVQ R11, X4
+	MOVL DX, R11
+	ANDL $0x3f3f3f3f, R11
+	SHRL $4, R13
+	ANDL $0x0f0f0f0f, R13
+	SHRL $6, DX
+	ANDL $0x03030303, DX
+	SHLL $4, DX
+	ORL  DX, R13
+	SHLQ $32, R13
+	ORQ  R13, R11
+	VMOVQ R11, X5
+	VPMOVZXBD X4, Y4
+	VCVTDQ2PS Y4, Y4
+	VPMOVZXBD X5, Y5
+	VCVTDQ2PS Y5, Y5
+	VPBROADCASTW 0(SI), X14
+	VCVTPH2PS X14, Y14
+	VMULPS Y14, Y4, Y4
+	VPBROADCASTW 2(SI), X14
+	VCVTPH2PS X14, Y14
+	VMULPS Y14, Y5, Y5
+	MOVQ R8, R12
+	Q4_K_ROW(0, Y0)
+	Q4_K_ROW(32, Y1)
+	Q4_K_ROW(64, Y2)
+	Q4_K_ROW(96, Y3)
+	Q4_K_UNPACK(16, Y6, Y7)
+	Q4_K_UNPACK(48, Y8, Y9)
+	Q4_K_UNPACK(80, Y10, Y11)
+	Q4_K_UNPACK(112, Y12, Y13)
+	LEAQ (R9)(R9*2), R13
+	Q4_K_J(Y6, 0, 0, 32, 64, 96)
+	Q4_K_J(Y7, 32, 4, 36, 68, 100)
+	Q4_K_J(Y8, 64, 8, 40, 72, 104)
+	Q4_K_J(Y9, 96, 12, 44, 76, 108)
+	Q4_K_J(Y10, 128, 16, 48, 80, 112)
+	Q4_K_J(Y11, 160, 20, 52, 84, 116)
+	Q4_K_J(Y12, 192, 24, 56, 88, 120)
+	Q4_K_J(Y13, 224, 28, 60, 92, 124)
+	ADDQ $144, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q4_kx4loop
+
+q4_kx4done:
+	MOVQ out+48(FP), AX
+	QDOT4_EPILOGUE
+	RET
