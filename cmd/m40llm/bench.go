@@ -265,27 +265,31 @@ func modelType(arch string, params int64, f *gguf.File) string {
 	default:
 		size = fmt.Sprintf("%.0fK", float64(params)/1e3)
 	}
-	var ft string
+	return arch + " " + size + " " + fileTypeName(f)
+}
+
+// fileTypeName names the file type of f ("Q4_K - Medium"): its
+// general.file_type, or, without one, the type holding most matrix
+// elements, as llama.cpp's loader guesses it ("all F32 (guessed)").
+func fileTypeName(f *gguf.File) string {
 	if v, err := f.Metadata.Uint32(gguf.KeyFileType); err == nil {
-		ft = gguf.FileTypeName(v)
-	} else {
-		elems := map[gguf.Type]int64{}
-		var top gguf.Type
-		for i := range f.Tensors {
-			if ti := &f.Tensors[i]; len(ti.Dims) >= 2 {
-				elems[ti.Type] += ti.Elements()
-				if elems[ti.Type] > elems[top] {
-					top = ti.Type
-				}
+		return gguf.FileTypeName(v)
+	}
+	elems := map[gguf.Type]int64{}
+	var top gguf.Type
+	for i := range f.Tensors {
+		if ti := &f.Tensors[i]; len(ti.Dims) >= 2 {
+			elems[ti.Type] += ti.Elements()
+			if elems[ti.Type] > elems[top] {
+				top = ti.Type
 			}
 		}
-		ft = top.String()
-		if top == gguf.TypeF32 {
-			ft = "all F32"
-		}
-		ft += " (guessed)"
 	}
-	return arch + " " + size + " " + ft
+	ft := top.String()
+	if top == gguf.TypeF32 {
+		ft = "all F32"
+	}
+	return ft + " (guessed)"
 }
 
 // benchResult is one test's record. Field names follow llama-bench's JSON
