@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -319,4 +320,12 @@ func TestChatPipedUnendedBlock(t *testing.T) {
 	require.Equal(t, 0, code, errs)
 	assert.Empty(t, out)
 	assert.Contains(t, errs, `the input ended inside a """ block, which was not sent`)
+}
+
+// SIGTERM at the prompt ends the chat (exit 0) and gives the terminal
+// back its settings.
+func TestChatTerminalSIGTERM(t *testing.T) {
+	p := startChat(t)
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, p.wait(), p.output())
 }

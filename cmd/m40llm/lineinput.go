@@ -56,7 +56,10 @@ func newLineReader(in io.Reader, echo io.Writer) (lineReader, error) {
 // editor is the terminal's line editor (github.com/chzyer/readline): line
 // editing, history (Up and Down, Ctrl-R), Ctrl-C and Ctrl-D.
 type editor struct {
-	rl *readline.Instance
+	rl        *readline.Instance
+	stdin     *readline.CancelableStdin
+	closeOnce sync.Once
+	closeErr  error
 }
 
 func newEditor(f *os.File, echo io.Writer) (*editor, error) {
@@ -65,6 +68,7 @@ func newEditor(f *os.File, echo io.Writer) (*editor, error) {
 		mu    sync.Mutex
 		saved *readline.State
 	)
+	stdin := readline.NewCancelableStdin(f)
 	rl, err := readline.NewEx(&readline.Config{
 		Prompt:          promptFirst,
 		HistoryFile:     historyFile(),
@@ -72,7 +76,7 @@ func newEditor(f *os.File, echo io.Writer) (*editor, error) {
 		AutoComplete:    chatCompleter(),
 		InterruptPrompt: "^C",
 		EOFPrompt:       "\n", // readline's way of saying: print nothing more
-		Stdin:           readline.NewCancelableStdin(f),
+		Stdin:           stdin,
 		Stdout:          echo,
 		Stderr:          echo,
 		FuncIsTerminal:  func() bool { return true },
@@ -102,11 +106,17 @@ func newEditor(f *os.File, echo io.Writer) (*editor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the line editor: %w", err)
 	}
-	return &editor{rl: rl}, nil
+	return &editor{rl: rl, stdin: stdin}, nil
 }
 
-func (e *editor) ReadLine(context.Context) (string, error) {
+func (e *editor) ReadLine(ctx context.Context) (string, error) {
+	// A done ctx (SIGTERM) closes the editor, which ends Readline with
+	// io.EOF and gives the terminal back its settings.
+	defer context.AfterFunc(ctx, func() { e.Close() })()
 	line, err := e.rl.Readline()
+	if err != nil && ctx.Err() != nil {
+		return "", ctx.Err()
+	}
 	if errors.Is(err, readline.ErrInterrupt) {
 		return "", errInterrupt
 	}
@@ -115,7 +125,18 @@ func (e *editor) ReadLine(context.Context) (string, error) {
 
 func (e *editor) SetPrompt(p string) { e.rl.SetPrompt(p) }
 func (e *editor) Interactive() bool  { return true }
-func (e *editor) Close() error       { return e.rl.Close() }
+
+// Close ends a Readline in progress (with io.EOF) and restores the
+// terminal.
+func (e *editor) Close() error {
+	e.closeOnce.Do(func() {
+		// readline closes the buffer it wraps around stdin, not stdin:
+		// its reader would stay blocked, and rl.Close waits for it.
+		e.stdin.Close()
+		e.closeErr = e.rl.Close()
+	})
+	return e.closeErr
+}
 
 // historyFile returns the line editor's history file,
 // $XDG_CACHE_HOME/m40llm/chat_history (os.UserCacheDir), created private
