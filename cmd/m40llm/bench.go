@@ -33,17 +33,17 @@ func benchCommand() *cli.Command {
 		// combination of -b and -t.
 		switch f.Names()[0] {
 		case "batch-size":
-			f = &cli.StringFlag{Name: "batch-size", Aliases: []string{"b"}, Value: fmt.Sprint(model.DefaultBatchSize), Usage: "largest number of tokens per forward pass; a comma list runs each"}
+			f = &cli.StringFlag{Name: "batch-size", Aliases: []string{"b"}, Value: fmt.Sprint(model.DefaultBatchSize), Usage: "at most `N` tokens per forward pass; a comma list runs each"}
 		case "threads":
-			f = &cli.StringFlag{Name: "threads", Aliases: []string{"t"}, Value: "0", Usage: "CPU threads (0: all cores); a comma list runs each"}
+			f = &cli.StringFlag{Name: "threads", Aliases: []string{"t"}, Value: "0", Usage: "`N` CPU threads (0: one per CPU); a comma list runs each"}
 		}
 		flags = append(flags, f)
 	}
 	flags = append(flags,
-		&cli.StringFlag{Name: "n-prompt", Aliases: []string{"p"}, Value: "512", Usage: "prompt-processing test lengths, a comma list (0: skip)"},
-		&cli.StringFlag{Name: "n-gen", Aliases: []string{"n"}, Value: "128", Usage: "generation test lengths, a comma list (0: skip)"},
-		&cli.IntFlag{Name: "repetitions", Aliases: []string{"r"}, Value: 5, Usage: "runs per test"},
-		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "md", Usage: "md, csv, json or jsonl (llama-bench's fields plus m40llm's)"},
+		&cli.StringFlag{Name: "n-prompt", Aliases: []string{"p"}, Value: "512", Usage: "prompt-processing tests of `N` tokens, a comma list (0: none)"},
+		&cli.StringFlag{Name: "n-gen", Aliases: []string{"n"}, Value: "128", Usage: "generation tests of `N` tokens, a comma list (0: none)"},
+		&cli.IntFlag{Name: "repetitions", Aliases: []string{"r"}, Value: 5, Usage: "`N` runs per test"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "md", Usage: "`FORMAT`: md, csv, json or jsonl (llama-bench's fields plus m40llm's)"},
 		&cli.BoolFlag{Name: "json", Usage: "same as --output json"},
 	)
 	return &cli.Command{

@@ -18,8 +18,8 @@ import (
 // chatFlags are the flags of chat and run.
 func chatFlags() []cli.Flag {
 	flags := append(modelFlags(),
-		&cli.StringFlag{Name: "system", Usage: "system message"},
-		&cli.IntFlag{Name: "n-predict", Aliases: []string{"n"}, Value: -1, Usage: "largest reply in tokens (-1: until end of turn)"},
+		&cli.StringFlag{Name: "system", Usage: "system message `TEXT` (/set system changes it in the chat)"},
+		&cli.IntFlag{Name: "n-predict", Aliases: []string{"n"}, Value: -1, Usage: "reply with at most `N` tokens (-1: until the end of the turn)"},
 		&cli.BoolFlag{Name: "ignore-eos", Usage: "keep generating past end-of-turn tokens (to the -n limit or a full context)"},
 		allowSpecialFlag(),
 	)
@@ -31,7 +31,7 @@ func chatCommand() *cli.Command {
 		Name:  "chat",
 		Usage: "talk to the model through its chat template; /help lists the commands, /bye or Ctrl-D quits",
 		Description: "On a terminal, lines are edited with history (Up, Down, Ctrl-R; kept in the user's cache directory, " +
-			"m40llm/chat_history). A line starting with \"\"\" begins a message of several lines, which a line ending with " +
+			"m40llm/chat_history under $XDG_CACHE_HOME or ~/.cache). A line starting with \"\"\" begins a message of several lines, which a line ending with " +
 			"\"\"\" ends. Ctrl-C clears the line, or during a reply stops it (the reply and its message are dropped from the " +
 			"conversation). Lines starting with / are commands: /help, /set, /show, /reset, /bye. With standard input not a " +
 			"terminal each line is a message.",
