@@ -116,12 +116,13 @@ func runChat(c *cli.Context, prompt string) error {
 		return err
 	}
 
-	in, err := newLineReader(c.App.Reader, c.App.ErrWriter)
+	errw := chatOutput(c.App.Writer, c.App.ErrWriter)
+	in, err := newLineReader(c.App.Reader, errw)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	ch := &chatter{c: c, m: m, s: s, tmpl: tmpl, in: in, out: c.App.Writer, errw: c.App.ErrWriter,
+	ch := &chatter{c: c, m: m, s: s, tmpl: tmpl, in: in, out: c.App.Writer, errw: errw,
 		params: params, seed: c.Int64("seed"), maxTokens: opts.MaxTokens, ignoreEOS: opts.IgnoreEOS,
 		verbose: c.Bool("verbose"), system: c.String("system")}
 	// On a terminal SIGINT (Ctrl-C while the terminal is not raw, that is
@@ -147,7 +148,7 @@ func runChat(c *cli.Context, prompt string) error {
 			}
 		}
 	}()
-	fmt.Fprintf(c.App.ErrWriter, "m40llm: chat template %s; /help lists commands, /bye or Ctrl-D exits\n", tmpl.Name())
+	fmt.Fprintf(errw, "m40llm: chat template %s; /help lists commands, /bye or Ctrl-D exits\n", tmpl.Name())
 	return ch.loop(ctx)
 }
 

@@ -44,12 +44,20 @@ type ptyChat struct {
 // first prompt.
 func startChat(t *testing.T, args ...string) *ptyChat {
 	t.Helper()
+	return startChatCmd(t, func(*exec.Cmd) {}, args...)
+}
+
+// startChatCmd is startChat with setup changing the command before it
+// starts (its standard streams left nil are the terminal).
+func startChatCmd(t *testing.T, setup func(*exec.Cmd), args ...string) *ptyChat {
+	t.Helper()
 	if runtime.GOOS == "windows" {
 		t.Skip("no pseudo-terminals on Windows")
 	}
 	p := &ptyChat{t: t, cache: t.TempDir(), exited: make(chan struct{})}
 	p.cmd = exec.Command(os.Args[0], append([]string{"chat", "-m", fixture.BundledModel(t), "--backend", "cpu", "-t", "1"}, args...)...)
 	p.cmd.Env = append(os.Environ(), execMainEnv+"=1", "XDG_CACHE_HOME="+p.cache, "HOME="+p.cache, "TERM=xterm", "M40LLM_MODEL=")
+	setup(p.cmd)
 	tty, err := pty.StartWithSize(p.cmd, &pty.Winsize{Rows: 50, Cols: 250})
 	require.NoError(t, err)
 	p.tty = tty
@@ -328,4 +336,22 @@ func TestChatTerminalSIGTERM(t *testing.T) {
 	p := startChat(t)
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	assert.Equal(t, 0, p.wait(), p.output())
+}
+
+// With stderr redirected away from the terminal ("chat 2>log") the
+// prompt, the echo and the commands' output go to stdout, the terminal;
+// the load messages stay on stderr.
+func TestChatTerminalStderrRedirected(t *testing.T) {
+	greedy := reference(t, "hello", "--temp", "0", "-n", "8")
+	var stderr lockedBuffer
+	p := startChatCmd(t, func(cmd *exec.Cmd) { cmd.Stderr = &stderr }, "--temp", "0", "-n", "8")
+	p.send("/reset\r")
+	p.expect("Cleared the conversation.")
+	p.send("hello\r")
+	p.expect(promptFirst + "hello\n")
+	assert.Equal(t, greedy, p.expect(greedy))
+	p.send("/bye\r")
+	assert.Equal(t, 0, p.wait(), p.output())
+	assert.Contains(t, stderr.String(), "m40llm: backend cpu")
+	assert.NotContains(t, stderr.String(), promptFirst)
 }

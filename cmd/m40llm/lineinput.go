@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/chzyer/readline"
+	"golang.org/x/term"
 )
 
 // errInterrupt is a lineReader's error for Ctrl-C typed at the prompt:
@@ -44,13 +45,29 @@ const (
 const historyLimit = 1000
 
 // newLineReader returns a line editor when in is a terminal, otherwise a
-// reader of plain lines. Prompts and echo go to echo.
+// reader of plain lines. Prompts and echo go to echo (see chatOutput).
 func newLineReader(in io.Reader, echo io.Writer) (lineReader, error) {
 	f, ok := in.(*os.File)
 	if !ok || !isTerminal(in) {
 		return newPipeLines(in), nil
 	}
 	return newEditor(f, echo)
+}
+
+// chatOutput returns where the chat writes what is not a reply (prompts,
+// the echo of what is typed, command output, errors): stderr, unless only
+// stdout is a terminal, so that "m40llm chat 2>log" still shows them.
+func chatOutput(stdout, stderr io.Writer) io.Writer {
+	if !isTerminalWriter(stderr) && isTerminalWriter(stdout) {
+		return stdout
+	}
+	return stderr
+}
+
+// isTerminalWriter says whether w is a terminal.
+func isTerminalWriter(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // editor is the terminal's line editor (github.com/chzyer/readline): line
