@@ -127,11 +127,14 @@ func newEditor(f *os.File, echo io.Writer) (*editor, error) {
 }
 
 func (e *editor) ReadLine(ctx context.Context) (string, error) {
-	// A done ctx (SIGTERM) closes the editor, which ends Readline with
-	// io.EOF and gives the terminal back its settings.
-	defer context.AfterFunc(ctx, func() { e.Close() })()
+	// A done ctx (SIGTERM) closes stdin, which ends Readline with io.EOF;
+	// Close, called by the chat when it ends, restores the terminal.
+	// (readline's Close itself must not run here: it waits for the
+	// goroutine that reads stdin, which this goroutine never synchronized
+	// with, and the race detector rightly says so.)
+	defer context.AfterFunc(ctx, func() { e.stdin.Close() })()
 	line, err := e.rl.Readline()
-	if err != nil && ctx.Err() != nil {
+	if ctx.Err() != nil { // a line readline ended early is not sent
 		return "", ctx.Err()
 	}
 	if errors.Is(err, readline.ErrInterrupt) {
