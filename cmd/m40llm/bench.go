@@ -33,17 +33,17 @@ func benchCommand() *cli.Command {
 		// combination of -b and -t.
 		switch f.Names()[0] {
 		case "batch-size":
-			f = &cli.StringFlag{Name: "batch-size", Aliases: []string{"b"}, Value: fmt.Sprint(model.DefaultBatchSize), Usage: "largest number of tokens per forward pass; a comma list runs each"}
+			f = &cli.StringFlag{Name: "batch-size", Aliases: []string{"b"}, Value: fmt.Sprint(model.DefaultBatchSize), Usage: "at most `N` tokens per forward pass; a comma list runs each"}
 		case "threads":
-			f = &cli.StringFlag{Name: "threads", Aliases: []string{"t"}, Value: "0", Usage: "CPU threads (0: all cores); a comma list runs each"}
+			f = &cli.StringFlag{Name: "threads", Aliases: []string{"t"}, Value: "0", Usage: "`N` CPU threads (0: one per CPU); a comma list runs each"}
 		}
 		flags = append(flags, f)
 	}
 	flags = append(flags,
-		&cli.StringFlag{Name: "n-prompt", Aliases: []string{"p"}, Value: "512", Usage: "prompt-processing test lengths, a comma list (0: skip)"},
-		&cli.StringFlag{Name: "n-gen", Aliases: []string{"n"}, Value: "128", Usage: "generation test lengths, a comma list (0: skip)"},
-		&cli.IntFlag{Name: "repetitions", Aliases: []string{"r"}, Value: 5, Usage: "runs per test"},
-		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "md", Usage: "md, csv, json or jsonl (llama-bench's fields plus m40llm's)"},
+		&cli.StringFlag{Name: "n-prompt", Aliases: []string{"p"}, Value: "512", Usage: "prompt-processing tests of `N` tokens, a comma list (0: none)"},
+		&cli.StringFlag{Name: "n-gen", Aliases: []string{"n"}, Value: "128", Usage: "generation tests of `N` tokens, a comma list (0: none)"},
+		&cli.IntFlag{Name: "repetitions", Aliases: []string{"r"}, Value: 5, Usage: "`N` runs per test"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "md", Usage: "`FORMAT`: md, csv, json or jsonl (llama-bench's fields plus m40llm's)"},
 		&cli.BoolFlag{Name: "json", Usage: "same as --output json"},
 	)
 	return &cli.Command{
@@ -265,27 +265,31 @@ func modelType(arch string, params int64, f *gguf.File) string {
 	default:
 		size = fmt.Sprintf("%.0fK", float64(params)/1e3)
 	}
-	var ft string
+	return arch + " " + size + " " + fileTypeName(f)
+}
+
+// fileTypeName names the file type of f ("Q4_K - Medium"): its
+// general.file_type, or, without one, the type holding most matrix
+// elements, as llama.cpp's loader guesses it ("all F32 (guessed)").
+func fileTypeName(f *gguf.File) string {
 	if v, err := f.Metadata.Uint32(gguf.KeyFileType); err == nil {
-		ft = gguf.FileTypeName(v)
-	} else {
-		elems := map[gguf.Type]int64{}
-		var top gguf.Type
-		for i := range f.Tensors {
-			if ti := &f.Tensors[i]; len(ti.Dims) >= 2 {
-				elems[ti.Type] += ti.Elements()
-				if elems[ti.Type] > elems[top] {
-					top = ti.Type
-				}
+		return gguf.FileTypeName(v)
+	}
+	elems := map[gguf.Type]int64{}
+	var top gguf.Type
+	for i := range f.Tensors {
+		if ti := &f.Tensors[i]; len(ti.Dims) >= 2 {
+			elems[ti.Type] += ti.Elements()
+			if elems[ti.Type] > elems[top] {
+				top = ti.Type
 			}
 		}
-		ft = top.String()
-		if top == gguf.TypeF32 {
-			ft = "all F32"
-		}
-		ft += " (guessed)"
 	}
-	return arch + " " + size + " " + ft
+	ft := top.String()
+	if top == gguf.TypeF32 {
+		ft = "all F32"
+	}
+	return ft + " (guessed)"
 }
 
 // benchResult is one test's record. Field names follow llama-bench's JSON

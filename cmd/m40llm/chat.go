@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -19,8 +18,9 @@ import (
 // chatFlags are the flags of chat and run.
 func chatFlags() []cli.Flag {
 	flags := append(modelFlags(),
-		&cli.StringFlag{Name: "system", Usage: "system message"},
-		&cli.IntFlag{Name: "n-predict", Aliases: []string{"n"}, Value: -1, Usage: "largest reply in tokens (-1: until end of turn)"},
+		&cli.StringFlag{Name: "system", Usage: "system message `TEXT` (/set system changes it in the chat)"},
+		&cli.IntFlag{Name: "n-predict", Aliases: []string{"n"}, Value: -1, Usage: "reply with at most `N` tokens (-1: until the end of the turn)"},
+		&cli.BoolFlag{Name: "ignore-eos", Usage: "keep generating past end-of-turn tokens (to the -n limit or a full context)"},
 		allowSpecialFlag(),
 	)
 	return append(flags, samplingFlags()...)
@@ -29,7 +29,12 @@ func chatFlags() []cli.Flag {
 func chatCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "chat",
-		Usage: "talk to the model through its chat template; one line per message, /reset to start over, /exit or end of input to quit",
+		Usage: "talk to the model through its chat template; /help lists the commands, /bye or Ctrl-D quits",
+		Description: "On a terminal, lines are edited with history (Up, Down, Ctrl-R; kept in the user's cache directory, " +
+			"m40llm/chat_history under $XDG_CACHE_HOME or ~/.cache). A line starting with \"\"\" begins a message of several lines, which a line ending with " +
+			"\"\"\" ends. Ctrl-C clears the line, or during a reply stops it (the reply and its message are dropped from the " +
+			"conversation). Lines starting with / are commands: /help, /set, /show, /reset, /bye. With standard input not a " +
+			"terminal each line is a message.",
 		Flags: chatFlags(),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -96,12 +101,12 @@ func runChat(c *cli.Context, prompt string) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	opts := model.GenerateOptions{MaxTokens: c.Int("n-predict"), Sampling: params}
+	opts := model.GenerateOptions{MaxTokens: c.Int("n-predict"), Sampling: params, IgnoreEOS: c.Bool("ignore-eos")}
 	if prompt != "" {
+		ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+		defer stop()
 		msgs := append(systemMessage(c), chat.Message{Role: "user", Content: prompt})
-		_, err := chatTurn(ctx, c, m, s, tmpl, msgs, opts)
+		_, err := chatTurn(ctx, c, m, s, tmpl, msgs, opts, c.Bool("verbose"))
 		switch {
 		case errors.Is(err, context.Canceled):
 			return nil // interrupted by the user: the partial reply stands
@@ -110,8 +115,41 @@ func runChat(c *cli.Context, prompt string) error {
 		}
 		return err
 	}
-	fmt.Fprintf(c.App.ErrWriter, "m40llm: chat template %s; /reset starts over, /exit quits\n", tmpl.Name())
-	return chatLoop(ctx, c, m, s, tmpl, opts)
+
+	errw := chatOutput(c.App.Writer, c.App.ErrWriter)
+	in, err := newLineReader(c.App.Reader, errw)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	ch := &chatter{c: c, m: m, s: s, tmpl: tmpl, in: in, out: c.App.Writer, errw: errw,
+		params: params, seed: c.Int64("seed"), maxTokens: opts.MaxTokens, ignoreEOS: opts.IgnoreEOS,
+		verbose: c.Bool("verbose"), system: c.String("system")}
+	// On a terminal SIGINT (Ctrl-C while the terminal is not raw, that is
+	// during a reply) stops the reply; at the prompt the line editor reads
+	// Ctrl-C as a key. With input from a pipe SIGINT ends the chat, as
+	// SIGTERM always does.
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		for {
+			select {
+			case sig := <-sigs:
+				if sig == os.Interrupt && in.Interactive() {
+					ch.replies.stop()
+					continue
+				}
+				cancel()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	fmt.Fprintf(errw, "m40llm: chat template %s; /help lists commands, /bye or Ctrl-D exits\n", tmpl.Name())
+	return ch.loop(ctx)
 }
 
 // systemMessage is the --system message, if any, as a history.
@@ -129,48 +167,6 @@ func allowSpecialFlag() cli.Flag {
 		Usage: "parse control-token text in messages (\"<|im_end|>\") as control tokens, as in the template's own text; by default messages are plain text"}
 }
 
-func chatLoop(ctx context.Context, c *cli.Context, m *model.Model, s *model.Session, tmpl *chat.Template, opts model.GenerateOptions) error {
-	history := systemMessage(c)
-	base := len(history)
-	in := bufio.NewScanner(c.App.Reader)
-	in.Buffer(make([]byte, 64<<10), 16<<20)
-	errw := c.App.ErrWriter
-	for {
-		fmt.Fprint(errw, "> ")
-		if !in.Scan() {
-			fmt.Fprintln(errw)
-			return in.Err()
-		}
-		line := strings.TrimSpace(in.Text())
-		switch line {
-		case "":
-			continue
-		case "/exit", "/quit":
-			return nil
-		case "/reset":
-			history = history[:base]
-			s.Reset()
-			continue
-		}
-		msgs := append(history, chat.Message{Role: "user", Content: line})
-		reply, err := chatTurn(ctx, c, m, s, tmpl, msgs, opts)
-		var skipped *turnError
-		switch {
-		case errors.Is(err, context.Canceled):
-			return nil
-		case errors.As(err, &skipped) && errors.Is(err, model.ErrContextFull):
-			fmt.Fprintf(c.App.ErrWriter, "m40llm: %v; /reset to start over\n", err)
-			continue
-		case errors.As(err, &skipped):
-			fmt.Fprintf(c.App.ErrWriter, "m40llm: %v\n", err)
-			continue
-		case err != nil:
-			return err
-		}
-		history = append(msgs, chat.Message{Role: "assistant", Content: strings.TrimSpace(reply)})
-	}
-}
-
 // turnError is chatTurn's error for a turn that did not start (the
 // template failed, the conversation is longer than the context): a chat
 // goes on after it.
@@ -182,7 +178,7 @@ func (e *turnError) Unwrap() error { return e.err }
 // chatTurn renders msgs through tmpl, streams the reply to stdout ending
 // with a newline, and returns it. A turn that cannot start gives a
 // *turnError; a cancelled ctx gives context.Canceled.
-func chatTurn(ctx context.Context, c *cli.Context, m *model.Model, s *model.Session, tmpl *chat.Template, msgs []chat.Message, opts model.GenerateOptions) (string, error) {
+func chatTurn(ctx context.Context, c *cli.Context, m *model.Model, s *model.Session, tmpl *chat.Template, msgs []chat.Message, opts model.GenerateOptions, verbose bool) (string, error) {
 	out, errw := c.App.Writer, c.App.ErrWriter
 	ids, _, err := m.ChatTokens(ctx, tmpl, msgs,
 		model.ChatOptions{AddGenerationPrompt: true, AllowSpecialInContent: c.Bool("allow-special-in-content")})
@@ -206,7 +202,7 @@ func chatTurn(ctx context.Context, c *cli.Context, m *model.Model, s *model.Sess
 	if err != nil {
 		return reply.String(), err
 	}
-	if c.Bool("verbose") {
+	if verbose {
 		printStats(errw, m, res)
 	}
 	return reply.String(), nil

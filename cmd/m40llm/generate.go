@@ -17,10 +17,10 @@ import (
 
 func generateCommand() *cli.Command {
 	flags := append(modelFlags(),
-		&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt text (special tokens such as <|im_start|> are parsed)"},
+		&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt `TEXT` (special tokens such as <|im_start|> are parsed)"},
 		&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Usage: "read the prompt from `FILE` (- for standard input), less one trailing newline; without -p or -f, a prompt piped on standard input is read"},
-		&cli.IntFlag{Name: "n-predict", Aliases: []string{"n"}, Value: -1, Usage: "tokens to generate (-1: until end of text or a full context)"},
-		&cli.StringSliceFlag{Name: "stop", Usage: "stop when this text is generated (repeatable)"},
+		&cli.IntFlag{Name: "n-predict", Aliases: []string{"n"}, Value: -1, Usage: "`N` tokens to generate (-1: until end of text or a full context)"},
+		&cli.StringSliceFlag{Name: "stop", Usage: "stop when `TEXT` is generated, which is not printed (repeatable)"},
 		&cli.BoolFlag{Name: "ignore-eos", Usage: "keep generating past end-of-text tokens"},
 		&cli.BoolFlag{Name: "no-bos", Usage: "do not add the BOS token even when the model asks for it"},
 	)

@@ -18,14 +18,14 @@ import (
 // modelFlags are the flags of every command that loads a model.
 func modelFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model file (required)", EnvVars: []string{"M40LLM_MODEL"}},
-		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "KV cache positions per sequence (0: the model's context length, at most 4096)"},
-		&cli.IntFlag{Name: "batch-size", Aliases: []string{"b"}, Value: model.DefaultBatchSize, Usage: "largest number of tokens per forward pass"},
-		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)"},
-		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "auto (CUDA when a usable GPU exists, else CPU), cpu or cuda"},
-		&cli.IntFlag{Name: "device", Value: -1, Usage: "CUDA device ordinal (-1: the first M40-class device, compute 5.2 or 5.3, else device 0)"},
+		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "the GGUF model `FILE` (required)", EnvVars: []string{"M40LLM_MODEL"}},
+		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "`N` KV cache positions per sequence (0: the model's training context length, at most 4096)"},
+		&cli.IntFlag{Name: "batch-size", Aliases: []string{"b"}, Value: model.DefaultBatchSize, Usage: "at most `N` tokens per forward pass; longer prompts go in chunks"},
+		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "`N` CPU threads (0: one per CPU)"},
+		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "`NAME` of the backend: auto (CUDA when a usable GPU exists, else CPU), cpu or cuda"},
+		&cli.IntFlag{Name: "device", Value: -1, Usage: "CUDA device ordinal `N` (-1: the first M40-class device, compute 5.2 or 5.3, else device 0)"},
 		&cli.BoolFlag{Name: "fp16-weights", Usage: "GPU: expand quantized weights to FP16 (2-7x the memory; faster with 8 or more parallel sequences today)"},
-		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print load and memory details to stderr"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print load and memory details to stderr (chat and run: also the statistics of each reply)"},
 	}
 }
 
@@ -34,15 +34,15 @@ func modelFlags() []cli.Flag {
 func samplingFlags() []cli.Flag {
 	d := sample.DefaultParams()
 	return []cli.Flag{
-		&cli.Float64Flag{Name: "temp", Value: asWritten(d.Temperature), Usage: "temperature; 0 is greedy"},
-		&cli.IntFlag{Name: "top-k", Value: d.TopK, Usage: "keep the K most likely tokens (0: off)"},
-		&cli.Float64Flag{Name: "top-p", Value: asWritten(d.TopP), Usage: "keep the smallest set of tokens with this much probability (1: off)"},
-		&cli.Float64Flag{Name: "min-p", Value: asWritten(d.MinP), Usage: "drop tokens less likely than this times the most likely (0: off)"},
-		&cli.Float64Flag{Name: "repeat-penalty", Value: asWritten(d.RepeatPenalty), Usage: "penalise repeated tokens (1: off)"},
-		&cli.IntFlag{Name: "repeat-last-n", Value: d.RepeatLastN, Usage: "tokens the penalties look back at (-1: all)"},
-		&cli.Float64Flag{Name: "presence-penalty", Usage: "subtract from tokens already present"},
-		&cli.Float64Flag{Name: "frequency-penalty", Usage: "subtract per occurrence"},
-		&cli.Int64Flag{Name: "seed", Value: -1, Usage: "random seed (-1: a new one each run)"},
+		&cli.Float64Flag{Name: "temp", Value: asWritten(d.Temperature), Usage: "temperature `T`; 0 is greedy"},
+		&cli.IntFlag{Name: "top-k", Value: d.TopK, Usage: "keep the `K` most likely tokens (0: off)"},
+		&cli.Float64Flag{Name: "top-p", Value: asWritten(d.TopP), Usage: "keep the smallest set of tokens with probability `P` together (1: off)"},
+		&cli.Float64Flag{Name: "min-p", Value: asWritten(d.MinP), Usage: "drop tokens less likely than `P` times the most likely (0: off)"},
+		&cli.Float64Flag{Name: "repeat-penalty", Value: asWritten(d.RepeatPenalty), Usage: "penalise the tokens seen in the last --repeat-last-n by the factor `R` (1: off)"},
+		&cli.IntFlag{Name: "repeat-last-n", Value: d.RepeatLastN, Usage: "`N` tokens the penalties look back at (0: penalties off, -1: all)"},
+		&cli.Float64Flag{Name: "presence-penalty", Usage: "subtract `X` from the logit of each token seen in the last --repeat-last-n (0: off)"},
+		&cli.Float64Flag{Name: "frequency-penalty", Usage: "subtract `X` from a token's logit for each time it was seen in the last --repeat-last-n (0: off)"},
+		&cli.Int64Flag{Name: "seed", Value: -1, Usage: "random `SEED` (-1: a new one each run; in chat, each reply)"},
 	}
 }
 

@@ -19,13 +19,13 @@ func synthCommand() *cli.Command {
 		Usage:     "write a random-weight model of a realistic shape, for benchmarks",
 		ArgsUsage: "OUT.gguf",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "preset", Value: "tinyllama", Usage: "shape: " + strings.Join(presetNames(), ", ")},
-			&cli.StringFlag{Name: "type", Value: "F16", Usage: "type of every 2-D weight (" + strings.Join(pureNames(), ", ") +
+			&cli.StringFlag{Name: "preset", Value: "tinyllama", Usage: "`NAME` of the shape: " + strings.Join(presetNames(), ", ")},
+			&cli.StringFlag{Name: "type", Value: "F16", Usage: "`TYPE` of every 2-D weight (" + strings.Join(pureNames(), ", ") +
 				") or llama.cpp mix (" + strings.Join(mixNames(), ", ") + "); K-quants fall back as in llama.cpp for rows not of whole 256-element blocks"},
-			&cli.StringFlag{Name: "vocab-from", Usage: "copy the tokenizer from this GGUF (its vocabulary size wins)"},
-			&cli.IntFlag{Name: "layers", Usage: "override the preset's layer count"},
-			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "random seed"},
-			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "generator threads (0: all cores)"},
+			&cli.StringFlag{Name: "vocab-from", Usage: "copy the tokenizer from this GGUF `FILE` (its vocabulary size wins)"},
+			&cli.IntFlag{Name: "layers", Usage: "`N` layers instead of the preset's (0: the preset's)"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "random `SEED` of the weights (the same seed writes the same file)"},
+			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "`N` generator threads (0: one per CPU)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
