@@ -53,8 +53,9 @@
 // Per weight that is one PRMT and one FMA (plus one FADD for 8-bit quants)
 // and a quarter to a half of a mask or shift; the sums Σ x of each run
 // come from shared memory, computed once per block. With several
-// activation rows the weights are decoded once and each row costs one FMA
-// per weight. The budget per byte is in docs/PERFORMANCE.md.
+// activation rows (matvec_qb) the codes are decoded once per pass over NP
+// rows and each row costs one FMA per weight. The budget per byte is in
+// docs/PERFORMANCE.md.
 //
 // Results do not depend on how many activation rows are computed at once:
 // every row's unit products are summed in the same order (lane order, then
@@ -501,10 +502,25 @@ template <int T> __device__ __forceinline__ void decode(const unit<qt<T>::G> &w,
         f[e] = code_f<qt<T>::MANT>(w.c[e / 4], e % 4);
 }
 
-// unit_dot returns Σ w x over unit w given its decoded codes f, xe its 32
-// activations in run order and xs[g] the sum of run g's.
+// run_term returns run g's share of Σ w x given s = Σ f x over the run's
+// decoded codes f and xs = Σ x over its activations.
 template <int T>
-__device__ __forceinline__ float unit_dot(const unit<qt<T>::G> &w, const float *f, const float *xe, const float *xs)
+__device__ __forceinline__ float run_term(const unit<qt<T>::G> &w, int g, float s, float xs)
+{
+    using Q = qt<T>;
+    if (Q::MANT)
+        return fmaf(256.0f * w.a[g], s, (w.b[g] - (128.0f + Q::O) * w.a[g]) * xs);
+    return fmaf(w.a[g], s, (w.b[g] - Q::O * w.a[g]) * xs);
+}
+
+// unit_dot returns acc + Σ w x over unit w given its decoded codes f, xe
+// its 32 activations in run order and xs[g] the sum of run g's: each
+// run's Σ f x is an FMA chain in slot order from 0, and the runs' terms
+// are added to acc one after the other, in run order (matvec_qb adds them
+// in the same order, so batched rows equal single ones bit for bit).
+template <int T>
+__device__ __forceinline__ float unit_dot(float acc, const unit<qt<T>::G> &w, const float *f, const float *xe,
+                                          const float *xs)
 {
     using Q = qt<T>;
     constexpr int G = Q::G, L = 32 / G;
@@ -517,42 +533,35 @@ __device__ __forceinline__ float unit_dot(const unit<qt<T>::G> &w, const float *
         const int i = Q::slot(e);
         s[i / L] = fmaf(f[e], xe[i], s[i / L]);
     }
-    float r = 0.0f;
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        if (Q::MANT)
-            r += fmaf(256.0f * w.a[g], s[g], (w.b[g] - (128.0f + Q::O) * w.a[g]) * xs[g]);
-        else
-            r += fmaf(w.a[g], s[g], (w.b[g] - Q::O * w.a[g]) * xs[g]);
-    }
-    return r;
+    for (int g = 0; g < G; g++)
+        acc += run_term<T>(w, g, s[g], xs[g]);
+    return acc;
 }
 
-// The products of one input X (n, k) FP32, n ≤ N, with up to three
-// quantized matrices of one type (the Q, K and V projections, or a single
-// product): Y_o[i, r] = Σ_l X[i, l] * W_o[r, l] (+ bias_o[r]) for r < m_o,
-// W_o (m_o, k) in planes po0, po1, po2 (o = a, b, c), Y_o (n, m_o) FP32,
-// bias_o 0 or (1, m_o); m_o = 0 for outputs not used. The blocks of output
-// 0 come first, then those of 1 and 2.
+// The products of one input X (n, k) FP32 with up to three quantized
+// matrices of one type (the Q, K and V projections, or a single product):
+// Y_o[i, r] = Σ_l X[i, l] * W_o[r, l] (+ bias_o[r]) for r < m_o, W_o (m_o,
+// k) in planes po0, po1, po2 (o = a, b, c), Y_o (n, m_o) FP32, bias_o 0 or
+// (1, m_o); m_o = 0 for outputs not used. The blocks of output 0 come
+// first, then those of 1 and 2. matvec_q computes one row of X (n = 1),
+// matvec_qb up to N.
 //
 // With GU (the feed-forward block's gate and up, W_a = Wg, W_b = Wu, m_a =
 // m_b = m): g = X·Wgᵀ, u = X·Wuᵀ; Y_a[i, r] = g / (1 + exp(-g)) * u
 // (swiglu_f32's formula) and Y_b[i, r] = u; a warp computes R/2 rows of
 // each, so that both halves of a row meet in one lane.
 //
-// A block of 8 warps computes 8R weight rows, R per warp; lane j of a warp takes
-// units j, j + 32, ... of its rows (P of them at a time, their loads issued
-// first) and the warp's xor butterfly adds the lanes' sums, so every row is
-// summed in the same order whatever N. The activations are staged in
-// shared memory, NP rows by KC columns at a time, with the sum of every 8
-// consecutive values: a lane reads the 128 bytes of its unit, which from
-// global memory would touch 32 cache lines per warp instruction; in shared
-// memory the 16-byte pieces are swizzled (piece v of unit u at v ^ (u % 8))
-// so that the eight lanes of a phase hit distinct banks. With N > NP the
-// NP-row passes run inside each chunk, on weights loaded and decoded once
-// (then P*32 units make one chunk). With N = 1 the codes are decoded for
-// each use instead (registers). Grid ceil(m/(8R)). Rows past m are
-// computed on row m-1's data and not stored.
+// A block of 8 warps computes 8R weight rows, R per warp; lane j of a warp
+// takes units j, j + 32, ... of its rows (matvec_q: P of them at a time,
+// their loads issued first) and the warp's xor butterfly adds the lanes'
+// sums. The activations are staged in shared memory, KC columns at a time
+// (stage_x), with the sum of every 8 consecutive values: a lane reads the
+// 128 bytes of its unit, which from global memory would touch 32 cache
+// lines per warp instruction; in shared memory the 16-byte pieces are
+// swizzled (piece v of unit u at v ^ (u % 8)) so that the eight lanes of a
+// phase hit distinct banks. Grid ceil(m/(8R)). Rows past m are computed on
+// row m-1's data and not stored.
 struct qouts {
     float *y[3];
     const unsigned char *p[3][3];
@@ -560,20 +569,203 @@ struct qouts {
     int m[3];
 };
 
-template <int T, int N, int NP, int KC, int R, int P, bool GU>
-__device__ __forceinline__ void matvec_q(const qouts &o, const float *__restrict__ x, int n, int k)
+// stage_x copies rows r0 .. r0+NP-1 (rows ≥ n as zeros) of X (n, k), columns
+// [32·c0, 32·(c0+uc)), into the swizzled shared-memory tile xs4 and the
+// sums of every 8 values xsum (layout in matvec_q's comment), between two
+// barriers.
+template <int NP, int UC>
+__device__ __forceinline__ void stage_x(float4 *xs4, float *xsum, const float *__restrict__ x, int n, int k, int r0,
+                                        int c0, int uc)
+{
+    __syncthreads(); // the previous chunk or pass has been read
+#pragma unroll
+    for (int i = 0; i < NP; i++) {
+        const float *xr = x + (size_t)(r0 + i) * k + (size_t)c0 * 32;
+        for (int q = threadIdx.x; q < uc * 4; q += 256) {
+            float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), b = a;
+            if (r0 + i < n) {
+                a = __ldg(reinterpret_cast<const float4 *>(xr) + 2 * q);
+                b = __ldg(reinterpret_cast<const float4 *>(xr) + 2 * q + 1);
+            }
+            const int u = q / 4, v = 2 * (q % 4);
+            xs4[(i * UC + u) * 8 + (v ^ (u & 7))] = a;
+            xs4[(i * UC + u) * 8 + ((v + 1) ^ (u & 7))] = b;
+            xsum[i * UC * 4 + q] = ((a.x + a.y) + (a.z + a.w)) + ((b.x + b.y) + (b.z + b.w));
+        }
+    }
+    __syncthreads();
+}
+
+// store_rows writes a warp's row sums acc (R weight rows by N activation
+// rows, lane partial sums) to the outputs, reduced by warp_sum: Y_out[i, r]
+// (+ bias) or, with GU, rows s and s + R/2 as gate and up through SwiGLU.
+template <int N, int R, bool GU>
+__device__ __forceinline__ void store_rows(const qouts &o, float (&acc)[R][N], int out, int m, int r0, int n, int lane)
+{
+    constexpr int ROWS = GU ? R / 2 : R;
+    if (GU) {
+#pragma unroll
+        for (int s = 0; s < ROWS; s++) {
+            const int r = r0 + s;
+#pragma unroll
+            for (int i = 0; i < N; i++) {
+                const float g = warp_sum(acc[s][i]), u = warp_sum(acc[s + ROWS][i]);
+                if (lane == 0 && i < n && r < m) {
+                    o.y[0][(size_t)i * m + r] = g / (1.0f + expf(-g)) * u;
+                    o.y[1][(size_t)i * m + r] = u;
+                }
+            }
+        }
+        return;
+    }
+    float *y = o.y[out];
+    const float *bias = o.bias[out];
+#pragma unroll
+    for (int s = 0; s < R; s++) {
+        const int r = r0 + s;
+#pragma unroll
+        for (int i = 0; i < N; i++) {
+            const float v = warp_sum(acc[s][i]);
+            if (lane == 0 && i < n && r < m)
+                y[(size_t)i * m + r] = v + (bias ? bias[r] : 0.0f);
+        }
+    }
+}
+
+template <int T, int KC, int R, int P, bool GU>
+__device__ __forceinline__ void matvec_q(const qouts &o, const float *__restrict__ x, int k)
 {
     using Q = qt<T>;
     constexpr int G = Q::G, L = 32 / G, UC = KC / 32, WARPS = 8;
-    constexpr bool DEC = N > 1; // decode once, keep floats
-    static_assert(KC % 1024 == 0 && N % NP == 0, "chunks of whole warps of units and whole passes");
-    static_assert(N == NP || 32 * P == UC, "several passes need the chunk's weights in registers");
-    __shared__ float4 xs4[NP * UC * 8];
-    __shared__ float xsum[NP * UC * 4];
+    static_assert(KC % 1024 == 0, "chunks of whole warps of units");
     static_assert(!GU || R % 2 == 0, "gate and up rows in pairs");
+    __shared__ float4 xs4[UC * 8];
+    __shared__ float xsum[UC * 4];
     constexpr int ROWS = GU ? R / 2 : R; // rows of each output per warp
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     // The output this block computes, and the block's index in it.
+    int out = 0, blk = blockIdx.x;
+    if (!GU) {
+        const int nb0 = (o.m[0] + WARPS * R - 1) / (WARPS * R), nb1 = (o.m[1] + WARPS * R - 1) / (WARPS * R);
+        if (blk >= nb0) {
+            blk -= nb0;
+            out = 1;
+            if (blk >= nb1) {
+                blk -= nb1;
+                out = 2;
+            }
+        }
+    }
+    const int m = o.m[out];
+    const int r0 = (blk * WARPS + warp) * ROWS;
+    const int units = k / 32, bpr = units / Q::S;
+    size_t rowblk[R];
+    const unsigned char *pl[R][3];
+#pragma unroll
+    for (int s = 0; s < R; s++) {
+        const int src = GU ? s / ROWS : out;
+        rowblk[s] = (size_t)min(r0 + s % ROWS, m - 1) * bpr;
+#pragma unroll
+        for (int j = 0; j < 3; j++)
+            pl[s][j] = o.p[src][j];
+    }
+    float acc[R][1];
+#pragma unroll
+    for (int s = 0; s < R; s++)
+        acc[s][0] = 0.0f;
+    for (int c0 = 0; c0 < units; c0 += UC) {
+        const int uc = min(UC, units - c0), groups = (uc + 32 * P - 1) / (32 * P);
+        for (int gi = 0; gi < groups; gi++) {
+            const int j0 = gi * 32 * P + lane;
+            unit<G> w[P][R];
+#pragma unroll
+            for (int p = 0; p < P; p++) {
+                const int u = c0 + min(j0 + 32 * p, uc - 1);
+#pragma unroll
+                for (int s = 0; s < R; s++)
+                    w[p][s] = Q::load(pl[s][0], pl[s][1], pl[s][2], rowblk[s] + u / Q::S, u % Q::S);
+            }
+            if (gi == 0)
+                stage_x<1, UC>(xs4, xsum, x, 1, k, 0, c0, uc);
+            if (r0 >= m)
+                continue;
+#pragma unroll
+            for (int p = 0; p < P; p++) {
+                const int j = j0 + 32 * p;
+                if (j < uc) {
+                    const int sub = (c0 + j) % Q::S;
+                    const int b32 = (j / Q::S) * Q::S; // the unit's block, in units from the chunk's start
+                    float fw[R][32];
+#pragma unroll
+                    for (int s = 0; s < R; s++)
+                        decode<T>(w[p][s], fw[s]);
+                    float xe[32], xs[G];
+#pragma unroll
+                    for (int g = 0; g < G; g++) {
+                        const int pos = 32 * b32 + Q::run(sub, g); // in the chunk
+                        float t = 0.0f;
+#pragma unroll
+                        for (int v = 0; v < L / 4; v++) {
+                            const int e = pos + 4 * v, su = e / 32, pv = (e % 32) / 4;
+                            const float4 xv = xs4[su * 8 + (pv ^ (su & 7))];
+                            xe[g * L + 4 * v] = xv.x;
+                            xe[g * L + 4 * v + 1] = xv.y;
+                            xe[g * L + 4 * v + 2] = xv.z;
+                            xe[g * L + 4 * v + 3] = xv.w;
+                        }
+#pragma unroll
+                        for (int v = 0; v < L / 8; v++)
+                            t += xsum[pos / 8 + v];
+                        xs[g] = t;
+                    }
+#pragma unroll
+                    for (int s = 0; s < R; s++)
+                        acc[s][0] = unit_dot<T>(acc[s][0], w[p][s], fw[s], xe, xs);
+                }
+            }
+        }
+    }
+    store_rows<1, R, GU>(o, acc, out, m, r0, 1, lane);
+}
+
+// ---------------------------------------------------------------------------
+// Batched path (2 ≤ N ≤ 16): matvec_qb.
+//
+// At N = 1 a lane decodes each unit into 32 floats and reads the unit's 32
+// activations once. With N rows decoded floats for R rows of several units
+// would not fit in registers, and few loads would stay in flight. Here the
+// lane keeps only the codes of its units (8 words and the runs' a, b per
+// weight row) and walks each unit in four pieces of 8 code slots: it
+// decodes the piece for its R weight rows (8R PRMTs), then for every
+// activation row reads the piece's 8 activations (two float4 from shared
+// memory) and does 8R FMAs. The next chunk's codes are loaded before the
+// current chunk is computed, so the loads of one chunk overlap the FMAs of
+// the previous one.
+//
+// Same sums as matvec_q: lane j owns units j, j + 32, ... of every row, a
+// run's Σ f x is one FMA chain in slot order from 0 (the pieces of a run
+// continue it), the run terms (run_term) are added to the row's sum in run
+// order when the run's last piece is done, and the lanes are combined by
+// warp_sum. A piece's slots are two float4 of the unit's activations in run
+// order: float4 2q and 2q+1 for piece q, or q and q+4 for IQ4_NL, whose slot
+// t holds element slot(8q + t) (ILV below).
+//
+// The activations are staged as in matvec_q, NP rows by KC columns (KC =
+// 32·PU units, PU per lane); with N > NP the passes over the chunk reuse
+// its codes. Grid ceil(m/(8R)) (GU: R/2 rows of each output per warp).
+
+template <int T, int N, int NP, int KC, int R, bool GU>
+__device__ __forceinline__ void matvec_qb(const qouts &o, const float *__restrict__ x, int n, int k)
+{
+    using Q = qt<T>;
+    constexpr int G = Q::G, L = 32 / G, UC = KC / 32, PU = UC / 32, WARPS = 8;
+    constexpr bool ILV = T == IQ4_NL;
+    static_assert(KC % 1024 == 0 && N % NP == 0, "chunks of whole warps of units and whole passes");
+    static_assert(!GU || R % 2 == 0, "gate and up rows in pairs");
+    __shared__ float4 xs4[NP * UC * 8];
+    __shared__ float xsum[NP * UC * 4];
+    constexpr int ROWS = GU ? R / 2 : R; // rows of each output per warp
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     int out = 0, blk = blockIdx.x;
     if (!GU) {
         const int nb0 = (o.m[0] + WARPS * R - 1) / (WARPS * R), nb1 = (o.m[1] + WARPS * R - 1) / (WARPS * R);
@@ -605,129 +797,103 @@ __device__ __forceinline__ void matvec_q(const qouts &o, const float *__restrict
 #pragma unroll
         for (int i = 0; i < N; i++)
             acc[s][i] = 0.0f;
-    for (int c0 = 0; c0 < units; c0 += UC) {
-        const int uc = min(UC, units - c0), groups = (uc + 32 * P - 1) / (32 * P);
-        for (int gi = 0; gi < groups; gi++) {
-            const int j0 = gi * 32 * P + lane;
-            unit<G> w[P][R];
+    unit<G> w[PU][R], wn[PU][R];
+    // load_chunk fills u with this lane's units of the chunk at c (clamped
+    // to the row's last unit: those past it are loaded but not used).
+    auto load_chunk = [&](unit<G>(&u)[PU][R], int c) {
 #pragma unroll
-            for (int p = 0; p < P; p++) {
-                const int u = c0 + min(j0 + 32 * p, uc - 1);
+        for (int p = 0; p < PU; p++) {
+            const int uu = min(c + lane + 32 * p, units - 1);
+#pragma unroll
+            for (int s = 0; s < R; s++)
+                u[p][s] = Q::load(pl[s][0], pl[s][1], pl[s][2], rowblk[s] + uu / Q::S, uu % Q::S);
+        }
+    };
+    load_chunk(w, 0);
+    for (int c0 = 0; c0 < units; c0 += UC) {
+        const int uc = min(UC, units - c0);
+        if (c0 + UC < units)
+            load_chunk(wn, c0 + UC);
+#pragma unroll
+        for (int ip = 0; ip < N / NP; ip++) {
+            if (ip * NP >= n)
+                break;
+            stage_x<NP, UC>(xs4, xsum, x, n, k, ip * NP, c0, uc);
+            if (r0 >= m)
+                continue;
+#pragma unroll
+            for (int p = 0; p < PU; p++) {
+                const int j = lane + 32 * p;
+                if (j >= uc)
+                    continue;
+                const int sub = (c0 + j) % Q::S;
+                const int b32 = (j / Q::S) * Q::S; // the unit's block, in units from the chunk's start
+                float sacc[R][NP]; // a run's Σ f x
 #pragma unroll
                 for (int s = 0; s < R; s++)
-                    w[p][s] = Q::load(pl[s][0], pl[s][1], pl[s][2], rowblk[s] + u / Q::S, u % Q::S);
-            }
-            float f[DEC ? P : 1][DEC ? R : 1][32];
-            if (DEC) {
 #pragma unroll
-                for (int p = 0; p < P; p++)
+                    for (int ii = 0; ii < NP; ii++)
+                        sacc[s][ii] = 0.0f;
+#pragma unroll
+                for (int q = 0; q < 4; q++) {
+                    float fw[R][8];
 #pragma unroll
                     for (int s = 0; s < R; s++)
-                        decode<T>(w[p][s], f[DEC ? p : 0][DEC ? s : 0]);
-            }
 #pragma unroll
-            for (int ip = 0; ip < N / NP; ip++) {
-                if (ip * NP >= n)
-                    break;
-                if (gi == 0) {
-                    __syncthreads(); // the previous chunk or pass has been read
+                        for (int t = 0; t < 8; t++)
+                            fw[s][t] = code_f<Q::MANT>(w[p][s].c[2 * q + t / 4], t % 4);
+                    // The piece's two float4 of activations: xe indices
+                    // (run order) 4·v0 and 4·v1.
+                    const int v0 = ILV ? q : 2 * q, v1 = ILV ? q + 4 : 2 * q + 1;
+                    const int g0 = 4 * v0 / L, g1 = 4 * v1 / L;
+                    const int e0 = 32 * b32 + Q::run(sub, g0) + 4 * v0 % L;
+                    const int e1 = 32 * b32 + Q::run(sub, g1) + 4 * v1 % L;
 #pragma unroll
-                    for (int i = 0; i < NP; i++) {
-                        const float *xr = x + (size_t)(ip * NP + i) * k + (size_t)c0 * 32;
-                        for (int q = threadIdx.x; q < uc * 4; q += 32 * WARPS) {
-                            float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), b = a;
-                            if (ip * NP + i < n) {
-                                a = __ldg(reinterpret_cast<const float4 *>(xr) + 2 * q);
-                                b = __ldg(reinterpret_cast<const float4 *>(xr) + 2 * q + 1);
-                            }
-                            const int u = q / 4, v = 2 * (q % 4);
-                            xs4[(i * UC + u) * 8 + (v ^ (u & 7))] = a;
-                            xs4[(i * UC + u) * 8 + ((v + 1) ^ (u & 7))] = b;
-                            xsum[i * UC * 4 + q] = ((a.x + a.y) + (a.z + a.w)) + ((b.x + b.y) + (b.z + b.w));
-                        }
-                    }
-                    __syncthreads();
-                }
-                if (r0 >= m)
-                    continue;
-#pragma unroll
-                for (int p = 0; p < P; p++) {
-                    const int j = j0 + 32 * p;
-                    if (j < uc) {
-                        const int sub = (c0 + j) % Q::S;
-                        const int b32 = (j / Q::S) * Q::S; // the unit's block, in units from the chunk's start
-                        float fw[DEC ? 1 : R][DEC ? 1 : 32];
-                        if (!DEC) {
+                    for (int ii = 0; ii < NP; ii++) {
+                        if (ip * NP + ii < n) {
+                            const float4 xa = xs4[(ii * UC + e0 / 32) * 8 + (((e0 % 32) / 4) ^ ((e0 / 32) & 7))];
+                            const float4 xb = xs4[(ii * UC + e1 / 32) * 8 + (((e1 % 32) / 4) ^ ((e1 / 32) & 7))];
+                            const float xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
 #pragma unroll
                             for (int s = 0; s < R; s++)
-                                decode<T>(w[p][s], fw[DEC ? 0 : s]);
+#pragma unroll
+                                for (int t = 0; t < 8; t++)
+                                    sacc[s][ii] = fmaf(fw[s][t], xv[ILV ? 4 * (t % 2) + t / 2 : t], sacc[s][ii]);
                         }
+                    }
+                    if ((8 * q + 8) % L == 0) { // the last piece of run g
+                        const int g = 8 * q / L, pos = 32 * b32 + Q::run(sub, g);
 #pragma unroll
                         for (int ii = 0; ii < NP; ii++) {
                             if (ip * NP + ii < n) {
-                                float xe[32], xs[G];
+                                float xs = 0.0f;
 #pragma unroll
-                                for (int g = 0; g < G; g++) {
-                                    const int pos = 32 * b32 + Q::run(sub, g); // in the chunk
-                                    float t = 0.0f;
+                                for (int v = 0; v < L / 8; v++)
+                                    xs += xsum[ii * UC * 4 + pos / 8 + v];
 #pragma unroll
-                                    for (int v = 0; v < L / 4; v++) {
-                                        const int e = pos + 4 * v, su = e / 32, pv = (e % 32) / 4;
-                                        const float4 xv = xs4[(ii * UC + su) * 8 + (pv ^ (su & 7))];
-                                        xe[g * L + 4 * v] = xv.x;
-                                        xe[g * L + 4 * v + 1] = xv.y;
-                                        xe[g * L + 4 * v + 2] = xv.z;
-                                        xe[g * L + 4 * v + 3] = xv.w;
-                                    }
-#pragma unroll
-                                    for (int v = 0; v < L / 8; v++)
-                                        t += xsum[ii * UC * 4 + pos / 8 + v];
-                                    xs[g] = t;
+                                for (int s = 0; s < R; s++) {
+                                    acc[s][ip * NP + ii] += run_term<T>(w[p][s], g, sacc[s][ii], xs);
+                                    sacc[s][ii] = 0.0f;
                                 }
-#pragma unroll
-                                for (int s = 0; s < R; s++)
-                                    acc[s][ip * NP + ii] +=
-                                        unit_dot<T>(w[p][s], DEC ? f[DEC ? p : 0][DEC ? s : 0] : fw[DEC ? 0 : s], xe, xs);
                             }
                         }
                     }
                 }
             }
         }
+#pragma unroll
+        for (int p = 0; p < PU; p++)
+#pragma unroll
+            for (int s = 0; s < R; s++)
+                w[p][s] = wn[p][s];
     }
-    if (GU) {
-#pragma unroll
-        for (int s = 0; s < ROWS; s++) {
-            const int r = r0 + s;
-#pragma unroll
-            for (int i = 0; i < N; i++) {
-                const float g = warp_sum(acc[s][i]), u = warp_sum(acc[s + ROWS][i]);
-                if (lane == 0 && i < n && r < m) {
-                    o.y[0][(size_t)i * m + r] = g / (1.0f + expf(-g)) * u;
-                    o.y[1][(size_t)i * m + r] = u;
-                }
-            }
-        }
-        return;
-    }
-    float *y = o.y[out];
-    const float *bias = o.bias[out];
-#pragma unroll
-    for (int s = 0; s < R; s++) {
-        const int r = r0 + s;
-#pragma unroll
-        for (int i = 0; i < N; i++) {
-            const float v = warp_sum(acc[s][i]);
-            if (lane == 0 && i < n && r < m)
-                y[(size_t)i * m + r] = v + (bias ? bias[r] : 0.0f);
-        }
-    }
+    store_rows<N, R, GU>(o, acc, out, m, r0, n, lane);
 }
 
-// Launch shapes per batch width: NP activation rows by KC columns staged
-// (NP*KC*5 bytes of shared memory), R weight rows per warp, P units in
-// flight per lane (ptx/quant.go mirrors R).
-#define MATVEC_Q(name, T, N, NP, KC, R, P, GU)                                                                   \
+// The single-row instantiations (matvec_q): KC columns staged (KC*4.5
+// bytes of shared memory), R weight rows per warp, P units in flight per
+// lane (ptx/quant.go mirrors R).
+#define MATVEC_Q(name, T, KC, R, P, GU)                                                                          \
     extern "C" __global__ void __launch_bounds__(256)                                                             \
         name(float *ya, float *yb, float *yc, const float *__restrict__ x, const unsigned char *pa0,              \
              const unsigned char *pa1, const unsigned char *pa2, const unsigned char *pb0,                         \
@@ -737,7 +903,23 @@ __device__ __forceinline__ void matvec_q(const qouts &o, const float *__restrict
     {                                                                                                              \
         const qouts o = {{ya, yb, yc}, {{pa0, pa1, pa2}, {pb0, pb1, pb2}, {pc0, pc1, pc2}}, {ba, bb, bc},        \
                          {ma, mb, mc}};                                                                            \
-        matvec_q<T, N, NP, KC, R, P, GU>(o, x, n, k);                                                              \
+        matvec_q<T, KC, R, P, GU>(o, x, k);                                                              \
+    }
+
+// The batched instantiations (matvec_qb): up to N rows of X, NP of them by
+// KC columns staged at a time (NP*KC*4.5 bytes of shared memory), R weight
+// rows per warp (ptx/quant.go mirrors R).
+#define MATVEC_QB(name, T, N, NP, KC, R, GU)                                                                     \
+    extern "C" __global__ void __launch_bounds__(256)                                                             \
+        name(float *ya, float *yb, float *yc, const float *__restrict__ x, const unsigned char *pa0,              \
+             const unsigned char *pa1, const unsigned char *pa2, const unsigned char *pb0,                         \
+             const unsigned char *pb1, const unsigned char *pb2, const unsigned char *pc0,                         \
+             const unsigned char *pc1, const unsigned char *pc2, const float *ba, const float *bb,                \
+             const float *bc, int n, int ma, int mb, int mc, int k)                                                \
+    {                                                                                                              \
+        const qouts o = {{ya, yb, yc}, {{pa0, pa1, pa2}, {pb0, pb1, pb2}, {pc0, pc1, pc2}}, {ba, bb, bc},        \
+                         {ma, mb, mc}};                                                                            \
+        matvec_qb<T, N, NP, KC, R, GU>(o, x, n, k);                                                                \
     }
 
 // dequant_unit sets v (32 values, run order: run g's at v[g*32/G ..]) to
@@ -824,12 +1006,14 @@ __device__ __forceinline__ void embed_q(float *__restrict__ dst, const unsigned 
 }
 
 #define QUANT_KERNELS(t, T)                                                                                       \
-    MATVEC_Q(matvec_##t##_n1, T, 1, 1, 8192, 2, 4, false)                                                         \
-    MATVEC_Q(matvec_##t##_n4, T, 4, 4, 2048, 4, 1, false)                                                         \
-    MATVEC_Q(matvec_##t##_n16, T, 16, 8, 1024, 2, 1, false)                                                       \
-    MATVEC_Q(gateup_##t##_n1, T, 1, 1, 8192, 4, 2, true)                                                          \
-    MATVEC_Q(gateup_##t##_n4, T, 4, 4, 2048, 4, 1, true)                                                          \
-    MATVEC_Q(gateup_##t##_n16, T, 16, 8, 1024, 2, 1, true)                                                        \
+    MATVEC_Q(matvec_##t##_n1, T, 8192, 2, 4, false)                                                               \
+    MATVEC_QB(matvec_##t##_n4, T, 4, 4, 2048, 2, false)                                                           \
+    MATVEC_QB(matvec_##t##_n8, T, 8, 8, 1024, 2, false)                                                           \
+    MATVEC_QB(matvec_##t##_n16, T, 16, 4, 1024, 2, false)                                                         \
+    MATVEC_Q(gateup_##t##_n1, T, 8192, 4, 2, true)                                                                \
+    MATVEC_QB(gateup_##t##_n4, T, 4, 4, 2048, 2, true)                                                            \
+    MATVEC_QB(gateup_##t##_n8, T, 8, 8, 1024, 2, true)                                                            \
+    MATVEC_QB(gateup_##t##_n16, T, 16, 4, 1024, 2, true)                                                          \
     extern "C" __global__ void __launch_bounds__(256)                                                             \
         dequant_##t##_f16(__half *__restrict__ dst, const unsigned char *__restrict__ p0,                          \
                           const unsigned char *__restrict__ p1, const unsigned char *__restrict__ p2, int rows,    \

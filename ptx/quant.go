@@ -58,9 +58,11 @@ var quantFormats = [numQuantTypes]quantFormat{
 const (
 	qkMatvec1 = iota
 	qkMatvec4
+	qkMatvec8
 	qkMatvec16
 	qkGateUp1
 	qkGateUp4
+	qkGateUp8
 	qkGateUp16
 	qkDequant
 	qkEmbed
@@ -69,8 +71,8 @@ const (
 
 // quantMatvecRows is the batch width of each mat-vec instantiation and the
 // rows of each output one block computes (8 warps of R rows in quant.cu's
-// MATVEC_Q lines, R/2 of each for the gate/up kernels).
-var quantMatvecRows = [3]struct{ n, rows, guRows int }{{1, 16, 16}, {4, 32, 16}, {16, 16, 8}}
+// MATVEC_Q and MATVEC_QB lines, R/2 of each for the gate/up kernels).
+var quantMatvecRows = [4]struct{ n, rows, guRows int }{{1, 16, 16}, {4, 16, 8}, {8, 16, 8}, {16, 16, 8}}
 
 // quantMatvecThreads is the block size of the mat-vec kernels.
 const quantMatvecThreads = 256
@@ -85,9 +87,11 @@ func init() {
 		const mv = "ppppppppppppppppiiiii"
 		kernelTable[quantKernel(t, qkMatvec1)] = kernelSpec{"quant", "matvec_" + n + "_n1", mv}
 		kernelTable[quantKernel(t, qkMatvec4)] = kernelSpec{"quant", "matvec_" + n + "_n4", mv}
+		kernelTable[quantKernel(t, qkMatvec8)] = kernelSpec{"quant", "matvec_" + n + "_n8", mv}
 		kernelTable[quantKernel(t, qkMatvec16)] = kernelSpec{"quant", "matvec_" + n + "_n16", mv}
 		kernelTable[quantKernel(t, qkGateUp1)] = kernelSpec{"quant", "gateup_" + n + "_n1", mv}
 		kernelTable[quantKernel(t, qkGateUp4)] = kernelSpec{"quant", "gateup_" + n + "_n4", mv}
+		kernelTable[quantKernel(t, qkGateUp8)] = kernelSpec{"quant", "gateup_" + n + "_n8", mv}
 		kernelTable[quantKernel(t, qkGateUp16)] = kernelSpec{"quant", "gateup_" + n + "_n16", mv}
 		kernelTable[quantKernel(t, qkDequant)] = kernelSpec{"quant", "dequant_" + n + "_f16", "ppppii"}
 		kernelTable[quantKernel(t, qkEmbed)] = kernelSpec{"quant", "embed_" + n, "pppppii"}

@@ -55,7 +55,7 @@ var sourceHashes = map[string]string{
 	"gemm.cu":        "0ce586643ac25887d8d7ae8ed56e6042ecedd102ae1bfae05efcd4e775953af3",
 	"matvec.cu":      "159aacb4b79172598818870f771974af03fddd9c636373dd5203542dd9f60cfb",
 	"norm.cu":        "8fcffa377191939bb3a7a9f3e7728a2794b01b0b3f8c38e3a9484b857503db44",
-	"quant.cu":       "abb3c88b10691800a71142499bdeb5bf520cd96a70179e9c395d85457c8c421b",
+	"quant.cu":       "40158c1548b48be7a9d7a59aa9b086e14fd957d06751f2161abaa628af77e242",
 	"reduce.cuh":     "f36ad3a72bfdac929bb876ca9acda575774821b9e7ad56009b2e326becd0541c",
 	"rope.cu":        "c54b5c39faa9590f2e37e564955d6a81bfcacda1fb887b0cc5eeae3e868e4ccb",
 	"topk.cu":        "0d92ec5b364995ee3a11bd2a66d125583c7915673d06e0aa2bcc856c64e0f736",
