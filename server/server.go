@@ -54,8 +54,9 @@ type Options struct {
 	// report none.
 	ModelPath string
 	// APIKey, when set, is required as "Authorization: Bearer KEY" on
-	// every route but /health (the scheme matched without case); other
-	// requests get 401.
+	// every route but /health and the web page's files (GET / and
+	// /web/NAME; the page asks for the key) (the scheme matched without
+	// case); other requests get 401.
 	APIKey string
 	// CORSOrigin, when set, is sent as Access-Control-Allow-Origin and
 	// preflight requests are answered; "*" allows any origin.
