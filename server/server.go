@@ -3,7 +3,8 @@
 // Server-Sent Events on request), plus llama.cpp's /tokenize and
 // /detokenize, /health and Prometheus /metrics; and ollama's API under
 // /api (version, tags, ps, show, generate, chat; see ollama.go) over the
-// same engine, with errors in ollama's shape.
+// same engine, with errors in ollama's shape; and a web chat page at /
+// that uses those routes (web.go).
 //
 // The package has three layers. The wire types (types.go) and the pure
 // functions that convert requests to model inputs and results to responses
