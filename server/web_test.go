@@ -310,6 +310,16 @@ func TestWebBrowser(t *testing.T) {
 	assert.Equal(t, "You tell short stories.|6|false", eval[string](p, `document.getElementById('system').value + '|' +
 		document.getElementById('max_tokens').value + '|' + document.getElementById('key-dialog').open`))
 
+	// Every control has a label; Shift+Enter does not send.
+	assert.True(t, eval[bool](p, `[...document.querySelectorAll('input, select, textarea')].every(e => e.labels.length > 0)`),
+		"a control without a label")
+	p.setField("input", "draft")
+	assert.Equal(t, "6|draft", eval[string](p, `(() => {
+		const input = document.getElementById('input');
+		input.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', shiftKey: true, bubbles: true, cancelable: true}));
+		return document.querySelectorAll('#messages .msg').length + '|' + input.value;
+	})()`))
+
 	// HTML in a reply (or a message) is shown as text; Markdown still renders.
 	const attack = `<img src=x onerror="window.__xss=1">`
 	conv := fmt.Sprintf(`{"messages": [
