@@ -27,6 +27,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("POST /detokenize", s.requireJSON(s.handleDetokenize))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	s.ollamaRoutes(mux)
+	s.webRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.noRoute(w, r, mux) })
 	return s.instrument(mux, s.recoverPanics(s.limitBodyTime(s.checkHost(s.cors(s.authorize(s.limitBody(mux)))))))
 }

@@ -128,7 +128,7 @@ func (s *Server) cors(next http.Handler) http.Handler {
 }
 
 // authorize requires "Authorization: Bearer KEY" when Options.APIKey is
-// set, on every route but /health, and answers 401 invalid_api_key
+// set, on every route but /health and the web page's files, and answers 401 invalid_api_key
 // otherwise, saying whether the header was missing, malformed, of another
 // scheme or had the wrong key. The scheme is matched without case and may
 // be followed by several spaces (RFC 7235). The comparison of keys takes
@@ -139,7 +139,7 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 	}
 	want := sha256.Sum256([]byte(s.opts.APIKey))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/health" {
+		if r.URL.Path == "/health" || webPublic(r) {
 			next.ServeHTTP(w, r)
 			return
 		}

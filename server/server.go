@@ -3,7 +3,8 @@
 // Server-Sent Events on request), plus llama.cpp's /tokenize and
 // /detokenize, /health and Prometheus /metrics; and ollama's API under
 // /api (version, tags, ps, show, generate, chat; see ollama.go) over the
-// same engine, with errors in ollama's shape.
+// same engine, with errors in ollama's shape; and a web chat page at /
+// that uses those routes (web.go).
 //
 // The package has three layers. The wire types (types.go) and the pure
 // functions that convert requests to model inputs and results to responses
@@ -54,8 +55,9 @@ type Options struct {
 	// report none.
 	ModelPath string
 	// APIKey, when set, is required as "Authorization: Bearer KEY" on
-	// every route but /health (the scheme matched without case); other
-	// requests get 401.
+	// every route but /health and the web page's files (GET / and
+	// /web/NAME; the page asks for the key) (the scheme matched without
+	// case); other requests get 401.
 	APIKey string
 	// CORSOrigin, when set, is sent as Access-Control-Allow-Origin and
 	// preflight requests are answered; "*" allows any origin.
