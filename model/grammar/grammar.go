@@ -39,6 +39,7 @@ package grammar
 import (
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Limits on grammars and matching.
@@ -160,6 +161,37 @@ func (s *charSet) intersects(lo, hi rune) bool {
 		r = next
 	}
 	return false
+}
+
+// nonASCII reports whether the set holds every code point from U+0080 on
+// (all) or none of them (none).
+func (s *charSet) nonASCII() (all, none bool) {
+	covered := true // [0x80, MaxRune] inside the ranges
+	touched := false
+	lo := rune(0x80)
+	for _, x := range sortedRanges(s.ranges) {
+		if x.hi < 0x80 {
+			continue
+		}
+		touched = true
+		if x.lo > lo {
+			covered = false
+		}
+		lo = max(lo, x.hi+1)
+	}
+	if lo <= 0x10FFFF {
+		covered = false
+	}
+	if s.neg {
+		return !touched, covered
+	}
+	return covered, !touched
+}
+
+func sortedRanges(r []runeRange) []runeRange {
+	out := append([]runeRange(nil), r...)
+	slices.SortFunc(out, func(a, b runeRange) int { return int(a.lo - b.lo) })
+	return out
 }
 
 func (s *charSet) finish() {

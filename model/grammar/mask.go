@@ -19,6 +19,12 @@ type Vocab struct {
 type tnode struct {
 	edges, edgesEnd int32 // children in edges[edges:edgesEnd]
 	toks, toksEnd   int32 // tokens ending here in toks[toks:toksEnd]
+	subEnd          int32 // the subtree's tokens are toks[toks:subEnd]
+	// below holds the bytes on the edges of the subtree; utf8 says every
+	// token of the subtree is valid UTF-8 (a partial code point allowed at
+	// its end) from this node's depth on.
+	below [4]uint64
+	utf8  bool
 }
 
 type tedge struct {
@@ -85,8 +91,51 @@ func (v *Vocab) build(ids []int32, depth int) int32 {
 	for k, gr := range groups {
 		c := v.build(ids[gr.lo:gr.hi], depth+1)
 		v.edges[es+int32(k)].child = c
+		nd := &v.nodes[me]
+		nd.below[gr.b>>6] |= 1 << (gr.b & 63)
+		for w, x := range v.nodes[c].below {
+			nd.below[w] |= x
+		}
+	}
+	nd := &v.nodes[me]
+	nd.subEnd = int32(len(v.toks))
+	nd.utf8 = true
+	for _, id := range ids {
+		if !validFrom(v.tokens[id][depth:]) {
+			nd.utf8 = false
+			break
+		}
 	}
 	return me
+}
+
+// validFrom reports whether s is valid UTF-8 but for a partial code point
+// at its end.
+func validFrom(s string) bool {
+	for i := 0; i < len(s); {
+		b := s[i]
+		n := 0
+		switch {
+		case b < 0x80:
+			i++
+			continue
+		case b&0xE0 == 0xC0:
+			n = 2
+		case b&0xF0 == 0xE0:
+			n = 3
+		case b&0xF8 == 0xF0:
+			n = 4
+		default:
+			return false
+		}
+		for j := 1; j < n && i+j < len(s); j++ {
+			if s[i+j]&0xC0 != 0x80 {
+				return false
+			}
+		}
+		i += n
+	}
+	return true
 }
 
 // Mask sets in dst (grown to (v.Len()+63)/64 words and returned) the bit of
@@ -122,6 +171,50 @@ func (m *Matcher) Mask(v *Vocab, dst []uint64) []uint64 {
 	return dst
 }
 
+// fastPathTokens is the subtree size from which walk checks whether the
+// state loops on every byte below a node.
+const fastPathTokens = 8
+
+// loops reports whether every token of node nd's subtree leads from st
+// back to st: st loops on each ASCII byte below nd and, when there are
+// others, on every non-ASCII code point, and the subtree is valid UTF-8.
+func (c *cache) loops(st *state, nd *tnode) bool {
+	if root := nd == nil; root {
+		return false
+	}
+	c.loopInfo(st)
+	if nd.below[0]&^st.loopASCII[0] != 0 || nd.below[1]&^st.loopASCII[1] != 0 {
+		return false
+	}
+	if nd.below[2]|nd.below[3] != 0 {
+		return st.loopOther && nd.utf8
+	}
+	return true
+}
+
+// loopInfo fills st's loop fields once.
+func (c *cache) loopInfo(st *state) {
+	if st.loopKnown {
+		return
+	}
+	st.loopKnown = true
+	for r := rune(0); r < 128; r++ {
+		if c.step(st, r) == st {
+			st.loopASCII[r>>6] |= 1 << (r & 63)
+		}
+	}
+	// Every non-ASCII code point behaves alike when each stack top's set
+	// holds all of them or none; then one of them shows whether they loop.
+	for _, s := range st.stacks {
+		if len(s) > 0 {
+			if all, none := c.g.sets[c.g.elems[s[len(s)-1]].arg].nonASCII(); !all && !none {
+				return
+			}
+		}
+	}
+	st.loopOther = c.step(st, 0x100) == st
+}
+
 type walker struct {
 	c   *cache
 	v   *Vocab
@@ -132,7 +225,14 @@ type walker struct {
 // need continuation bytes still to come). root marks the trie's root,
 // whose tokens (none: empty strings are left out) are skipped.
 func (w *walker) walk(n int32, st *state, cp rune, need int, root bool) {
-	nd := w.v.nodes[n]
+	nd := &w.v.nodes[n]
+	if need == 0 && nd.subEnd-nd.toks >= fastPathTokens && w.c.loops(st, nd) {
+		// Every token below stays in st: all allowed, no stepping.
+		for _, id := range w.v.toks[nd.toks:nd.subEnd] {
+			w.dst[id>>6] |= 1 << (id & 63)
+		}
+		return
+	}
 	if !root && nd.toksEnd > nd.toks {
 		ok := need == 0
 		if !ok {

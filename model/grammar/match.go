@@ -26,6 +26,16 @@ type state struct {
 	other map[rune]*state
 
 	masks map[*Vocab][]uint64
+
+	// Filled once by loopInfo: the ASCII characters that lead back to this
+	// state, and whether every non-ASCII code point does.
+	loopKnown bool
+	loopASCII [2]uint64
+	loopOther bool
+
+	// bySig caches non-ASCII transitions by which stack tops accept the
+	// code point (states of at most 64 stacks).
+	bySig map[uint64]*state
 }
 
 // cache interns a Grammar's states.
@@ -219,6 +229,22 @@ func (c *cache) step(st *state, r rune) *state {
 		return nx
 	}
 	g := c.g
+	var sig uint64
+	if r >= 128 && len(st.stacks) <= 64 {
+		for i, s := range st.stacks {
+			if len(s) > 0 && g.sets[g.elems[s[len(s)-1]].arg].contains(r) {
+				sig |= 1 << i
+			}
+		}
+		if nx, ok := st.bySig[sig]; ok {
+			if st.other == nil {
+				st.other = map[rune]*state{}
+			}
+			st.other[r] = nx
+			c.bytes += 16
+			return nx
+		}
+	}
 	var set stackSet
 	for _, s := range st.stacks {
 		if len(s) == 0 {
@@ -239,6 +265,12 @@ func (c *cache) step(st *state, r rune) *state {
 		}
 		st.other[r] = nx
 		c.bytes += 16
+		if len(st.stacks) <= 64 {
+			if st.bySig == nil {
+				st.bySig = map[uint64]*state{}
+			}
+			st.bySig[sig] = nx
+		}
 	}
 	return nx
 }
