@@ -283,4 +283,3 @@ func BenchmarkConstrainedStep(b *testing.B) {
 		})
 	}
 }
-
