@@ -109,31 +109,41 @@ func (v *Vocab) build(ids []int32, depth int) int32 {
 	return me
 }
 
-// validFrom reports whether s is valid UTF-8 but for a partial code point
-// at its end.
+// validFrom reports whether s is UTF-8 as Matcher reads it: lead bytes
+// C2..F7 with their continuation bytes, no overlong forms, nothing above
+// U+10FFFF, a partial code point allowed at the end.
 func validFrom(s string) bool {
 	for i := 0; i < len(s); {
 		b := s[i]
-		n := 0
+		var cp, low rune
+		need := 0
 		switch {
 		case b < 0x80:
 			i++
 			continue
-		case b&0xE0 == 0xC0:
-			n = 2
+		case b&0xE0 == 0xC0 && b >= 0xC2:
+			cp, need, low = rune(b&0x1F), 1, 0x80
 		case b&0xF0 == 0xE0:
-			n = 3
+			cp, need, low = rune(b&0x0F), 2, 0x800
 		case b&0xF8 == 0xF0:
-			n = 4
+			cp, need, low = rune(b&0x07), 3, 0x10000
 		default:
 			return false
 		}
-		for j := 1; j < n && i+j < len(s); j++ {
-			if s[i+j]&0xC0 != 0x80 {
+		i++
+		for ; need > 0 && i < len(s); need-- {
+			if s[i]&0xC0 != 0x80 {
 				return false
 			}
+			cp = cp<<6 | rune(s[i]&0x3F)
+			i++
 		}
-		i += n
+		if need > 0 {
+			cp <<= 6 * need
+		}
+		if max(cp, low) > utf8.MaxRune || need == 0 && cp < low {
+			return false
+		}
 	}
 	return true
 }
@@ -159,7 +169,7 @@ func (m *Matcher) Mask(v *Vocab, dst []uint64) []uint64 {
 	clear(dst)
 	if !m.st.dead {
 		w := walker{c: c, v: v, dst: dst}
-		w.walk(0, m.st, m.cp, m.need, true)
+		w.walk(0, m.st, m.cp, m.need, m.low, true)
 	}
 	if m.need == 0 {
 		if m.st.masks == nil {
@@ -224,7 +234,7 @@ type walker struct {
 // walk visits trie node n in state st, with a code point begun (bits cp,
 // need continuation bytes still to come). root marks the trie's root,
 // whose tokens (none: empty strings are left out) are skipped.
-func (w *walker) walk(n int32, st *state, cp rune, need int, root bool) {
+func (w *walker) walk(n int32, st *state, cp rune, need int, low rune, root bool) {
 	nd := &w.v.nodes[n]
 	if need == 0 && nd.subEnd-nd.toks >= fastPathTokens && w.c.loops(st, nd) {
 		// Every token below stays in st: all allowed, no stepping.
@@ -238,6 +248,7 @@ func (w *walker) walk(n int32, st *state, cp rune, need int, root bool) {
 		if !ok {
 			lo := cp << (6 * need)
 			hi := lo | (1<<(6*need) - 1)
+			lo = max(lo, low)
 			ok = lo <= utf8.MaxRune && w.c.partialOK(st, lo, min(hi, utf8.MaxRune))
 		}
 		if ok {
@@ -253,14 +264,14 @@ func (w *walker) walk(n int32, st *state, cp rune, need int, root bool) {
 			case b < 0x80:
 				nx := w.c.step(st, rune(b))
 				if !nx.dead {
-					w.walk(e.child, nx, 0, 0, false)
+					w.walk(e.child, nx, 0, 0, 0, false)
 				}
-			case b&0xE0 == 0xC0:
-				w.walk(e.child, st, rune(b&0x1F), 1, false)
+			case b&0xE0 == 0xC0 && b >= 0xC2: // C0, C1 only start overlong forms
+				w.walk(e.child, st, rune(b&0x1F), 1, 0x80, false)
 			case b&0xF0 == 0xE0:
-				w.walk(e.child, st, rune(b&0x0F), 2, false)
+				w.walk(e.child, st, rune(b&0x0F), 2, 0x800, false)
 			case b&0xF8 == 0xF0:
-				w.walk(e.child, st, rune(b&0x07), 3, false)
+				w.walk(e.child, st, rune(b&0x07), 3, 0x10000, false)
 			}
 			continue
 		}
@@ -269,15 +280,15 @@ func (w *walker) walk(n int32, st *state, cp rune, need int, root bool) {
 		}
 		ncp := cp<<6 | rune(b&0x3F)
 		if need > 1 {
-			w.walk(e.child, st, ncp, need-1, false)
+			w.walk(e.child, st, ncp, need-1, low, false)
 			continue
 		}
-		if ncp > utf8.MaxRune {
+		if ncp > utf8.MaxRune || ncp < low {
 			continue
 		}
 		nx := w.c.step(st, ncp)
 		if !nx.dead {
-			w.walk(e.child, nx, 0, 0, false)
+			w.walk(e.child, nx, 0, 0, 0, false)
 		}
 	}
 }

@@ -294,6 +294,7 @@ type Matcher struct {
 	// of continuation bytes still expected (0: none pending).
 	cp   rune
 	need int
+	low  rune // the least code point of the sequence's length
 }
 
 // NewMatcher returns a Matcher at the start of the grammar.
@@ -376,12 +377,12 @@ func (m *Matcher) acceptBytes(s string) error {
 				}
 				m.st = nx
 				continue
-			case b&0xE0 == 0xC0:
-				m.cp, m.need = rune(b&0x1F), 1
+			case b&0xE0 == 0xC0 && b >= 0xC2:
+				m.cp, m.need, m.low = rune(b&0x1F), 1, 0x80
 			case b&0xF0 == 0xE0:
-				m.cp, m.need = rune(b&0x0F), 2
+				m.cp, m.need, m.low = rune(b&0x0F), 2, 0x800
 			case b&0xF8 == 0xF0:
-				m.cp, m.need = rune(b&0x07), 3
+				m.cp, m.need, m.low = rune(b&0x07), 3, 0x10000
 			default:
 				return &RejectError{Offset: i}
 			}
@@ -393,7 +394,7 @@ func (m *Matcher) acceptBytes(s string) error {
 		m.cp = m.cp<<6 | rune(b&0x3F)
 		m.need--
 		if m.need == 0 {
-			if m.cp > utf8.MaxRune {
+			if m.cp > utf8.MaxRune || m.cp < m.low {
 				return &RejectError{Offset: i}
 			}
 			nx := c.step(m.st, m.cp)
@@ -406,7 +407,8 @@ func (m *Matcher) acceptBytes(s string) error {
 	if m.need > 0 {
 		lo := m.cp << (6 * m.need)
 		hi := lo | (1<<(6*m.need) - 1)
-		if !c.partialOK(m.st, lo, min(hi, utf8.MaxRune)) {
+		lo = max(lo, m.low)
+		if lo > utf8.MaxRune || !c.partialOK(m.st, lo, min(hi, utf8.MaxRune)) {
 			return &RejectError{Offset: len(s) - 1}
 		}
 	}
