@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/m40llm/m40llm/model/grammar"
 	"github.com/m40llm/m40llm/model/sample"
 	"github.com/m40llm/m40llm/model/tokenizer"
 )
@@ -48,6 +50,15 @@ type GenerateOptions struct {
 	// TopLogProbs is the number of alternatives recorded with each token,
 	// 0 to sample.MaxTopLogProbs; it needs LogProbs.
 	TopLogProbs int
+	// Grammar, when set, constrains the generated text to its sentences:
+	// each step sets the logits of the tokens it does not allow to -Inf
+	// before sampling (after the log-probabilities are taken), and
+	// end-of-generation tokens are allowed only once the text is complete;
+	// such a token then ends generation even with IgnoreEOS. A generation
+	// with a grammar reads the full logits every step. Each generation
+	// follows the grammar with a matcher of its own, so one Grammar may
+	// serve many requests.
+	Grammar *grammar.Grammar
 }
 
 // TokenLogProbs is the log-probability of a generated token and the most
@@ -160,6 +171,11 @@ type Generation struct {
 	chosen   float64
 	top      []sample.TokenProb
 	appended bool
+	// The grammar's matcher and vocabulary, with mask scratch.
+	gm     *grammar.Matcher
+	gv     *grammar.Vocab
+	mask   []uint64
+	masked []float32
 }
 
 // ErrNonFiniteLogits is matched by the error of a generation whose logits
@@ -197,11 +213,16 @@ func (m *Model) NewGeneration(prompt []int32, opts GenerateOptions) (*Generation
 	for _, id := range prompt {
 		smp.Accept(id)
 	}
-	return &Generation{
+	g := &Generation{
 		opts: opts, tok: m.Tokenizer, smp: smp,
 		dec:  m.Tokenizer.NewContinuationDecoder(),
 		stop: newStopMatcher(opts.Stop),
-	}, nil
+	}
+	if opts.Grammar != nil {
+		g.gm = opts.Grammar.NewMatcher()
+		g.gv = GrammarVocab(m.Tokenizer)
+	}
+	return g, nil
 }
 
 // Step samples the next token from logits and returns it with the text
@@ -216,7 +237,15 @@ func (g *Generation) Step(logits []float32, room bool) (id int32, text string, d
 		norm = sample.LogNormalizer(logits)
 		g.top = sample.TopLogProbs(g.top[:0], logits, g.opts.TopLogProbs, norm)
 	}
-	id = g.smp.Sample(logits)
+	src := logits
+	if g.gm != nil {
+		var ok bool
+		if src, ok = g.constrain(logits); !ok {
+			g.err = fmt.Errorf("%w after %d generated tokens", ErrGrammarDeadEnd, len(g.Tokens))
+			return sample.NoToken, g.stop.flush(g.dec.Flush()), true
+		}
+	}
+	id = g.smp.Sample(src)
 	if g.opts.LogProbs && id >= 0 && int(id) < len(logits) {
 		g.chosen = float64(logits[id]) - norm
 	}
@@ -229,7 +258,7 @@ func (g *Generation) Step(logits []float32, room bool) (id int32, text string, d
 // logits vector, as it does for a generation that records
 // log-probabilities (GenerateOptions.LogProbs).
 func (g *Generation) CandidateCount() int {
-	if g.opts.LogProbs {
+	if g.opts.LogProbs || g.gm != nil {
 		return 0
 	}
 	return g.smp.CandidateCount()
@@ -243,6 +272,19 @@ func (g *Generation) StepCandidates(ids []int32, vals []float32, room bool) (id 
 	var norm float64
 	if g.opts.LogProbs {
 		norm, g.top = sample.CandidateLogProbs(g.top[:0], ids, vals, g.opts.TopLogProbs)
+	}
+	if g.gm != nil {
+		// Only reached when a caller ignores CandidateCount: keep the
+		// candidates the grammar allows.
+		g.mask = g.gm.Mask(g.gv, g.mask)
+		fv := make([]float32, len(vals))
+		for i, id := range ids {
+			fv[i] = vals[i]
+			if !grammar.Allowed(g.mask, id) && !(g.gm.Accepting() && g.tok.IsEOG(id)) {
+				fv[i] = float32(math.Inf(-1))
+			}
+		}
+		vals = fv
 	}
 	id = g.smp.SampleCandidates(ids, vals)
 	if g.opts.LogProbs {
@@ -273,9 +315,15 @@ func (g *Generation) accept(id int32, room bool) (int32, string, bool) {
 		return id, g.stop.flush(g.dec.Flush()), true
 	}
 	g.smp.Accept(id)
-	if g.tok.IsEOG(id) && !g.opts.IgnoreEOS {
+	if g.tok.IsEOG(id) && (!g.opts.IgnoreEOS || g.gm != nil && g.gm.Accepting()) {
 		g.Finish = FinishStop
 		return id, g.stop.flush(g.dec.Flush()), true
+	}
+	if g.gm != nil {
+		if err := g.gm.AcceptToken(g.gv, id); err != nil {
+			g.err = fmt.Errorf("%w: token %d after %d generated tokens: %v", ErrGrammarDeadEnd, id, len(g.Tokens), err)
+			return id, g.stop.flush(g.dec.Flush()), true
+		}
 	}
 	g.Tokens = append(g.Tokens, id)
 	g.appended = true
