@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/grammar"
 	"github.com/ollama/ollama/api"
 	"github.com/openai/openai-go/v3"
@@ -345,4 +346,36 @@ func TestGrammarCache(t *testing.T) {
 	g2, err := schemaGrammar("json_schema", json.RawMessage(" "+storySchema))
 	require.NoError(t, err)
 	assert.Same(t, g1, g2)
+}
+
+// BenchmarkConstrainedDecode compares decoding the bundled model on the
+// CPU backend without a constraint and under storySchema's grammar (from
+// the process-wide cache, so warm after the first document), per
+// generated token.
+func BenchmarkConstrainedDecode(b *testing.B) {
+	m, _ := loadModel(b, 1, 512)
+	defer m.Close()
+	prompt := m.Tokenizer.Encode("Once upon a time", true, false)
+	g, err := schemaGrammar("json_schema", json.RawMessage(storySchema))
+	require.NoError(b, err)
+	for _, bc := range []struct {
+		name string
+		g    *grammar.Grammar
+	}{{"none", nil}, {"json_schema", g}} {
+		b.Run(bc.name, func(b *testing.B) {
+			tokens := 0
+			for i := range b.N {
+				s, err := m.NewSession(0)
+				require.NoError(b, err)
+				p := model.Greedy()
+				p.Temperature, p.Seed = 1, uint64(i)
+				res, err := s.Generate(context.Background(), prompt,
+					model.GenerateOptions{MaxTokens: 64, IgnoreEOS: bc.g == nil, Sampling: p, Grammar: bc.g},
+					func(string) error { return nil })
+				require.NoError(b, err)
+				tokens += len(res.Tokens)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(max(tokens, 1)), "ns/token")
+		})
+	}
 }
