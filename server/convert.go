@@ -162,6 +162,9 @@ func goKind(te *json.UnmarshalTypeError) string {
 // FromCompletionRequest converts a /v1/completions request. The prompt is
 // tokenized as `m40llm generate` does (BOS added when the model asks for
 // it, control-token text parsed); seed is used when the request has none.
+// response_format, grammar or json_schema (at most one) set
+// GenerateOptions.Grammar; their errors are 400 *Errors naming the field
+// (see ConstraintFields).
 func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*GenerateRequest, error) {
 	if err := checkModel(req.Model, s); err != nil {
 		return nil, err
@@ -179,10 +182,15 @@ func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*Gen
 	if err := checkFields(req.completionExtras.rules()); err != nil {
 		return nil, err
 	}
+	g, err := req.constraint()
+	if err != nil {
+		return nil, err
+	}
 	gr, err := finishRequest(ids, "prompt", &req.SamplingFields, req.MaxTokens, "max_tokens", seed)
 	if err != nil {
 		return nil, err
 	}
+	gr.Options.Grammar = g
 	if n := req.Logprobs; n != nil {
 		if *n < 0 || *n > maxCompletionLogprobs {
 			return nil, badRequest("logprobs", CodeInvalidValue, "logprobs must be in [0, %d], got %d", maxCompletionLogprobs, *n)
@@ -201,7 +209,8 @@ const maxCompletionLogprobs = 5
 // rendered until ctx (the request's) is done, their contents tokenized
 // as plain text unless s.AllowSpecialInContent. A template that refuses
 // the messages or breaks a render limit is a 400 *Error naming
-// "messages"; a ctx done first gives an error matching ctx.Err().
+// "messages"; a ctx done first gives an error matching ctx.Err(). The
+// constraint fields are taken as FromCompletionRequest takes them.
 func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served, seed uint64) (*GenerateRequest, error) {
 	if err := checkModel(req.Model, s); err != nil {
 		return nil, err
@@ -210,6 +219,10 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 		return nil, badRequest("messages", CodeInvalidValue, "messages must hold at least one message")
 	}
 	if err := checkFields(req.chatExtras.rules()); err != nil {
+		return nil, err
+	}
+	g, err := req.constraint()
+	if err != nil {
 		return nil, err
 	}
 	var logprobs bool
@@ -258,6 +271,7 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 		return nil, err
 	}
 	gr.Options.LogProbs = logprobs
+	gr.Options.Grammar = g
 	if logprobs && req.TopLogprobs != nil {
 		gr.Options.TopLogProbs = *req.TopLogprobs
 	}

@@ -66,13 +66,10 @@ func isNull(raw json.RawMessage) bool {
 	return len(raw) == 0 || bytes.Equal(raw, []byte("null"))
 }
 
-// checkCommon refuses the fields of OllamaCommonFields that ask for what
-// the server does not do, and checks keep_alive. It returns keep_alive,
-// or -1 when absent.
+// check refuses the fields of OllamaCommonFields that ask for what the
+// server does not do, and checks keep_alive (format is checked by
+// ollamaConstraint). It returns keep_alive, or -1 when absent.
 func (c *OllamaCommonFields) check() (keepAlive time.Duration, err error) {
-	if f := bytes.TrimSpace(c.Format); !isNull(f) && !bytes.Equal(f, []byte(`""`)) {
-		return 0, unsupported("format", "format %s is not supported yet: the server has no constrained output (JSON mode or schemas)", f)
-	}
 	if len(c.Images) > 0 {
 		return 0, unsupported("images", "images are not supported: the server runs no vision models")
 	}
@@ -325,9 +322,12 @@ func stream(s *bool) bool { return s == nil || *s }
 // model's chat template, as /v1/chat/completions renders one user
 // message; with raw it is tokenized as /v1/completions does. context's
 // ids come first (then without another BOS). An empty prompt is a load
-// request. Fields the server cannot honour (suffix, template, format,
-// images, ...) and bad options are 400 *Errors, an unknown model 404; a
-// template that refuses the prompt fails as FromChatRequest does.
+// request. format "json" constrains the output to a JSON object, a
+// format that is a JSON schema to values the schema accepts (see
+// ollamaConstraint). Fields the server cannot honour (suffix, template,
+// images, ...), a format it cannot apply and bad options are 400 *Errors,
+// an unknown model 404; a template that refuses the prompt fails as
+// FromChatRequest does.
 func FromOllamaGenerate(ctx context.Context, req *OllamaGenerateRequest, s *Served, seed uint64) (*OllamaRequest, error) {
 	name, err := checkOllamaModel(req.Model, s)
 	if err != nil {
@@ -347,6 +347,9 @@ func FromOllamaGenerate(ctx context.Context, req *OllamaGenerateRequest, s *Serv
 	}
 	o, err := parseOllamaOptions(req.Options, seed, s.Model.CtxSize())
 	if err != nil {
+		return nil, err
+	}
+	if o.opts.Grammar, err = ollamaConstraint(req.Format); err != nil {
 		return nil, err
 	}
 	out := &OllamaRequest{Model: name}
@@ -410,6 +413,9 @@ func FromOllamaChat(ctx context.Context, req *OllamaChatRequest, s *Served, seed
 	}
 	o, err := parseOllamaOptions(req.Options, seed, s.Model.CtxSize())
 	if err != nil {
+		return nil, err
+	}
+	if o.opts.Grammar, err = ollamaConstraint(req.Format); err != nil {
 		return nil, err
 	}
 	out := &OllamaRequest{Model: name}

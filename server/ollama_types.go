@@ -7,7 +7,7 @@ import (
 
 // Wire types of the ollama API (github.com/ollama/ollama docs/api.md), as
 // its clients send and receive them. Fields that this server refuses
-// when set (images, tools, format, ...) are declared so that it can tell
+// when set (images, tools, ...) are declared so that it can tell
 // they were sent; fields it does not know at all are skipped, as ollama
 // skips them.
 
@@ -45,8 +45,8 @@ type OllamaChatRequest struct {
 // OllamaCommonFields are the fields that generate and chat requests
 // share.
 type OllamaCommonFields struct {
-	// Format asks for JSON output or output following a JSON schema;
-	// refused (constrained output does not exist yet).
+	// Format asks for JSON output: "json" for a JSON object, or a JSON
+	// schema object for a value the schema accepts ("" or null: none).
 	Format json.RawMessage `json:"format,omitempty"`
 	// KeepAlive is how long the model should stay loaded: a duration
 	// string ("5m") or a number of seconds; negative means forever.

@@ -23,7 +23,6 @@ type chatExtras struct {
 	Store                json.RawMessage `json:"store,omitempty"`
 	Metadata             json.RawMessage `json:"metadata,omitempty"`
 	ServiceTier          json.RawMessage `json:"service_tier,omitempty"`
-	ResponseFormat       json.RawMessage `json:"response_format,omitempty"`
 	Tools                json.RawMessage `json:"tools,omitempty"`
 	ToolChoice           json.RawMessage `json:"tool_choice,omitempty"`
 	ParallelToolCalls    json.RawMessage `json:"parallel_tool_calls,omitempty"`
@@ -92,7 +91,6 @@ func (x *chatExtras) rules() []fieldRule {
 		{"store", x.Store, oneOf(`false`), "this server does not store completions; store must be false", false},
 		{"metadata", x.Metadata, oneOf(`{}`), "metadata is kept with stored completions, which this server does not keep", false},
 		{"service_tier", x.ServiceTier, oneOf(`"auto"`, `"default"`), "this server has one service tier; service_tier must be auto or default", false},
-		{"response_format", x.ResponseFormat, oneOf(`{"type":"text"}`), "only response_format {\"type\":\"text\"} is supported; JSON mode and JSON schemas are not", false},
 		{"tools", x.Tools, oneOf(`[]`), noTools, false},
 		{"tool_choice", x.ToolChoice, oneOf(`"none"`, `"auto"`), noTools + "; tool_choice must be none or auto", false},
 		// Without tools (refused above) it selects nothing.

@@ -26,8 +26,6 @@ func TestUnsupportedParameters(t *testing.T) {
 		{"named tool_choice", "/v1/chat/completions", chatWith(`"tool_choice":{"type":"function","function":{"name":"f"}}`), "tool_choice", CodeUnsupported},
 		{"functions", "/v1/chat/completions", chatWith(`"functions":[{"name":"f"}]`), "functions", CodeUnsupported},
 		{"function_call named", "/v1/chat/completions", chatWith(`"function_call":{"name":"f"}`), "function_call", CodeUnsupported},
-		{"json_object", "/v1/chat/completions", chatWith(`"response_format":{"type":"json_object"}`), "response_format", CodeUnsupported},
-		{"json_schema", "/v1/chat/completions", chatWith(`"response_format":{"type":"json_schema","json_schema":{"name":"x"}}`), "response_format", CodeUnsupported},
 		{"audio", "/v1/chat/completions", chatWith(`"audio":{"voice":"alloy","format":"mp3"}`), "audio", CodeUnsupported},
 		{"audio modality", "/v1/chat/completions", chatWith(`"modalities":["text","audio"]`), "modalities", CodeUnsupported},
 		{"prediction", "/v1/chat/completions", chatWith(`"prediction":{"type":"content","content":"x"}`), "prediction", CodeUnsupported},
@@ -55,7 +53,8 @@ func TestUnsupportedParameters(t *testing.T) {
 		{"unknown field", "/v1/chat/completions", chatWith(`"temprature":0`), "temprature", CodeUnknownParameter},
 		{"unknown message field", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x","mood":"happy"}]}`, "mood", CodeUnknownParameter},
 		{"unknown stream option", "/v1/completions", cmplWith(`"stream_options":{"include_usage":true,"chunk":1}`), "chunk", CodeUnknownParameter},
-		{"grammar", "/v1/completions", cmplWith(`"grammar":"root ::= \"a\""`), "grammar", CodeUnknownParameter},
+		{"response_format type", "/v1/chat/completions", chatWith(`"response_format":{"type":"xml"}`), "response_format", CodeUnsupported},
+		{"llama.cpp n_probs", "/v1/completions", cmplWith(`"n_probs":2`), "n_probs", CodeUnknownParameter},
 		{"chat field on completions", "/v1/completions", cmplWith(`"tools":[]`), "tools", CodeUnknownParameter},
 	}
 	for _, tt := range refused {
@@ -98,16 +97,14 @@ func TestUnsupportedParameters(t *testing.T) {
 
 	t.Run("through the SDK", func(t *testing.T) {
 		_, err := ts.client().Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-			Model:    modelName,
-			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")},
-			ResponseFormat: openai.ChatCompletionNewParamsResponseFormatUnion{
-				OfJSONObject: &shared.ResponseFormatJSONObjectParam{},
-			},
+			Model:           modelName,
+			Messages:        []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")},
+			ReasoningEffort: shared.ReasoningEffortHigh,
 		})
 		var apiErr *openai.Error
 		require.ErrorAs(t, err, &apiErr)
 		assert.Equal(t, http.StatusBadRequest, apiErr.StatusCode)
-		assert.Equal(t, "response_format", apiErr.Param)
+		assert.Equal(t, "reasoning_effort", apiErr.Param)
 		assert.Equal(t, CodeUnsupported, apiErr.Code)
 
 		_, err = ts.client().Completions.New(context.Background(), openai.CompletionNewParams{

@@ -58,6 +58,7 @@ type CompletionRequest struct {
 	// Logprobs (0 to 5) most likely tokens at its position.
 	Logprobs *int `json:"logprobs,omitempty"`
 	SamplingFields
+	ConstraintFields
 	completionExtras
 }
 
@@ -75,6 +76,7 @@ type ChatCompletionRequest struct {
 	Logprobs    *bool `json:"logprobs,omitempty"`
 	TopLogprobs *int  `json:"top_logprobs,omitempty"`
 	SamplingFields
+	ConstraintFields
 	chatExtras
 }
 

@@ -51,6 +51,9 @@ const (
 	MaxRules = 1 << 16
 	// MaxElements bounds the symbols of a compiled grammar.
 	MaxElements = 1 << 20
+	// MaxNesting bounds how deep parenthesized groups nest in a grammar's
+	// source.
+	MaxNesting = 256
 	// MaxRepetition bounds m and n in x{m,n} (llama.cpp's limit).
 	MaxRepetition = 2000
 	// MaxDepth bounds the depth of one pushdown stack; a text that nests
@@ -98,6 +101,14 @@ func (g *Grammar) Source() string { return g.src }
 // Rules returns the number of rules, counting those that groups and
 // repetitions add.
 func (g *Grammar) Rules() int { return len(g.rules) }
+
+// CacheBytes returns the memory its state cache holds now, roughly
+// counted as MaxCacheBytes is (at most about MaxCacheBytes).
+func (g *Grammar) CacheBytes() int {
+	g.cache.mu.Lock()
+	defer g.cache.mu.Unlock()
+	return g.cache.bytes
+}
 
 type elemKind uint8
 

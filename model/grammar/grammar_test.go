@@ -150,6 +150,7 @@ func TestParseErrors(t *testing.T) {
 		{"left recursion through empty", "root ::= asdf\nasdf ::= \"a\" | foo \"b\"\nfoo ::= \"c\" | empty asdf \"d\" | \"e\"\nempty ::= \"blah\" | ", 2, 1, "left-recursive"},
 		{"reversed range", `root ::= [z-a]`, 1, 10, "reversed"},
 		{"invalid utf-8", "root ::= \"\xff\"", 1, 11, "invalid UTF-8"},
+		{"groups too deep", "root ::= " + strings.Repeat("(", MaxNesting+1) + `"a"` + strings.Repeat(")", MaxNesting+1), 1, 10 + MaxNesting, "nested more than"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,7 +13,8 @@ import (
 //
 // It fails with a *ParseError giving the line, column and byte offset of
 // the first problem: a syntax error, source longer than MaxGrammarBytes or
-// not UTF-8, a repetition count above MaxRepetition, more than MaxRules
+// not UTF-8, groups nested deeper than MaxNesting, a repetition count
+// above MaxRepetition, more than MaxRules
 // rules, a rule defined twice, a reference to an undefined rule, no root
 // rule, or a left-recursive rule (one that can reach itself before
 // matching any character).
@@ -60,6 +61,7 @@ type parser struct {
 	defAt   []int
 	sets    []charSet
 	nelems  int
+	nesting int // groups open at pos
 }
 
 // perr is the panic value that carries a *ParseError out of the recursion.
@@ -275,9 +277,14 @@ func (p *parser) sequence(name string, nested bool) []elem {
 			last = len(seq)
 			seq = append(seq, elem{kRef, id})
 		case c == '(':
+			if p.nesting >= MaxNesting {
+				p.fail(start, "groups nested more than %d deep", MaxNesting)
+			}
+			p.nesting++
 			p.pos++
 			p.space(true)
 			alts := p.alternates(name, true)
+			p.nesting--
 			if p.peek() != ')' {
 				p.fail(p.pos, "expecting ')' to close the group opened at offset %d", start)
 			}

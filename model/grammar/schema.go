@@ -27,6 +27,10 @@ func (e *SchemaError) Error() string {
 // MaxSchemaBytes bounds the schema text FromJSONSchema accepts.
 const MaxSchemaBytes = 1 << 20
 
+// MaxSchemaDepth bounds how deep schemas nest inside a schema (through
+// properties, items, anyOf, $ref, ...), counting the root as 1.
+const MaxSchemaDepth = 64
+
 // JSONObjectGrammar is the grammar of response_format json_object: one
 // JSON object (any keys and values), with the whitespace conventions of
 // the schema grammars.
@@ -59,8 +63,8 @@ space ::= | " " | "\n" [ \t]{0,20}
 // #/$defs or #/definitions, and the annotations title, description,
 // default, examples, $schema, $id, $comment. Anything else (pattern,
 // format, minimum, allOf, not, prefixItems, ...) fails with a *SchemaError
-// naming the keyword and its path; so does a malformed schema or one over
-// MaxSchemaBytes.
+// naming the keyword and its path; so does a malformed schema, one over
+// MaxSchemaBytes, or one whose schemas nest deeper than MaxSchemaDepth.
 func FromJSONSchema(schema []byte) (string, error) {
 	if len(schema) > MaxSchemaBytes {
 		return "", &SchemaError{Msg: fmt.Sprintf("schema is %d bytes, more than the limit of %d", len(schema), MaxSchemaBytes)}
@@ -116,6 +120,7 @@ type schemaConv struct {
 	rules map[string]string
 	refs  map[string]string // $ref → rule name
 	n     int
+	depth int // schemas being converted, outermost first
 }
 
 var annotations = map[string]bool{"title": true, "description": true, "default": true, "examples": true,
@@ -179,6 +184,11 @@ func count(v any, path, key string) (int, bool, error) {
 
 // value returns a GBNF expression for schema s at path.
 func (c *schemaConv) value(s any, path string) (string, error) {
+	if c.depth >= MaxSchemaDepth {
+		return "", c.errf(path, "schemas nested more than %d deep", MaxSchemaDepth)
+	}
+	c.depth++
+	defer func() { c.depth-- }()
 	switch s := s.(type) {
 	case bool:
 		if s {

@@ -134,6 +134,7 @@ func TestSchemaErrors(t *testing.T) {
 		{`{"type": "object", "properties": {}, "required": ["a"]}`, "/required", "not among the properties"},
 		{`{"type": `, "", "not valid JSON"},
 		{`false`, "", "admits no value"},
+		{strings.Repeat(`{"items":`, MaxSchemaDepth) + `{}` + strings.Repeat(`}`, MaxSchemaDepth), strings.Repeat("/items", MaxSchemaDepth), "nested more than"},
 	}
 	for _, tt := range tests {
 		_, err := FromJSONSchema([]byte(tt.schema))
