@@ -115,9 +115,12 @@ func apiError(err error) *Error {
 	var ae *Error
 	var me *http.MaxBytesError
 	var bte *bodyTimeoutError
+	var mme *ModelMemoryError
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.As(err, &mme):
+		return mme.apiError()
 	case errors.Is(err, ErrBusy):
 		return &Error{Status: http.StatusServiceUnavailable, Type: TypeUnavailable, Code: CodeServerBusy, RetryAfter: 1,
 			Message: "the server is busy: every slot is in use and the queue is full; retry later", Err: err}

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
@@ -55,63 +54,81 @@ func (s *Server) noRoute(w http.ResponseWriter, r *http.Request, mux *http.Serve
 		Message: fmt.Sprintf("method %s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, list)})
 }
 
-// handleHealth answers 200 while the server can generate, and 503 with the
-// reason while the model loads, after its backend has failed (the reason
-// is the failure) and while shutting down.
+// handleHealth answers 200 while the server can generate (with a models
+// directory: from the start, whatever is loaded), and 503 with the reason
+// while the model given to Start loads, after its backend has failed (the
+// reason is the failure) and while shutting down.
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	served, _, err := s.target()
+	s.mu.RLock()
+	stopping, served := s.stopping, s.served
+	s.mu.RUnlock()
 	switch {
-	case err == nil:
+	case stopping:
+		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "shutting down"})
+	case served != nil:
 		if ferr := served.Model.Err(); ferr != nil {
 			writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "error", Error: ferr.Error()})
 			return
 		}
 		writeJSON(w, http.StatusOK, HealthResponse{Status: "ok"})
-	case errors.Is(err, ErrNotReady):
+	case s.pool != nil:
+		writeJSON(w, http.StatusOK, HealthResponse{Status: "ok"})
+	default:
 		w.Header().Set("Retry-After", "1")
 		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "loading model"})
-	default:
-		writeJSON(w, http.StatusServiceUnavailable, HealthResponse{Status: "shutting down"})
 	}
 }
 
-func (s *Server) modelInfo(served *Served) ModelInfo {
-	return ModelInfo{ID: served.Name, Object: "model", Created: time.Now().Add(-served.Model.LoadTime).Unix(), OwnedBy: "m40llm"}
+func modelInfo(l listed) ModelInfo {
+	return ModelInfo{ID: l.name, Object: "model", Created: l.modified.Unix(), OwnedBy: "m40llm"}
 }
 
 func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
-	served, _, err := s.target()
+	list, err := s.listModels()
 	if err != nil {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, ModelList{Object: "list", Data: []ModelInfo{s.modelInfo(served)}})
+	out := ModelList{Object: "list", Data: []ModelInfo{}}
+	for _, l := range list {
+		out.Data = append(out.Data, modelInfo(l))
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
-	served, _, err := s.target()
+	list, err := s.listModels()
 	if err != nil {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	if err := checkModel(r.PathValue("id"), served); err != nil {
-		s.writeError(w, r, apiError(err))
+	id := r.PathValue("id")
+	for _, l := range list {
+		if l.name == id {
+			writeJSON(w, http.StatusOK, modelInfo(l))
+			return
+		}
+	}
+	if s.pool == nil && len(list) == 1 {
+		s.writeError(w, r, apiError(checkModel(id, list[0].served)))
 		return
 	}
-	writeJSON(w, http.StatusOK, s.modelInfo(served))
+	s.writeError(w, r, modelNotFound(id, false))
 }
 
 func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
-	served, sched, err := s.target()
-	if err != nil {
-		s.writeError(w, r, apiError(err))
-		return
-	}
 	var req CompletionRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		s.writeError(w, r, apiError(err))
 		return
 	}
+	u, err := s.pick(r.Context(), req.Model, false)
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	defer u.done(-1)
+	served, sched := u.served, u.sched
 	gr, err := FromCompletionRequest(&req, served, mrand.Uint64())
 	if err != nil {
 		s.writeError(w, r, apiError(err))
@@ -122,16 +139,18 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
-	served, sched, err := s.target()
-	if err != nil {
-		s.writeError(w, r, apiError(err))
-		return
-	}
 	var req ChatCompletionRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		s.writeError(w, r, apiError(err))
 		return
 	}
+	u, err := s.pick(r.Context(), req.Model, false)
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	defer u.done(-1)
+	served, sched := u.served, u.sched
 	gr, err := FromChatRequest(r.Context(), &req, served, mrand.Uint64())
 	if err != nil {
 		s.writeError(w, r, apiError(err))
@@ -268,16 +287,18 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *schedul
 }
 
 func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
-	served, _, err := s.target()
-	if err != nil {
-		s.writeError(w, r, apiError(err))
-		return
-	}
 	var req TokenizeRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		s.writeError(w, r, apiError(err))
 		return
 	}
+	u, err := s.pick(r.Context(), "", false)
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	defer u.done(-1)
+	served := u.served
 	parse := req.ParseSpecial == nil || *req.ParseSpecial
 	tok := served.Model.Tokenizer
 	ids := tok.Encode(req.Content, req.AddSpecial, parse)
@@ -301,16 +322,18 @@ func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleDetokenize(w http.ResponseWriter, r *http.Request) {
-	served, _, err := s.target()
-	if err != nil {
-		s.writeError(w, r, apiError(err))
-		return
-	}
 	var req DetokenizeRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		s.writeError(w, r, apiError(err))
 		return
 	}
+	u, err := s.pick(r.Context(), "", false)
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	defer u.done(-1)
+	served := u.served
 	tok := served.Model.Tokenizer
 	for i, id := range req.Tokens {
 		if id < 0 || int(id) >= tok.VocabSize() {

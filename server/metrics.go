@@ -1,6 +1,8 @@
 package server
 
 import (
+	"sync"
+
 	"github.com/m40llm/m40llm/model"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -18,6 +20,8 @@ type metrics struct {
 	tokenLatency    prometheus.Histogram
 	queueWait       prometheus.Histogram
 	batchTokens     prometheus.Histogram
+	loads, unloads  *prometheus.CounterVec
+	engines         *engineSet
 }
 
 func newMetrics() *metrics {
@@ -54,40 +58,107 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}),
 	}
+	m.loads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "m40llm_model_loads_total", Help: "Loads of a model of the models directory.",
+	}, []string{"model"})
+	m.unloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "m40llm_model_unloads_total", Help: "Unloads of a model of the models directory.",
+	}, []string{"model"})
+	m.engines = &engineSet{engines: map[*model.Engine]engineInfo{}, mems: map[model.MemoryReporter]struct{}{}}
+	reg.MustRegister(m.loads, m.unloads, m.engines, &memoryCollector{es: m.engines})
 	reg.MustRegister(m.requests, m.promptTokens, m.cachedTokens, m.generatedTokens, m.ttft, m.tokenLatency,
 		m.queueWait, m.batchTokens,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// addEngine exports the gauges of the engine that serves the requests:
-// requests running and waiting, and the KV cache positions in use out of
-// capacity.
-func (m *metrics) addEngine(e *model.Engine, capacity int) {
-	gauge := func(name, help string, f func(active, queued, cached int) float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(e.Stats()) })
+// engineSet is the engines serving requests (one per loaded model), as
+// the gauges of requests running and waiting and of the KV cache, summed
+// over the models and, with a model label, per model.
+type engineSet struct {
+	mu      sync.Mutex
+	engines map[*model.Engine]engineInfo
+	mems    map[model.MemoryReporter]struct{}
+}
+
+type engineInfo struct {
+	name     string // "" for the model given to Start
+	capacity int
+}
+
+var (
+	activeDesc   = prometheus.NewDesc("m40llm_requests_active", "Requests holding a slot.", nil, nil)
+	queuedDesc   = prometheus.NewDesc("m40llm_requests_queued", "Requests waiting for a slot.", nil, nil)
+	kvTokensDesc = prometheus.NewDesc("m40llm_kv_cache_tokens", "KV cache positions holding tokens (kept after a request for prefix reuse).", nil, nil)
+	kvRatioDesc  = prometheus.NewDesc("m40llm_kv_cache_usage_ratio", "Fraction of the KV cache positions holding tokens.", nil, nil)
+	modelActDesc = prometheus.NewDesc("m40llm_model_requests_active", "Requests holding a slot, by model of the models directory.", []string{"model"}, nil)
+	modelKVDesc  = prometheus.NewDesc("m40llm_model_kv_cache_tokens", "KV cache positions holding tokens, by model of the models directory.", []string{"model"}, nil)
+	loadedDesc   = prometheus.NewDesc("m40llm_models_loaded", "Models loaded from the models directory.", nil, nil)
+)
+
+// Describe sends nothing: the set is an unchecked collector, whose
+// metrics appear once an engine is added.
+func (es *engineSet) Describe(chan<- *prometheus.Desc) {}
+
+// Collect reads every engine's statistics.
+func (es *engineSet) Collect(ch chan<- prometheus.Metric) {
+	es.mu.Lock()
+	defer es.mu.Unlock()
+	if len(es.engines) == 0 {
+		return
 	}
-	m.reg.MustRegister(
-		gauge("m40llm_requests_active", "Requests holding a slot.",
-			func(a, _, _ int) float64 { return float64(a) }),
-		gauge("m40llm_requests_queued", "Requests waiting for a slot.",
-			func(_, q, _ int) float64 { return float64(q) }),
-		gauge("m40llm_kv_cache_tokens", "KV cache positions holding tokens (kept after a request for prefix reuse).",
-			func(_, _, c int) float64 { return float64(c) }),
-		gauge("m40llm_kv_cache_usage_ratio", "Fraction of the KV cache positions holding tokens.",
-			func(_, _, c int) float64 { return float64(c) / float64(capacity) }),
-	)
+	var active, queued, cached, capacity, dir int
+	for e, info := range es.engines {
+		a, q, c := e.Stats()
+		active, queued, cached, capacity = active+a, queued+q, cached+c, capacity+info.capacity
+		if info.name != "" {
+			dir++
+			ch <- prometheus.MustNewConstMetric(modelActDesc, prometheus.GaugeValue, float64(a), info.name)
+			ch <- prometheus.MustNewConstMetric(modelKVDesc, prometheus.GaugeValue, float64(c), info.name)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(activeDesc, prometheus.GaugeValue, float64(active))
+	ch <- prometheus.MustNewConstMetric(queuedDesc, prometheus.GaugeValue, float64(queued))
+	ch <- prometheus.MustNewConstMetric(kvTokensDesc, prometheus.GaugeValue, float64(cached))
+	ch <- prometheus.MustNewConstMetric(kvRatioDesc, prometheus.GaugeValue, float64(cached)/float64(max(capacity, 1)))
+	ch <- prometheus.MustNewConstMetric(loadedDesc, prometheus.GaugeValue, float64(dir))
+}
+
+// addEngine adds the engine of a model (name "" for the one given to
+// Start) with capacity KV cache positions.
+func (m *metrics) addEngine(e *model.Engine, name string, capacity int) {
+	m.engines.mu.Lock()
+	defer m.engines.mu.Unlock()
+	m.engines.engines[e] = engineInfo{name: name, capacity: capacity}
+}
+
+// modelLoaded counts a load of the models directory.
+func (m *metrics) modelLoaded(name string) { m.loads.WithLabelValues(name).Inc() }
+
+// modelUnloaded forgets the engine and memory of an unloaded model and
+// counts the unload.
+func (m *metrics) modelUnloaded(name string, s *scheduler) {
+	m.unloads.WithLabelValues(name).Inc()
+	m.engines.mu.Lock()
+	defer m.engines.mu.Unlock()
+	delete(m.engines.engines, s.eng)
+	if mr, ok := s.m.Backend().(model.MemoryReporter); ok {
+		delete(m.engines.mems, mr)
+	}
 }
 
 // addDeviceMemory exports the memory of a backend that reports it (the
-// CUDA backend).
+// CUDA backend), summed over the loaded models.
 func (m *metrics) addDeviceMemory(mr model.MemoryReporter) {
-	m.reg.MustRegister(&memoryCollector{mr: mr})
+	m.engines.mu.Lock()
+	defer m.engines.mu.Unlock()
+	m.engines.mems[mr] = struct{}{}
 }
 
-// memoryCollector reads model.MemoryUsage once per scrape.
+// memoryCollector reads model.MemoryUsage of every backend once per
+// scrape; it sends nothing while no backend reports memory.
 type memoryCollector struct {
-	mr model.MemoryReporter
+	es *engineSet
 }
 
 var (
@@ -99,16 +170,22 @@ var (
 		"Device memory the backend holds, by use.", []string{"kind"}, nil)
 )
 
-// Describe sends the descriptors of the memory metrics.
-func (c *memoryCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- gpuUsedDesc
-	ch <- gpuTotalDesc
-	ch <- backendMemDesc
-}
+// Describe sends nothing: the collector is unchecked.
+func (c *memoryCollector) Describe(chan<- *prometheus.Desc) {}
 
 // Collect reads the backend's memory usage.
 func (c *memoryCollector) Collect(ch chan<- prometheus.Metric) {
-	u := c.mr.MemoryUsage()
+	c.es.mu.Lock()
+	defer c.es.mu.Unlock()
+	if len(c.es.mems) == 0 {
+		return
+	}
+	var u model.MemoryUsage
+	for mr := range c.es.mems {
+		v := mr.MemoryUsage()
+		u.Weights, u.KV, u.Activations, u.Scratch = u.Weights+v.Weights, u.KV+v.KV, u.Activations+v.Activations, u.Scratch+v.Scratch
+		u.DeviceUsed, u.DeviceTotal = max(u.DeviceUsed, v.DeviceUsed), max(u.DeviceTotal, v.DeviceTotal)
+	}
 	ch <- prometheus.MustNewConstMetric(gpuUsedDesc, prometheus.GaugeValue, float64(u.DeviceUsed))
 	ch <- prometheus.MustNewConstMetric(gpuTotalDesc, prometheus.GaugeValue, float64(u.DeviceTotal))
 	for _, k := range []struct {

@@ -19,8 +19,8 @@ import (
 //
 //	HEAD /                the probe ollama's clients send first (200, no body)
 //	GET  /api/version     {"version": OllamaAPIVersion}
-//	GET  /api/tags        the served model
-//	GET  /api/ps          the served model, loaded
+//	GET  /api/tags        the served models (with a models directory, its files)
+//	GET  /api/ps          the loaded models, with when they unload
 //	POST /api/show        its details, metadata and template
 //	POST /api/generate    a prompt, raw or through the chat template
 //	POST /api/chat        messages through the chat template
@@ -119,41 +119,94 @@ func (s *Server) handleOllamaVersion(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleOllamaTags(w http.ResponseWriter, r *http.Request) {
-	served, _, err := s.target()
+	list, err := s.listModels()
 	if err != nil {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	f := s.ollamaFacts(served)
-	name := ollamaName(served.Name)
-	writeJSON(w, http.StatusOK, OllamaListResponse{Models: []OllamaListModel{{
-		Name: name, Model: name, ModifiedAt: f.modified, Size: f.size, Digest: f.Digest(), Details: f.details(),
-	}}})
+	out := OllamaListResponse{Models: []OllamaListModel{}}
+	for _, l := range list {
+		f := s.listedFacts(l)
+		name := ollamaName(l.name)
+		out.Models = append(out.Models, OllamaListModel{
+			Name: name, Model: name, ModifiedAt: f.modified, Size: f.size, Digest: f.Digest(), Details: f.details(),
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) handleOllamaPS(w http.ResponseWriter, r *http.Request) {
-	served, _, err := s.target()
+	list, err := s.listModels()
 	if err != nil {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	f := s.ollamaFacts(served)
-	name := ollamaName(served.Name)
-	rm := OllamaRunningModel{Name: name, Model: name, Size: f.size, Digest: f.Digest(), Details: f.details(),
-		ContextLength: served.Model.CtxSize()}
-	if mr, ok := served.Model.Backend().(model.MemoryReporter); ok {
-		rm.Size = mr.MemoryUsage().Total()
-		rm.SizeVRAM = rm.Size
+	out := OllamaPSResponse{Models: []OllamaRunningModel{}}
+	add := func(served *Served, f *modelFacts, expires time.Time) {
+		name := ollamaName(served.Name)
+		rm := OllamaRunningModel{Name: name, Model: name, Size: f.size, Digest: f.Digest(), Details: f.details(),
+			ContextLength: served.Model.CtxSize(), ExpiresAt: expires}
+		if mr, ok := served.Model.Backend().(model.MemoryReporter); ok {
+			rm.Size = mr.MemoryUsage().Total()
+			rm.SizeVRAM = rm.Size
+		}
+		out.Models = append(out.Models, rm)
 	}
-	writeJSON(w, http.StatusOK, OllamaPSResponse{Models: []OllamaRunningModel{rm}})
+	if len(list) > 0 && list[0].served != nil {
+		add(list[0].served, s.ollamaFacts(list[0].served), time.Time{})
+	}
+	if s.pool != nil {
+		for _, e := range s.pool.running() {
+			exp := s.pool.expiry(e)
+			if !exp.IsZero() {
+				exp = exp.UTC()
+			}
+			add(e.served, s.fileFacts(e.path), exp)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// keepAliveOf reads a request's keep_alive for the models directory: -1
+// when absent or malformed (the conversion reports a malformed one).
+func keepAliveOf(c *OllamaCommonFields) time.Duration {
+	d, err := parseKeepAlive(c.KeepAlive)
+	if err != nil || d < 0 {
+		return -1
+	}
+	return d
+}
+
+// ollamaUnload answers a request without prompt and with keep_alive 0
+// for a model of the models directory: it is unloaded (once idle), as
+// ollama's "stop" does, with done_reason "unload". It reports whether
+// it answered.
+func (s *Server) ollamaUnload(w http.ResponseWriter, r *http.Request, name string, empty bool, c *OllamaCommonFields, chat bool) bool {
+	if s.pool == nil || !empty || keepAliveOf(c) != 0 {
+		return false
+	}
+	s.mu.RLock()
+	served := s.served
+	s.mu.RUnlock()
+	if served != nil && (name == "" || sameModel(name, served.Name, true)) {
+		return false // Start's model stays: the conversion refuses
+	}
+	f, ok := s.pool.find(name, true)
+	if !ok {
+		s.writeError(w, r, modelNotFound(name, true))
+		return true
+	}
+	s.pool.unload(f.name)
+	if chat {
+		writeJSON(w, http.StatusOK, OllamaChatResponse{Model: name, CreatedAt: now(),
+			Message: OllamaMessage{Role: "assistant"}, Done: true, DoneReason: "unload"})
+	} else {
+		writeJSON(w, http.StatusOK, OllamaGenerateResponse{Model: name, CreatedAt: now(), Done: true, DoneReason: "unload"})
+	}
+	return true
 }
 
 func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
-	served, _, err := s.target()
-	if err != nil {
-		s.writeError(w, r, apiError(err))
-		return
-	}
 	var req OllamaShowRequest
 	if err := decodeOllama(r, &req); err != nil {
 		s.writeError(w, r, apiError(err))
@@ -163,26 +216,36 @@ func (s *Server) handleOllamaShow(w http.ResponseWriter, r *http.Request) {
 	if name == "" {
 		name = req.Name
 	}
-	if _, err := checkOllamaModel(name, served); err != nil {
-		s.writeError(w, r, apiError(err))
-		return
-	}
-	writeJSON(w, http.StatusOK, s.ollamaShow(served, req.Verbose))
-}
-
-func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	served, sched, err := s.target()
+	u, err := s.pick(r.Context(), name, true)
 	if err != nil {
 		s.writeError(w, r, apiError(err))
 		return
 	}
+	defer u.done(-1)
+	if _, err := checkOllamaModel(name, u.served); err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.ollamaShow(u.served, req.Verbose))
+}
+
+func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	var req OllamaGenerateRequest
 	if err := decodeOllama(r, &req); err != nil {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	or, err := FromOllamaGenerate(r.Context(), &req, served, mrand.Uint64())
+	if s.ollamaUnload(w, r, req.Model, req.Prompt == "", &req.OllamaCommonFields, false) {
+		return
+	}
+	u, err := s.pick(r.Context(), req.Model, true)
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	defer func() { u.done(keepAliveOf(&req.OllamaCommonFields)) }()
+	or, err := FromOllamaGenerate(r.Context(), &req, u.served, mrand.Uint64())
 	if err != nil {
 		s.writeError(w, r, apiError(err))
 		return
@@ -193,22 +256,26 @@ func (s *Server) handleOllamaGenerate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.prompt = or.Gen.Prompt
-	s.ollamaGenerate(w, r, sched, or.Gen, f, start)
+	s.ollamaGenerate(w, r, u.sched, or.Gen, f, start)
 }
 
 func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	served, sched, err := s.target()
-	if err != nil {
-		s.writeError(w, r, apiError(err))
-		return
-	}
 	var req OllamaChatRequest
 	if err := decodeOllama(r, &req); err != nil {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	or, err := FromOllamaChat(r.Context(), &req, served, mrand.Uint64())
+	if s.ollamaUnload(w, r, req.Model, len(req.Messages) == 0, &req.OllamaCommonFields, true) {
+		return
+	}
+	u, err := s.pick(r.Context(), req.Model, true)
+	if err != nil {
+		s.writeError(w, r, apiError(err))
+		return
+	}
+	defer func() { u.done(keepAliveOf(&req.OllamaCommonFields)) }()
+	or, err := FromOllamaChat(r.Context(), &req, u.served, mrand.Uint64())
 	if err != nil {
 		s.writeError(w, r, apiError(err))
 		return
@@ -218,7 +285,7 @@ func (s *Server) handleOllamaChat(w http.ResponseWriter, r *http.Request) {
 			Message: OllamaMessage{Role: "assistant"}, Done: true, DoneReason: "load"})
 		return
 	}
-	s.ollamaGenerate(w, r, sched, or.Gen, &ollamaChatFormat{model: or.Model}, start)
+	s.ollamaGenerate(w, r, u.sched, or.Gen, &ollamaChatFormat{model: or.Model}, start)
 }
 
 // decodeOllama is decodeLenient with the field names of errors as ollama's

@@ -21,6 +21,9 @@ import (
 type ollamaState struct {
 	once  sync.Once
 	facts *modelFacts
+
+	mu    sync.Mutex
+	files map[string]*modelFacts // the models directory's, by path
 }
 
 // modelFacts describe the served model as /api/tags, /api/ps and
@@ -42,6 +45,14 @@ type modelFacts struct {
 // the first call: the file's size, time and tensors at once (its header
 // only), its sha256 on a goroutine of its own (a read of the whole file).
 func (s *Server) ollamaFacts(served *Served) *modelFacts {
+	s.mu.RLock()
+	start := s.served
+	s.mu.RUnlock()
+	if served != start && s.pool != nil {
+		if path := s.pool.pathOf(served); path != "" {
+			return s.fileFacts(path)
+		}
+	}
 	s.ollama.once.Do(func() {
 		f := &modelFacts{arch: served.Model.Config.Arch, digestDone: make(chan struct{})}
 		s.ollama.facts = f
@@ -80,6 +91,60 @@ func (s *Server) ollamaFacts(served *Served) *modelFacts {
 		}()
 	})
 	return s.ollama.facts
+}
+
+// listedFacts returns the facts of a listed model: Start's as
+// ollamaFacts gives them, a directory file's from its header.
+func (s *Server) listedFacts(l listed) *modelFacts {
+	if l.served != nil {
+		return s.ollamaFacts(l.served)
+	}
+	return s.fileFacts(l.path)
+}
+
+// fileFacts returns the facts of a file of the models directory from its
+// header, kept while its size and time stay the same; the digest is
+// computed once per version on a goroutine of its own. A file that
+// cannot be read has facts with its size and time only (logged).
+func (s *Server) fileFacts(path string) *modelFacts {
+	st, err := os.Stat(path)
+	s.ollama.mu.Lock()
+	defer s.ollama.mu.Unlock()
+	if s.ollama.files == nil {
+		s.ollama.files = map[string]*modelFacts{}
+	}
+	if f := s.ollama.files[path]; f != nil && err == nil && f.size == st.Size() && f.modified.Equal(st.ModTime()) {
+		return f
+	}
+	f := &modelFacts{digestDone: make(chan struct{})}
+	if err != nil {
+		close(f.digestDone)
+		return f
+	}
+	f.size, f.modified = st.Size(), st.ModTime()
+	if gf, err := gguf.Open(path); err == nil {
+		f.arch, _ = gf.Metadata.String("general.architecture")
+		f.params = gf.ParameterCount()
+		if v, err := gf.Metadata.Uint32(gguf.KeyFileType); err == nil {
+			f.quant = ollamaQuantName(v)
+		} else {
+			f.quant = guessQuant(gf)
+		}
+		gf.Close()
+	} else {
+		s.log.Warn("model file facts", "path", path, "err", err)
+	}
+	s.ollama.files[path] = f
+	go func() {
+		defer close(f.digestDone)
+		d, err := fileSHA256(path)
+		if err != nil {
+			s.log.Warn("model file digest", "path", path, "err", err)
+			return
+		}
+		f.digest = d
+	}()
+	return f
 }
 
 // Digest returns the file's sha256 in hex once known (as ollama writes
@@ -184,7 +249,13 @@ func (s *Server) ollamaShow(served *Served, verbose bool) *OllamaShowResponse {
 		"repeat_penalty", p.RepeatPenalty, "repeat_last_n", p.RepeatLastN)
 	var mf strings.Builder
 	fmt.Fprintf(&mf, "# The model m40llm serves as %q; its chat template is Jinja (see template).\n", served.Name)
-	if path := s.opts.ModelPath; path != "" {
+	path := s.opts.ModelPath
+	if s.pool != nil {
+		if p := s.pool.pathOf(served); p != "" {
+			path = p
+		}
+	}
+	if path != "" {
 		if abs, err := filepath.Abs(path); err == nil {
 			path = abs
 		}

@@ -33,6 +33,7 @@ type schedulerOptions struct {
 	queue   int // requests that may wait for a slot
 	chunk   int // prompt tokens per step, over all slots in prefill
 	metrics *metrics
+	name    string // the model's name in the metrics; "" for Start's
 }
 
 // newScheduler starts an engine over every KV-cache slot of m.
@@ -51,7 +52,7 @@ func newScheduler(m *model.Model, opts schedulerOptions) (*scheduler, error) {
 	}
 	s.eng = model.NewEngine(m, eo)
 	if s.met != nil {
-		s.met.addEngine(s.eng, m.Slots()*m.CtxSize())
+		s.met.addEngine(s.eng, opts.name, m.Slots()*m.CtxSize())
 	}
 	return s, nil
 }

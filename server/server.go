@@ -101,6 +101,30 @@ type Options struct {
 	// Logger receives request errors and lifecycle events; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// ModelsDir, when set, is a directory whose *.gguf files are served
+	// too, each by its file name without ".gguf", loaded on first use
+	// through LoadModel (see models.go); the model given to Start, if
+	// any, is listed with them under Name. Empty: Start's model only.
+	ModelsDir string
+	// LoadModel loads a file of ModelsDir; the Server closes the model
+	// when it unloads it. Its errors fail the request that needed the
+	// model (one that matches model.ErrOutOfMemory first makes the idle
+	// models unload, one at a time, and is retried). Required with
+	// ModelsDir: without it every load fails.
+	LoadModel func(path string) (*model.Model, error)
+	// EstimateModel returns the bytes a file of ModelsDir will hold once
+	// loaded, counted against MemoryLimit; nil: the file's size.
+	EstimateModel func(path string) (int64, error)
+	// MaxModels bounds the models of ModelsDir loaded at once; 0 means
+	// DefaultMaxModels.
+	MaxModels int
+	// KeepAlive is how long a model of ModelsDir stays loaded after its
+	// last request (ollama's keep_alive of a request overrides it for
+	// that model); 0 means DefaultKeepAlive, negative for ever.
+	KeepAlive time.Duration
+	// MemoryLimit, when positive, bounds the sum of the estimated sizes
+	// (EstimateModel) of the models of ModelsDir loaded at once.
+	MemoryLimit int64
 	// AccessLog, when set, logs one Info record per request to Logger
 	// (message "request": method, route, path, status, prompt_tokens and
 	// completion_tokens for a generation that ended, duration_ms).
@@ -120,6 +144,7 @@ type Server struct {
 	served   *Served
 	sched    *scheduler
 	stopping bool
+	pool     *pool // the models directory; nil without one
 
 	ollama ollamaState // what the ollama routes learn about the model file
 }
@@ -153,6 +178,9 @@ func New(opts Options) *Server {
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if opts.ModelsDir != "" {
+		s.pool = newPool(s, &opts)
 	}
 	s.handler = s.routes()
 	return s
@@ -204,36 +232,48 @@ func (s *Server) HTTPServer() *http.Server {
 }
 
 // Start serves m from now on: one slot per m.Slots(). The Server does not
-// close m; stop the Server first.
+// close m; stop the Server first. It fails when called twice or after
+// Shutdown, or when m's sessions cannot be made.
 func (s *Server) Start(m *model.Model) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.served != nil || s.stopping {
 		return errors.New("server: Start called twice or after Shutdown")
 	}
-	sched, err := newScheduler(m, schedulerOptions{
-		queue: s.opts.Queue, chunk: min(s.opts.PrefillChunk, m.BatchSize()), metrics: s.metrics,
-	})
+	served, sched, err := s.newServed(m, "")
 	if err != nil {
 		return err
 	}
+	served.Name = s.opts.Name
+	s.served, s.sched = served, sched
+	return nil
+}
+
+// newServed starts a scheduler over m, served as name ("" for Start's
+// model, whose name is Options.Name).
+func (s *Server) newServed(m *model.Model, name string) (*Served, *scheduler, error) {
+	sched, err := newScheduler(m, schedulerOptions{
+		queue: s.opts.Queue, chunk: min(s.opts.PrefillChunk, m.BatchSize()), metrics: s.metrics, name: name,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
 	tmpl, terr := m.ChatTemplate()
-	s.served = &Served{Model: m, Name: s.opts.Name, Template: tmpl, TemplateErr: terr, AllowSpecialInContent: s.opts.AllowSpecialInContent}
+	served := &Served{Model: m, Name: name, Template: tmpl, TemplateErr: terr, AllowSpecialInContent: s.opts.AllowSpecialInContent}
 	if terr != nil {
-		s.log.Warn("no chat template; /v1/chat/completions will fail", "err", terr)
+		s.log.Warn("no chat template; /v1/chat/completions will fail", "model", name, "err", terr)
 	}
 	if mr, ok := m.Backend().(model.MemoryReporter); ok {
 		s.metrics.addDeviceMemory(mr)
 	}
-	s.sched = sched
-	return nil
+	return served, sched, nil
 }
 
 // Ready reports whether a model is being served.
 func (s *Server) Ready() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.served != nil && !s.stopping
+	return (s.served != nil || s.pool != nil) && !s.stopping
 }
 
 // target returns the served model and its scheduler, or ErrNotReady /
@@ -252,16 +292,23 @@ func (s *Server) target() (*Served, *scheduler, error) {
 
 // Shutdown refuses new requests and lets the ones in flight finish until
 // ctx is done; those still running then end with an error. It returns
-// once the model is no longer used (ctx's error if it had to cancel).
+// once the models are no longer used (ctx's error if it had to cancel);
+// the models of Options.ModelsDir are closed, Start's is not.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopping = true
 	sched := s.sched
 	s.mu.Unlock()
-	if sched == nil {
-		return nil
+	var err error
+	if s.pool != nil {
+		err = s.pool.shutdown(ctx)
 	}
-	return sched.drain(ctx)
+	if sched != nil {
+		if serr := sched.drain(ctx); err == nil {
+			err = serr
+		}
+	}
+	return err
 }
 
 // Close ends every request now and stops using the model.

@@ -170,6 +170,11 @@ func loadModel(c *cli.Context, slots int) (*model.Model, error) {
 	if c.String("model") == "" {
 		return nil, usageErrorf("no model: pass -m MODEL.gguf (or set M40LLM_MODEL)")
 	}
+	return loadModelFile(c, c.String("model"), slots)
+}
+
+// loadModelFile is loadModel for the model at path.
+func loadModelFile(c *cli.Context, path string, slots int) (*model.Model, error) {
 	if err := checkModelFlags(c, slots); err != nil {
 		return nil, err
 	}
@@ -178,7 +183,6 @@ func loadModel(c *cli.Context, slots int) (*model.Model, error) {
 		return nil, err
 	}
 	stderr := c.App.ErrWriter
-	path := c.String("model")
 	var prog *progress
 	m, err := model.Load(path, be, model.Options{
 		CtxSize:   c.Int("ctx-size"),

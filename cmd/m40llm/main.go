@@ -85,6 +85,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			runCommand(),
 			benchCommand(),
 			serveCommand(),
+			listCommand(),
 			synthCommand(),
 		},
 		// Errors are printed once, by main.

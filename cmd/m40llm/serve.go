@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/m40llm/m40llm/gguf"
+	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/server"
 	"github.com/urfave/cli/v2"
 )
@@ -39,6 +41,10 @@ func serveCommand() *cli.Command {
 		&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "on SIGINT/SIGTERM, running requests may finish within `D` before they are cancelled"},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "`FORMAT` of the log records on stderr, one line each: text (key=value) or json (one object per line)"},
 		&cli.BoolFlag{Name: "log-disable", Usage: "log nothing: no access log line per request, no request errors (the startup and shutdown lines remain)"},
+		&cli.StringFlag{Name: "models", Usage: "also serve every *.gguf file of `DIR`, named by its file name without .gguf, loaded on first use (with -m: that model is listed too and always loaded)", EnvVars: []string{"M40LLM_MODELS"}},
+		&cli.IntFlag{Name: "max-models", Usage: "at most `N` models of --models loaded at once; the least recently used idle one is unloaded for another (0: 1, or 2 with --backend cpu)"},
+		&cli.DurationFlag{Name: "keep-alive", Value: server.DefaultKeepAlive, Usage: "a model of --models stays loaded `D` after its last request (ollama's keep_alive overrides it; -1s: for ever)"},
+		&cli.Int64Flag{Name: "memory-limit", Usage: "the models of --models loaded at once take at most `BYTES` together, counting each as its file size plus its KV cache (0: no limit but the device's)"},
 		allowSpecialFlag(),
 	)
 	return &cli.Command{
@@ -52,8 +58,16 @@ func serveCommand() *cli.Command {
 			if c.Int("parallel") < 1 {
 				return usageErrorf("--parallel must be at least 1")
 			}
-			if c.String("model") == "" {
-				return usageErrorf("no model: pass -m MODEL.gguf (or set M40LLM_MODEL)")
+			if c.String("model") == "" && c.String("models") == "" {
+				return usageErrorf("no model: pass -m MODEL.gguf or --models DIR (or set M40LLM_MODEL or M40LLM_MODELS)")
+			}
+			if dir := c.String("models"); dir != "" {
+				if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+					return usageErrorf("--models %q: not a directory", dir)
+				}
+			}
+			if c.Int("max-models") < 0 || c.Int64("memory-limit") < 0 || c.Duration("keep-alive") == 0 {
+				return usageErrorf("--max-models and --memory-limit must not be negative, --keep-alive not 0")
 			}
 			for _, name := range []string{"body-timeout", "header-timeout", "idle-timeout"} {
 				if c.Duration(name) < 0 {
@@ -69,6 +83,45 @@ func serveCommand() *cli.Command {
 			return serve(c)
 		},
 	}
+}
+
+// defaultMaxModels is --max-models 0: one model on a GPU, whose memory
+// rarely holds two; two on the CPU, whose weights are mapped from the
+// files and shared with the page cache, so that two models can alternate
+// without a reload.
+func defaultMaxModels(backend string) int {
+	if backend == "cpu" {
+		return 2
+	}
+	return 1
+}
+
+// estimateModel is the size --memory-limit counts for the model at path:
+// the file (its weights) plus a float32 KV cache of slots sequences of
+// ctx positions (0: the training context, at most model.DefaultCtxSize),
+// from the metadata only. It fails when the file is not a model.
+func estimateModel(path string, ctx, slots int) (int64, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	cfg, err := model.ConfigFromGGUF(&f.Metadata)
+	if err != nil {
+		return 0, err
+	}
+	if ctx <= 0 {
+		ctx = min(cfg.ContextLength, model.DefaultCtxSize)
+		if ctx <= 0 {
+			ctx = model.DefaultCtxSize
+		}
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	kv := 4 * int64(cfg.Layers) * int64(max(slots, 1)) * int64(ctx) * int64(cfg.KVDim()+cfg.VDim())
+	return st.Size() + kv, nil
 }
 
 // noLimitIfZero maps a flag's 0 ("no limit") to server.Options' negative.
@@ -105,7 +158,18 @@ func serve(c *cli.Context) error {
 	if name == "" {
 		name = strings.TrimSuffix(filepath.Base(c.String("model")), ".gguf")
 	}
+	maxModels := c.Int("max-models")
+	if maxModels == 0 {
+		maxModels = defaultMaxModels(c.String("backend"))
+	}
+	slots := c.Int("parallel")
 	srv := server.New(server.Options{
+		ModelsDir:             c.String("models"),
+		LoadModel:             func(path string) (*model.Model, error) { return loadModelFile(c, path, slots) },
+		EstimateModel:         func(path string) (int64, error) { return estimateModel(path, c.Int("ctx-size"), slots) },
+		MaxModels:             maxModels,
+		KeepAlive:             c.Duration("keep-alive"),
+		MemoryLimit:           c.Int64("memory-limit"),
 		Name:                  name,
 		ModelPath:             c.String("model"),
 		APIKey:                c.String("api-key"),
@@ -130,19 +194,22 @@ func serve(c *cli.Context) error {
 	go func() { served <- hs.Serve(ln) }()
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	fmt.Fprintf(stderr, "m40llm: listening on http://%s (/health says 503 until the model is loaded)\n", ln.Addr())
-
-	m, err := loadModel(c, c.Int("parallel"))
-	if err != nil {
-		hs.Close()
-		return err
+	if c.String("model") == "" {
+		fmt.Fprintf(stderr, "m40llm: listening on http://%s, serving the models of %s (at most %d loaded)\n", ln.Addr(), c.String("models"), maxModels)
+	} else {
+		fmt.Fprintf(stderr, "m40llm: listening on http://%s (/health says 503 until the model is loaded)\n", ln.Addr())
+		m, err := loadModel(c, slots)
+		if err != nil {
+			hs.Close()
+			return err
+		}
+		defer m.Close()
+		if err := srv.Start(m); err != nil {
+			hs.Close()
+			return err
+		}
+		fmt.Fprintf(stderr, "m40llm: serving %q: %d slots x %d positions, batch %d\n", name, m.Slots(), m.CtxSize(), m.BatchSize())
 	}
-	defer m.Close()
-	if err := srv.Start(m); err != nil {
-		hs.Close()
-		return err
-	}
-	fmt.Fprintf(stderr, "m40llm: serving %q: %d slots x %d positions, batch %d\n", name, m.Slots(), m.CtxSize(), m.BatchSize())
 
 	select {
 	case err := <-served:
