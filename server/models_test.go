@@ -10,13 +10,16 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/m40llm/m40llm/gguf"
 	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
+	"github.com/m40llm/m40llm/model/synth"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -41,6 +44,43 @@ func (d *modelsDir) add(t *testing.T, name string, extra int) {
 	require.NoError(t, err)
 	data = append(data, make([]byte, extra)...)
 	require.NoError(t, os.WriteFile(filepath.Join(d.dir, name+".gguf"), data, 0o644))
+}
+
+// addOther writes name.gguf: a model of the bundled model's shape and
+// vocabulary with other (random) weights, so that a request served by
+// the wrong model gives another text.
+func (d *modelsDir) addOther(t *testing.T, name string) string {
+	t.Helper()
+	v, err := gguf.Open(fixture.BundledModel(t))
+	require.NoError(t, err)
+	defer v.Close()
+	p := synth.Preset{Name: "other", Arch: "llama", Dim: 64, Layers: 5, Heads: 8, KVHeads: 4, FFN: 172, Vocab: 512,
+		Ctx: 512, RopeBase: 10000, NormEps: 1e-5}
+	path := filepath.Join(d.dir, name+".gguf")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, synth.Write(f, p, synth.Options{Type: gguf.TypeF32, Vocab: &v.Metadata, Seed: 7, Workers: 1}))
+	require.NoError(t, f.Close())
+	return path
+}
+
+// greedyOn returns n greedy tokens' text after prompt on the model file
+// path, through a model.Session of its own.
+func greedyOn(t *testing.T, path, prompt string, n int) string {
+	t.Helper()
+	m, err := model.Load(path, cpu.New(cpu.Options{Threads: 1}), model.Options{Slots: 1, CtxSize: 256})
+	require.NoError(t, err)
+	defer m.Close()
+	s, err := m.NewSession(0)
+	require.NoError(t, err)
+	var out strings.Builder
+	_, err = s.Generate(context.Background(), m.Tokenizer.Encode(prompt, true, true),
+		model.GenerateOptions{MaxTokens: n, Sampling: model.Greedy()}, func(text string) error {
+			out.WriteString(text)
+			return nil
+		})
+	require.NoError(t, err)
+	return out.String()
 }
 
 func startModelsDir(t *testing.T, opts Options, names ...string) *modelsDir {
@@ -136,14 +176,18 @@ func TestModelsDirectory(t *testing.T) {
 	assert.Equal(t, []string{"alpha:latest", "beta:latest", "gamma:latest"}, ollamaNames)
 	assert.Equal(t, []string{}, d.running(t))
 
-	// What each prompt gives on a model of its own.
-	m, _ := loadModel(t, 1, 256)
+	// What each prompt gives on each model alone. beta has other weights
+	// than alpha and gamma (the bundled model), so a request answered by
+	// the wrong model, or with another model's KV cache, gives another text.
+	other := d.addOther(t, "beta")
 	prompts := []string{storyPrompt, "The little dog", "Lily and Tom went"}
 	want := make([]string, len(prompts))
+	wantBeta := make([]string, len(prompts))
 	for i, p := range prompts {
-		want[i], _ = sessionGreedy(t, m.Tokenizer.Encode(p, true, true), 24)
+		want[i] = greedyOn(t, fixture.BundledModel(t), p, 24)
+		wantBeta[i] = greedyOn(t, other, p, 24)
+		require.NotEqual(t, want[i], wantBeta[i], "the two models differ on prompt %d", i)
 	}
-	m.Close()
 
 	// Concurrent first requests for one model wait for one load; then
 	// interleaved requests for two models each give their own model's text.
@@ -152,10 +196,13 @@ func TestModelsDirectory(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			name := []string{"alpha", "beta"}[i%2]
+			name, w := "alpha", want
+			if i%2 == 1 {
+				name, w = "beta", wantBeta
+			}
 			code, text := d.complete(t, name, prompts[i%3], 24)
 			assert.Equal(t, http.StatusOK, code, text)
-			assert.Equal(t, want[i%3], text, "%s, prompt %d", name, i%3)
+			assert.Equal(t, w[i%3], text, "%s, prompt %d", name, i%3)
 		}()
 	}
 	wg.Wait()
