@@ -34,9 +34,17 @@ func (b *Batch) Len() int { return len(b.Tokens) }
 
 // KVConfig sizes a backend's KV cache: Slots sequences of up to Ctx positions,
 // for each of Layers layers a key row of KDim and a value row of VDim
-// elements per position. Layout: [layer][slot][pos][dim].
+// elements per position, stored as TypeK and TypeV (see CacheType for the
+// row layout). Layout: [layer][slot][pos][row].
 type KVConfig struct {
 	Layers, Slots, Ctx, KDim, VDim int
+	TypeK, TypeV                   CacheType
+}
+
+// Bytes returns the size of the cache: keys plus values, at their types.
+func (c KVConfig) Bytes() int64 {
+	per := int64(c.Layers) * int64(c.Slots) * int64(c.Ctx)
+	return per * (c.TypeK.RowBytes(c.KDim) + c.TypeV.RowBytes(c.VDim))
 }
 
 // RopeParams describes rotary position embedding for one model.
@@ -82,7 +90,8 @@ type Backend interface {
 	LoadWeight(ti *gguf.TensorInfo, data []byte) (Weight, error)
 	// NewBuf allocates an activation buffer.
 	NewBuf(rows, cols int) (Buf, error)
-	// InitKV allocates the KV cache.
+	// InitKV allocates the KV cache. A backend that is not a CacheTyper
+	// fails on types other than CacheF16.
 	InitKV(cfg KVConfig) error
 	// SetBatch makes b the batch the following ops act on.
 	SetBatch(b *Batch) error

@@ -34,7 +34,7 @@ func TestHFFixtureLogits(t *testing.T) {
 			var exp hfFixture
 			loadJSON(t, filepath.Join("testdata/hf", fx.name+".logits.json"), &exp)
 			require.NotEmpty(t, exp.Logits)
-			m := loadCPU(t, filepath.Join("testdata/hf", fx.name+".gguf"), model.Options{CtxSize: 32, Slots: 2})
+			m := loadCPU(t, filepath.Join("testdata/hf", fx.name+".gguf"), model.Options{CtxSize: 32, Slots: 2, CacheTypeK: model.CacheF32, CacheTypeV: model.CacheF32})
 
 			batch := promptLogits(t, m, exp.InputIDs)
 			for pos := range exp.Logits {

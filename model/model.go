@@ -21,6 +21,11 @@ type Options struct {
 	// longer prompts are processed in chunks. 0 means DefaultBatchSize; it
 	// must be at least Slots (Load fails with an *OptionError).
 	BatchSize int
+	// CacheTypeK and CacheTypeV are the types of the cached keys and
+	// values; the zero value is CacheF16. Load refuses, before it loads
+	// anything, a type the backend cannot run or whose blocks do not
+	// divide the model's head dimension (an *OptionError).
+	CacheTypeK, CacheTypeV CacheType
 	// Progress, when set, is called as tensors are loaded.
 	Progress func(done, total int64)
 }
@@ -60,6 +65,8 @@ type Model struct {
 	ctxSize   int
 	slots     int
 	batchSize int
+	typeK     CacheType
+	typeV     CacheType
 	sem       chan struct{}
 }
 
@@ -140,6 +147,13 @@ func newModel(f *gguf.File, be Backend, opts Options) (*Model, error) {
 		return nil, &OptionError{Option: "BatchSize", Msg: fmt.Sprintf("%d is smaller than the %d slots: a step holds the next token of every slot", m.batchSize, m.slots)}
 	}
 
+	m.typeK, m.typeV = opts.CacheTypeK, opts.CacheTypeV
+	if err := CheckCacheType(be, "CacheTypeK", m.typeK, cfg.HeadDim); err != nil {
+		return nil, err
+	}
+	if err := CheckCacheType(be, "CacheTypeV", m.typeV, cfg.ValueDim); err != nil {
+		return nil, err
+	}
 	kv := m.kvConfig()
 	if pl, ok := be.(Planner); ok {
 		plan := &Plan{Config: cfg, KV: kv, Bufs: activationShapes(cfg, m.batchSize)}
@@ -165,8 +179,11 @@ func newModel(f *gguf.File, be Backend, opts Options) (*Model, error) {
 // kvConfig is the KV cache the model's options ask for.
 func (m *Model) kvConfig() KVConfig {
 	c := m.Config
-	return KVConfig{Layers: c.Layers, Slots: m.slots, Ctx: m.ctxSize, KDim: c.KVDim(), VDim: c.VDim()}
+	return KVConfig{Layers: c.Layers, Slots: m.slots, Ctx: m.ctxSize, KDim: c.KVDim(), VDim: c.VDim(), TypeK: m.typeK, TypeV: m.typeV}
 }
+
+// KV returns the KV cache the model holds: its shape and types.
+func (m *Model) KV() KVConfig { return m.kvConfig() }
 
 // Backend returns the backend the model runs on.
 func (m *Model) Backend() Backend { return m.be }

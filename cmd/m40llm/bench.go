@@ -36,6 +36,10 @@ func benchCommand() *cli.Command {
 			f = &cli.StringFlag{Name: "batch-size", Aliases: []string{"b"}, Value: fmt.Sprint(model.DefaultBatchSize), Usage: "at most `N` tokens per forward pass; a comma list runs each"}
 		case "threads":
 			f = &cli.StringFlag{Name: "threads", Aliases: []string{"t"}, Value: "0", Usage: "`N` CPU threads (0: one per CPU); a comma list runs each"}
+		case "cache-type-k", "cache-type-v":
+			sf := *f.(*cli.StringFlag)
+			sf.Usage += "; a comma list runs each"
+			f = &sf
 		}
 		flags = append(flags, f)
 	}
@@ -85,16 +89,25 @@ func benchCommand() *cli.Command {
 					return err
 				}
 			}
+			typesK, typesV := strings.Split(c.String("cache-type-k"), ","), strings.Split(c.String("cache-type-v"), ",")
 			var results []benchResult
 			for _, batch := range batches {
 				for _, th := range threads {
-					if err := errors.Join(c.Set("batch-size", fmt.Sprint(batch)), c.Set("threads", fmt.Sprint(th))); err != nil {
-						return err
-					}
-					rs, err := benchModel(c, nps, ngs, reps, need)
-					results = append(results, rs...)
-					if err != nil {
-						return err
+					for _, tk := range typesK {
+						for _, tv := range typesV {
+							if err := errors.Join(c.Set("batch-size", fmt.Sprint(batch)), c.Set("threads", fmt.Sprint(th)),
+								c.Set("cache-type-k", tk), c.Set("cache-type-v", tv)); err != nil {
+								return err
+							}
+							if _, _, err := cacheTypes(c); err != nil {
+								return err
+							}
+							rs, err := benchModel(c, nps, ngs, reps, need)
+							results = append(results, rs...)
+							if err != nil {
+								return err
+							}
+						}
 					}
 				}
 			}
@@ -392,7 +405,7 @@ func (b *bencher) run(ctx context.Context, path string, np, ng, reps int) (bench
 	r := benchResult{
 		BuildCommit: buildCommit(), CPUInfo: cpuInfo(), Backends: b.m.Backend().Name(), ModelFile: filepath.Base(path),
 		ModelType: b.modelType, ModelParams: b.params,
-		ModelSize: b.m.Weights.Bytes, NBatch: b.m.BatchSize(), NUBatch: b.m.BatchSize(), TypeK: "f32", TypeV: "f32",
+		ModelSize: b.m.Weights.Bytes, NBatch: b.m.BatchSize(), NUBatch: b.m.BatchSize(), TypeK: b.m.KV().TypeK.String(), TypeV: b.m.KV().TypeV.String(),
 		NPrompt: np, NGen: ng, TestTime: time.Now().UTC().Format(time.RFC3339),
 		WeightBytes: b.m.Weights.Bytes,
 	}
@@ -405,7 +418,6 @@ func (b *bencher) run(ctx context.Context, path string, np, ng, reps int) (bench
 	if g, ok := b.m.Backend().(*cuda.Backend); ok {
 		r.GPUInfo = g.Describe()
 		r.NGPULayers = b.m.Config.Layers
-		r.TypeK, r.TypeV = "f16", "f16"
 		r.DecodeBytes = g.DecodeBytes(b.m.Weights)
 		r.PeakGBs = g.Device().Bandwidth() / 1e9
 	}

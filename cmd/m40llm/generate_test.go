@@ -280,3 +280,71 @@ func TestBenchLists(t *testing.T) {
 		assert.Equal(t, 2, code, "%v: %s", bad, errs)
 	}
 }
+
+// TestGenerateCacheTypes checks the default FP16 cache against llama.cpp's
+// greedy continuations (c392e509, FP16 KV cache; the last case is a
+// near-tie that an FP32 cache decides the other way), and -ctk f32 -ctv
+// f32 against llama2.c's outputs, which keep K and V in FP32.
+func TestGenerateCacheTypes(t *testing.T) {
+	data, err := os.ReadFile(fixture.Shared(t, "models/stories260K.llamacpp-greedy.json"))
+	require.NoError(t, err)
+	var lc struct {
+		Cases []struct {
+			Prompt       string `json:"prompt"`
+			Continuation string `json:"continuation"`
+		} `json:"cases"`
+	}
+	require.NoError(t, json.Unmarshal(data, &lc))
+	require.NotEmpty(t, lc.Cases)
+	for _, c := range lc.Cases {
+		t.Run("f16/"+c.Prompt, func(t *testing.T) {
+			out, errs, code := runCLI(t, "", "generate", "-m", fixture.BundledModel(t), "-p", c.Prompt, "-n", "48", "--temp", "0", "--backend", "cpu")
+			require.Equal(t, 0, code, errs)
+			assert.Equal(t, c.Continuation, out)
+		})
+	}
+
+	data, err = os.ReadFile(fixture.Shared(t, "models/stories260K.expected.json"))
+	require.NoError(t, err)
+	var exp struct {
+		GreedyWithPrompt []struct {
+			Prompt       string  `json:"prompt"`
+			GeneratedIDs []int32 `json:"generated_ids"`
+			Output       string  `json:"output_text_including_prompt"`
+		} `json:"greedy_with_prompt"`
+	}
+	require.NoError(t, json.Unmarshal(data, &exp))
+	for _, c := range exp.GreedyWithPrompt {
+		t.Run("f32/"+c.Prompt, func(t *testing.T) {
+			out, errs, code := runCLI(t, "", "generate", "-m", fixture.BundledModel(t), "-p", c.Prompt, "-n", itoa(len(c.GeneratedIDs)),
+				"--temp", "0", "--backend", "cpu", "-ctk", "f32", "--cache-type-v", "f32")
+			require.Equal(t, 0, code, errs)
+			assert.Equal(t, strings.TrimPrefix(c.Output, c.Prompt), out)
+		})
+	}
+}
+
+// TestCacheTypeErrors checks that cache types that cannot work are
+// refused before loading, in one line that lists the accepted values,
+// with exit status 2.
+func TestCacheTypeErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		msg  string
+	}{
+		{"not a type", []string{"-ctk", "q5_1"}, `--cache-type-k "q5_1": not a cache type (accepted values: f32, f16, q8_0, q4_0)`},
+		{"head dim 8", []string{"-ctv", "q8_0"}, "option CacheTypeV: q8_0: the model's head dimension 8 is not a multiple of the type's 32-element blocks (accepted values: f32, f16, q8_0, q4_0)"},
+		{"cuda q4_0", []string{"--backend", "cuda", "-ctk", "q4_0"}, "--cache-type-k q4_0: the cuda backend supports only f16 caches for now (accepted values: f32, f16, q8_0, q4_0, all on the cpu backend)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"generate", "-m", fixture.BundledModel(t), "-p", "x", "-n", "1", "--backend", "cpu"}, tt.args...)
+			out, errs, code := runCLI(t, "", args...)
+			assert.Equal(t, 2, code, errs)
+			assert.Empty(t, out)
+			assert.Contains(t, errs, tt.msg)
+			assert.Equal(t, 1, strings.Count(strings.TrimSpace(errs), "\n")+1, "one line: %q", errs)
+		})
+	}
+}

@@ -24,6 +24,8 @@ func modelFlags() []cli.Flag {
 		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "`N` CPU threads (0: one per CPU)"},
 		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "`NAME` of the backend: auto (CUDA when a usable GPU exists, else CPU), cpu or cuda"},
 		&cli.IntFlag{Name: "device", Value: -1, Usage: "CUDA device ordinal `N` (-1: the first M40-class device, compute 5.2 or 5.3, else device 0)"},
+		&cli.StringFlag{Name: "cache-type-k", Aliases: []string{"ctk"}, Value: "f16", Usage: "`TYPE` of the cached keys: " + model.CacheTypeNames() + " (CUDA: f16 only)"},
+		&cli.StringFlag{Name: "cache-type-v", Aliases: []string{"ctv"}, Value: "f16", Usage: "`TYPE` of the cached values: " + model.CacheTypeNames() + " (CUDA: f16 only)"},
 		&cli.BoolFlag{Name: "fp16-weights", Usage: "GPU: expand quantized weights to FP16 (2-7x the memory; faster with 8 or more parallel sequences today)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print load and memory details to stderr (chat and run: also the statistics of each reply)"},
 	}
@@ -161,7 +163,30 @@ func checkModelFlags(c *cli.Context, slots int) error {
 	case c.IsSet("batch-size") && batch > 0 && batch < slots:
 		return usageErrorf("--batch-size %d is smaller than --parallel %d: every step holds the next token of each slot", batch, slots)
 	}
-	return nil
+	_, _, err := cacheTypes(c)
+	return err
+}
+
+// cacheTypes parses --cache-type-k and --cache-type-v. It refuses, as a
+// usage error (exit 2) that lists the accepted values, a name that is not
+// a type and, with --backend cuda, a type other than f16, the only one the
+// CUDA backend runs today. Head dimensions are checked by model.Load,
+// before it loads anything.
+func cacheTypes(c *cli.Context) (k, v model.CacheType, err error) {
+	var ts [2]model.CacheType
+	for i, name := range []string{"cache-type-k", "cache-type-v"} {
+		val := c.String(name)
+		t, perr := model.ParseCacheType(val)
+		if perr != nil {
+			return 0, 0, usageErrorf("--%s %q: not a cache type (accepted values: %s)", name, val, model.CacheTypeNames())
+		}
+		if c.String("backend") == "cuda" && t != model.CacheF16 {
+			return 0, 0, usageErrorf("--%s %s: the cuda backend supports only f16 caches for now (accepted values: %s, all on the cpu backend)",
+				name, t, model.CacheTypeNames())
+		}
+		ts[i] = t
+	}
+	return ts[0], ts[1], nil
 }
 
 // loadModel loads the model the flags name, with slots KV-cache slots,
@@ -178,6 +203,10 @@ func loadModelFile(c *cli.Context, path string, slots int) (*model.Model, error)
 	if err := checkModelFlags(c, slots); err != nil {
 		return nil, err
 	}
+	typeK, typeV, err := cacheTypes(c)
+	if err != nil {
+		return nil, err
+	}
 	be, why, err := newBackend(c)
 	if err != nil {
 		return nil, err
@@ -185,9 +214,11 @@ func loadModelFile(c *cli.Context, path string, slots int) (*model.Model, error)
 	stderr := c.App.ErrWriter
 	var prog *progress
 	m, err := model.Load(path, be, model.Options{
-		CtxSize:   c.Int("ctx-size"),
-		Slots:     slots,
-		BatchSize: c.Int("batch-size"),
+		CtxSize:    c.Int("ctx-size"),
+		Slots:      slots,
+		BatchSize:  c.Int("batch-size"),
+		CacheTypeK: typeK,
+		CacheTypeV: typeV,
 		Progress: func(done, total int64) {
 			if prog == nil {
 				prog = newProgress(stderr, "loading "+filepath.Base(path), total)
@@ -236,14 +267,10 @@ func describeModel(w io.Writer, path string, m *model.Model) {
 	fmt.Fprintf(w, "m40llm: loaded %s in %v (%.2f GB/s): %s, %d layers, dim %d, %d/%d heads, ffn %d, vocab %d, %s of weights\n",
 		path, m.LoadTime.Round(time.Millisecond), float64(m.Weights.Bytes)/m.LoadTime.Seconds()/1e9, cfg.Arch, cfg.Layers,
 		cfg.Dim, cfg.Heads, cfg.KVHeads, cfg.FFNDim, cfg.VocabSize, humanBytes(m.Weights.Bytes))
-	kvBytes := int64(4) // the CPU cache is float32
 	mr, gpu := m.Backend().(model.MemoryReporter)
-	if gpu {
-		kvBytes = 2 // FP16 on the GPU
-	}
-	kv := int64(m.Slots()) * int64(m.CtxSize()) * int64(cfg.Layers) * int64(cfg.KVDim()+cfg.VDim()) * kvBytes
-	fmt.Fprintf(w, "m40llm: context %d positions x %d slots, KV cache %s, batch %d\n",
-		m.CtxSize(), m.Slots(), humanBytes(kv), m.BatchSize())
+	kv := m.KV()
+	fmt.Fprintf(w, "m40llm: context %d positions x %d slots, KV cache %s (keys %s, values %s), batch %d\n",
+		m.CtxSize(), m.Slots(), humanBytes(kv.Bytes()), kv.TypeK, kv.TypeV, m.BatchSize())
 	if gpu {
 		if b, ok := m.Backend().(*cuda.Backend); ok {
 			fmt.Fprintf(w, "m40llm: matrix products for prompts: %s\n", b.BLASStatus())

@@ -11,7 +11,8 @@ import (
 // enough to be what was meant: at most one edit (insertion, deletion,
 // substitution or swap of neighbours) per three letters of s, at least
 // one (none for a single letter: every other letter is one edit away), else a candidate that s starts (--temperature → --temp) or that
-// starts with s (--ctx → --ctx-size). Ties go to the earlier candidate.
+// starts with s (--ctx → --ctx-size; with three letters or more this wins over
+// an edit: --ctx is not --ctk). Ties go to the earlier candidate.
 func closest(s string, candidates []string) string {
 	s = strings.ToLower(s)
 	limit := max(1, len(s)/3)
@@ -27,6 +28,9 @@ func closest(s string, candidates []string) string {
 			if len(s) >= 2 && len(lc) >= 3 && (strings.HasPrefix(lc, s) || strings.HasPrefix(s, lc)) {
 				score = limit + 1
 			}
+		}
+		if len(s) >= 3 && strings.HasPrefix(lc, s) {
+			score = 0 // a flag s begins wins: --ctx is --ctx-size, not --ctk
 		}
 		if score < bestScore {
 			best, bestScore = c, score

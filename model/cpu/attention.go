@@ -4,10 +4,13 @@ import (
 	"github.com/m40llm/m40llm/model"
 )
 
-// Attention stores k and v rows into the cache, then computes causal
-// grouped-query attention for every (token, KV head) of the batch: the
-// Heads/KVHeads query heads that share a KV head are scored together, so
-// each cached key and value row is read once per group.
+// Attention stores k and v rows into the cache (converted to its types,
+// see kvHalf), then computes causal grouped-query attention for every
+// (token, KV head) of the batch: the Heads/KVHeads query heads that share
+// a KV head are scored together, so each cached key and value row is read
+// once per group. A cache of another type than f32 is dequantized, head
+// by head, into per-worker scratch before scoring, so the arithmetic is
+// FP32 for every type.
 func (b *Backend) Attention(dst, q, k, v model.Buf, layer, n int, p *model.AttnParams) {
 	d, qs, ks, vs := dst.(*buf), q.(*buf), k.(*buf), v.(*buf)
 	kv := b.kv
@@ -18,8 +21,8 @@ func (b *Backend) Attention(dst, q, k, v model.Buf, layer, n int, p *model.AttnP
 	base := func(seq int32) int { return (layer*kv.Slots + int(seq)) * kv.Ctx }
 	for i := range n {
 		at := base(b.batch.Slot[i]) + int(b.batch.Pos[i])
-		copy(b.kcache[at*kv.KDim:(at+1)*kv.KDim], ks.row(i))
-		copy(b.vcache[at*kv.VDim:(at+1)*kv.VDim], vs.row(i))
+		b.kcache.store(at, ks.row(i))
+		b.vcache.store(at, vs.row(i))
 	}
 
 	group := p.Heads / p.KVHeads
@@ -30,20 +33,32 @@ func (b *Backend) Attention(dst, q, k, v model.Buf, layer, n int, p *model.AttnP
 	total := n * p.KVHeads
 	work := maxPos * group * (p.HeadDim + p.ValueDim)
 	grain := max(1, (1<<15)/max(1, work))
-	b.prepareScratch(group * maxPos)
+	// Per chunk: group·maxPos scores, then room for the head's keys and
+	// values as float32 when the cache holds another type.
+	need := group * maxPos
+	kOff, vOff := need, need
+	if kv.TypeK != model.CacheF32 {
+		vOff += maxPos * p.HeadDim
+	}
+	if kv.TypeV != model.CacheF32 {
+		need = vOff + maxPos*p.ValueDim
+	} else {
+		need = vOff
+	}
+	b.prepareScratch(need)
 	b.pool.run(total, grain, func(chunk, lo, hi int) {
 		scratch := b.scratch[chunk]
 		for t := lo; t < hi; t++ {
 			i, kvh := t/p.KVHeads, t%p.KVHeads
 			start := base(b.batch.Slot[i])
 			npos := int(b.batch.Pos[i]) + 1
-			keys := b.kcache[start*kv.KDim : (start+npos)*kv.KDim]
-			vals := b.vcache[start*kv.VDim : (start+npos)*kv.VDim]
+			keys, kstride := b.kcache.rows(start, npos, kvh*p.HeadDim, p.HeadDim, scratch[kOff:vOff])
+			vals, vstride := b.vcache.rows(start, npos, kvh*p.ValueDim, p.ValueDim, scratch[vOff:need])
 			qrow, orow := qs.row(i), d.row(i)
 			for g := range group {
 				h := kvh*group + g
 				attendHead(orow[h*p.ValueDim:(h+1)*p.ValueDim], qrow[h*p.HeadDim:(h+1)*p.HeadDim],
-					keys, vals, kv.KDim, kv.VDim, kvh*p.HeadDim, kvh*p.ValueDim, npos, p.Scale, scratch[g*maxPos:(g+1)*maxPos])
+					keys, vals, kstride, vstride, 0, 0, npos, p.Scale, scratch[g*maxPos:(g+1)*maxPos])
 			}
 		}
 	})

@@ -39,8 +39,8 @@ type Backend struct {
 	threads       int
 	batch         model.Batch
 	kv            model.KVConfig
-	kcache        []float32 // [layer][slot][pos][KDim]
-	vcache        []float32 // [layer][slot][pos][VDim]
+	kcache        kvHalf // [layer][slot][pos] rows of KDim, as kv.TypeK
+	vcache        kvHalf // [layer][slot][pos] rows of VDim, as kv.TypeV
 	rope          ropeTable
 	scratch       [][]float32 // per worker, for dequantized rows and scores
 	qx            qrows       // activations quantized for the integer kernels
@@ -109,20 +109,45 @@ func (b *Backend) LoadWeight(ti *gguf.TensorInfo, data []byte) (model.Weight, er
 	return newWeight(ti, data)
 }
 
-// InitKV allocates the float32 KV cache.
+// InitKV allocates the KV cache, keys as cfg.TypeK and values as
+// cfg.TypeV (see kvHalf for the layout). It fails on an invalid shape, a
+// type that is not one, a row that is not a whole number of the type's
+// blocks, and a cache above 1 TiB.
 func (b *Backend) InitKV(cfg model.KVConfig) error {
 	per := int64(cfg.Layers) * int64(cfg.Slots) * int64(cfg.Ctx)
-	if per <= 0 || cfg.KDim <= 0 || cfg.VDim <= 0 {
+	if per <= 0 || cfg.KDim <= 0 || cfg.VDim <= 0 || !b.SupportsCacheType(cfg.TypeK) || !b.SupportsCacheType(cfg.TypeV) {
 		return fmt.Errorf("cpu: invalid KV cache config %+v", cfg)
 	}
 	if (per*int64(cfg.KDim+cfg.VDim))*4 > 1<<40 {
 		return fmt.Errorf("cpu: KV cache of %d positions is too large", per)
 	}
-	b.kv = cfg
-	b.kcache = make([]float32, per*int64(cfg.KDim))
-	b.vcache = make([]float32, per*int64(cfg.VDim))
+	k, err := newKVHalf(cfg.TypeK, per, cfg.KDim)
+	if err != nil {
+		return err
+	}
+	v, err := newKVHalf(cfg.TypeV, per, cfg.VDim)
+	if err != nil {
+		return err
+	}
+	b.kv, b.kcache, b.vcache = cfg, k, v
 	return nil
 }
+
+var _ model.CacheTyper = (*Backend)(nil)
+
+// SupportsCacheType reports true for every model.CacheType: f32, f16,
+// q8_0 and q4_0.
+func (b *Backend) SupportsCacheType(t model.CacheType) bool {
+	for _, u := range model.CacheTypes() {
+		if t == u {
+			return true
+		}
+	}
+	return false
+}
+
+// KVBytes is the memory the KV cache holds.
+func (b *Backend) KVBytes() int64 { return b.kcache.bytes() + b.vcache.bytes() }
 
 // SetBatch records the batch.
 func (b *Backend) SetBatch(batch *model.Batch) error {
@@ -144,7 +169,7 @@ func (b *Backend) Sync() error { return nil }
 // Close stops the worker goroutines.
 func (b *Backend) Close() error {
 	b.pool.close()
-	b.kcache, b.vcache = nil, nil
+	b.kcache, b.vcache = kvHalf{}, kvHalf{}
 	return nil
 }
 

@@ -21,7 +21,7 @@ const hostReserve = 256 << 20
 // available memory is unknown the plan is accepted.
 func (b *Backend) Plan(p *model.Plan) error {
 	kv := p.KV
-	kvBytes := 4 * int64(kv.Layers) * int64(kv.Slots) * int64(kv.Ctx) * int64(kv.KDim+kv.VDim)
+	kvBytes := kv.Bytes() // at the cache's types
 	var act int64
 	for _, s := range p.Bufs {
 		act += 4 * int64(s[0]) * int64(s[1])

@@ -41,6 +41,12 @@ func (b *Backend) NewBuf(rows, cols int) (model.Buf, error) {
 	return x, nil
 }
 
+var _ model.CacheTyper = (*Backend)(nil)
+
+// SupportsCacheType reports whether t is model.CacheF16, the only cache
+// type the CUDA kernels read today.
+func (b *Backend) SupportsCacheType(t model.CacheType) bool { return t == model.CacheF16 }
+
 // InitKV allocates the FP16 KV cache, [layer][slot][pos][KDim] for keys
 // and [layer][slot][pos][VDim] for values, zeroed, in place of any cache
 // allocated before. It first waits for the weight copies still in flight
@@ -48,8 +54,8 @@ func (b *Backend) NewBuf(rows, cols int) (model.Buf, error) {
 // the weights are loaded, before it allocates the activations. It fails on
 // an invalid config, with the backend's failure once it is unusable, and
 // with the driver's error (cudadrv.ErrOutOfMemory when the cache does not
-// fit); the backend keeps working after an allocation failure, without a
-// cache.
+// fit), and on a cache type other than f16; the backend keeps working
+// after an allocation failure, without a cache.
 func (b *Backend) InitKV(cfg model.KVConfig) error {
 	if b.err != nil {
 		return b.err
@@ -57,6 +63,9 @@ func (b *Backend) InitKV(cfg model.KVConfig) error {
 	per := int64(cfg.Layers) * int64(cfg.Slots) * int64(cfg.Ctx)
 	if per <= 0 || cfg.KDim <= 0 || cfg.VDim <= 0 || cfg.Ctx > math.MaxInt32 {
 		return fmt.Errorf("cuda: invalid KV cache config %+v", cfg)
+	}
+	if cfg.TypeK != model.CacheF16 || cfg.TypeV != model.CacheF16 {
+		return fmt.Errorf("cuda: KV cache of %s keys and %s values: the cuda backend supports f16 caches only", cfg.TypeK, cfg.TypeV)
 	}
 	return b.dev.do(func() error {
 		if err := b.dev.finishUploads(); err != nil {
