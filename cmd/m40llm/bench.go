@@ -46,6 +46,7 @@ func benchCommand() *cli.Command {
 	flags = append(flags,
 		&cli.StringFlag{Name: "n-prompt", Aliases: []string{"p"}, Value: "512", Usage: "prompt-processing tests of `N` tokens, a comma list (0: none)"},
 		&cli.StringFlag{Name: "n-gen", Aliases: []string{"n"}, Value: "128", Usage: "generation tests of `N` tokens, a comma list (0: none)"},
+		&cli.StringFlag{Name: "n-gpu-layers", Aliases: []string{"ngl"}, Usage: "`N` layers on the GPU, a comma list: 0 runs on the CPU backend, the layer count or more (llama-bench's 99) on CUDA; a split between the two is not supported yet (default: as --backend says)"},
 		&cli.IntFlag{Name: "repetitions", Aliases: []string{"r"}, Value: 5, Usage: "`N` runs per test"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "md", Usage: "`FORMAT`: md, csv, json or jsonl (llama-bench's fields plus m40llm's)"},
 		&cli.BoolFlag{Name: "json", Usage: "same as --output json"},
@@ -90,22 +91,33 @@ func benchCommand() *cli.Command {
 				}
 			}
 			typesK, typesV := strings.Split(c.String("cache-type-k"), ","), strings.Split(c.String("cache-type-v"), ",")
+			backends, err := nglBackends(c)
+			if err != nil {
+				return err
+			}
 			var results []benchResult
-			for _, batch := range batches {
-				for _, th := range threads {
-					for _, tk := range typesK {
-						for _, tv := range typesV {
-							if err := errors.Join(c.Set("batch-size", fmt.Sprint(batch)), c.Set("threads", fmt.Sprint(th)),
-								c.Set("cache-type-k", tk), c.Set("cache-type-v", tv)); err != nil {
-								return err
-							}
-							if _, _, err := cacheTypes(c); err != nil {
-								return err
-							}
-							rs, err := benchModel(c, nps, ngs, reps, need)
-							results = append(results, rs...)
-							if err != nil {
-								return err
+			for _, backend := range backends {
+				if backend != "" {
+					if err := c.Set("backend", backend); err != nil {
+						return err
+					}
+				}
+				for _, batch := range batches {
+					for _, th := range threads {
+						for _, tk := range typesK {
+							for _, tv := range typesV {
+								if err := errors.Join(c.Set("batch-size", fmt.Sprint(batch)), c.Set("threads", fmt.Sprint(th)),
+									c.Set("cache-type-k", tk), c.Set("cache-type-v", tv)); err != nil {
+									return err
+								}
+								if _, _, err := cacheTypes(c); err != nil {
+									return err
+								}
+								rs, err := benchModel(c, nps, ngs, reps, need)
+								results = append(results, rs...)
+								if err != nil {
+									return err
+								}
 							}
 						}
 					}
@@ -117,6 +129,42 @@ func benchCommand() *cli.Command {
 }
 
 func isZero(n int) bool { return n == 0 }
+
+// nglBackends turns --n-gpu-layers, a comma list as llama-bench takes it,
+// into the backend of each run: 0 is the CPU backend, the model's layer
+// count or more CUDA. Layers cannot be split between the two yet, so any
+// other count is a usage error naming the layer count. Without the flag
+// it returns one empty name: the --backend flag stands.
+func nglBackends(c *cli.Context) ([]string, error) {
+	if !c.IsSet("n-gpu-layers") {
+		return []string{""}, nil
+	}
+	ngls, err := intList(c.String("n-gpu-layers"))
+	if err != nil {
+		return nil, usageErrorf("--n-gpu-layers: %v", err)
+	}
+	layers := 0
+	if f, err := gguf.Open(c.String("model")); err == nil {
+		if cfg, err := model.ConfigFromGGUF(&f.Metadata); err == nil {
+			layers = cfg.Layers
+		}
+		f.Close()
+	}
+	var backends []string
+	for _, n := range ngls {
+		switch {
+		case n == 0:
+			backends = append(backends, "cpu")
+		case layers > 0 && n >= layers:
+			backends = append(backends, "cuda")
+		case layers > 0:
+			return nil, usageErrorf("--n-gpu-layers %d: the model has %d layers; only 0 (CPU) or %d and more (all on the GPU) run, a split is not supported yet", n, layers, layers)
+		default:
+			return nil, usageErrorf("--n-gpu-layers %d: the model's layer count could not be read", n)
+		}
+	}
+	return backends, nil
+}
 
 // intList parses a comma list of integers ≥ 0 ("512,1024").
 func intList(s string) ([]int, error) {
@@ -312,7 +360,7 @@ type benchResult struct {
 	BuildNumber int    `json:"build_number"` // llama.cpp's commit count; 0: not counted here
 	CPUInfo     string `json:"cpu_info"`
 	GPUInfo     string `json:"gpu_info"`
-	Backends    string `json:"backends"`
+	Backends    string `json:"backends"` // llama.cpp's backend names: CPU or CUDA
 	ModelFile   string `json:"model_filename"`
 	ModelType   string `json:"model_type"`
 	ModelSize   int64  `json:"model_size"`
@@ -321,12 +369,41 @@ type benchResult struct {
 	NUBatch     int    `json:"n_ubatch"` // one forward pass takes up to n_batch tokens
 	// NGPULayers is the layers on the GPU: all on the CUDA backend, none
 	// on the CPU.
-	NGPULayers   int       `json:"n_gpu_layers"`
-	NThreads     int       `json:"n_threads"`
-	TypeK        string    `json:"type_k"`
-	TypeV        string    `json:"type_v"`
-	NPrompt      int       `json:"n_prompt"`
-	NGen         int       `json:"n_gen"`
+	NGPULayers int `json:"n_gpu_layers"`
+	NThreads   int `json:"n_threads"`
+	// CPUMask, CPUStrict and Poll: the worker pool is not pinned to CPUs
+	// and its workers block rather than poll (llama.cpp's default is 50%
+	// polling).
+	CPUMask   string `json:"cpu_mask"`
+	CPUStrict bool   `json:"cpu_strict"`
+	Poll      int    `json:"poll"`
+	TypeK     string `json:"type_k"`
+	TypeV     string `json:"type_v"`
+	// NCPUMoE 0: no expert tensors are kept on the CPU (no MoE models).
+	NCPUMoE int `json:"n_cpu_moe"`
+	// SplitMode "none": one device holds the whole model; MainGPU its
+	// index on CUDA; Devices the device ("cpu", "cuda:0").
+	SplitMode   string `json:"split_mode"`
+	MainGPU     int    `json:"main_gpu"`
+	NoKVOffload bool   `json:"no_kv_offload"`
+	// FlashAttn 1: the CUDA attention kernels are fused (softmax and the
+	// weighted sum in one pass over the cache); 0 on the CPU backend.
+	FlashAttn    int    `json:"flash_attn"`
+	Devices      string `json:"devices"`
+	TensorSplit  string `json:"tensor_split"`
+	BuftOverride string `json:"tensor_buft_overrides"`
+	// LoadMode "mmap": tensors are read from the mapped file.
+	LoadMode    string `json:"load_mode"`
+	Embeddings  bool   `json:"embeddings"`
+	NoOpOffload int    `json:"no_op_offload"`
+	NoHost      bool   `json:"no_host"`
+	// FitTarget, FitMinCtx 0: no automatic fitting to memory.
+	FitTarget int `json:"fit_target"`
+	FitMinCtx int `json:"fit_min_ctx"`
+	NPrompt   int `json:"n_prompt"`
+	NGen      int `json:"n_gen"`
+	// NDepth 0: the tests start from an empty KV cache (no -d).
+	NDepth       int       `json:"n_depth"`
 	TestTime     string    `json:"test_time"`
 	AvgNS        int64     `json:"avg_ns"`
 	StddevNS     int64     `json:"stddev_ns"`
@@ -352,6 +429,9 @@ type benchResult struct {
 	// file's weight bytes over it.
 	LoadSeconds float64 `json:"load_seconds"`
 	LoadGBs     float64 `json:"load_gb_per_s"`
+	// Backend is m40llm's name of the device the test ran on ("cpu",
+	// "cuda:0").
+	Backend string `json:"backend"`
 }
 
 type bencher struct {
@@ -403,7 +483,9 @@ func (b *bencher) run(ctx context.Context, path string, np, ng, reps int) (bench
 	}
 	n := np + ng
 	r := benchResult{
-		BuildCommit: buildCommit(), CPUInfo: cpuInfo(), Backends: b.m.Backend().Name(), ModelFile: filepath.Base(path),
+		BuildCommit: buildCommit(), CPUInfo: cpuInfo(), Backends: "CPU", Backend: b.m.Backend().Name(), ModelFile: filepath.Base(path),
+		CPUMask: "0x0", SplitMode: "none", Devices: b.m.Backend().Name(), TensorSplit: "0.00", BuftOverride: "none",
+		LoadMode:  "mmap",
 		ModelType: b.modelType, ModelParams: b.params,
 		ModelSize: b.m.Weights.Bytes, NBatch: b.m.BatchSize(), NUBatch: b.m.BatchSize(), TypeK: b.m.KV().TypeK.String(), TypeV: b.m.KV().TypeV.String(),
 		NPrompt: np, NGen: ng, TestTime: time.Now().UTC().Format(time.RFC3339),
@@ -417,6 +499,11 @@ func (b *bencher) run(ctx context.Context, path string, np, ng, reps int) (bench
 	r.LoadGBs = float64(r.WeightBytes) / r.LoadSeconds / 1e9
 	if g, ok := b.m.Backend().(*cuda.Backend); ok {
 		r.GPUInfo = g.Describe()
+		r.Backends = "CUDA"
+		r.FlashAttn = 1
+		if n, err := strconv.Atoi(strings.TrimPrefix(r.Backend, "cuda:")); err == nil {
+			r.MainGPU = n
+		}
 		r.NGPULayers = b.m.Config.Layers
 		r.DecodeBytes = g.DecodeBytes(b.m.Weights)
 		r.PeakGBs = g.Device().Bandwidth() / 1e9
@@ -488,7 +575,7 @@ func writeBenchTable(w io.Writer, rs []benchResult) error {
 			mem = humanBytes(r.GPUMemory)
 		}
 		fmt.Fprintf(tw, "| %s\t| %s\t| %s\t| %d\t| %d\t| %s\t| %.2f ± %.2f\t| %s\t| %s\t| %s\t|\n",
-			strings.TrimSuffix(r.ModelFile, ".gguf"), humanBytes(r.ModelSize), r.Backends, r.NThreads, r.NBatch, test, r.AvgTS, r.StddevTS, gbs, frac, mem)
+			strings.TrimSuffix(r.ModelFile, ".gguf"), humanBytes(r.ModelSize), r.Backend, r.NThreads, r.NBatch, test, r.AvgTS, r.StddevTS, gbs, frac, mem)
 	}
 	if len(rs) > 0 {
 		r := rs[0]
