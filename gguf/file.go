@@ -219,6 +219,24 @@ func (f *File) ParameterCount() int64 {
 	return n
 }
 
+// MatrixType returns the type that holds the most elements of the
+// matrices (tensors of two or more dimensions): the file type llama.cpp's
+// loader guesses when general.file_type is absent. It returns TypeF32
+// for a file without matrices.
+func (f *File) MatrixType() Type {
+	elems := map[Type]int64{}
+	top := TypeF32
+	for i := range f.Tensors {
+		if ti := &f.Tensors[i]; len(ti.Dims) >= 2 {
+			elems[ti.Type] += ti.Elements()
+			if elems[ti.Type] > elems[top] {
+				top = ti.Type
+			}
+		}
+	}
+	return top
+}
+
 // Architecture returns general.architecture, or "" when absent.
 func (f *File) Architecture() string {
 	s, _ := f.Metadata.String("general.architecture")

@@ -74,7 +74,7 @@ func (s *Server) ollamaFacts(served *Served) *modelFacts {
 		if gf, err := gguf.Open(path); err == nil {
 			f.params = gf.ParameterCount()
 			if !hasFT {
-				f.quant = guessQuant(gf)
+				f.quant = gf.MatrixType().String()
 			}
 			gf.Close()
 		} else {
@@ -128,7 +128,7 @@ func (s *Server) fileFacts(path string) *modelFacts {
 		if v, err := gf.Metadata.Uint32(gguf.KeyFileType); err == nil {
 			f.quant = ollamaQuantName(v)
 		} else {
-			f.quant = guessQuant(gf)
+			f.quant = gf.MatrixType().String()
 		}
 		gf.Close()
 	} else {
@@ -207,22 +207,6 @@ func ollamaQuantName(ft uint32) string {
 		return s
 	}
 	return gguf.FileTypeName(ft)
-}
-
-// guessQuant names the type that holds most matrix elements, as
-// llama.cpp guesses a file type that the metadata does not give.
-func guessQuant(f *gguf.File) string {
-	elems := map[gguf.Type]int64{}
-	var top gguf.Type
-	for i := range f.Tensors {
-		if ti := &f.Tensors[i]; len(ti.Dims) >= 2 {
-			elems[ti.Type] += ti.Elements()
-			if elems[ti.Type] > elems[top] {
-				top = ti.Type
-			}
-		}
-	}
-	return top.String()
 }
 
 // ollamaShow builds the /api/show answer: the model's metadata as

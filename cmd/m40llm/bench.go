@@ -336,16 +336,7 @@ func fileTypeName(f *gguf.File) string {
 	if v, err := f.Metadata.Uint32(gguf.KeyFileType); err == nil {
 		return gguf.FileTypeName(v)
 	}
-	elems := map[gguf.Type]int64{}
-	var top gguf.Type
-	for i := range f.Tensors {
-		if ti := &f.Tensors[i]; len(ti.Dims) >= 2 {
-			elems[ti.Type] += ti.Elements()
-			if elems[ti.Type] > elems[top] {
-				top = ti.Type
-			}
-		}
-	}
+	top := f.MatrixType()
 	ft := top.String()
 	if top == gguf.TypeF32 {
 		ft = "all F32"
