@@ -24,8 +24,8 @@ func modelFlags() []cli.Flag {
 		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "`N` CPU threads (0: one per CPU)"},
 		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "`NAME` of the backend: auto (CUDA when a usable GPU exists, else CPU), cpu or cuda"},
 		&cli.IntFlag{Name: "device", Value: -1, Usage: "CUDA device ordinal `N` (-1: the first M40-class device, compute 5.2 or 5.3, else device 0)"},
-		&cli.StringFlag{Name: "cache-type-k", Aliases: []string{"ctk"}, Value: "f16", Usage: "`TYPE` of the cached keys: " + model.CacheTypeNames() + " (CUDA: f16 only)"},
-		&cli.StringFlag{Name: "cache-type-v", Aliases: []string{"ctv"}, Value: "f16", Usage: "`TYPE` of the cached values: " + model.CacheTypeNames() + " (CUDA: f16 only)"},
+		&cli.StringFlag{Name: "cache-type-k", Aliases: []string{"ctk"}, Value: "f16", Usage: "`TYPE` of the cached keys: " + model.CacheTypeNames()},
+		&cli.StringFlag{Name: "cache-type-v", Aliases: []string{"ctv"}, Value: "f16", Usage: "`TYPE` of the cached values: " + model.CacheTypeNames()},
 		&cli.BoolFlag{Name: "fp16-weights", Usage: "GPU: expand quantized weights to FP16 (2-7x the memory; faster with 8 or more parallel sequences today)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print load and memory details to stderr (chat and run: also the statistics of each reply)"},
 	}
@@ -169,9 +169,8 @@ func checkModelFlags(c *cli.Context, slots int) error {
 
 // cacheTypes parses --cache-type-k and --cache-type-v. It refuses, as a
 // usage error (exit 2) that lists the accepted values, a name that is not
-// a type and, with --backend cuda, a type other than f16, the only one the
-// CUDA backend runs today. Head dimensions are checked by model.Load,
-// before it loads anything.
+// a type; both backends run every type. Head dimensions are checked by
+// model.Load, before it loads anything.
 func cacheTypes(c *cli.Context) (k, v model.CacheType, err error) {
 	var ts [2]model.CacheType
 	for i, name := range []string{"cache-type-k", "cache-type-v"} {
@@ -179,10 +178,6 @@ func cacheTypes(c *cli.Context) (k, v model.CacheType, err error) {
 		t, perr := model.ParseCacheType(val)
 		if perr != nil {
 			return 0, 0, usageErrorf("--%s %q: not a cache type (accepted values: %s)", name, val, model.CacheTypeNames())
-		}
-		if c.String("backend") == "cuda" && t != model.CacheF16 {
-			return 0, 0, usageErrorf("--%s %s: the cuda backend supports only f16 caches for now (accepted values: %s, all on the cpu backend)",
-				name, t, model.CacheTypeNames())
 		}
 		ts[i] = t
 	}

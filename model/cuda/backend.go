@@ -13,7 +13,10 @@
 // whose rows are not whole blocks); norm weights, biases and RoPE factors
 // stay FP32. Activations and
 // all arithmetic are FP32 (the Tesla M40 has no fast FP16 arithmetic). The
-// KV cache is FP16, laid out [layer][slot][pos][dim]. Prompt processing
+// KV cache is laid out [layer][slot][pos][dim], FP16 by default; keys and
+// values may each be f32, f16, q8_0 or q4_0 (model.KVConfig), stored in
+// ggml's block layouts, quantized on the way in as the CPU backend does
+// and read with FP32 arithmetic (ptx.KVCache). Prompt processing
 // through cuBLAS rounds the activations fed to each product to FP16 as well
 // (see ptx.BLAS); decode uses the built-in matrix-vector kernels, which keep
 // them FP32.
@@ -106,8 +109,9 @@ type Backend struct {
 
 	mem memory
 
-	kv     model.KVConfig
-	kc, vc cudadrv.DevicePtr // [layer][slot][pos][KDim|VDim] FP16
+	kv       model.KVConfig
+	kvK, kvV ptx.CacheType     // kv.TypeK and kv.TypeV
+	kc, vc   cudadrv.DevicePtr // [layer][slot][pos] rows of KDim|VDim in kvK|kvV
 
 	// planBatch is the largest batch of the Plan (0 without one); shapes
 	// holds one weight of each (rows, cols) loaded, for warmUp.

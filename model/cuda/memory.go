@@ -151,8 +151,8 @@ func (b *Backend) need(p *model.Plan) *OutOfMemoryError {
 		}
 	}
 	kv := p.KV
-	per := 2 * int64(kv.Layers) * int64(kv.Slots) * int64(kv.Ctx)
-	e.KV = alignUp(per*int64(kv.KDim)) + alignUp(per*int64(kv.VDim))
+	kb, vb := kvBytes(kv)
+	e.KV = alignUp(kb) + alignUp(vb)
 	batch, maxK := 1, 1
 	for _, s := range p.Bufs {
 		e.Activations += alignUp(4 * int64(s[0]) * int64(s[1]))
@@ -174,7 +174,9 @@ func (b *Backend) need(p *model.Plan) *OutOfMemoryError {
 // activations (maxK the widest activation).
 func (b *Backend) scratchNeed(c *model.Config, kv model.KVConfig, batch, maxK int) int {
 	n := 16*batch + 8*batch*c.RopeDim/2 + 8*c.RopeDim/2
-	a := ptx.Attention{Cache: ptx.KVCache{Ctx: kv.Ctx, KCols: kv.KDim, VCols: kv.VDim},
+	kt, _ := deviceCacheType(kv.TypeK)
+	vt, _ := deviceCacheType(kv.TypeV)
+	a := ptx.Attention{Cache: ptx.KVCache{Ctx: kv.Ctx, KCols: kv.KDim, VCols: kv.VDim, KType: kt, VType: vt},
 		Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim, ValueDim: c.ValueDim}
 	rows := min(batch, GraphMaxRows)
 	if !a.PrefillSupported() {
