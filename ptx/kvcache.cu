@@ -79,12 +79,38 @@ rope_append_body(float *q, float *k, const float *__restrict__ v, uint8_t *__res
 #define DEC_WARPS 4
 #define DEC_KPW (DEC_SUB / DEC_WARPS)
 
+// warp_sum_half is one step of warp_sum16: v[t] and v[t+C] of lanes l and
+// l^O summed into v[t], the lanes with bit O set keeping the upper half.
+template <int C, int O> __device__ __forceinline__ void warp_sum_half(float (&v)[16], int lane)
+{
+    const bool up = (lane & O) != 0;
+#pragma unroll
+    for (int t = 0; t < C; t++) {
+        const float send = up ? v[t] : v[t + C];
+        const float keep = up ? v[t + C] : v[t];
+        v[t] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+    }
+}
+
+// warp_sum16 sums each of v[0..15] over the warp in 16 shuffles (not 80):
+// halving the values at every step. Afterwards lane l holds in v[0] the
+// sum of v[l >> 1].
+__device__ __forceinline__ void warp_sum16(float (&v)[16])
+{
+    const int lane = threadIdx.x % 32;
+    warp_sum_half<8, 16>(v, lane);
+    warp_sum_half<4, 8>(v, lane);
+    warp_sum_half<2, 4>(v, lane);
+    warp_sum_half<1, 2>(v, lane);
+    v[0] += __shfl_xor_sync(0xffffffffu, v[0], 1);
+}
+
 // attn_decode_K_V is attn_decode (attention.cu) over caches of any type,
 // with the same grid, split, merge and shared memory (hpb*(hd + DEC_SUB +
 // 5*vd + 3) floats), so the same DecodePlan serves both. Each warp owns
 // DEC_KPW keys of a step; lane l reads dims l, l+32, ... of each row (one
-// coalesced run of a block per load), keys 128 dims at a time: the score
-// of a key is a warp sum. Values up to 128 dims are read the same way
+// coalesced run of a block per load), keys 128 dims at a time: the scores
+// of the warp's keys are warp sums, reduced together (warp_sum16). Values up to 128 dims are read the same way
 // into registers, all of a warp's keys before any is used; wider ones by
 // one thread per output dim. Block: 128 threads.
 template <class KT, class VT>
@@ -154,18 +180,19 @@ attn_decode_body(float *__restrict__ part, float *__restrict__ dst, int *__restr
                     const int d = c0 + 32 * c + lane;
                     qv[c] = d < hd ? qs[g * hd + d] : 0.0f;
                 }
+                float s[DEC_KPW];
 #pragma unroll
                 for (int t = 0; t < DEC_KPW; t++) {
-                    float s = qv[0] * kr[t][0];
-                    s = fmaf(qv[1], kr[t][1], s);
-                    s = fmaf(qv[2], kr[t][2], s);
-                    s = fmaf(qv[3], kr[t][3], s);
-                    s = warp_sum(s);
-                    const int j = warp * DEC_KPW + t;
-                    if (lane == 0 && j < L) {
-                        float acc = c0 == 0 ? s : sc[g * DEC_SUB + j] + s;
-                        sc[g * DEC_SUB + j] = c0 + 128 >= hd ? acc * scale : acc;
-                    }
+                    s[t] = qv[0] * kr[t][0];
+                    s[t] = fmaf(qv[1], kr[t][1], s[t]);
+                    s[t] = fmaf(qv[2], kr[t][2], s[t]);
+                    s[t] = fmaf(qv[3], kr[t][3], s[t]);
+                }
+                warp_sum16(s);
+                const int j = warp * DEC_KPW + lane / 2;
+                if (lane % 2 == 0 && j < L) {
+                    const float acc = c0 == 0 ? s[0] : sc[g * DEC_SUB + j] + s[0];
+                    sc[g * DEC_SUB + j] = c0 + 128 >= hd ? acc * scale : acc;
                 }
             }
         }

@@ -57,7 +57,7 @@ var sourceHashes = map[string]string{
 	"attention.cu":   "3f2088e1c4ea052b4a8654ab61ab322cf4625ea0a18f870730a2fc03389a18b6",
 	"elementwise.cu": "fbcbd6a7d9eb69a1771ccdf9724937e212e11fbee3c6316b47d2c03bcfc07366",
 	"gemm.cu":        "0ce586643ac25887d8d7ae8ed56e6042ecedd102ae1bfae05efcd4e775953af3",
-	"kvcache.cu":     "7c08bc820ce9bb083e5543e1b6bfa93376589802227518417c249863c759a822",
+	"kvcache.cu":     "6fcdbb8913b74fd06d3a7d1b66849fd717608f4e37242fe183fa25c12b98e7df",
 	"kvcache.cuh":    "7dd7a9fd908c06a8cf563f8f7f8654370b97969fda89b632ab369ce7d24252f7",
 	"matvec.cu":      "159aacb4b79172598818870f771974af03fddd9c636373dd5203542dd9f60cfb",
 	"norm.cu":        "8fcffa377191939bb3a7a9f3e7728a2794b01b0b3f8c38e3a9484b857503db44",
