@@ -110,7 +110,14 @@ func NewSplit(stages []Stage, output int) (*Split, error) {
 	if output < 0 || output >= len(stages) {
 		return nil, fmt.Errorf("model: split output stage %d of %d stages", output, len(stages))
 	}
-	s := &Split{output: output, cur: -1, tied: true}
+	layers := make([]int, len(stages))
+	for i, st := range stages {
+		if st.Layers < 0 {
+			return nil, fmt.Errorf("model: split stage %d holds %d layers", i, st.Layers)
+		}
+		layers[i] = st.Layers
+	}
+	s := splitOf(layers, output)
 	for i, st := range stages {
 		if st.Backend == nil {
 			return nil, fmt.Errorf("model: split stage %d has no backend", i)
@@ -119,15 +126,22 @@ func NewSplit(stages []Stage, output int) (*Split, error) {
 		if !ok {
 			return nil, fmt.Errorf("model: split stage %d: the %s backend cannot take host data (no Write)", i, st.Backend.Name())
 		}
-		if st.Layers < 0 {
-			return nil, fmt.Errorf("model: split stage %d holds %d layers", i, st.Layers)
-		}
-		s.stages = append(s.stages, splitStage{be: st.Backend, w: w, first: len(s.owner), layers: st.Layers})
-		for range st.Layers {
+		s.stages[i].be, s.stages[i].w = st.Backend, w
+	}
+	return s, nil
+}
+
+// splitOf returns a Split of stages holding layers[i] each, without
+// backends: enough to route tensors and plans (Fit).
+func splitOf(layers []int, output int) *Split {
+	s := &Split{output: output, cur: -1, tied: true}
+	for i, n := range layers {
+		s.stages = append(s.stages, splitStage{first: len(s.owner), layers: n})
+		for range n {
 			s.owner = append(s.owner, i)
 		}
 	}
-	return s, nil
+	return s
 }
 
 // Stages returns the stages, in layer order.
@@ -143,30 +157,26 @@ func (s *Split) Stages() []Stage {
 func (s *Split) OutputStage() int { return s.output }
 
 // Placement describes, in one line, which stage holds which layers and the
-// classifier: "layers 0-9 on cpu, 10-21 and the output on cuda:0".
+// classifier: "layers 0-9 on cpu, layers 10-21 and the output on cuda:0".
 func (s *Split) Placement() string {
 	var parts []string
 	for i, st := range s.stages {
-		var p string
+		var what []string
 		switch st.layers {
 		case 0:
 		case 1:
-			p = strconv.Itoa(st.first)
+			what = append(what, fmt.Sprintf("layer %d", st.first))
 		default:
-			p = fmt.Sprintf("%d-%d", st.first, st.first+st.layers-1)
+			what = append(what, fmt.Sprintf("layers %d-%d", st.first, st.first+st.layers-1))
 		}
 		if i == s.output {
-			if p != "" {
-				p += " and "
-			}
-			p += "the output"
+			what = append(what, "the output")
 		}
-		if p == "" {
-			continue
+		if len(what) > 0 {
+			parts = append(parts, strings.Join(what, " and ")+" on "+st.be.Name())
 		}
-		parts = append(parts, p+" on "+st.be.Name())
 	}
-	return "layers " + strings.Join(parts, ", ")
+	return strings.Join(parts, ", ")
 }
 
 // Transfers returns how many buffer copies between stages the Split has
@@ -228,12 +238,6 @@ func (s *Split) Plan(p *Plan) error {
 	if err := s.checkLayers(p.Config.Layers); err != nil {
 		return err
 	}
-	s.tied = true
-	for _, ti := range p.Tensors {
-		if ti.Name == "output.weight" {
-			s.tied = false
-		}
-	}
 	for i, sub := range s.plans(p) {
 		if pl, ok := s.stages[i].be.(Planner); ok {
 			if err := pl.Plan(sub); err != nil {
@@ -244,8 +248,15 @@ func (s *Split) Plan(p *Plan) error {
 	return nil
 }
 
-// plans splits p into each stage's plan.
+// plans splits p into each stage's plan, and learns from p's tensors
+// whether the embeddings are tied.
 func (s *Split) plans(p *Plan) []*Plan {
+	s.tied = true
+	for _, ti := range p.Tensors {
+		if ti.Name == "output.weight" {
+			s.tied = false
+		}
+	}
 	subs := make([]*Plan, len(s.stages))
 	for i, st := range s.stages {
 		kv := p.KV

@@ -161,8 +161,8 @@ func TestSplitErrors(t *testing.T) {
 
 func TestSplitPlacement(t *testing.T) {
 	sp := splitCPU(t, []int{2, 3, 0}, 2)
-	assert.Equal(t, "layers 0-1 on cpu, 2-4 on cpu, the output on cpu", sp.Placement())
+	assert.Equal(t, "layers 0-1 on cpu, layers 2-4 on cpu, the output on cpu", sp.Placement())
 	assert.Equal(t, "cpu+cpu+cpu", sp.Name())
 	sp = splitCPU(t, []int{1, 4}, 0)
-	assert.Equal(t, "layers 0 and the output on cpu, 1-4 on cpu", sp.Placement())
+	assert.Equal(t, "layer 0 and the output on cpu, layers 1-4 on cpu", sp.Placement())
 }
