@@ -95,6 +95,9 @@ type Options struct {
 	FP16Weights bool
 	// NoFusion records every op as its own kernel (for tests).
 	NoFusion bool
+	// MemoryLimit, when above 0, bounds the device memory the backend
+	// plans to use (Plan, Budget) below the device's free memory.
+	MemoryLimit int64
 }
 
 // Backend is the CUDA implementation of model.Backend. It is used by one
@@ -129,6 +132,8 @@ var (
 	_ model.WeightCopier   = (*Backend)(nil)
 	_ model.Planner        = (*Backend)(nil)
 	_ model.MemoryReporter = (*Backend)(nil)
+	_ model.Sizer          = (*Backend)(nil)
+	_ model.BufWriter      = (*Backend)(nil)
 )
 
 // New initializes the driver, opens device opts.Device, loads the embedded
