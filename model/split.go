@@ -19,6 +19,23 @@ type BufWriter interface {
 	Write(dst Buf, src []float32) error
 }
 
+// WeightStreamer is implemented by backends that run a product with a
+// matrix held in host memory, copying its stored bytes for that product
+// only: a GPU running the prompt products of layers placed on the CPU, as
+// llama.cpp does. StreamMatMul is MatMul (no bias) with the matrix ti
+// whose bytes, as the file stores them, are data; it returns false,
+// having done nothing, when it cannot take the matrix (no room, a type it
+// does not run), and fails as Sync does.
+type WeightStreamer interface {
+	StreamMatMul(dst, x Buf, ti *gguf.TensorInfo, data []byte, n int) (bool, error)
+}
+
+// StreamMinRows is the smallest batch whose products with weights of a
+// stage that is not a WeightStreamer run on a streaming stage instead
+// (llama.cpp's threshold for running CPU-held weights on the GPU): large
+// enough that the product's arithmetic outweighs copying the matrix.
+const StreamMinRows = 32
+
 // Stage is one backend's share of a Split: Layers consecutive layers of
 // the model. The stages of a Split hold the layers in order: the first
 // stage layers 0..Layers-1, the next the following ones, and so on.
@@ -57,8 +74,10 @@ type Split struct {
 	host []float32 // staging for copies between stages
 	err  error     // the step's first copy failure
 
-	copies int   // rows-copies between stages, for Transfers
-	bytes  int64 // bytes moved between stages
+	copies   int   // rows-copies between stages, for Transfers
+	bytes    int64 // bytes moved between stages
+	streamed int   // products run by StreamMatMul
+	streamer int   // the stage that streams, -1 for none
 }
 
 type splitStage struct {
@@ -73,6 +92,11 @@ type splitWeight struct {
 	rows, cols int
 	home       int      // the first stage that holds it
 	on         []Weight // by stage; nil where not held
+	// ti and data are the tensor and its bytes when the home stage's
+	// copy aliases the file's mapping, which stays for the model's life:
+	// a streaming stage can then run its products.
+	ti   *gguf.TensorInfo
+	data []byte
 }
 
 func (w *splitWeight) Shape() (int, int) { return w.rows, w.cols }
@@ -127,6 +151,9 @@ func NewSplit(stages []Stage, output int) (*Split, error) {
 			return nil, fmt.Errorf("model: split stage %d: the %s backend cannot take host data (no Write)", i, st.Backend.Name())
 		}
 		s.stages[i].be, s.stages[i].w = st.Backend, w
+		if _, ok := st.Backend.(WeightStreamer); ok && s.streamer < 0 {
+			s.streamer = i
+		}
 	}
 	return s, nil
 }
@@ -134,7 +161,7 @@ func NewSplit(stages []Stage, output int) (*Split, error) {
 // splitOf returns a Split of stages holding layers[i] each, without
 // backends: enough to route tensors and plans (Fit).
 func splitOf(layers []int, output int) *Split {
-	s := &Split{output: output, cur: -1, tied: true}
+	s := &Split{output: output, cur: -1, tied: true, streamer: -1}
 	for i, n := range layers {
 		s.stages = append(s.stages, splitStage{first: len(s.owner), layers: n})
 		for range n {
@@ -182,6 +209,10 @@ func (s *Split) Placement() string {
 // Transfers returns how many buffer copies between stages the Split has
 // made and the bytes they moved.
 func (s *Split) Transfers() (copies int, bytes int64) { return s.copies, s.bytes }
+
+// Streamed returns how many products a streaming stage has run with
+// weights of another stage (see WeightStreamer).
+func (s *Split) Streamed() int { return s.streamed }
 
 // Name joins the stages' names with "+": "cpu+cuda:0".
 func (s *Split) Name() string {
@@ -284,6 +315,9 @@ func (s *Split) LoadWeight(ti *gguf.TensorInfo, data []byte) (Weight, error) {
 			return nil, err
 		}
 		w.on[h] = sw
+	}
+	if wc, ok := s.stages[w.home].be.(WeightCopier); (!ok || !wc.CopiesWeights()) && !s.CopiesWeights() {
+		w.ti, w.data = ti, data
 	}
 	return w, nil
 }
@@ -460,9 +494,26 @@ func (s *Split) HeadRMSNorm(x Buf, w Weight, n, headDim int, eps float32) {
 	s.stages[st].be.HeadRMSNorm(s.wrote(st, x), ww, n, headDim, eps)
 }
 
-// MatMul runs on the stage that holds w.
+// MatMul runs on the stage that holds w, or, for a batch of StreamMinRows
+// or more, on the streaming stage when w's stage is not one and the
+// streaming stage takes it.
 func (s *Split) MatMul(dst, x Buf, w Weight, bias Weight, n int) {
 	st, ww := s.weight(w)
+	if g := s.streamer; n >= StreamMinRows && bias == nil && g >= 0 && st != g && w.(*splitWeight).data != nil {
+		if _, streams := s.stages[st].be.(WeightStreamer); !streams {
+			sw := w.(*splitWeight)
+			xs := s.need(g, x, n)
+			ok, err := s.stages[g].be.(WeightStreamer).StreamMatMul(dst.(*splitBuf).on[g], xs, sw.ti, sw.data, n)
+			if err != nil && s.err == nil {
+				s.err = fmt.Errorf("model: %s streaming %s: %w", s.stages[g].be.Name(), sw.ti.Name, err)
+			}
+			if ok || err != nil {
+				s.wrote(g, dst)
+				s.streamed++
+				return
+			}
+		}
+	}
 	xs := s.need(st, x, n)
 	s.stages[st].be.MatMul(s.wrote(st, dst), xs, ww, s.on(bias, st), n)
 }

@@ -166,3 +166,66 @@ func TestSplitPlacement(t *testing.T) {
 	sp = splitCPU(t, []int{1, 4}, 0)
 	assert.Equal(t, "layer 0 and the output on cpu, layers 1-4 on cpu", sp.Placement())
 }
+
+// streamingCPU is a CPU backend that streams: it runs a product with a
+// weight of another stage by loading that weight for the one product, so
+// that a split of CPU backends takes the streaming path with the same
+// arithmetic as the weight's own stage.
+type streamingCPU struct {
+	*cpu.Backend
+	products int
+}
+
+func (b *streamingCPU) StreamMatMul(dst, x model.Buf, ti *gguf.TensorInfo, data []byte, n int) (bool, error) {
+	w, err := b.LoadWeight(ti, data)
+	if err != nil {
+		return false, err
+	}
+	b.MatMul(dst, x, w, nil, n)
+	b.products++
+	return true, nil
+}
+
+// TestSplitStreamsPromptProducts: with a streaming stage, the products of
+// a prompt of StreamMinRows tokens or more whose weights live on another
+// stage run there (each layer's seven matrices), decode steps do not
+// stream, and the logits are those of one backend.
+func TestSplitStreamsPromptProducts(t *testing.T) {
+	path := fixture.BundledModel(t)
+	opts := model.Options{CtxSize: 96, CacheTypeK: model.CacheF32, CacheTypeV: model.CacheF32}
+	one, err := model.Load(path, cpu.New(cpu.Options{Threads: 1}), opts)
+	require.NoError(t, err)
+	defer one.Close()
+	prompt := make([]int32, model.StreamMinRows+8)
+	for i := range prompt {
+		prompt[i] = int32(1 + (i*37)%500)
+	}
+	want := generateLogits(t, one, prompt, 8)
+
+	g := &streamingCPU{Backend: cpu.New(cpu.Options{Threads: 1})}
+	sp, err := model.NewSplit([]model.Stage{{Backend: cpu.New(cpu.Options{Threads: 1}), Layers: 2}, {Backend: g, Layers: 3}}, 1)
+	require.NoError(t, err)
+	m, err := model.Load(path, sp, opts)
+	require.NoError(t, err)
+	defer m.Close()
+	got := generateLogits(t, m, prompt, 8)
+	for i := range want {
+		require.Equal(t, want[i], got[i], "step %d", i)
+	}
+	assert.Equal(t, 2*7, sp.Streamed(), "the prompt's products of layers 0-1")
+	assert.Equal(t, 2*7, g.products)
+
+	// A prompt one token short of the threshold does not stream.
+	s, err := m.NewSession(0)
+	require.NoError(t, err)
+	short := make([]int32, model.StreamMinRows-1)
+	for i := range short {
+		short[i] = int32(2 + (i*41)%500)
+	}
+	copies, _ := sp.Transfers()
+	_, err = s.Eval(context.Background(), short)
+	require.NoError(t, err)
+	after, _ := sp.Transfers()
+	assert.Greater(t, after, copies, "the short prompt ran")
+	assert.Equal(t, 2*7, sp.Streamed())
+}

@@ -121,8 +121,9 @@ type Backend struct {
 	planBatch int
 	shapes    map[[2]int]cudadrv.DevicePtr
 
-	st    step
-	fault bool // InjectFault: the next step launches a faulting kernel
+	st     step
+	stream streamed // the buffer of StreamMatMul
+	fault  bool     // InjectFault: the next step launches a faulting kernel
 
 	err error // the failure that made the backend unusable; sticky
 }

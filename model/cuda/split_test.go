@@ -44,7 +44,7 @@ func runPlacement(t *testing.T, path string, be model.Backend) placementRun {
 	require.NoError(t, err)
 	defer m.Close()
 	var r placementRun
-	ids := promptIDs(m, 12)
+	ids := promptIDs(m, 40) // with the second sequence, a batch that streams (model.StreamMinRows)
 	// Two sequences in one batch: continuous batching across the split.
 	n := len(ids)
 	b := &model.Batch{Tokens: append(append([]int32{}, ids...), ids[:n/2]...), Pos: make([]int32, n+n/2), Slot: make([]int32, n+n/2)}
@@ -67,7 +67,10 @@ func runPlacement(t *testing.T, path string, be model.Backend) placementRun {
 	require.NoError(t, err)
 	r.tokens = res.Tokens
 	if sp, ok := be.(*model.Split); ok {
-		t.Logf("%s: %s", sp.Name(), sp.Placement())
+		t.Logf("%s: %s; %d products streamed", sp.Name(), sp.Placement(), sp.Streamed())
+		if sp.Stages()[0].Layers > 0 && sp.Stages()[0].Backend.Name() == "cpu" && len(sp.Stages()) > 1 {
+			assert.Positive(t, sp.Streamed(), "the prompt's products of the CPU layers ran on the GPU")
+		}
 	}
 	return r
 }
