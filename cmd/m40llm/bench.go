@@ -490,7 +490,7 @@ func (b *bencher) run(ctx context.Context, path string, np, ng, reps int) (bench
 			r.MainGPU = n
 		}
 		r.NGPULayers = gpuLayers
-		if gpuLayers > b.m.Config.Layers {
+		if _, alone := b.m.Backend().(*cuda.Backend); alone {
 			// Everything on the one GPU: its bytes and bandwidth.
 			r.DecodeBytes = g.DecodeBytes(b.m.Weights)
 			r.PeakGBs = g.Device().Bandwidth() / 1e9
