@@ -54,6 +54,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -136,8 +139,8 @@ type Template struct {
 }
 
 // Name says where the template came from: "tokenizer.chat_template" for a
-// model's own template, the built-in's name (see Builtin), or "custom" for
-// Parse.
+// model's own template, the built-in's name (see Builtin), "custom" for
+// Parse, or the file's base name for ParseFile.
 func (t *Template) Name() string { return t.name }
 
 // Source returns the Jinja source the template was compiled from.
@@ -186,6 +189,23 @@ func (e *TemplateError) Unwrap() error { return e.Err }
 // be delimited and the constructs this package refuses, a *LimitError for
 // a source over MaxSourceBytes or nesting deeper than MaxNesting.
 func Parse(src string) (*Template, error) { return parse("custom", src) }
+
+// ParseFile compiles the chat template in the file at path, named by the
+// file's base name. It fails as Parse does, with an *Error wrapping a
+// *LimitError for a file over MaxSourceBytes, or with the error of
+// reading the file.
+func ParseFile(path string) (*Template, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSourceBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	return parse(filepath.Base(path), string(b))
+}
 
 func parse(name, src string) (_ *Template, err error) {
 	defer recoverEngine(name, "parse", &err)

@@ -97,9 +97,9 @@ const (
 
 // ParseToolCalls reads the tool calls of a model's reply text written in
 // format f. It returns the calls (their Arguments compact JSON objects,
-// IDs empty) and the content: the text before the first call with white
-// space trimmed (for Hermes also any text after the calls), "" when there
-// is none. A text without calls yields ErrNoToolCall; a call that starts
+// IDs empty but Mistral's) and the content: the text before the first
+// call without the white space at its end ("" for Llama 3); text after
+// the calls is dropped. A text without calls yields ErrNoToolCall; a call that starts
 // but cannot be read yields a *ToolCallError (ErrMalformedToolCall); an
 // unsupported format yields ErrNoToolCall.
 func ParseToolCalls(f ToolFormat, text string) ([]ToolCall, string, error) {
@@ -119,16 +119,13 @@ func parseHermes(text string) ([]ToolCall, string, error) {
 	if first < 0 {
 		return nil, "", ErrNoToolCall
 	}
-	content := []string{text[:first]}
 	var calls []ToolCall
 	pos := first
-	for pos < len(text) {
+	for {
 		i := strings.Index(text[pos:], hermesOpen)
 		if i < 0 {
-			content = append(content, text[pos:])
-			break
+			break // text after the calls is not content
 		}
-		content = append(content, text[pos:pos+i])
 		start := pos + i
 		body := text[start+len(hermesOpen):]
 		end := strings.Index(body, hermesClose)
@@ -144,20 +141,12 @@ func parseHermes(text string) ([]ToolCall, string, error) {
 		calls = append(calls, call)
 		pos = next
 	}
-	return calls, joinContent(content), nil
+	return calls, contentBefore(text[:first]), nil
 }
 
-// joinContent joins the texts around calls: each trimmed, the non-empty
-// ones separated by a newline.
-func joinContent(parts []string) string {
-	var out []string
-	for _, p := range parts {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return strings.Join(out, "\n")
-}
+// contentBefore is the content of a reply whose calls start after text:
+// text without the white space at its end.
+func contentBefore(text string) string { return strings.TrimRightFunc(text, unicode.IsSpace) }
 
 func parseMistral(text string) ([]ToolCall, string, error) {
 	i := strings.Index(text, mistralTag)
@@ -188,7 +177,7 @@ func parseMistral(text string) ([]ToolCall, string, error) {
 		}
 		calls = append(calls, call)
 	}
-	return calls, strings.TrimSpace(text[:i]), nil
+	return calls, contentBefore(text[:i]), nil
 }
 
 func parseLlama3(text string) ([]ToolCall, string, error) {
@@ -300,8 +289,9 @@ func callObject(f ToolFormat, off int, raw []byte, argsKeys ...string) (ToolCall
 // being generated, that is not part of a tool call in format f, whatever
 // text follows: a streamed reply can send that much as content and must
 // hold the rest back until the reply ends or grows. For Hermes and
-// Mistral that is the text before the call marker, less a tail that could
-// start the marker; for Llama 3 a reply that starts (after white space)
+// Mistral that is the text before the call marker without the white space
+// at its end (which the content of a reply with calls drops), less a tail
+// that could start the marker; for Llama 3 a reply that starts (after white space)
 // with "{" or <|python_tag|> may be a call, so nothing of it is sent, and
 // one that starts otherwise is all content.
 func (f ToolFormat) Undecided(text string) int {
@@ -320,15 +310,18 @@ func (f ToolFormat) Undecided(text string) int {
 	default:
 		return len(text)
 	}
+	n := len(text)
 	if i := strings.Index(text, marker); i >= 0 {
-		return i
-	}
-	for k := min(len(marker)-1, len(text)); k > 0; k-- {
-		if strings.HasSuffix(text, marker[:k]) {
-			return len(text) - k
+		n = i
+	} else {
+		for k := min(len(marker)-1, len(text)); k > 0; k-- {
+			if strings.HasSuffix(text, marker[:k]) {
+				n = len(text) - k
+				break
+			}
 		}
 	}
-	return len(text)
+	return len(contentBefore(text[:n]))
 }
 
 // GrammarTool is one function a constrained reply may call: its name and
