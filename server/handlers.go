@@ -248,7 +248,7 @@ func (f *chatFormat) end(finish model.FinishReason) []any {
 	}
 	var out []any
 	all := f.text.String()
-	calls, content, ok := f.tools.replyCalls(all)
+	calls, content, ok := f.tools.replyCalls(all, finish)
 	if !ok {
 		content = all
 	}
@@ -277,7 +277,7 @@ func (f *chatFormat) whole(text string, r *model.Result) any {
 		c.Choices[0].Logprobs = ToChatLogprobs(f.tok, r.LogProbs)
 	}
 	if f.reading() {
-		if calls, content, ok := f.tools.replyCalls(text); ok {
+		if calls, content, ok := f.tools.replyCalls(text, r.Finish); ok {
 			withToolCalls(&c.Choices[0], content, calls)
 		}
 	}

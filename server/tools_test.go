@@ -269,10 +269,19 @@ func TestChatFormatToolDeltas(t *testing.T) {
 	whole := one.whole(reply, &model.Result{Finish: model.FinishStop}).(*ChatCompletionResponse).Choices[0]
 	require.Len(t, whole.Message.ToolCalls, 1)
 	assert.Equal(t, "get_weather", whole.Message.ToolCalls[0].Function.Name)
-	// A reply cut short keeps finish_reason length.
+	// A reply cut short keeps finish_reason length, and the calls before
+	// the call it cut.
 	cut := one.whole(reply, &model.Result{Finish: model.FinishLength}).(*ChatCompletionResponse).Choices[0]
 	assert.Equal(t, "length", cut.FinishReason)
 	assert.Len(t, cut.Message.ToolCalls, 1)
+	all := &chatFormat{id: "x", model: modelName, tools: &toolUse{format: chat.ToolsHermes, parse: true, parallel: true}}
+	half := reply + "\n<tool_call>\n{\"name\": \"get_wea"
+	cut = all.whole(half, &model.Result{Finish: model.FinishLength}).(*ChatCompletionResponse).Choices[0]
+	assert.Equal(t, "length", cut.FinishReason)
+	assert.Len(t, cut.Message.ToolCalls, 2)
+	stopped := all.whole(half, &model.Result{Finish: model.FinishStop}).(*ChatCompletionResponse).Choices[0]
+	assert.Empty(t, stopped.Message.ToolCalls, "a reply that ended in a malformed call is content")
+	assert.Equal(t, half, *stopped.Message.Content)
 }
 
 // Without tools, or with tool_choice none, a tool-less template serves

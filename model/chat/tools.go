@@ -23,7 +23,9 @@ const (
 	// optional text.
 	ToolsHermes
 	// ToolsMistral is Mistral's: [TOOL_CALLS] then a JSON list of
-	// {"name": ..., "arguments": {...}}, after optional text.
+	// {"name": ..., "arguments": {...}}, after optional text; as the
+	// marker is a control token, which decodes to no text, a reply that
+	// is such a list is read as calls too.
 	ToolsMistral
 	// ToolsLlama3 is Llama 3.1/3.2/3.3's JSON tool calling: the whole
 	// reply is {"name": ..., "parameters": {...}} (optionally after
@@ -99,9 +101,11 @@ const (
 // format f. It returns the calls (their Arguments compact JSON objects,
 // IDs empty but Mistral's) and the content: the text before the first
 // call without the white space at its end ("" for Llama 3); text after
-// the calls is dropped. A text without calls yields ErrNoToolCall; a call that starts
-// but cannot be read yields a *ToolCallError (ErrMalformedToolCall); an
-// unsupported format yields ErrNoToolCall.
+// the calls is dropped. A text without calls yields ErrNoToolCall; a call
+// that starts but cannot be read yields a *ToolCallError
+// (ErrMalformedToolCall), returned with the calls read before it (a reply
+// cut short may end in half a call); an unsupported format yields
+// ErrNoToolCall.
 func ParseToolCalls(f ToolFormat, text string) ([]ToolCall, string, error) {
 	switch f {
 	case ToolsHermes:
@@ -136,7 +140,7 @@ func parseHermes(text string) ([]ToolCall, string, error) {
 		}
 		call, err := callObject(ToolsHermes, start, []byte(body), "arguments")
 		if err != nil {
-			return nil, "", err
+			return calls, contentBefore(text[:first]), err
 		}
 		calls = append(calls, call)
 		pos = next
@@ -150,10 +154,17 @@ func contentBefore(text string) string { return strings.TrimRightFunc(text, unic
 
 func parseMistral(text string) ([]ToolCall, string, error) {
 	i := strings.Index(text, mistralTag)
-	if i < 0 {
+	var body []byte
+	switch {
+	case i >= 0:
+		body = bytes.TrimSpace([]byte(text[i+len(mistralTag):]))
+	case mistralUntagged(text):
+		// [TOOL_CALLS] is a control token, which decodes to no text.
+		i = 0
+		body = bytes.TrimSpace([]byte(text))
+	default:
 		return nil, "", ErrNoToolCall
 	}
-	body := bytes.TrimSpace([]byte(text[i+len(mistralTag):]))
 	var items []json.RawMessage
 	switch {
 	case len(body) > 0 && body[0] == '[':
@@ -180,6 +191,13 @@ func parseMistral(text string) ([]ToolCall, string, error) {
 	return calls, contentBefore(text[:i]), nil
 }
 
+// mistralUntagged reports whether text, without the [TOOL_CALLS] marker,
+// is a JSON list whose first item is a call.
+func mistralUntagged(text string) bool {
+	var items []json.RawMessage
+	return json.Unmarshal([]byte(text), &items) == nil && len(items) > 0 && looksLikeCall(items[0])
+}
+
 func parseLlama3(text string) ([]ToolCall, string, error) {
 	rest := strings.TrimLeftFunc(text, unicode.IsSpace)
 	off := len(text) - len(rest)
@@ -200,14 +218,14 @@ func parseLlama3(text string) ([]ToolCall, string, error) {
 		var raw json.RawMessage
 		at := off + int(dec.InputOffset())
 		if err := dec.Decode(&raw); err != nil {
-			return nil, "", &ToolCallError{Format: ToolsLlama3, Offset: at, Msg: "not valid JSON: " + err.Error()}
+			return calls, "", &ToolCallError{Format: ToolsLlama3, Offset: at, Msg: "not valid JSON: " + err.Error()}
 		}
 		if len(calls) == 0 && !tagged && !looksLikeCall(raw) {
 			return nil, "", ErrNoToolCall // a JSON reply, not a call
 		}
 		call, err := callObject(ToolsLlama3, at, raw, "parameters", "arguments")
 		if err != nil {
-			return nil, "", err
+			return calls, "", err
 		}
 		calls = append(calls, call)
 		tail := strings.TrimLeftFunc(rest[dec.InputOffset():], unicode.IsSpace)
@@ -215,7 +233,7 @@ func parseLlama3(text string) ([]ToolCall, string, error) {
 			return calls, "", nil
 		}
 		if !strings.HasPrefix(tail, ";") {
-			return nil, "", &ToolCallError{Format: ToolsLlama3, Offset: len(text) - len(tail), Msg: "text after a call; calls are separated by ;"}
+			return calls, "", &ToolCallError{Format: ToolsLlama3, Offset: len(text) - len(tail), Msg: "text after a call; calls are separated by ;"}
 		}
 		tail = strings.TrimLeftFunc(tail[1:], unicode.IsSpace)
 		if tail == "" {
@@ -291,7 +309,8 @@ func callObject(f ToolFormat, off int, raw []byte, argsKeys ...string) (ToolCall
 // hold the rest back until the reply ends or grows. For Hermes and
 // Mistral that is the text before the call marker without the white space
 // at its end (which the content of a reply with calls drops), less a tail
-// that could start the marker; for Llama 3 a reply that starts (after white space)
+// that could start the marker (for Mistral nothing of a reply that starts
+// with "[" either); for Llama 3 a reply that starts (after white space)
 // with "{" or <|python_tag|> may be a call, so nothing of it is sent, and
 // one that starts otherwise is all content.
 func (f ToolFormat) Undecided(text string) int {
@@ -301,6 +320,9 @@ func (f ToolFormat) Undecided(text string) int {
 		marker = hermesOpen
 	case ToolsMistral:
 		marker = mistralTag
+		if rest := strings.TrimLeftFunc(text, unicode.IsSpace); rest == "" || rest[0] == '[' {
+			return 0 // may be a list of calls without the marker
+		}
 	case ToolsLlama3:
 		rest := strings.TrimLeftFunc(text, unicode.IsSpace)
 		if rest == "" || rest[0] == '{' || strings.HasPrefix(rest, pythonTag) || strings.HasPrefix(pythonTag, rest) {

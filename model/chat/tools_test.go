@@ -213,6 +213,8 @@ func TestParseToolCalls(t *testing.T) {
 			[]call{{"a", `{"q":"x"}`}, {"b", `{}`}}, "Sure.", nil},
 		{"mistral malformed", ToolsMistral, `[TOOL_CALLS] [{"name": "a", "arguments": {"q": "x"}`, nil, "", ErrMalformedToolCall},
 		{"mistral none", ToolsMistral, "No call.", nil, "", ErrNoToolCall},
+		{"mistral without the marker", ToolsMistral, ` [{"name": "a", "arguments": {"q": 1}}]`, []call{{"a", `{"q":1}`}}, "", nil},
+		{"mistral a plain list", ToolsMistral, `[1, 2]`, nil, "", ErrNoToolCall},
 		{"llama3", ToolsLlama3, ` {"name": "get_weather", "parameters": {"city": "Paris"}}`, []call{{"get_weather", `{"city":"Paris"}`}}, "", nil},
 		{"llama3 python tag, arguments key, two calls", ToolsLlama3, `<|python_tag|>{"name": "a", "arguments": {"n": 1}}; {"name": "b", "parameters": {}}`,
 			[]call{{"a", `{"n":1}`}, {"b", `{}`}}, "", nil},
@@ -244,7 +246,12 @@ func TestParseToolCalls(t *testing.T) {
 			assert.Equal(t, c.content, content)
 		})
 	}
-	calls, _, err := ParseToolCalls(ToolsMistral, `[TOOL_CALLS] [{"name": "a", "arguments": {}, "id": "abc123def"}]`)
+	// The calls before a malformed one come with the error.
+	calls, _, err := ParseToolCalls(ToolsHermes, "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call><tool_call>{\"name\": \"b")
+	assert.ErrorIs(t, err, ErrMalformedToolCall)
+	require.Len(t, calls, 1)
+	assert.Equal(t, "a", calls[0].Name)
+	calls, _, err = ParseToolCalls(ToolsMistral, `[TOOL_CALLS] [{"name": "a", "arguments": {}, "id": "abc123def"}]`)
 	require.NoError(t, err)
 	assert.Equal(t, "abc123def", calls[0].ID)
 }
@@ -263,6 +270,7 @@ func TestUndecided(t *testing.T) {
 		{ToolsHermes, "Hello \n", 5},
 		{ToolsHermes, "a < b", 5},
 		{ToolsMistral, "x [TOOL", 1},
+		{ToolsMistral, " [{", 0},
 		{ToolsLlama3, "", 0},
 		{ToolsLlama3, "  ", 0},
 		{ToolsLlama3, " {\"na", 0},
