@@ -204,11 +204,12 @@ func (f *completionFormat) whole(text string, r *model.Result) any {
 
 // chatFormat builds chat responses. With tools read from the reply
 // (tools.parse), a stream sends as content only the text that cannot
-// be part of a call (chat.ToolFormat.Undecided) and holds the rest; at
-// the end it sends the held content and, if the reply holds calls, each
-// call as a delta with its index, id, type and name, then one with its
-// arguments, and finish_reason "tool_calls" — so that the deltas
-// reassemble to the non-streamed response.
+// be part of a call (chat.ToolFormat.Undecided) and holds the rest; each
+// call, once complete (chat.ToolFormat.Complete: Hermes' as each closes,
+// the others' at the end), goes as a delta with its index, id, type and
+// name, then one with its arguments; the last chunk has finish_reason
+// "tool_calls" when the reply has calls and ended by itself — so that
+// the deltas reassemble to the non-streamed response.
 type chatFormat struct {
 	id       string
 	created  int64
@@ -218,6 +219,8 @@ type chatFormat struct {
 	tools    *toolUse
 	text     strings.Builder // the reply so far, with tools
 	sent     int             // bytes of it sent as content
+	complete int             // bytes of it whose calls are sent
+	calls    int             // calls sent
 }
 
 func (f *chatFormat) start() any { return ToChatChunk(f.id, f.created, f.model, true, "", "") }
@@ -228,15 +231,44 @@ func (f *chatFormat) delta(p model.Piece) []any {
 		all := f.text.String()
 		n := max(f.tools.format.Undecided(all), f.sent)
 		text, f.sent = all[f.sent:n], n
-		if text == "" && !f.logprobs {
-			return nil
+		var out []any
+		if text != "" || f.logprobs {
+			c := ToChatChunk(f.id, f.created, f.model, false, text, "")
+			if f.logprobs {
+				c.Choices[0].Logprobs = ToChatLogprobs(f.tok, p.LogProbs)
+			}
+			out = append(out, c)
 		}
+		if k := f.tools.format.Complete(all); k > f.complete {
+			f.complete = k
+			if calls, _, ok := f.tools.replyCalls(all[:k]); ok {
+				out = append(out, f.callDeltas(calls)...)
+			}
+		}
+		return out
 	}
 	c := ToChatChunk(f.id, f.created, f.model, false, text, "")
 	if f.logprobs {
 		c.Choices[0].Logprobs = ToChatLogprobs(f.tok, p.LogProbs)
 	}
 	return []any{c}
+}
+
+// callDeltas returns the chunks of the calls not sent yet: for each a
+// delta with its index, id, type and name, then one with its arguments.
+func (f *chatFormat) callDeltas(calls []ToolCall) []any {
+	var out []any
+	for i := f.calls; i < len(calls); i++ {
+		call := calls[i]
+		c := ToChatChunk(f.id, f.created, f.model, false, "", "")
+		c.Choices[0].Delta.ToolCalls = []ToolCallDelta{{Index: i, ID: call.ID, Type: call.Type,
+			Function: FunctionCallDelta{Name: call.Function.Name}}}
+		a := ToChatChunk(f.id, f.created, f.model, false, "", "")
+		a.Choices[0].Delta.ToolCalls = []ToolCallDelta{{Index: i, Function: FunctionCallDelta{Arguments: call.Function.Arguments}}}
+		out = append(out, c, a)
+	}
+	f.calls = max(f.calls, len(calls))
+	return out
 }
 
 // reading reports whether replies are read for tool calls.
@@ -248,23 +280,16 @@ func (f *chatFormat) end(finish model.FinishReason) []any {
 	}
 	var out []any
 	all := f.text.String()
-	calls, content, ok := f.tools.replyCalls(all, finish)
+	calls, content, ok := f.tools.replyCalls(all)
 	if !ok {
 		content = all
 	}
 	if rest := content[min(f.sent, len(content)):]; rest != "" {
 		out = append(out, ToChatChunk(f.id, f.created, f.model, false, rest, ""))
 	}
-	for i, call := range calls {
-		c := ToChatChunk(f.id, f.created, f.model, false, "", "")
-		c.Choices[0].Delta.ToolCalls = []ToolCallDelta{{Index: i, ID: call.ID, Type: call.Type,
-			Function: FunctionCallDelta{Name: call.Function.Name}}}
-		a := ToChatChunk(f.id, f.created, f.model, false, "", "")
-		a.Choices[0].Delta.ToolCalls = []ToolCallDelta{{Index: i, Function: FunctionCallDelta{Arguments: call.Function.Arguments}}}
-		out = append(out, c, a)
-	}
+	out = append(out, f.callDeltas(calls)...)
 	last := ToChatChunk(f.id, f.created, f.model, false, "", finish)
-	if len(calls) > 0 && finish == model.FinishStop {
+	if f.calls > 0 && finish == model.FinishStop {
 		fr := finishToolCalls
 		last.Choices[0].FinishReason = &fr
 	}
@@ -277,7 +302,7 @@ func (f *chatFormat) whole(text string, r *model.Result) any {
 		c.Choices[0].Logprobs = ToChatLogprobs(f.tok, r.LogProbs)
 	}
 	if f.reading() {
-		if calls, content, ok := f.tools.replyCalls(text, r.Finish); ok {
+		if calls, content, ok := f.tools.replyCalls(text); ok {
 			withToolCalls(&c.Choices[0], content, calls)
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/chat"
 	"github.com/m40llm/m40llm/model/grammar"
 )
@@ -326,14 +325,15 @@ func historyCalls(i int, raw json.RawMessage) ([]chat.ToolCall, error) {
 	return out, nil
 }
 
-// replyCalls reads the tool calls of a reply that ended for finish: the
-// calls (ids made here, only the first without parallel) and the content
-// before them, or ok false when the reply holds no well-formed call (it
-// is then all content). A reply cut short (finish length) keeps the
-// calls before a call it cut.
-func (u *toolUse) replyCalls(text string, finish model.FinishReason) (calls []ToolCall, content string, ok bool) {
+// replyCalls reads the tool calls of a reply: the calls (ids made here,
+// only the first without parallel) and the content before them, or ok
+// false when the reply holds no well-formed call (it is then all
+// content). A malformed call after well-formed ones (a reply cut short
+// by max_tokens ends in half a call) is dropped, the calls before it
+// kept, so that a stream can send each call once it is complete.
+func (u *toolUse) replyCalls(text string) (calls []ToolCall, content string, ok bool) {
 	parsed, content, err := chat.ParseToolCalls(u.format, text)
-	if err != nil && !(finish == model.FinishLength && errors.Is(err, chat.ErrMalformedToolCall) && len(parsed) > 0) {
+	if err != nil && !(errors.Is(err, chat.ErrMalformedToolCall) && len(parsed) > 0) {
 		return nil, "", false
 	}
 	if !u.parallel {

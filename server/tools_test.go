@@ -218,8 +218,9 @@ func TestToolCallsStreamed(t *testing.T) {
 }
 
 // The streaming of a reply with text before its calls, piece by piece
-// (the pieces cut through the call marker): the content deltas and the
-// call deltas add up to the non-streamed message.
+// (the pieces cut through the call marker): each call is sent once it
+// closes, and the content deltas and the call deltas add up to the
+// non-streamed message.
 func TestChatFormatToolDeltas(t *testing.T) {
 	reply := "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n" +
 		"<tool_call>\n{\"name\": \"set_alarm\", \"arguments\": {\"hour\": 7}}\n</tool_call>"
@@ -229,6 +230,11 @@ func TestChatFormatToolDeltas(t *testing.T) {
 		for i := 0; i < len(reply); i += cut {
 			chunks = append(chunks, f.delta(model.Piece{Text: reply[i:min(i+cut, len(reply))]})...)
 		}
+		streamed := 0 // call deltas sent before the reply ended
+		for _, c := range chunks {
+			streamed += len(c.(*ChatCompletionChunk).Choices[0].Delta.ToolCalls)
+		}
+		assert.Equal(t, 4, streamed, "cut %d: both calls are sent as they close", cut)
 		chunks = append(chunks, f.end(model.FinishStop)...)
 		var content strings.Builder
 		type call struct{ id, name, args string }
@@ -270,7 +276,7 @@ func TestChatFormatToolDeltas(t *testing.T) {
 	require.Len(t, whole.Message.ToolCalls, 1)
 	assert.Equal(t, "get_weather", whole.Message.ToolCalls[0].Function.Name)
 	// A reply cut short keeps finish_reason length, and the calls before
-	// the call it cut.
+	// the call it cut; so does one that ended in a malformed call.
 	cut := one.whole(reply, &model.Result{Finish: model.FinishLength}).(*ChatCompletionResponse).Choices[0]
 	assert.Equal(t, "length", cut.FinishReason)
 	assert.Len(t, cut.Message.ToolCalls, 1)
@@ -280,8 +286,11 @@ func TestChatFormatToolDeltas(t *testing.T) {
 	assert.Equal(t, "length", cut.FinishReason)
 	assert.Len(t, cut.Message.ToolCalls, 2)
 	stopped := all.whole(half, &model.Result{Finish: model.FinishStop}).(*ChatCompletionResponse).Choices[0]
-	assert.Empty(t, stopped.Message.ToolCalls, "a reply that ended in a malformed call is content")
-	assert.Equal(t, half, *stopped.Message.Content)
+	assert.Len(t, stopped.Message.ToolCalls, 2)
+	assert.Equal(t, "tool_calls", stopped.FinishReason)
+	broken := all.whole("Hi <tool_call>{\"name\": 1}</tool_call>", &model.Result{Finish: model.FinishStop}).(*ChatCompletionResponse).Choices[0]
+	assert.Empty(t, broken.Message.ToolCalls, "a reply whose only call is malformed is content")
+	assert.Equal(t, "Hi <tool_call>{\"name\": 1}</tool_call>", *broken.Message.Content)
 }
 
 // Without tools, or with tool_choice none, a tool-less template serves

@@ -346,6 +346,23 @@ func (f ToolFormat) Undecided(text string) int {
 	return len(contentBefore(text[:n]))
 }
 
+// Complete returns the length of the prefix of text, a reply being
+// generated, whose calls are complete whatever text follows:
+// ParseToolCalls reads the same first calls from text[:n] as from the
+// whole reply, so a stream can send them. For Hermes that is the text up
+// to the last </tool_call>; 0 when no call has closed, and always 0 for
+// Mistral and Llama 3, whose calls are complete only with the reply.
+func (f ToolFormat) Complete(text string) int {
+	if f != ToolsHermes || !strings.Contains(text, hermesOpen) {
+		return 0
+	}
+	i := strings.LastIndex(text, hermesClose)
+	if i < strings.Index(text, hermesOpen) {
+		return 0
+	}
+	return i + len(hermesClose)
+}
+
 // GrammarTool is one function a constrained reply may call: its name and
 // the GBNF rule whose sentences are its arguments (a JSON object).
 type GrammarTool struct {

@@ -282,6 +282,31 @@ func TestUndecided(t *testing.T) {
 	}
 }
 
+func TestComplete(t *testing.T) {
+	one := "<tool_call>\n{\"name\": \"a\", \"arguments\": {}}\n</tool_call>"
+	for _, c := range []struct {
+		f    ToolFormat
+		text string
+		want int
+	}{
+		{ToolsHermes, "Hi", 0},
+		{ToolsHermes, "Hi " + one[:20], 0},
+		{ToolsHermes, "Hi " + one, 3 + len(one)},
+		{ToolsHermes, "Hi " + one + "\n" + one[:30], 3 + len(one)},
+		{ToolsHermes, "</tool_call> then " + one[:30], 0},
+		{ToolsMistral, `[TOOL_CALLS] [{"name": "a", "arguments": {}}]`, 0},
+		{ToolsLlama3, `{"name": "a", "parameters": {}}`, 0},
+	} {
+		n := c.f.Complete(c.text)
+		assert.Equal(t, c.want, n, "%v %q", c.f, c.text)
+		if n > 0 {
+			calls, _, err := ParseToolCalls(c.f, c.text[:n])
+			require.NoError(t, err)
+			assert.NotEmpty(t, calls)
+		}
+	}
+}
+
 // CallGrammar's sentences are calls that ParseToolCalls reads back.
 func TestCallGrammar(t *testing.T) {
 	args, err := grammar.SchemaRules([]byte(`{"type":"object","properties":{"city":{"enum":["Paris","Rome"]}},"required":["city"],"additionalProperties":false}`), "args-0")
