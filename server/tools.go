@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -341,7 +342,23 @@ func (u *toolUse) replyCalls(text string) (calls []ToolCall, content string, ok 
 	}
 	calls = make([]ToolCall, len(parsed))
 	for i, c := range parsed {
-		calls[i] = ToolCall{ID: newID("call_"), Type: "function", Function: FunctionCall{Name: c.Name, Arguments: string(c.Arguments)}}
+		calls[i] = ToolCall{ID: u.callID(), Type: "function", Function: FunctionCall{Name: c.Name, Arguments: string(c.Arguments)}}
 	}
 	return calls, content, true
+}
+
+// callID returns a new call id: "call_" and 24 random hex digits, or for
+// Mistral's format 9 random letters and digits, the only ids its
+// templates accept when the call comes back in the history.
+func (u *toolUse) callID() string {
+	if u.format != chat.ToolsMistral {
+		return newID("call_")
+	}
+	const alnum = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	var b [9]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	for i := range b {
+		b[i] = alnum[int(b[i])%len(alnum)]
+	}
+	return string(b[:])
 }

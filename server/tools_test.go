@@ -270,6 +270,16 @@ func TestChatFormatToolDeltas(t *testing.T) {
 		}
 		assert.Equal(t, `{"city":"Paris"}`, calls[0].args)
 	}
+	// Mistral's templates want ids of 9 letters and digits.
+	mistral := &chatFormat{id: "x", model: modelName, tools: &toolUse{format: chat.ToolsMistral, parse: true, parallel: true}}
+	mc := mistral.whole(`[TOOL_CALLS] [{"name": "a", "arguments": {}}, {"name": "b", "arguments": {}}]`,
+		&model.Result{Finish: model.FinishStop}).(*ChatCompletionResponse).Choices[0]
+	require.Len(t, mc.Message.ToolCalls, 2)
+	for _, c := range mc.Message.ToolCalls {
+		assert.Regexp(t, `^[a-zA-Z0-9]{9}$`, c.ID)
+	}
+	assert.NotEqual(t, mc.Message.ToolCalls[0].ID, mc.Message.ToolCalls[1].ID)
+
 	// parallel_tool_calls false keeps the first call.
 	one := &chatFormat{id: "x", model: modelName, tools: &toolUse{format: chat.ToolsHermes, parse: true}}
 	whole := one.whole(reply, &model.Result{Finish: model.FinishStop}).(*ChatCompletionResponse).Choices[0]
