@@ -43,8 +43,8 @@ type GenerateRequest struct {
 	Options      model.GenerateOptions
 	Stream       bool
 	IncludeUsage bool
-	// Tools is how a chat request uses tools; nil without.
-	Tools *toolUse
+	// tools is how a chat request uses tools; nil without.
+	tools *toolUse
 	// PromptParam names the request field the prompt came from
 	// ("prompt", "messages"), for errors about it.
 	PromptParam string
@@ -303,7 +303,7 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 	}
 	gr.Options.LogProbs = logprobs
 	gr.Options.Grammar = g
-	gr.Tools = tools
+	gr.tools = tools
 	if tools != nil && tools.grammar != nil {
 		gr.Options.Grammar = tools.grammar
 	}

@@ -157,7 +157,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.generate(w, r, sched, gr, &chatFormat{id: newID("chatcmpl-"), created: time.Now().Unix(), model: served.Name,
-		tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs, tools: gr.Tools})
+		tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs, tools: gr.tools})
 }
 
 // format builds the response objects of one request kind. With
