@@ -264,7 +264,8 @@ func (f *ToolFields) toolSetup(tmpl *chat.Template, constrained bool) (*toolUse,
 	if len(gts) == 0 {
 		return nil, badRequest("tool_choice", CodeInvalidValue, "tool_choice names the function %q, which no tool defines", choice.name)
 	}
-	calls, err := format.CallGrammar(gts, parallel)
+	// A named function is called once, as OpenAI's named choice does.
+	calls, err := format.CallGrammar(gts, parallel && choice.mode == "required")
 	if err != nil {
 		return nil, &Error{Status: http.StatusInternalServerError, Type: TypeServer, Code: CodeInternal, Message: err.Error(), Err: err}
 	}
