@@ -206,6 +206,21 @@ func (s *Split) Placement() string {
 	return strings.Join(parts, ", ")
 }
 
+// LayersByDevice returns how many layers each backend of be holds, by
+// backend name: a Split's stages (stages of one name summed), else every
+// layer on be.
+func LayersByDevice(be Backend, layers int) map[string]int {
+	sp, ok := be.(*Split)
+	if !ok {
+		return map[string]int{be.Name(): layers}
+	}
+	out := map[string]int{}
+	for _, st := range sp.stages {
+		out[st.be.Name()] += st.layers
+	}
+	return out
+}
+
 // Transfers returns how many buffer copies between stages the Split has
 // made and the bytes they moved.
 func (s *Split) Transfers() (copies int, bytes int64) { return s.copies, s.bytes }

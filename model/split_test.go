@@ -165,7 +165,21 @@ func TestSplitPlacement(t *testing.T) {
 	assert.Equal(t, "cpu+cpu+cpu", sp.Name())
 	sp = splitCPU(t, []int{1, 4}, 0)
 	assert.Equal(t, "layer 0 and the output on cpu, layers 1-4 on cpu", sp.Placement())
+	assert.Equal(t, map[string]int{"cpu": 5}, model.LayersByDevice(sp, 5))
+	g := &streamingCPU{Backend: cpu.New(cpu.Options{})}
+	sp, err := model.NewSplit([]model.Stage{{Backend: cpu.New(cpu.Options{}), Layers: 3}, {Backend: named{g, "gpu"}, Layers: 2}}, 1)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]int{"cpu": 3, "gpu": 2}, model.LayersByDevice(sp, 5))
+	assert.Equal(t, map[string]int{"cpu": 7}, model.LayersByDevice(cpu.New(cpu.Options{}), 7))
 }
+
+// named renames a backend that can Write.
+type named struct {
+	*streamingCPU
+	name string
+}
+
+func (n named) Name() string { return n.name }
 
 // streamingCPU is a CPU backend that streams: it runs a product with a
 // weight of another stage by loading that weight for the one product, so

@@ -84,6 +84,7 @@ type engineSet struct {
 type engineInfo struct {
 	name     string // "" for the model given to Start
 	capacity int
+	layers   map[string]int // layers by device (model.LayersByDevice)
 }
 
 var (
@@ -94,6 +95,7 @@ var (
 	modelActDesc = prometheus.NewDesc("m40llm_model_requests_active", "Requests holding a slot, by model of the models directory.", []string{"model"}, nil)
 	modelKVDesc  = prometheus.NewDesc("m40llm_model_kv_cache_tokens", "KV cache positions holding tokens, by model of the models directory.", []string{"model"}, nil)
 	loadedDesc   = prometheus.NewDesc("m40llm_models_loaded", "Models loaded from the models directory.", nil, nil)
+	layersDesc   = prometheus.NewDesc("m40llm_model_layers", "Layers a device holds, by model (\"\" for the -m model) and device (cpu, cuda:N).", []string{"model", "device"}, nil)
 )
 
 // Describe sends nothing: the set is an unchecked collector, whose
@@ -111,6 +113,9 @@ func (es *engineSet) Collect(ch chan<- prometheus.Metric) {
 	for e, info := range es.engines {
 		a, q, c := e.Stats()
 		active, queued, cached, capacity = active+a, queued+q, cached+c, capacity+info.capacity
+		for dev, n := range info.layers {
+			ch <- prometheus.MustNewConstMetric(layersDesc, prometheus.GaugeValue, float64(n), info.name, dev)
+		}
 		if info.name != "" {
 			dir++
 			ch <- prometheus.MustNewConstMetric(modelActDesc, prometheus.GaugeValue, float64(a), info.name)
@@ -124,12 +129,13 @@ func (es *engineSet) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(loadedDesc, prometheus.GaugeValue, float64(dir))
 }
 
-// addEngine adds the engine of a model (name "" for the one given to
+// addEngine adds the engine of model m (name "" for the one given to
 // Start) with capacity KV cache positions.
-func (m *metrics) addEngine(e *model.Engine, name string, capacity int) {
+func (m *metrics) addEngine(e *model.Engine, name string, capacity int, mdl *model.Model) {
+	layers := model.LayersByDevice(mdl.Backend(), mdl.Config.Layers)
 	m.engines.mu.Lock()
 	defer m.engines.mu.Unlock()
-	m.engines.engines[e] = engineInfo{name: name, capacity: capacity}
+	m.engines.engines[e] = engineInfo{name: name, capacity: capacity, layers: layers}
 }
 
 // modelLoaded counts a load of the models directory.

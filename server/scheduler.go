@@ -52,7 +52,7 @@ func newScheduler(m *model.Model, opts schedulerOptions) (*scheduler, error) {
 	}
 	s.eng = model.NewEngine(m, eo)
 	if s.met != nil {
-		s.met.addEngine(s.eng, opts.name, m.Slots()*m.CtxSize())
+		s.met.addEngine(s.eng, opts.name, m.Slots()*m.CtxSize(), m)
 	}
 	return s, nil
 }

@@ -482,6 +482,7 @@ func TestMetrics(t *testing.T) {
 	assert.Contains(t, text, "m40llm_gpu_memory_used_bytes 8.05306368e+08\n")
 	assert.Contains(t, text, "m40llm_gpu_memory_total_bytes 1.073741824e+09\n")
 	assert.Contains(t, text, `m40llm_backend_memory_bytes{kind="kv"} 2.097152e+06`)
+	assert.Contains(t, text, `m40llm_model_layers{device="cpu",model=""} 5`+"\n", "stories260K's 5 layers on the test's CPU backend")
 }
 
 func TestCORS(t *testing.T) {
