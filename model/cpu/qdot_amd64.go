@@ -6,6 +6,18 @@ import "github.com/m40llm/m40llm/gguf"
 func qdotQ4_0AVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
 
 //go:noescape
+func qdotQ4_1AVX2(w *byte, xq *int8, xd, xs *float32, nblocks int) float32
+
+//go:noescape
+func qdotQ5_0AVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
+
+//go:noescape
+func qdotQ5_1AVX2(w *byte, xq *int8, xd, xs *float32, nblocks int) float32
+
+//go:noescape
+func qdotIQ4_NLAVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
+
+//go:noescape
 func qdotQ8_0AVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
 
 //go:noescape
@@ -67,6 +79,20 @@ func qdot(t gguf.Type, row []byte, x qvec) float32 {
 	case gguf.TypeQ4_0:
 		_ = row[nb*18-1]
 		return qdotQ4_0AVX2(&row[0], &x.qs[0], &x.d[0], nb)
+	case gguf.TypeQ4_1:
+		_ = row[nb*20-1]
+		_ = x.s[nb-1]
+		return qdotQ4_1AVX2(&row[0], &x.qs[0], &x.d[0], &x.s[0], nb)
+	case gguf.TypeQ5_0:
+		_ = row[nb*22-1]
+		return qdotQ5_0AVX2(&row[0], &x.qs[0], &x.d[0], nb)
+	case gguf.TypeQ5_1:
+		_ = row[nb*24-1]
+		_ = x.s[nb-1]
+		return qdotQ5_1AVX2(&row[0], &x.qs[0], &x.d[0], &x.s[0], nb)
+	case gguf.TypeIQ4_NL:
+		_ = row[nb*18-1]
+		return qdotIQ4_NLAVX2(&row[0], &x.qs[0], &x.d[0], nb)
 	case gguf.TypeQ8_0:
 		_ = row[nb*34-1]
 		return qdotQ8_0AVX2(&row[0], &x.qs[0], &x.d[0], nb)

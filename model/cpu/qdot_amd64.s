@@ -81,13 +81,19 @@
 	VMULPS Y6, Y5, Y5; \
 	VFMADD231PS Y5, Y4, acc
 
-// Q4_0 block at woff(SI): {f16 d; uint8 qs[16]}, elements j and j+16 in the
-// low and high nibbles of qs[j]: Y2 = the 32 quants minus 8, as int8.
-#define Q4_0_BLOCK(woff, xoff, doff, acc) \
-	VMOVDQU woff+2(SI), X2; \
+// NIB32: Y2 = the 32 nibbles of the 16 bytes at qoff(SI) in element order
+// (element j in the low nibble of byte j, j+16 in its high nibble), as
+// bytes 0..15 (Y15 = 0x0f bytes; X3 clobbered).
+#define NIB32(qoff) \
+	VMOVDQU qoff(SI), X2; \
 	VPSRLW $4, X2, X3; \
 	VINSERTI128 $1, X3, Y2, Y2; \
-	VPAND Y15, Y2, Y2; \
+	VPAND Y15, Y2, Y2
+
+// Q4_0 block at woff(SI): {f16 d; uint8 qs[16]}: Y2 = the 32 quants minus
+// 8, as int8.
+#define Q4_0_BLOCK(woff, xoff, doff, acc) \
+	NIB32(woff+2); \
 	VPSUBB Y14, Y2, Y2; \
 	VMOVDQU xoff(DI), Y3; \
 	Q8DOT; \
@@ -568,4 +574,242 @@ q4_kx4loop:
 q4_kx4done:
 	MOVQ out+48(FP), AX
 	QDOT4_EPILOGUE
+	RET
+
+// The other 32-element types (rule in qdot32.go). Registers of all of
+// them: Y15 = 0x0f bytes, Y13 = 1 in every 16-bit lane, Y14 = 0x10 bytes
+// (the fifth bit) or the IQ4_NL levels, Y12 = q5bits, Y11 = q5shuf, Y10 =
+// all ones; Y0 and Y1 accumulate alternate blocks, X9 the min terms m·s.
+
+// q5shuf spreads byte i/8 of the broadcast qh word to byte i (VPSHUFB
+// works within 128-bit lanes: the low lane takes bytes 0 and 1, the high
+// lane bytes 2 and 3); q5bits then sets every bit of byte i but bit i%8.
+DATA q5shuf<>+0(SB)/8, $0x0000000000000000
+DATA q5shuf<>+8(SB)/8, $0x0101010101010101
+DATA q5shuf<>+16(SB)/8, $0x0202020202020202
+DATA q5shuf<>+24(SB)/8, $0x0303030303030303
+GLOBL q5shuf<>(SB), RODATA|NOPTR, $32
+DATA q5bits<>+0(SB)/8, $0x7fbfdfeff7fbfdfe
+DATA q5bits<>+8(SB)/8, $0x7fbfdfeff7fbfdfe
+DATA q5bits<>+16(SB)/8, $0x7fbfdfeff7fbfdfe
+DATA q5bits<>+24(SB)/8, $0x7fbfdfeff7fbfdfe
+GLOBL q5bits<>(SB), RODATA|NOPTR, $32
+
+// iq4nl: the levels of IQ4_NL (iq4nlLevels in qdot32.go) as int8, in both
+// 128-bit lanes: -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38,
+// 53, 69, 89, 113.
+DATA iq4nl<>+0(SB)/8, $0xf6eaddcfbfad9881
+DATA iq4nl<>+8(SB)/8, $0x7159453526190d01
+DATA iq4nl<>+16(SB)/8, $0xf6eaddcfbfad9881
+DATA iq4nl<>+24(SB)/8, $0x7159453526190d01
+GLOBL iq4nl<>(SB), RODATA|NOPTR, $32
+
+#define Q5_CONSTS \
+	MASK0F; \
+	ONES16; \
+	MOVQ $0x1010101010101010, AX; \
+	VMOVQ AX, X14; \
+	VPBROADCASTQ X14, Y14; \
+	VMOVDQU q5bits<>(SB), Y12; \
+	VMOVDQU q5shuf<>(SB), Y11; \
+	VPCMPEQB Y10, Y10, Y10
+
+// FIFTH: Y3 = 0xff in byte i where bit i of the uint32 at qhoff(SI) is
+// set, else 0.
+#define FIFTH(qhoff) \
+	VPBROADCASTD qhoff(SI), Y3; \
+	VPSHUFB Y11, Y3, Y3; \
+	VPOR Y12, Y3, Y3; \
+	VPCMPEQB Y10, Y3, Y3
+
+// UDOT: Y4 = eight int32 partial sums of Σ q·x, q in Y2 unsigned (0..31),
+// x at xoff(DI).
+#define UDOT(xoff) \
+	VPMADDUBSW xoff(DI), Y2, Y4; \
+	VPMADDWD Y13, Y4, Y4
+
+// MIN_FMA: X9 += f16(moff(SI)) · s[doff] (scalar lane 0).
+#define MIN_FMA(moff, doff) \
+	VPBROADCASTW moff(SI), X7; \
+	VCVTPH2PS X7, X7; \
+	VFMADD231SS doff(R9), X7, X9
+
+// Q4_1 block at woff(SI): {f16 d; f16 m; uint8 qs[16]}.
+#define Q4_1_BLOCK(woff, xoff, doff, acc) \
+	NIB32(woff+4); \
+	UDOT(xoff); \
+	SCALE_FMA(woff, doff, acc); \
+	MIN_FMA(woff+2, doff)
+
+// Q5_0 block at woff(SI): {f16 d; uint32 qh; uint8 qs[16]}: the quants
+// minus 16 are the nibbles minus 16 where the fifth bit is clear.
+#define Q5_0_BLOCK(woff, xoff, doff, acc) \
+	NIB32(woff+6); \
+	FIFTH(woff+2); \
+	VPANDN Y14, Y3, Y3; \
+	VPSUBB Y3, Y2, Y2; \
+	VMOVDQU xoff(DI), Y3; \
+	Q8DOT; \
+	SCALE_FMA(woff, doff, acc)
+
+// Q5_1 block at woff(SI): {f16 d; f16 m; uint32 qh; uint8 qs[16]}.
+#define Q5_1_BLOCK(woff, xoff, doff, acc) \
+	NIB32(woff+8); \
+	FIFTH(woff+4); \
+	VPAND Y14, Y3, Y3; \
+	VPOR Y3, Y2, Y2; \
+	UDOT(xoff); \
+	SCALE_FMA(woff, doff, acc); \
+	MIN_FMA(woff+2, doff)
+
+// IQ4_NL block at woff(SI): {f16 d; uint8 qs[16]}: the nibbles index the
+// levels in Y14.
+#define IQ4_NL_BLOCK(woff, xoff, doff, acc) \
+	NIB32(woff+2); \
+	VPSHUFB Y2, Y14, Y2; \
+	VMOVDQU xoff(DI), Y3; \
+	Q8DOT; \
+	SCALE_FMA(woff, doff, acc)
+
+// func qdotQ4_1AVX2(w *byte, xq *int8, xd, xs *float32, nblocks int) float32
+TEXT ·qdotQ4_1AVX2(SB), NOSPLIT, $0-44
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ xs+24(FP), R9
+	MOVQ nblocks+32(FP), CX
+	MASK0F
+	ONES16
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y9, Y9, Y9
+
+q4_1loop2:
+	CMPQ CX, $2
+	JL   q4_1loop1
+	Q4_1_BLOCK(0, 0, 0, Y0)
+	Q4_1_BLOCK(20, 32, 4, Y1)
+	ADDQ $40, SI
+	ADDQ $64, DI
+	ADDQ $8, R8
+	ADDQ $8, R9
+	SUBQ $2, CX
+	JMP  q4_1loop2
+
+q4_1loop1:
+	CMPQ CX, $1
+	JL   q4_1done
+	Q4_1_BLOCK(0, 0, 0, Y0)
+
+q4_1done:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	VADDSS X9, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+40(FP)
+	RET
+
+// func qdotQ5_0AVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
+TEXT ·qdotQ5_0AVX2(SB), NOSPLIT, $0-36
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ nblocks+24(FP), CX
+	Q5_CONSTS
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q5_0loop2:
+	CMPQ CX, $2
+	JL   q5_0loop1
+	Q5_0_BLOCK(0, 0, 0, Y0)
+	Q5_0_BLOCK(22, 32, 4, Y1)
+	ADDQ $44, SI
+	ADDQ $64, DI
+	ADDQ $8, R8
+	SUBQ $2, CX
+	JMP  q5_0loop2
+
+q5_0loop1:
+	CMPQ CX, $1
+	JL   q5_0done
+	Q5_0_BLOCK(0, 0, 0, Y0)
+
+q5_0done:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	VZEROUPPER
+	MOVSS X0, ret+32(FP)
+	RET
+
+// func qdotQ5_1AVX2(w *byte, xq *int8, xd, xs *float32, nblocks int) float32
+TEXT ·qdotQ5_1AVX2(SB), NOSPLIT, $0-44
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ xs+24(FP), R9
+	MOVQ nblocks+32(FP), CX
+	Q5_CONSTS
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y9, Y9, Y9
+
+q5_1loop2:
+	CMPQ CX, $2
+	JL   q5_1loop1
+	Q5_1_BLOCK(0, 0, 0, Y0)
+	Q5_1_BLOCK(24, 32, 4, Y1)
+	ADDQ $48, SI
+	ADDQ $64, DI
+	ADDQ $8, R8
+	ADDQ $8, R9
+	SUBQ $2, CX
+	JMP  q5_1loop2
+
+q5_1loop1:
+	CMPQ CX, $1
+	JL   q5_1done
+	Q5_1_BLOCK(0, 0, 0, Y0)
+
+q5_1done:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	VADDSS X9, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+40(FP)
+	RET
+
+// func qdotIQ4_NLAVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
+TEXT ·qdotIQ4_NLAVX2(SB), NOSPLIT, $0-36
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ nblocks+24(FP), CX
+	MASK0F
+	ONES16
+	VMOVDQU iq4nl<>(SB), Y14
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+iq4nlloop2:
+	CMPQ CX, $2
+	JL   iq4nlloop1
+	IQ4_NL_BLOCK(0, 0, 0, Y0)
+	IQ4_NL_BLOCK(18, 32, 4, Y1)
+	ADDQ $36, SI
+	ADDQ $64, DI
+	ADDQ $8, R8
+	SUBQ $2, CX
+	JMP  iq4nlloop2
+
+iq4nlloop1:
+	CMPQ CX, $1
+	JL   iq4nldone
+	IQ4_NL_BLOCK(0, 0, 0, Y0)
+
+iq4nldone:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	VZEROUPPER
+	MOVSS X0, ret+32(FP)
 	RET
