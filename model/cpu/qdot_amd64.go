@@ -24,6 +24,9 @@ func qdotQ8_0AVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
 func qdotQ4_KAVX2(w *byte, xq *int8, xd, xs *float32, nsuper int) float32
 
 //go:noescape
+func qdotQ5_KAVX2(w *byte, xq *int8, xd, xs *float32, nsuper int) float32
+
+//go:noescape
 func qdotQ6_KAVX2(w *byte, xq *int8, xd *float32, nsuper int) float32
 
 //go:noescape
@@ -101,6 +104,11 @@ func qdot(t gguf.Type, row []byte, x qvec) float32 {
 		_ = row[ns*144-1]
 		_ = x.s[ns*8-1]
 		return qdotQ4_KAVX2(&row[0], &x.qs[0], &x.d[0], &x.s[0], ns)
+	case gguf.TypeQ5_K:
+		ns := nb / 8
+		_ = row[ns*176-1]
+		_ = x.s[ns*8-1]
+		return qdotQ5_KAVX2(&row[0], &x.qs[0], &x.d[0], &x.s[0], ns)
 	case gguf.TypeQ6_K:
 		ns := nb / 8
 		_ = row[ns*210-1]

@@ -182,10 +182,19 @@ q8_0done:
 // operand of VPMADDUBSW as they are. foff(SP) holds d·sc[2c]·dx[2c] and
 // foff+4(SP) the same for 2c+1.
 #define Q4_K_CHUNK(qoff, xoff, xoff2, foff, foff2) \
+	K4_NIBS(qoff); \
+	K4_DOT(xoff, xoff2, foff, foff2)
+
+// K4_NIBS: Y6 = the low nibbles of the 32 bytes at qoff(SI), Y7 the high.
+#define K4_NIBS(qoff) \
 	VMOVDQU qoff(SI), Y6; \
 	VPSRLW $4, Y6, Y7; \
 	VPAND Y15, Y6, Y6; \
-	VPAND Y15, Y7, Y7; \
+	VPAND Y15, Y7, Y7
+
+// K4_DOT: Y0 += d·sc·dx · Σ Y6·x over the block at xoff(DI), Y10 the same
+// for Y7 and the block at xoff2(DI) (quants unsigned).
+#define K4_DOT(xoff, xoff2, foff, foff2) \
 	VPMADDUBSW xoff(DI), Y6, Y6; \
 	VPMADDWD Y13, Y6, Y6; \
 	VCVTDQ2PS Y6, Y6; \
@@ -196,6 +205,52 @@ q8_0done:
 	VCVTDQ2PS Y7, Y7; \
 	VBROADCASTSS foff2(SP), Y9; \
 	VFMADD231PS Y9, Y7, Y10
+
+// K4_SCALES: for the Q4_K/Q5_K super-block at SI, d·sc[j]·dx[j] to
+// 0(SP)..28(SP) and Y1 += dmin·m[j]·s[j] (scales and mins unpacked on
+// 32-bit words as scalesMinsK4; AX, BX, DX, R10..R13, Y2..Y5 clobbered).
+#define K4_SCALES \
+	MOVL 4(SI), AX; \
+	MOVL 8(SI), BX; \
+	MOVL 12(SI), DX; \
+	MOVL AX, R10; \
+	ANDL $0x3f3f3f3f, R10; \
+	MOVL DX, R11; \
+	ANDL $0x0f0f0f0f, R11; \
+	MOVL AX, R12; \
+	SHRL $6, R12; \
+	ANDL $0x03030303, R12; \
+	SHLL $4, R12; \
+	ORL  R12, R11; \
+	SHLQ $32, R11; \
+	ORQ  R11, R10; \
+	MOVL BX, R11; \
+	ANDL $0x3f3f3f3f, R11; \
+	MOVL DX, R12; \
+	SHRL $4, R12; \
+	ANDL $0x0f0f0f0f, R12; \
+	MOVL BX, R13; \
+	SHRL $6, R13; \
+	ANDL $0x03030303, R13; \
+	SHLL $4, R13; \
+	ORL  R13, R12; \
+	SHLQ $32, R12; \
+	ORQ  R12, R11; \
+	VMOVQ R10, X2; \
+	VPMOVZXBD X2, Y2; \
+	VCVTDQ2PS Y2, Y2; \
+	VMOVQ R11, X3; \
+	VPMOVZXBD X3, Y3; \
+	VCVTDQ2PS Y3, Y3; \
+	VPBROADCASTW 0(SI), X4; \
+	VCVTPH2PS X4, Y4; \
+	VPBROADCASTW 2(SI), X5; \
+	VCVTPH2PS X5, Y5; \
+	VMULPS (R8), Y2, Y2; \
+	VMULPS Y4, Y2, Y2; \
+	VMOVUPS Y2, 0(SP); \
+	VMULPS (R9), Y3, Y3; \
+	VFMADD231PS Y5, Y3, Y1
 
 // func qdotQ4_KAVX2(w *byte, xq *int8, xd, xs *float32, nsuper int) float32
 // Per super-block {f16 d; f16 dmin; uint8 scales[12]; uint8 qs[128]}: the
@@ -217,49 +272,7 @@ TEXT ·qdotQ4_KAVX2(SB), NOSPLIT, $32-44
 q4_kloop:
 	TESTQ CX, CX
 	JLE   q4_kdone
-	MOVL 4(SI), AX
-	MOVL 8(SI), BX
-	MOVL 12(SI), DX
-	// scales: R10 = u0&0x3f3f3f3f | (u2&0x0f0f0f0f | (u0>>6&0x03030303)<<4) << 32
-	MOVL AX, R10
-	ANDL $0x3f3f3f3f, R10
-	MOVL DX, R11
-	ANDL $0x0f0f0f0f, R11
-	MOVL AX, R12
-	SHRL $6, R12
-	ANDL $0x03030303, R12
-	SHLL $4, R12
-	ORL  R12, R11
-	SHLQ $32, R11
-	ORQ  R11, R10
-	// mins: R11 = u1&0x3f3f3f3f | (u2>>4&0x0f0f0f0f | (u1>>6&0x03030303)<<4) << 32
-	MOVL BX, R11
-	ANDL $0x3f3f3f3f, R11
-	MOVL DX, R12
-	SHRL $4, R12
-	ANDL $0x0f0f0f0f, R12
-	MOVL BX, R13
-	SHRL $6, R13
-	ANDL $0x03030303, R13
-	SHLL $4, R13
-	ORL  R13, R12
-	SHLQ $32, R12
-	ORQ  R12, R11
-	VMOVQ R10, X2
-	VPMOVZXBD X2, Y2
-	VCVTDQ2PS Y2, Y2
-	VMOVQ R11, X3
-	VPMOVZXBD X3, Y3
-	VCVTDQ2PS Y3, Y3
-	VPBROADCASTW 0(SI), X4
-	VCVTPH2PS X4, Y4
-	VPBROADCASTW 2(SI), X5
-	VCVTPH2PS X5, Y5
-	VMULPS (R8), Y2, Y2
-	VMULPS Y4, Y2, Y2
-	VMOVUPS Y2, 0(SP)
-	VMULPS (R9), Y3, Y3
-	VFMADD231PS Y5, Y3, Y1
+	K4_SCALES
 	Q4_K_CHUNK(16, 0, 32, 0, 4)
 	Q4_K_CHUNK(48, 64, 96, 8, 12)
 	Q4_K_CHUNK(80, 128, 160, 16, 20)
@@ -812,4 +825,67 @@ iq4nldone:
 	REDUCE
 	VZEROUPPER
 	MOVSS X0, ret+32(FP)
+	RET
+
+// Q5_K_BIT: OR the fifth bits of sub-block k (bit k of each qh byte in
+// Y11) into the quants in reg as 16: op $n moves bit k to bit 4 (VPSLLW
+// by 4−k or VPSRLW by k−4; within each byte, as the mask keeps bit 4).
+#define Q5_K_BIT(op, n, reg) \
+	op $n, Y11, Y14; \
+	VPAND Y12, Y14, Y14; \
+	VPOR Y14, reg, reg
+
+// func qdotQ5_KAVX2(w *byte, xq *int8, xd, xs *float32, nsuper int) float32
+// Per super-block {f16 d; f16 dmin; uint8 scales[12]; uint8 qh[32];
+// uint8 qs[128]}: as qdotQ4_KAVX2 with the fifth bits (Y11) ORed into the
+// quants, Y12 = 0x10 bytes.
+TEXT ·qdotQ5_KAVX2(SB), NOSPLIT, $32-44
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ xs+24(FP), R9
+	MOVQ nsuper+32(FP), CX
+	MASK0F
+	ONES16
+	MOVQ $0x1010101010101010, AX
+	VMOVQ AX, X12
+	VPBROADCASTQ X12, Y12
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y10, Y10, Y10
+
+q5_kloop:
+	TESTQ CX, CX
+	JLE   q5_kdone
+	K4_SCALES
+	VMOVDQU 16(SI), Y11
+	K4_NIBS(48)
+	Q5_K_BIT(VPSLLW, 4, Y6)
+	Q5_K_BIT(VPSLLW, 3, Y7)
+	K4_DOT(0, 32, 0, 4)
+	K4_NIBS(80)
+	Q5_K_BIT(VPSLLW, 2, Y6)
+	Q5_K_BIT(VPSLLW, 1, Y7)
+	K4_DOT(64, 96, 8, 12)
+	K4_NIBS(112)
+	Q5_K_BIT(VPSRLW, 0, Y6)
+	Q5_K_BIT(VPSRLW, 1, Y7)
+	K4_DOT(128, 160, 16, 20)
+	K4_NIBS(144)
+	Q5_K_BIT(VPSRLW, 2, Y6)
+	Q5_K_BIT(VPSRLW, 3, Y7)
+	K4_DOT(192, 224, 24, 28)
+	ADDQ $176, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	ADDQ $32, R9
+	DECQ CX
+	JMP  q5_kloop
+
+q5_kdone:
+	VADDPS Y10, Y0, Y0
+	VSUBPS Y1, Y0, Y0
+	REDUCE
+	VZEROUPPER
+	MOVSS X0, ret+40(FP)
 	RET
