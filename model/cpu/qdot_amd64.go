@@ -24,6 +24,12 @@ func qdotQ8_0AVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
 func qdotQ4_KAVX2(w *byte, xq *int8, xd, xs *float32, nsuper int) float32
 
 //go:noescape
+func qdotQ2_KAVX2(w *byte, xq *int8, xd *float32, nsuper int) float32
+
+//go:noescape
+func qdotQ3_KAVX2(w *byte, xq *int8, xd *float32, nsuper int) float32
+
+//go:noescape
 func qdotQ5_KAVX2(w *byte, xq *int8, xd, xs *float32, nsuper int) float32
 
 //go:noescape
@@ -99,6 +105,14 @@ func qdot(t gguf.Type, row []byte, x qvec) float32 {
 	case gguf.TypeQ8_0:
 		_ = row[nb*34-1]
 		return qdotQ8_0AVX2(&row[0], &x.qs[0], &x.d[0], nb)
+	case gguf.TypeQ2_K:
+		ns := nb / 8
+		_ = row[ns*84-1]
+		return qdotQ2_KAVX2(&row[0], &x.qs[0], &x.d[0], ns)
+	case gguf.TypeQ3_K:
+		ns := nb / 8
+		_ = row[ns*110-1]
+		return qdotQ3_KAVX2(&row[0], &x.qs[0], &x.d[0], ns)
 	case gguf.TypeQ4_K:
 		ns := nb / 8
 		_ = row[ns*144-1]

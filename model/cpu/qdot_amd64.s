@@ -299,13 +299,25 @@ q4_kdone:
 // holds d·dx of the block.
 #define Q6_K_DOT(xoff, soff, soff2, foff, acc) \
 	VPSUBB Y11, Y6, Y6; \
+	K16_DOT(xoff, soff, soff2, foff, acc)
+
+// PAIR16: Y8 = the int16 at soff(SP) in every lane of the low 128-bit
+// half and the one at soff2(SP) in the high half (X9 clobbered).
+#define PAIR16(soff, soff2) \
+	VPBROADCASTW soff(SP), X8; \
+	VPBROADCASTW soff2(SP), X9; \
+	VINSERTI128 $1, X9, Y8, Y8
+
+// K16_DOT (Q2_K, Q3_K, Q6_K): acc += d·dx · Σ_k scale[k]·Σ q·x over one
+// activation block, q in Y6 as int8 (clobbered, |q| ≤ 128), activations
+// at xoff(DI), the int16 scales of its two 16-element sub-blocks at
+// soff(SP) and soff2(SP), d·dx at foff(SP).
+#define K16_DOT(xoff, soff, soff2, foff, acc) \
 	VMOVDQU xoff(DI), Y7; \
 	VPSIGNB Y6, Y7, Y7; \
 	VPSIGNB Y6, Y6, Y6; \
 	VPMADDUBSW Y7, Y6, Y6; \
-	VPBROADCASTW soff(SP), X8; \
-	VPBROADCASTW soff2(SP), X9; \
-	VINSERTI128 $1, X9, Y8, Y8; \
+	PAIR16(soff, soff2); \
 	VPMADDWD Y8, Y6, Y6; \
 	VCVTDQ2PS Y6, Y6; \
 	VBROADCASTSS foff(SP), Y9; \
@@ -888,4 +900,177 @@ q5_kdone:
 	REDUCE
 	VZEROUPPER
 	MOVSS X0, ret+40(FP)
+	RET
+
+// Q3_K_J: activation block 4h+j of a Q3_K super-block: the low bits
+// (Y3 >> lsh) & 3 of qs[32h:32h+32], the third bit 4h+j of hmask (Y5)
+// moved to bit 2 by hop $hn (VPSLLW by 2−b or VPSRLW by b−2, within each
+// byte as the mask keeps bit 2), q = low | bit<<2, minus 4 (Y10 = 4 bytes,
+// Y12 = 3 bytes; Y4 clobbered).
+#define Q3_K_J(lsh, hop, hn, xoff, soff, soff2, foff, acc) \
+	VPSRLW $lsh, Y3, Y6; \
+	VPAND Y12, Y6, Y6; \
+	hop $hn, Y5, Y4; \
+	VPAND Y10, Y4, Y4; \
+	VPOR Y4, Y6, Y6; \
+	VPSUBB Y10, Y6, Y6; \
+	K16_DOT(xoff, soff, soff2, foff, acc)
+
+// Q3_K_SCALEWORD: the scales 4i..4i+3 (q3KScales in qdotk.go): lo, with
+// the nibble shift ls, ORed with the two bits of u2 (DX) at hs, to off(SP).
+#define Q3_K_SCALEWORD(lo, ls, hs, off) \
+	MOVL lo, R10; \
+	SHRL $ls, R10; \
+	ANDL $0x0f0f0f0f, R10; \
+	MOVL DX, R11; \
+	SHRL $hs, R11; \
+	ANDL $0x03030303, R11; \
+	SHLL $4, R11; \
+	ORL  R11, R10; \
+	MOVL R10, off(SP)
+
+// func qdotQ3_KAVX2(w *byte, xq *int8, xd *float32, nsuper int) float32
+// Per super-block {uint8 hmask[32]; uint8 qs[64]; uint8 scales[12]; f16 d}:
+// d·dx[b] for the eight activation blocks to 0(SP), the sixteen scales
+// minus 32 widened to int16 to 32(SP) (bytes first at 64(SP)).
+TEXT ·qdotQ3_KAVX2(SB), NOSPLIT, $80-36
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ nsuper+24(FP), CX
+	MOVQ $0x0303030303030303, AX
+	VMOVQ AX, X12
+	VPBROADCASTQ X12, Y12
+	MOVQ $0x0404040404040404, AX
+	VMOVQ AX, X10
+	VPBROADCASTQ X10, Y10
+	MOVQ $0x2020202020202020, AX
+	VMOVQ AX, X11
+	VPBROADCASTQ X11, Y11
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q3_kloop:
+	TESTQ CX, CX
+	JLE   q3_kdone
+	VPBROADCASTW 108(SI), X2
+	VCVTPH2PS X2, Y2
+	VMULPS (R8), Y2, Y2
+	VMOVUPS Y2, 0(SP)
+	MOVL 96(SI), AX
+	MOVL 100(SI), BX
+	MOVL 104(SI), DX
+	Q3_K_SCALEWORD(AX, 0, 0, 64)
+	Q3_K_SCALEWORD(BX, 0, 2, 68)
+	Q3_K_SCALEWORD(AX, 4, 4, 72)
+	Q3_K_SCALEWORD(BX, 4, 6, 76)
+	VMOVDQU 64(SP), X2
+	VPSUBB X11, X2, X2
+	VPMOVSXBW X2, Y2
+	VMOVDQU Y2, 32(SP)
+	VMOVDQU 0(SI), Y5
+	VMOVDQU 32(SI), Y3
+	Q3_K_J(0, VPSLLW, 2, 0, 32, 34, 0, Y0)
+	Q3_K_J(2, VPSLLW, 1, 32, 36, 38, 4, Y1)
+	Q3_K_J(4, VPSRLW, 0, 64, 40, 42, 8, Y0)
+	Q3_K_J(6, VPSRLW, 1, 96, 44, 46, 12, Y1)
+	VMOVDQU 64(SI), Y3
+	Q3_K_J(0, VPSRLW, 2, 128, 48, 50, 16, Y0)
+	Q3_K_J(2, VPSRLW, 3, 160, 52, 54, 20, Y1)
+	Q3_K_J(4, VPSRLW, 4, 192, 56, 58, 24, Y0)
+	Q3_K_J(6, VPSRLW, 5, 224, 60, 62, 28, Y1)
+	ADDQ $110, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q3_kloop
+
+q3_kdone:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	VZEROUPPER
+	MOVSS X0, ret+32(FP)
+	RET
+
+// Q2_K_J: activation block 4h+j of a Q2_K super-block: q = (Y3 >> lsh) & 3
+// (qs[32h:32h+32], unsigned), activations at xoff(DI):
+// Y0 += d·dx · Σ_k sc[k]·Σ q·x (scales at soff, soff2; d·dx at foff) and
+// Y1 += dmin·dx · Σ_k m[k]·Σ x (mins at moff, moff2; dmin·dx at foff2);
+// Y14 = 1 bytes.
+#define Q2_K_J(lsh, xoff, soff, soff2, moff, moff2, foff, foff2) \
+	VPSRLW $lsh, Y3, Y6; \
+	VPAND Y12, Y6, Y6; \
+	VMOVDQU xoff(DI), Y7; \
+	VPMADDUBSW Y7, Y6, Y6; \
+	PAIR16(soff, soff2); \
+	VPMADDWD Y8, Y6, Y6; \
+	VCVTDQ2PS Y6, Y6; \
+	VBROADCASTSS foff(SP), Y9; \
+	VFMADD231PS Y9, Y6, Y0; \
+	VPMADDUBSW Y7, Y14, Y7; \
+	PAIR16(moff, moff2); \
+	VPMADDWD Y8, Y7, Y7; \
+	VCVTDQ2PS Y7, Y7; \
+	VBROADCASTSS foff2(SP), Y9; \
+	VFMADD231PS Y9, Y7, Y1
+
+// func qdotQ2_KAVX2(w *byte, xq *int8, xd *float32, nsuper int) float32
+// Per super-block {uint8 scales[16]; uint8 qs[64]; f16 d; f16 dmin}: d·dx[b]
+// to 0(SP), dmin·dx[b] to 32(SP), the sixteen scales (low nibbles) as
+// int16 to 64(SP) and the mins (high nibbles) to 96(SP).
+TEXT ·qdotQ2_KAVX2(SB), NOSPLIT, $128-36
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ nsuper+24(FP), CX
+	MASK0F
+	MOVQ $0x0303030303030303, AX
+	VMOVQ AX, X12
+	VPBROADCASTQ X12, Y12
+	MOVQ $0x0101010101010101, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q2_kloop:
+	TESTQ CX, CX
+	JLE   q2_kdone
+	VPBROADCASTW 80(SI), X2
+	VCVTPH2PS X2, Y2
+	VMULPS (R8), Y2, Y2
+	VMOVUPS Y2, 0(SP)
+	VPBROADCASTW 82(SI), X2
+	VCVTPH2PS X2, Y2
+	VMULPS (R8), Y2, Y2
+	VMOVUPS Y2, 32(SP)
+	VMOVDQU 0(SI), X2
+	VPAND X15, X2, X3
+	VPMOVZXBW X3, Y3
+	VMOVDQU Y3, 64(SP)
+	VPSRLW $4, X2, X3
+	VPAND X15, X3, X3
+	VPMOVZXBW X3, Y3
+	VMOVDQU Y3, 96(SP)
+	VMOVDQU 16(SI), Y3
+	Q2_K_J(0, 0, 64, 66, 96, 98, 0, 32)
+	Q2_K_J(2, 32, 68, 70, 100, 102, 4, 36)
+	Q2_K_J(4, 64, 72, 74, 104, 106, 8, 40)
+	Q2_K_J(6, 96, 76, 78, 108, 110, 12, 44)
+	VMOVDQU 48(SI), Y3
+	Q2_K_J(0, 128, 80, 82, 112, 114, 16, 48)
+	Q2_K_J(2, 160, 84, 86, 116, 118, 20, 52)
+	Q2_K_J(4, 192, 88, 90, 120, 122, 24, 56)
+	Q2_K_J(6, 224, 92, 94, 124, 126, 28, 60)
+	ADDQ $84, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q2_kloop
+
+q2_kdone:
+	VSUBPS Y1, Y0, Y0
+	REDUCE
+	VZEROUPPER
+	MOVSS X0, ret+32(FP)
 	RET
