@@ -44,17 +44,32 @@ func qdot4Q8_0AVX2(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float
 //go:noescape
 func qdot4Q4_KAVX2(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
 
+//go:noescape
+func qdot4Q5_KAVX2(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
+
+//go:noescape
+func qdot4Q6_KAVX2(w *byte, xq *int8, xd *float32, k, nsuper int, out *[4]float32)
+
 // qdot4 returns row · x for the four activation rows i..i+3 of q, decoding
-// each weight block once for the four (Q4_0, Q8_0 and Q4_K with AVX2; four
-// qdot calls otherwise).
+// each weight block once for the four (Q4_0, Q8_0, Q4_K, Q5_K and Q6_K
+// with AVX2; four qdot calls otherwise).
 func qdot4(t gguf.Type, row []byte, q *qrows, i int) (out [4]float32) {
 	nb := q.k / qblock
-	if useAVX2 && nb >= 8 && t == gguf.TypeQ4_K {
+	if useAVX2 && nb >= 8 && (t == gguf.TypeQ4_K || t == gguf.TypeQ5_K || t == gguf.TypeQ6_K) {
 		_ = q.qs[(i+4)*q.k-1]
 		_ = q.d[(i+4)*nb-1]
 		_ = q.s[(i+4)*nb-1]
-		_ = row[nb/8*144-1]
-		qdot4Q4_KAVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], &q.s[i*nb], q.k, nb/8, &out)
+		switch t {
+		case gguf.TypeQ4_K:
+			_ = row[nb/8*144-1]
+			qdot4Q4_KAVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], &q.s[i*nb], q.k, nb/8, &out)
+		case gguf.TypeQ5_K:
+			_ = row[nb/8*176-1]
+			qdot4Q5_KAVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], &q.s[i*nb], q.k, nb/8, &out)
+		default:
+			_ = row[nb/8*210-1]
+			qdot4Q6_KAVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], q.k, nb/8, &out)
+		}
 		return out
 	}
 	if useAVX2 && nb > 0 && (t == gguf.TypeQ4_0 || t == gguf.TypeQ8_0) {

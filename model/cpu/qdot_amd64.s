@@ -1074,3 +1074,226 @@ q2_kdone:
 	VZEROUPPER
 	MOVSS X0, ret+32(FP)
 	RET
+
+// Q5_K4_BIT: Q5_K_BIT for qdot4Q5_KAVX2: qh in Y15, 0x10 bytes at mask
+// (a stack slot, named by the caller for go vet), Y14 clobbered.
+#define Q5_K4_BIT(op, n, reg, mask) \
+	op $n, Y15, Y14; \
+	VPAND mask, Y14, Y14; \
+	VPOR Y14, reg, reg
+
+// func qdot4Q5_KAVX2(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
+// As qdot4Q4_KAVX2 for a Q5_K weight row: the fifth bits (qh in Y15 while
+// the quants are unpacked) are ORed into the eight sub-blocks' quants.
+TEXT ·qdot4Q5_KAVX2(SB), NOSPLIT, $224-56
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ xs+24(FP), BX
+	SUBQ R8, BX
+	MOVQ k+32(FP), R9
+	MOVQ nsuper+40(FP), CX
+	MOVQ R9, R10
+	SHRQ $3, R10
+	MASK0F
+	VMOVDQU Y15, 128(SP)
+	ONES16
+	VMOVDQU Y13, 160(SP)
+	MOVQ $0x1010101010101010, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+	VMOVDQU Y14, 192(SP)
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+q5_kx4loop:
+	TESTQ CX, CX
+	JLE   q5_kx4done
+	// Scales and mins as in qdotQ4_KAVX2, with AX = u0, DX = u1, R13 = u2.
+	MOVL 4(SI), AX
+	MOVL 8(SI), DX
+	MOVL 12(SI), R13
+	MOVL AX, R11
+	ANDL $0x3f3f3f3f, R11
+	MOVL R13, R12
+	ANDL $0x0f0f0f0f, R12
+	SHRL $6, AX
+	ANDL $0x03030303, AX
+	SHLL $4, AX
+	ORL  AX, R12
+	SHLQ $32, R12
+	ORQ  R12, R11
+	VMOVQ R11, X4
+	MOVL DX, R11
+	ANDL $0x3f3f3f3f, R11
+	SHRL $4, R13
+	ANDL $0x0f0f0f0f, R13
+	SHRL $6, DX
+	ANDL $0x03030303, DX
+	SHLL $4, DX
+	ORL  DX, R13
+	SHLQ $32, R13
+	ORQ  R13, R11
+	VMOVQ R11, X5
+	VPMOVZXBD X4, Y4
+	VCVTDQ2PS Y4, Y4
+	VPMOVZXBD X5, Y5
+	VCVTDQ2PS Y5, Y5
+	VPBROADCASTW 0(SI), X14
+	VCVTPH2PS X14, Y14
+	VMULPS Y14, Y4, Y4
+	VPBROADCASTW 2(SI), X14
+	VCVTPH2PS X14, Y14
+	VMULPS Y14, Y5, Y5
+	MOVQ R8, R12
+	Q4_K_ROW(0, Y0)
+	Q4_K_ROW(32, Y1)
+	Q4_K_ROW(64, Y2)
+	Q4_K_ROW(96, Y3)
+	VMOVDQU 16(SI), Y15
+	Q4_K_UNPACK(48, Y6, Y7)
+	Q5_K4_BIT(VPSLLW, 4, Y6, 192(SP))
+	Q5_K4_BIT(VPSLLW, 3, Y7, 192(SP))
+	Q4_K_UNPACK(80, Y8, Y9)
+	Q5_K4_BIT(VPSLLW, 2, Y8, 192(SP))
+	Q5_K4_BIT(VPSLLW, 1, Y9, 192(SP))
+	Q4_K_UNPACK(112, Y10, Y11)
+	Q5_K4_BIT(VPSRLW, 0, Y10, 192(SP))
+	Q5_K4_BIT(VPSRLW, 1, Y11, 192(SP))
+	Q4_K_UNPACK(144, Y12, Y13)
+	Q5_K4_BIT(VPSRLW, 2, Y12, 192(SP))
+	Q5_K4_BIT(VPSRLW, 3, Y13, 192(SP))
+	LEAQ (R9)(R9*2), R13
+	Q4_K_J(Y6, 0, 0, 32, 64, 96)
+	Q4_K_J(Y7, 32, 4, 36, 68, 100)
+	Q4_K_J(Y8, 64, 8, 40, 72, 104)
+	Q4_K_J(Y9, 96, 12, 44, 76, 108)
+	Q4_K_J(Y10, 128, 16, 48, 80, 112)
+	Q4_K_J(Y11, 160, 20, 52, 84, 116)
+	Q4_K_J(Y12, 192, 24, 56, 88, 120)
+	Q4_K_J(Y13, 224, 28, 60, 92, 124)
+	ADDQ $176, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q5_kx4loop
+
+q5_kx4done:
+	MOVQ out+48(FP), AX
+	QDOT4_EPILOGUE
+	RET
+
+// Q6_K4_ROW: acc += d·dx · Σ_k scale[k]·Σ q·x for one activation row:
+// the quants' signs in Y6, their magnitudes in Y5, the scale pair in Y8,
+// the activations at xaddr and d·dx at foff(SP).
+#define Q6_K4_ROW(xaddr, foff, acc) \
+	VMOVDQU xaddr, Y7; \
+	VPSIGNB Y6, Y7, Y7; \
+	VPMADDUBSW Y7, Y5, Y7; \
+	VPMADDWD Y8, Y7, Y7; \
+	VCVTDQ2PS Y7, Y7; \
+	VBROADCASTSS foff(SP), Y9; \
+	VFMADD231PS Y9, Y7, acc
+
+// Q6_K4_BLOCK: one activation block (quants 0..63 in Y6) for the four
+// rows; the scales at soff, soff2 (int16), row t's d·dx at f+32t.
+#define Q6_K4_BLOCK(xoff, soff, soff2, f) \
+	VPSUBB Y11, Y6, Y6; \
+	VPSIGNB Y6, Y6, Y5; \
+	PAIR16(soff, soff2); \
+	Q6_K4_ROW(xoff(DI), f, Y0); \
+	Q6_K4_ROW(xoff(DI)(R9*1), f+32, Y1); \
+	Q6_K4_ROW(xoff(DI)(R9*2), f+64, Y2); \
+	Q6_K4_ROW(xoff(DI)(R13*1), f+96, Y3)
+
+// Q6_K4_HALF: half h of the super-block as Q6_K_HALF (ql in Y4 and Y13,
+// qh in Y12; Y15 = 0x0f, Y14 = 0x03, Y11 = 0x20 bytes; Y10 clobbered).
+#define Q6_K4_HALF(qloff, qloff2, qhoff, x0, x1, x2, x3, s0, s1, s2, s3, s4, s5, s6, s7, f0, f1, f2, f3) \
+	VMOVDQU qloff(SI), Y4; \
+	VMOVDQU qloff2(SI), Y13; \
+	VMOVDQU qhoff(SI), Y12; \
+	VPAND Y15, Y4, Y6; \
+	VPAND Y14, Y12, Y10; \
+	VPSLLW $4, Y10, Y10; \
+	VPOR Y10, Y6, Y6; \
+	Q6_K4_BLOCK(x0, s0, s1, f0); \
+	VPAND Y15, Y13, Y6; \
+	VPSRLW $2, Y12, Y10; \
+	VPAND Y14, Y10, Y10; \
+	VPSLLW $4, Y10, Y10; \
+	VPOR Y10, Y6, Y6; \
+	Q6_K4_BLOCK(x1, s2, s3, f1); \
+	VPSRLW $4, Y4, Y6; \
+	VPAND Y15, Y6, Y6; \
+	VPSRLW $4, Y12, Y10; \
+	VPAND Y14, Y10, Y10; \
+	VPSLLW $4, Y10, Y10; \
+	VPOR Y10, Y6, Y6; \
+	Q6_K4_BLOCK(x2, s4, s5, f2); \
+	VPSRLW $4, Y13, Y6; \
+	VPAND Y15, Y6, Y6; \
+	VPSRLW $6, Y12, Y10; \
+	VPAND Y14, Y10, Y10; \
+	VPSLLW $4, Y10, Y10; \
+	VPOR Y10, Y6, Y6; \
+	Q6_K4_BLOCK(x3, s6, s7, f3)
+
+// Q6_K4_FACTORS: d·dx of the eight blocks of the row at R12 (d in Y9) to
+// foff(SP); R12 moves to the next row's scales.
+#define Q6_K4_FACTORS(foff) \
+	VMULPS (R12), Y9, Y7; \
+	VMOVUPS Y7, foff(SP); \
+	ADDQ R10, R12
+
+// func qdot4Q6_KAVX2(w *byte, xq *int8, xd *float32, k, nsuper int, out *[4]float32)
+// Four rows of k quantized activations (row t at xq+t·k, its scales at
+// xd+t·k/32) against one Q6_K weight row: each activation block's quants
+// are decoded once and taken for the four rows. Stack: row t's d·dx[b] at
+// 32t+4b, the sixteen scales as int16 at 128(SP).
+TEXT ·qdot4Q6_KAVX2(SB), NOSPLIT, $160-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ k+24(FP), R9
+	MOVQ nsuper+32(FP), CX
+	MOVQ R9, R10
+	SHRQ $3, R10
+	LEAQ (R9)(R9*2), R13
+	MASK0F
+	MOVQ $0x0303030303030303, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+	MOVQ $0x2020202020202020, AX
+	VMOVQ AX, X11
+	VPBROADCASTQ X11, Y11
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+q6_kx4loop:
+	TESTQ CX, CX
+	JLE   q6_kx4done
+	VPBROADCASTW 208(SI), X9
+	VCVTPH2PS X9, Y9
+	MOVQ R8, R12
+	Q6_K4_FACTORS(0)
+	Q6_K4_FACTORS(32)
+	Q6_K4_FACTORS(64)
+	Q6_K4_FACTORS(96)
+	VPMOVSXBW 192(SI), Y7
+	VMOVDQU Y7, 128(SP)
+	Q6_K4_HALF(0, 32, 128, 0, 32, 64, 96, 128, 130, 132, 134, 136, 138, 140, 142, 0, 4, 8, 12)
+	Q6_K4_HALF(64, 96, 160, 128, 160, 192, 224, 144, 146, 148, 150, 152, 154, 156, 158, 16, 20, 24, 28)
+	ADDQ $210, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q6_kx4loop
+
+q6_kx4done:
+	MOVQ out+40(FP), AX
+	QDOT4_EPILOGUE
+	RET
