@@ -65,7 +65,9 @@ func (q *qrows) row(i int) qvec {
 //	q[i] = x[i]·(127/amax) rounded half away from zero (0 when amax = 0)
 //
 // A NaN in a block makes its d NaN, so it reaches every product.
-func quantizeRow(dst qvec, x []float32) {
+// quantizeRowGeneric is the portable reference; quantizeRowAVX2 computes the
+// same bits (the same float32 operations, each rounded once).
+func quantizeRowGeneric(dst qvec, x []float32) {
 	for b := range len(x) / qblock {
 		xb := x[b*qblock : b*qblock+qblock : b*qblock+qblock]
 		qb := dst.qs[b*qblock : b*qblock+qblock : b*qblock+qblock]
@@ -82,7 +84,8 @@ func quantizeRow(dst qvec, x []float32) {
 		}
 		var sum int32
 		for j, v := range xb {
-			f := v * id
+			// f is rounded before the addition: no FMA.
+			f := float32(v * id)
 			half := math.Float32frombits(math.Float32bits(f)&(1<<31) | 0x3f000000) // ±0.5
 			q := int8(int32(f + half))
 			qb[j] = q

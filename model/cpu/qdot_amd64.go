@@ -145,3 +145,20 @@ func qdot(t gguf.Type, row []byte, x qvec) float32 {
 	}
 	return qdotGeneric(t, row, x)
 }
+
+//go:noescape
+func quantizeRowAVX2(x *float32, qs *int8, d, s *float32, nblocks int)
+
+// quantizeRow quantizes x (len a multiple of 32) into dst, as
+// quantizeRowGeneric does, bit for bit.
+func quantizeRow(dst qvec, x []float32) {
+	nb := len(x) / qblock
+	if !useAVX2 || nb == 0 {
+		quantizeRowGeneric(dst, x)
+		return
+	}
+	_ = dst.qs[nb*qblock-1]
+	_ = dst.d[nb-1]
+	_ = dst.s[nb-1]
+	quantizeRowAVX2(&x[0], &dst.qs[0], &dst.d[0], &dst.s[0], nb)
+}

@@ -1297,3 +1297,115 @@ q6_kx4done:
 	MOVQ out+40(FP), AX
 	QDOT4_EPILOGUE
 	RET
+
+// qperm puts the dwords of the packed quants back in element order (after
+// VPACKUSDW and VPACKUSWB interleave the 128-bit lanes).
+DATA qperm<>+0(SB)/8, $0x0000000400000000
+DATA qperm<>+8(SB)/8, $0x0000000500000001
+DATA qperm<>+16(SB)/8, $0x0000000600000002
+DATA qperm<>+24(SB)/8, $0x0000000700000003
+GLOBL qperm<>(SB), RODATA|NOPTR, $32
+
+// QUANT8: reg = the low bytes (0..255 in 32-bit lanes) of
+// int32(f + ±0.5), f = reg·id (Y7), the sign of ±0.5 that of f; Y9 += the
+// same bytes sign-extended (Y8 clobbered).
+#define QUANT8(reg) \
+	VMULPS Y7, reg, reg; \
+	VANDPS Y14, reg, Y8; \
+	VORPS Y13, Y8, Y8; \
+	VADDPS Y8, reg, reg; \
+	VCVTTPS2DQ reg, reg; \
+	VPAND Y12, reg, reg; \
+	VPSLLD $24, reg, Y8; \
+	VPSRAD $24, Y8, Y8; \
+	VPADDD Y8, Y9, Y9
+
+// func quantizeRowAVX2(x *float32, qs *int8, d, s *float32, nblocks int)
+// quantizeRowGeneric's operations on eight lanes: amax as the largest
+// magnitude bit pattern (VPMAXUD; a NaN wins), id = 127/amax (0 when amax
+// is 0), q = int8(int32(x·id ± 0.5)) (the low byte, as Go converts),
+// d = amax/127, s = d·Σq.
+TEXT ·quantizeRowAVX2(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ qs+8(FP), DI
+	MOVQ d+16(FP), R8
+	MOVQ s+24(FP), R9
+	MOVQ nblocks+32(FP), CX
+	MOVL $0x7fffffff, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	MOVL $0x80000000, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	MOVL $0x3f000000, AX
+	VMOVD AX, X13
+	VPBROADCASTD X13, Y13
+	MOVL $0xff, AX
+	VMOVD AX, X12
+	VPBROADCASTD X12, Y12
+	VMOVDQU qperm<>(SB), Y11
+	MOVL $0x42fe0000, AX
+	VMOVD AX, X10
+
+quantloop:
+	TESTQ CX, CX
+	JLE   quantdone
+	VMOVUPS 0(SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS 64(SI), Y2
+	VMOVUPS 96(SI), Y3
+	VPAND Y15, Y0, Y4
+	VPAND Y15, Y1, Y5
+	VPMAXUD Y5, Y4, Y4
+	VPAND Y15, Y2, Y5
+	VPMAXUD Y5, Y4, Y4
+	VPAND Y15, Y3, Y5
+	VPMAXUD Y5, Y4, Y4
+	VEXTRACTI128 $1, Y4, X5
+	VPMAXUD X5, X4, X4
+	VPSHUFD $0x4e, X4, X5
+	VPMAXUD X5, X4, X4
+	VPSHUFD $0xb1, X4, X5
+	VPMAXUD X5, X4, X4
+	VXORPS X7, X7, X7
+	VUCOMISS X7, X4
+	JNE  quantnonzero
+	JPS  quantnonzero
+	JMP  quantscaled
+
+quantnonzero:
+	VDIVSS X4, X10, X7
+
+quantscaled:
+	VBROADCASTSS X7, Y7
+	VPXOR Y9, Y9, Y9
+	QUANT8(Y0)
+	QUANT8(Y1)
+	QUANT8(Y2)
+	QUANT8(Y3)
+	VPACKUSDW Y1, Y0, Y0
+	VPACKUSDW Y3, Y2, Y2
+	VPACKUSWB Y2, Y0, Y0
+	VPERMD Y0, Y11, Y0
+	VMOVDQU Y0, (DI)
+	VEXTRACTI128 $1, Y9, X8
+	VPADDD X8, X9, X9
+	VPSHUFD $0x4e, X9, X8
+	VPADDD X8, X9, X9
+	VPSHUFD $0xb1, X9, X8
+	VPADDD X8, X9, X9
+	VCVTDQ2PS X9, X9
+	VDIVSS X10, X4, X5
+	VMOVSS X5, (R8)
+	VMULSS X9, X5, X5
+	VMOVSS X5, (R9)
+	ADDQ $128, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	ADDQ $4, R9
+	DECQ CX
+	JMP  quantloop
+
+quantdone:
+	VZEROUPPER
+	RET

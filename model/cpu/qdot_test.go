@@ -266,9 +266,17 @@ func BenchmarkQuantizeRow(b *testing.B) {
 		x[i] = float32(r.NormFloat64())
 	}
 	q := newQvec(k)
-	b.SetBytes(4 * k)
-	for b.Loop() {
-		quantizeRow(q, x)
+	for _, impl := range []string{"asm", "go"} {
+		b.Run(impl, func(b *testing.B) {
+			f := quantizeRow
+			if impl == "go" {
+				f = quantizeRowGeneric
+			}
+			b.SetBytes(4 * k)
+			for b.Loop() {
+				f(q, x)
+			}
+		})
 	}
 }
 
@@ -408,5 +416,58 @@ func BenchmarkQDot4(b *testing.B) {
 			}
 			_ = s
 		})
+	}
+}
+
+// TestQuantizeRowBits checks that quantizeRow (AVX2 on amd64) writes the
+// same bits as quantizeRowGeneric: random blocks at every magnitude,
+// subnormals, signed zeros, exact halves (x·id = k + 0.5 rounds away from
+// zero), and blocks holding NaN or ±Inf, for 1 to 9 blocks.
+func TestQuantizeRowBits(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	inf := float32(math.Inf(1))
+	for nb := 1; nb <= 9; nb++ {
+		for _, kind := range []string{"random", "huge", "tiny", "subnormal", "zeros", "halves", "nan", "inf", "mixed"} {
+			t.Run(fmt.Sprintf("blocks=%d/%s", nb, kind), func(t *testing.T) {
+				n := nb * 32
+				x := make([]float32, n)
+				for i := range x {
+					v := float32(r.NormFloat64())
+					switch kind {
+					case "huge":
+						v *= 1e37
+					case "tiny":
+						v *= 1e-37
+					case "subnormal":
+						v = math.Float32frombits(r.Uint32() & 0x807fffff)
+					case "zeros":
+						v = math.Float32frombits(r.Uint32() & 0x80000000)
+					case "halves": // amax 127: x·id = x exactly
+						v = float32(r.IntN(254)-127) + 0.5
+						if i%32 == 0 {
+							v = 127
+						}
+					case "mixed":
+						v = math.Float32frombits(r.Uint32())
+					}
+					x[i] = v
+				}
+				switch kind {
+				case "nan":
+					x[r.IntN(n)] = float32(math.NaN())
+				case "inf":
+					x[r.IntN(n)] = inf
+					x[r.IntN(n)] = -inf
+				}
+				got, want := newQvec(n), newQvec(n)
+				quantizeRow(got, x)
+				quantizeRowGeneric(want, x)
+				assert.Equal(t, want.qs, got.qs, "quants")
+				for b := range nb {
+					assert.Equal(t, math.Float32bits(want.d[b]), math.Float32bits(got.d[b]), "d of block %d", b)
+					assert.Equal(t, math.Float32bits(want.s[b]), math.Float32bits(got.s[b]), "s of block %d", b)
+				}
+			})
+		}
 	}
 }
