@@ -45,14 +45,26 @@ func qdot4Q8_0AVX2(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float
 func qdot4Q4_KAVX2(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
 
 //go:noescape
+func qdot4Q4_1AVX2(w *byte, xq *int8, xd, xs *float32, k, nblocks int, out *[4]float32)
+
+//go:noescape
+func qdot4Q5_0AVX2(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+
+//go:noescape
+func qdot4Q5_1AVX2(w *byte, xq *int8, xd, xs *float32, k, nblocks int, out *[4]float32)
+
+//go:noescape
+func qdot4IQ4_NLAVX2(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+
+//go:noescape
 func qdot4Q5_KAVX2(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
 
 //go:noescape
 func qdot4Q6_KAVX2(w *byte, xq *int8, xd *float32, k, nsuper int, out *[4]float32)
 
 // qdot4 returns row · x for the four activation rows i..i+3 of q, decoding
-// each weight block once for the four (Q4_0, Q8_0, Q4_K, Q5_K and Q6_K
-// with AVX2; four qdot calls otherwise).
+// each weight block once for the four (with AVX2 every type but Q2_K and
+// Q3_K; four qdot calls otherwise).
 func qdot4(t gguf.Type, row []byte, q *qrows, i int) (out [4]float32) {
 	nb := q.k / qblock
 	if useAVX2 && nb >= 8 && (t == gguf.TypeQ4_K || t == gguf.TypeQ5_K || t == gguf.TypeQ6_K) {
@@ -72,15 +84,25 @@ func qdot4(t gguf.Type, row []byte, q *qrows, i int) (out [4]float32) {
 		}
 		return out
 	}
-	if useAVX2 && nb > 0 && (t == gguf.TypeQ4_0 || t == gguf.TypeQ8_0) {
+	if useAVX2 && nb > 0 && t.BlockSize() == qblock {
 		_ = q.qs[(i+4)*q.k-1]
 		_ = q.d[(i+4)*nb-1]
-		if t == gguf.TypeQ4_0 {
-			_ = row[nb*18-1]
-			qdot4Q4_0AVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], q.k, nb, &out)
-		} else {
-			_ = row[nb*34-1]
-			qdot4Q8_0AVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], q.k, nb, &out)
+		_ = q.s[(i+4)*nb-1]
+		_ = row[nb*t.TypeSize()-1]
+		w, xq, xd, xs := &row[0], &q.qs[i*q.k], &q.d[i*nb], &q.s[i*nb]
+		switch t {
+		case gguf.TypeQ4_0:
+			qdot4Q4_0AVX2(w, xq, xd, q.k, nb, &out)
+		case gguf.TypeQ4_1:
+			qdot4Q4_1AVX2(w, xq, xd, xs, q.k, nb, &out)
+		case gguf.TypeQ5_0:
+			qdot4Q5_0AVX2(w, xq, xd, q.k, nb, &out)
+		case gguf.TypeQ5_1:
+			qdot4Q5_1AVX2(w, xq, xd, xs, q.k, nb, &out)
+		case gguf.TypeIQ4_NL:
+			qdot4IQ4_NLAVX2(w, xq, xd, q.k, nb, &out)
+		case gguf.TypeQ8_0:
+			qdot4Q8_0AVX2(w, xq, xd, q.k, nb, &out)
 		}
 		return out
 	}

@@ -81,19 +81,19 @@
 	VMULPS Y6, Y5, Y5; \
 	VFMADD231PS Y5, Y4, acc
 
-// NIB32: Y2 = the 32 nibbles of the 16 bytes at qoff(SI) in element order
+// NIB32: yd = the 32 nibbles of the 16 bytes at qoff(SI) in element order
 // (element j in the low nibble of byte j, j+16 in its high nibble), as
-// bytes 0..15 (Y15 = 0x0f bytes; X3 clobbered).
-#define NIB32(qoff) \
-	VMOVDQU qoff(SI), X2; \
-	VPSRLW $4, X2, X3; \
-	VINSERTI128 $1, X3, Y2, Y2; \
-	VPAND Y15, Y2, Y2
+// bytes 0..15; xd is the low half of yd (Y15 = 0x0f bytes; xt clobbered).
+#define NIB32(qoff, yd, xd, xt) \
+	VMOVDQU qoff(SI), xd; \
+	VPSRLW $4, xd, xt; \
+	VINSERTI128 $1, xt, yd, yd; \
+	VPAND Y15, yd, yd
 
 // Q4_0 block at woff(SI): {f16 d; uint8 qs[16]}: Y2 = the 32 quants minus
 // 8, as int8.
 #define Q4_0_BLOCK(woff, xoff, doff, acc) \
-	NIB32(woff+2); \
+	NIB32(woff+2, Y2, X2, X3); \
 	VPSUBB Y14, Y2, Y2; \
 	VMOVDQU xoff(DI), Y3; \
 	Q8DOT; \
@@ -437,13 +437,17 @@ q6_kdone:
 	VXORPS Y2, Y2, Y2; \
 	VXORPS Y3, Y3, Y3
 
-// QDOT4_EPILOGUE stores [Σ Y0, Σ Y1, Σ Y2, Σ Y3] to (AX).
-#define QDOT4_EPILOGUE \
+// QDOT4_SUMS: X0 = [Σ Y0, Σ Y1, Σ Y2, Σ Y3].
+#define QDOT4_SUMS \
 	VHADDPS Y1, Y0, Y0; \
 	VHADDPS Y3, Y2, Y2; \
 	VHADDPS Y2, Y0, Y0; \
 	VEXTRACTF128 $1, Y0, X1; \
-	VADDPS X1, X0, X0; \
+	VADDPS X1, X0, X0
+
+// QDOT4_EPILOGUE stores [Σ Y0, Σ Y1, Σ Y2, Σ Y3] to (AX).
+#define QDOT4_EPILOGUE \
+	QDOT4_SUMS; \
 	VMOVUPS X0, (AX); \
 	VZEROUPPER
 
@@ -603,22 +607,22 @@ q4_kx4done:
 
 // The other 32-element types (rule in qdot32.go). Registers of all of
 // them: Y15 = 0x0f bytes, Y13 = 1 in every 16-bit lane, Y14 = 0x10 bytes
-// (the fifth bit) or the IQ4_NL levels, Y12 = q5bits, Y11 = q5shuf, Y10 =
-// all ones; Y0 and Y1 accumulate alternate blocks, X9 the min terms m·s.
+// (the fifth bit) or the IQ4_NL levels; Y0 and Y1 accumulate alternate
+// blocks, X9 the min terms m·s.
 
 // q5shuf spreads byte i/8 of the broadcast qh word to byte i (VPSHUFB
 // works within 128-bit lanes: the low lane takes bytes 0 and 1, the high
-// lane bytes 2 and 3); q5bits then sets every bit of byte i but bit i%8.
+// lane bytes 2 and 3); q5bit holds bit i%8 in byte i.
 DATA q5shuf<>+0(SB)/8, $0x0000000000000000
 DATA q5shuf<>+8(SB)/8, $0x0101010101010101
 DATA q5shuf<>+16(SB)/8, $0x0202020202020202
 DATA q5shuf<>+24(SB)/8, $0x0303030303030303
 GLOBL q5shuf<>(SB), RODATA|NOPTR, $32
-DATA q5bits<>+0(SB)/8, $0x7fbfdfeff7fbfdfe
-DATA q5bits<>+8(SB)/8, $0x7fbfdfeff7fbfdfe
-DATA q5bits<>+16(SB)/8, $0x7fbfdfeff7fbfdfe
-DATA q5bits<>+24(SB)/8, $0x7fbfdfeff7fbfdfe
-GLOBL q5bits<>(SB), RODATA|NOPTR, $32
+DATA q5bit<>+0(SB)/8, $0x8040201008040201
+DATA q5bit<>+8(SB)/8, $0x8040201008040201
+DATA q5bit<>+16(SB)/8, $0x8040201008040201
+DATA q5bit<>+24(SB)/8, $0x8040201008040201
+GLOBL q5bit<>(SB), RODATA|NOPTR, $32
 
 // iq4nl: the levels of IQ4_NL (iq4nlLevels in qdot32.go) as int8, in both
 // 128-bit lanes: -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38,
@@ -634,18 +638,15 @@ GLOBL iq4nl<>(SB), RODATA|NOPTR, $32
 	ONES16; \
 	MOVQ $0x1010101010101010, AX; \
 	VMOVQ AX, X14; \
-	VPBROADCASTQ X14, Y14; \
-	VMOVDQU q5bits<>(SB), Y12; \
-	VMOVDQU q5shuf<>(SB), Y11; \
-	VPCMPEQB Y10, Y10, Y10
+	VPBROADCASTQ X14, Y14
 
-// FIFTH: Y3 = 0xff in byte i where bit i of the uint32 at qhoff(SI) is
+// FIFTH: dst = 0xff in byte i where bit i of the uint32 at qhoff(SI) is
 // set, else 0.
-#define FIFTH(qhoff) \
-	VPBROADCASTD qhoff(SI), Y3; \
-	VPSHUFB Y11, Y3, Y3; \
-	VPOR Y12, Y3, Y3; \
-	VPCMPEQB Y10, Y3, Y3
+#define FIFTH(qhoff, dst) \
+	VPBROADCASTD qhoff(SI), dst; \
+	VPSHUFB q5shuf<>(SB), dst, dst; \
+	VPAND q5bit<>(SB), dst, dst; \
+	VPCMPEQB q5bit<>(SB), dst, dst
 
 // UDOT: Y4 = eight int32 partial sums of Σ q·x, q in Y2 unsigned (0..31),
 // x at xoff(DI).
@@ -661,7 +662,7 @@ GLOBL iq4nl<>(SB), RODATA|NOPTR, $32
 
 // Q4_1 block at woff(SI): {f16 d; f16 m; uint8 qs[16]}.
 #define Q4_1_BLOCK(woff, xoff, doff, acc) \
-	NIB32(woff+4); \
+	NIB32(woff+4, Y2, X2, X3); \
 	UDOT(xoff); \
 	SCALE_FMA(woff, doff, acc); \
 	MIN_FMA(woff+2, doff)
@@ -669,8 +670,8 @@ GLOBL iq4nl<>(SB), RODATA|NOPTR, $32
 // Q5_0 block at woff(SI): {f16 d; uint32 qh; uint8 qs[16]}: the quants
 // minus 16 are the nibbles minus 16 where the fifth bit is clear.
 #define Q5_0_BLOCK(woff, xoff, doff, acc) \
-	NIB32(woff+6); \
-	FIFTH(woff+2); \
+	NIB32(woff+6, Y2, X2, X3); \
+	FIFTH(woff+2, Y3); \
 	VPANDN Y14, Y3, Y3; \
 	VPSUBB Y3, Y2, Y2; \
 	VMOVDQU xoff(DI), Y3; \
@@ -679,8 +680,8 @@ GLOBL iq4nl<>(SB), RODATA|NOPTR, $32
 
 // Q5_1 block at woff(SI): {f16 d; f16 m; uint32 qh; uint8 qs[16]}.
 #define Q5_1_BLOCK(woff, xoff, doff, acc) \
-	NIB32(woff+8); \
-	FIFTH(woff+4); \
+	NIB32(woff+8, Y2, X2, X3); \
+	FIFTH(woff+4, Y3); \
 	VPAND Y14, Y3, Y3; \
 	VPOR Y3, Y2, Y2; \
 	UDOT(xoff); \
@@ -690,7 +691,7 @@ GLOBL iq4nl<>(SB), RODATA|NOPTR, $32
 // IQ4_NL block at woff(SI): {f16 d; uint8 qs[16]}: the nibbles index the
 // levels in Y14.
 #define IQ4_NL_BLOCK(woff, xoff, doff, acc) \
-	NIB32(woff+2); \
+	NIB32(woff+2, Y2, X2, X3); \
 	VPSHUFB Y2, Y14, Y2; \
 	VMOVDQU xoff(DI), Y3; \
 	Q8DOT; \
@@ -1408,4 +1409,169 @@ quantscaled:
 
 quantdone:
 	VZEROUPPER
+	RET
+
+// Four-row kernels of the other 32-element types: the block is decoded
+// once into Y4 (as int8; Q4_1's and Q5_1's unsigned quants are positive
+// int8, which QTOK4's sign trick leaves as they are) and QTOK4 takes it
+// for the four rows. Rows' activation sums (Q4_1, Q5_1) are at BX with the
+// scales' strides; X9..X12 accumulate m·s of each row.
+
+// MIN4: X9..X12 += f16(moff(SI)) · s of the four rows.
+#define MIN4(moff) \
+	VPBROADCASTW moff(SI), X7; \
+	VCVTPH2PS X7, X7; \
+	VFMADD231SS (BX), X7, X9; \
+	VFMADD231SS (BX)(R10*1), X7, X10; \
+	VFMADD231SS (BX)(R10*2), X7, X11; \
+	VFMADD231SS (BX)(R12*1), X7, X12
+
+// MIN4_SUMS: X9 = [X9, X10, X11, X12] (lane 0 of each).
+#define MIN4_SUMS \
+	VUNPCKLPS X10, X9, X9; \
+	VUNPCKLPS X12, X11, X11; \
+	VMOVLHPS X11, X9, X9
+
+// func qdot4Q4_1AVX2(w *byte, xq *int8, xd, xs *float32, k, nblocks int, out *[4]float32)
+// As qdot4Q4_0AVX2 for a Q4_1 weight row.
+TEXT ·qdot4Q4_1AVX2(SB), NOSPLIT, $0-56
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ xs+24(FP), BX
+	MOVQ k+32(FP), R9
+	MOVQ nblocks+40(FP), CX
+	QDOT4_PROLOGUE
+	MASK0F
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VXORPS Y12, Y12, Y12
+
+q4_1x4loop:
+	TESTQ CX, CX
+	JLE   q4_1x4done
+	NIB32(4, Y4, X4, X5)
+	QTOK4
+	MIN4(2)
+	ADDQ $4, BX
+	ADDQ $20, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  q4_1x4loop
+
+q4_1x4done:
+	MOVQ out+48(FP), AX
+	QDOT4_SUMS
+	MIN4_SUMS
+	VADDPS X9, X0, X0
+	VMOVUPS X0, (AX)
+	VZEROUPPER
+	RET
+
+// func qdot4Q5_0AVX2(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+// As qdot4Q4_0AVX2 for a Q5_0 weight row.
+TEXT ·qdot4Q5_0AVX2(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ k+24(FP), R9
+	MOVQ nblocks+32(FP), CX
+	QDOT4_PROLOGUE
+	MASK0F
+	MOVQ $0x1010101010101010, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+
+q5_0x4loop:
+	TESTQ CX, CX
+	JLE   q5_0x4done
+	NIB32(6, Y4, X4, X5)
+	FIFTH(2, Y7)
+	VPANDN Y14, Y7, Y7
+	VPSUBB Y7, Y4, Y4
+	QTOK4
+	ADDQ $22, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  q5_0x4loop
+
+q5_0x4done:
+	MOVQ out+40(FP), AX
+	QDOT4_EPILOGUE
+	RET
+
+// func qdot4Q5_1AVX2(w *byte, xq *int8, xd, xs *float32, k, nblocks int, out *[4]float32)
+// As qdot4Q4_0AVX2 for a Q5_1 weight row.
+TEXT ·qdot4Q5_1AVX2(SB), NOSPLIT, $0-56
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ xs+24(FP), BX
+	MOVQ k+32(FP), R9
+	MOVQ nblocks+40(FP), CX
+	QDOT4_PROLOGUE
+	MASK0F
+	MOVQ $0x1010101010101010, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VXORPS Y12, Y12, Y12
+
+q5_1x4loop:
+	TESTQ CX, CX
+	JLE   q5_1x4done
+	NIB32(8, Y4, X4, X5)
+	FIFTH(4, Y7)
+	VPAND Y14, Y7, Y7
+	VPOR Y7, Y4, Y4
+	QTOK4
+	MIN4(2)
+	ADDQ $4, BX
+	ADDQ $24, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  q5_1x4loop
+
+q5_1x4done:
+	MOVQ out+48(FP), AX
+	QDOT4_SUMS
+	MIN4_SUMS
+	VADDPS X9, X0, X0
+	VMOVUPS X0, (AX)
+	VZEROUPPER
+	RET
+
+// func qdot4IQ4_NLAVX2(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+// As qdot4Q4_0AVX2 for a IQ4_NL weight row.
+TEXT ·qdot4IQ4_NLAVX2(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ k+24(FP), R9
+	MOVQ nblocks+32(FP), CX
+	QDOT4_PROLOGUE
+	MASK0F
+	VMOVDQU iq4nl<>(SB), Y14
+
+iq4nlx4loop:
+	TESTQ CX, CX
+	JLE   iq4nlx4done
+	NIB32(2, Y4, X4, X5)
+	VPSHUFB Y4, Y14, Y4
+	QTOK4
+	ADDQ $18, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  iq4nlx4loop
+
+iq4nlx4done:
+	MOVQ out+40(FP), AX
+	QDOT4_EPILOGUE
 	RET
