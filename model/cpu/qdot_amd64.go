@@ -57,21 +57,27 @@ func qdot4Q5_1AVX2(w *byte, xq *int8, xd, xs *float32, k, nblocks int, out *[4]f
 func qdot4IQ4_NLAVX2(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
 
 //go:noescape
+func qdot4Q3_KAVX2(w *byte, xq *int8, xd *float32, k, nsuper int, out *[4]float32)
+
+//go:noescape
 func qdot4Q5_KAVX2(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
 
 //go:noescape
 func qdot4Q6_KAVX2(w *byte, xq *int8, xd *float32, k, nsuper int, out *[4]float32)
 
 // qdot4 returns row · x for the four activation rows i..i+3 of q, decoding
-// each weight block once for the four (with AVX2 every type but Q2_K and
-// Q3_K; four qdot calls otherwise).
+// each weight block once for the four (with AVX2 every type but Q2_K; four
+// qdot calls otherwise).
 func qdot4(t gguf.Type, row []byte, q *qrows, i int) (out [4]float32) {
 	nb := q.k / qblock
-	if useAVX2 && nb >= 8 && (t == gguf.TypeQ4_K || t == gguf.TypeQ5_K || t == gguf.TypeQ6_K) {
+	if useAVX2 && nb >= 8 && (t == gguf.TypeQ3_K || t == gguf.TypeQ4_K || t == gguf.TypeQ5_K || t == gguf.TypeQ6_K) {
 		_ = q.qs[(i+4)*q.k-1]
 		_ = q.d[(i+4)*nb-1]
 		_ = q.s[(i+4)*nb-1]
 		switch t {
+		case gguf.TypeQ3_K:
+			_ = row[nb/8*110-1]
+			qdot4Q3_KAVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], q.k, nb/8, &out)
 		case gguf.TypeQ4_K:
 			_ = row[nb/8*144-1]
 			qdot4Q4_KAVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], &q.s[i*nb], q.k, nb/8, &out)

@@ -918,17 +918,18 @@ q5_kdone:
 	K16_DOT(xoff, soff, soff2, foff, acc)
 
 // Q3_K_SCALEWORD: the scales 4i..4i+3 (q3KScales in qdotk.go): lo, with
-// the nibble shift ls, ORed with the two bits of u2 (DX) at hs, to off(SP).
-#define Q3_K_SCALEWORD(lo, ls, hs, off) \
-	MOVL lo, R10; \
-	SHRL $ls, R10; \
-	ANDL $0x0f0f0f0f, R10; \
-	MOVL DX, R11; \
-	SHRL $hs, R11; \
-	ANDL $0x03030303, R11; \
-	SHLL $4, R11; \
-	ORL  R11, R10; \
-	MOVL R10, off(SP)
+// the nibble shift ls, ORed with the two bits of u2 (DX) at hs, to off
+// (t0, t1 clobbered).
+#define Q3_K_SCALEWORD(lo, ls, hs, off, t0, t1) \
+	MOVL lo, t0; \
+	SHRL $ls, t0; \
+	ANDL $0x0f0f0f0f, t0; \
+	MOVL DX, t1; \
+	SHRL $hs, t1; \
+	ANDL $0x03030303, t1; \
+	SHLL $4, t1; \
+	ORL  t1, t0; \
+	MOVL t0, off
 
 // func qdotQ3_KAVX2(w *byte, xq *int8, xd *float32, nsuper int) float32
 // Per super-block {uint8 hmask[32]; uint8 qs[64]; uint8 scales[12]; f16 d}:
@@ -961,10 +962,10 @@ q3_kloop:
 	MOVL 96(SI), AX
 	MOVL 100(SI), BX
 	MOVL 104(SI), DX
-	Q3_K_SCALEWORD(AX, 0, 0, 64)
-	Q3_K_SCALEWORD(BX, 0, 2, 68)
-	Q3_K_SCALEWORD(AX, 4, 4, 72)
-	Q3_K_SCALEWORD(BX, 4, 6, 76)
+	Q3_K_SCALEWORD(AX, 0, 0, 64(SP), R10, R11)
+	Q3_K_SCALEWORD(BX, 0, 2, 68(SP), R10, R11)
+	Q3_K_SCALEWORD(AX, 4, 4, 72(SP), R10, R11)
+	Q3_K_SCALEWORD(BX, 4, 6, 76(SP), R10, R11)
 	VMOVDQU 64(SP), X2
 	VPSUBB X11, X2, X2
 	VPMOVSXBW X2, Y2
@@ -1202,6 +1203,11 @@ q5_kx4done:
 // rows; the scales at soff, soff2 (int16), row t's d·dx at f+32t.
 #define Q6_K4_BLOCK(xoff, soff, soff2, f) \
 	VPSUBB Y11, Y6, Y6; \
+	K16X4_BLOCK(xoff, soff, soff2, f)
+
+// K16X4_BLOCK (Q3_K, Q6_K): one activation block, quants as int8 in Y6,
+// for the four rows (Y5, Y7..Y9 clobbered).
+#define K16X4_BLOCK(xoff, soff, soff2, f) \
 	VPSIGNB Y6, Y6, Y5; \
 	PAIR16(soff, soff2); \
 	Q6_K4_ROW(xoff(DI), f, Y0); \
@@ -1572,6 +1578,86 @@ iq4nlx4loop:
 	JMP  iq4nlx4loop
 
 iq4nlx4done:
+	MOVQ out+40(FP), AX
+	QDOT4_EPILOGUE
+	RET
+
+// Q3_K4_J: Q3_K_J for qdot4Q3_KAVX2: qs half in Y4, hmask in Y12, Y14 = 3
+// bytes, Y13 = 4 bytes (Y10 clobbered); the block for the four rows.
+#define Q3_K4_J(lsh, hop, hn, xoff, soff, soff2, f) \
+	VPSRLW $lsh, Y4, Y6; \
+	VPAND Y14, Y6, Y6; \
+	hop $hn, Y12, Y10; \
+	VPAND Y13, Y10, Y10; \
+	VPOR Y10, Y6, Y6; \
+	VPSUBB Y13, Y6, Y6; \
+	K16X4_BLOCK(xoff, soff, soff2, f)
+
+// func qdot4Q3_KAVX2(w *byte, xq *int8, xd *float32, k, nsuper int, out *[4]float32)
+// As qdot4Q6_KAVX2 for a Q3_K weight row (stack: row t's d·dx[b] at
+// 32t+4b, the scales as int16 at 128(SP), as bytes at 160(SP)).
+TEXT ·qdot4Q3_KAVX2(SB), NOSPLIT, $176-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ k+24(FP), R9
+	MOVQ nsuper+32(FP), CX
+	MOVQ R9, R10
+	SHRQ $3, R10
+	LEAQ (R9)(R9*2), R13
+	MOVQ $0x0303030303030303, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+	MOVQ $0x0404040404040404, AX
+	VMOVQ AX, X13
+	VPBROADCASTQ X13, Y13
+	MOVQ $0x2020202020202020, AX
+	VMOVQ AX, X11
+	VPBROADCASTQ X11, Y11
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+q3_kx4loop:
+	TESTQ CX, CX
+	JLE   q3_kx4done
+	MOVL 96(SI), AX
+	MOVL 100(SI), BX
+	MOVL 104(SI), DX
+	Q3_K_SCALEWORD(AX, 0, 0, 160(SP), R11, R12)
+	Q3_K_SCALEWORD(BX, 0, 2, 164(SP), R11, R12)
+	Q3_K_SCALEWORD(AX, 4, 4, 168(SP), R11, R12)
+	Q3_K_SCALEWORD(BX, 4, 6, 172(SP), R11, R12)
+	VMOVDQU 160(SP), X7
+	VPSUBB X11, X7, X7
+	VPMOVSXBW X7, Y7
+	VMOVDQU Y7, 128(SP)
+	VPBROADCASTW 108(SI), X9
+	VCVTPH2PS X9, Y9
+	MOVQ R8, R12
+	Q6_K4_FACTORS(0)
+	Q6_K4_FACTORS(32)
+	Q6_K4_FACTORS(64)
+	Q6_K4_FACTORS(96)
+	VMOVDQU 0(SI), Y12
+	VMOVDQU 32(SI), Y4
+	Q3_K4_J(0, VPSLLW, 2, 0, 128, 130, 0)
+	Q3_K4_J(2, VPSLLW, 1, 32, 132, 134, 4)
+	Q3_K4_J(4, VPSRLW, 0, 64, 136, 138, 8)
+	Q3_K4_J(6, VPSRLW, 1, 96, 140, 142, 12)
+	VMOVDQU 64(SI), Y4
+	Q3_K4_J(0, VPSRLW, 2, 128, 144, 146, 16)
+	Q3_K4_J(2, VPSRLW, 3, 160, 148, 150, 20)
+	Q3_K4_J(4, VPSRLW, 4, 192, 152, 154, 24)
+	Q3_K4_J(6, VPSRLW, 5, 224, 156, 158, 28)
+	ADDQ $110, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q3_kx4loop
+
+q3_kx4done:
 	MOVQ out+40(FP), AX
 	QDOT4_EPILOGUE
 	RET
