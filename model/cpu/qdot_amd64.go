@@ -57,6 +57,9 @@ func qdot4Q5_1AVX2(w *byte, xq *int8, xd, xs *float32, k, nblocks int, out *[4]f
 func qdot4IQ4_NLAVX2(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
 
 //go:noescape
+func qdot4Q2_KAVX2(w *byte, xq *int8, xd *float32, k, nsuper int, out *[4]float32)
+
+//go:noescape
 func qdot4Q3_KAVX2(w *byte, xq *int8, xd *float32, k, nsuper int, out *[4]float32)
 
 //go:noescape
@@ -66,56 +69,57 @@ func qdot4Q5_KAVX2(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]fl
 func qdot4Q6_KAVX2(w *byte, xq *int8, xd *float32, k, nsuper int, out *[4]float32)
 
 // qdot4 returns row · x for the four activation rows i..i+3 of q, decoding
-// each weight block once for the four (with AVX2 every type but Q2_K; four
-// qdot calls otherwise).
+// each weight block once for the four (every type of hasQDot with AVX2;
+// four qdot calls otherwise).
 func qdot4(t gguf.Type, row []byte, q *qrows, i int) (out [4]float32) {
-	nb := q.k / qblock
-	if useAVX2 && nb >= 8 && (t == gguf.TypeQ3_K || t == gguf.TypeQ4_K || t == gguf.TypeQ5_K || t == gguf.TypeQ6_K) {
-		_ = q.qs[(i+4)*q.k-1]
-		_ = q.d[(i+4)*nb-1]
-		_ = q.s[(i+4)*nb-1]
-		switch t {
-		case gguf.TypeQ3_K:
-			_ = row[nb/8*110-1]
-			qdot4Q3_KAVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], q.k, nb/8, &out)
-		case gguf.TypeQ4_K:
-			_ = row[nb/8*144-1]
-			qdot4Q4_KAVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], &q.s[i*nb], q.k, nb/8, &out)
-		case gguf.TypeQ5_K:
-			_ = row[nb/8*176-1]
-			qdot4Q5_KAVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], &q.s[i*nb], q.k, nb/8, &out)
-		default:
-			_ = row[nb/8*210-1]
-			qdot4Q6_KAVX2(&row[0], &q.qs[i*q.k], &q.d[i*nb], q.k, nb/8, &out)
-		}
-		return out
-	}
-	if useAVX2 && nb > 0 && t.BlockSize() == qblock {
-		_ = q.qs[(i+4)*q.k-1]
-		_ = q.d[(i+4)*nb-1]
-		_ = q.s[(i+4)*nb-1]
-		_ = row[nb*t.TypeSize()-1]
-		w, xq, xd, xs := &row[0], &q.qs[i*q.k], &q.d[i*nb], &q.s[i*nb]
-		switch t {
-		case gguf.TypeQ4_0:
-			qdot4Q4_0AVX2(w, xq, xd, q.k, nb, &out)
-		case gguf.TypeQ4_1:
-			qdot4Q4_1AVX2(w, xq, xd, xs, q.k, nb, &out)
-		case gguf.TypeQ5_0:
-			qdot4Q5_0AVX2(w, xq, xd, q.k, nb, &out)
-		case gguf.TypeQ5_1:
-			qdot4Q5_1AVX2(w, xq, xd, xs, q.k, nb, &out)
-		case gguf.TypeIQ4_NL:
-			qdot4IQ4_NLAVX2(w, xq, xd, q.k, nb, &out)
-		case gguf.TypeQ8_0:
-			qdot4Q8_0AVX2(w, xq, xd, q.k, nb, &out)
-		}
+	if useAVX2 && qdot4AVX2(t, row, q, i, &out) {
 		return out
 	}
 	for j := range out {
 		out[j] = qdot(t, row, q.row(i+j))
 	}
 	return out
+}
+
+// qdot4AVX2 is qdot4 in assembly; it reports false, leaving out alone,
+// for a type without a four-row kernel or an empty row.
+func qdot4AVX2(t gguf.Type, row []byte, q *qrows, i int, out *[4]float32) bool {
+	nb, bs := q.k/qblock, t.BlockSize()
+	if q.k < bs || !hasQDot(t) {
+		return false
+	}
+	_ = q.qs[(i+4)*q.k-1]
+	_ = q.d[(i+4)*nb-1]
+	_ = q.s[(i+4)*nb-1]
+	_ = row[nb*qblock/bs*t.TypeSize()-1]
+	w, xq, xd, xs, k, ns := &row[0], &q.qs[i*q.k], &q.d[i*nb], &q.s[i*nb], q.k, nb/8
+	switch t {
+	case gguf.TypeQ4_0:
+		qdot4Q4_0AVX2(w, xq, xd, k, nb, out)
+	case gguf.TypeQ4_1:
+		qdot4Q4_1AVX2(w, xq, xd, xs, k, nb, out)
+	case gguf.TypeQ5_0:
+		qdot4Q5_0AVX2(w, xq, xd, k, nb, out)
+	case gguf.TypeQ5_1:
+		qdot4Q5_1AVX2(w, xq, xd, xs, k, nb, out)
+	case gguf.TypeIQ4_NL:
+		qdot4IQ4_NLAVX2(w, xq, xd, k, nb, out)
+	case gguf.TypeQ8_0:
+		qdot4Q8_0AVX2(w, xq, xd, k, nb, out)
+	case gguf.TypeQ2_K:
+		qdot4Q2_KAVX2(w, xq, xd, k, ns, out)
+	case gguf.TypeQ3_K:
+		qdot4Q3_KAVX2(w, xq, xd, k, ns, out)
+	case gguf.TypeQ4_K:
+		qdot4Q4_KAVX2(w, xq, xd, xs, k, ns, out)
+	case gguf.TypeQ5_K:
+		qdot4Q5_KAVX2(w, xq, xd, xs, k, ns, out)
+	case gguf.TypeQ6_K:
+		qdot4Q6_KAVX2(w, xq, xd, k, ns, out)
+	default:
+		return false
+	}
+	return true
 }
 
 // qdot returns row · x for a row stored as t (see hasQDot): the AVX2

@@ -304,9 +304,13 @@ q4_kdone:
 // PAIR16: Y8 = the int16 at soff(SP) in every lane of the low 128-bit
 // half and the one at soff2(SP) in the high half (X9 clobbered).
 #define PAIR16(soff, soff2) \
-	VPBROADCASTW soff(SP), X8; \
-	VPBROADCASTW soff2(SP), X9; \
-	VINSERTI128 $1, X9, Y8, Y8
+	PAIR16TO(soff, soff2, Y8, X8, X9)
+
+// PAIR16TO: PAIR16 into yd (xd its low half; xt clobbered).
+#define PAIR16TO(soff, soff2, yd, xd, xt) \
+	VPBROADCASTW soff(SP), xd; \
+	VPBROADCASTW soff2(SP), xt; \
+	VINSERTI128 $1, xt, yd, yd
 
 // K16_DOT (Q2_K, Q3_K, Q6_K): acc += d·dx · Σ_k scale[k]·Σ q·x over one
 // activation block, q in Y6 as int8 (clobbered, |q| ≤ 128), activations
@@ -1658,6 +1662,107 @@ q3_kx4loop:
 	JMP  q3_kx4loop
 
 q3_kx4done:
+	MOVQ out+40(FP), AX
+	QDOT4_EPILOGUE
+	RET
+
+// Q2_K4_ROW: one row of a Q2_K block: acc += d·dx · Σ_k sc[k]·Σ q·x −
+// dmin·dx · Σ_k m[k]·Σ x, q in Y6, the scale pair in Y8, the min pair in
+// Y5, Y15 = 1 bytes (Y7, Y9, Y10 clobbered).
+#define Q2_K4_ROW(xaddr, f, fm, acc) \
+	VMOVDQU xaddr, Y7; \
+	VPMADDUBSW Y7, Y6, Y9; \
+	VPMADDWD Y8, Y9, Y9; \
+	VCVTDQ2PS Y9, Y9; \
+	VBROADCASTSS f(SP), Y10; \
+	VFMADD231PS Y10, Y9, acc; \
+	VPMADDUBSW Y7, Y15, Y7; \
+	VPMADDWD Y5, Y7, Y7; \
+	VCVTDQ2PS Y7, Y7; \
+	VBROADCASTSS fm(SP), Y10; \
+	VFNMADD231PS Y10, Y7, acc
+
+// Q2_K4_J: activation block 4h+j (Q2_K_J) for the four rows: qs half in
+// Y4, Y14 = 3 bytes.
+#define Q2_K4_J(lsh, xoff, soff, soff2, moff, moff2, f, fm) \
+	VPSRLW $lsh, Y4, Y6; \
+	VPAND Y14, Y6, Y6; \
+	PAIR16TO(soff, soff2, Y8, X8, X9); \
+	PAIR16TO(moff, moff2, Y5, X5, X9); \
+	Q2_K4_ROW(xoff(DI), f, fm, Y0); \
+	Q2_K4_ROW(xoff(DI)(R9*1), f+32, fm+32, Y1); \
+	Q2_K4_ROW(xoff(DI)(R9*2), f+64, fm+64, Y2); \
+	Q2_K4_ROW(xoff(DI)(R13*1), f+96, fm+96, Y3)
+
+// func qdot4Q2_KAVX2(w *byte, xq *int8, xd *float32, k, nsuper int, out *[4]float32)
+// As qdot4Q6_KAVX2 for a Q2_K weight row. Stack: row t's d·dx[b] at
+// 32t+4b, dmin·dx[b] at 128+32t+4b, the scales as int16 at 256(SP), the
+// mins at 288(SP).
+TEXT ·qdot4Q2_KAVX2(SB), NOSPLIT, $320-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ k+24(FP), R9
+	MOVQ nsuper+32(FP), CX
+	MOVQ R9, R10
+	SHRQ $3, R10
+	LEAQ (R9)(R9*2), R13
+	MOVQ $0x0303030303030303, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+	MOVQ $0x0101010101010101, AX
+	VMOVQ AX, X15
+	VPBROADCASTQ X15, Y15
+	MOVQ $0x0f0f0f0f0f0f0f0f, AX
+	VMOVQ AX, X11
+	VPBROADCASTQ X11, Y11
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+q2_kx4loop:
+	TESTQ CX, CX
+	JLE   q2_kx4done
+	VPBROADCASTW 80(SI), X9
+	VCVTPH2PS X9, Y9
+	MOVQ R8, R12
+	Q6_K4_FACTORS(0)
+	Q6_K4_FACTORS(32)
+	Q6_K4_FACTORS(64)
+	Q6_K4_FACTORS(96)
+	VPBROADCASTW 82(SI), X9
+	VCVTPH2PS X9, Y9
+	MOVQ R8, R12
+	Q6_K4_FACTORS(128)
+	Q6_K4_FACTORS(160)
+	Q6_K4_FACTORS(192)
+	Q6_K4_FACTORS(224)
+	VMOVDQU 0(SI), X7
+	VPAND X11, X7, X10
+	VPMOVZXBW X10, Y10
+	VMOVDQU Y10, 256(SP)
+	VPSRLW $4, X7, X10
+	VPAND X11, X10, X10
+	VPMOVZXBW X10, Y10
+	VMOVDQU Y10, 288(SP)
+	VMOVDQU 16(SI), Y4
+	Q2_K4_J(0, 0, 256, 258, 288, 290, 0, 128)
+	Q2_K4_J(2, 32, 260, 262, 292, 294, 4, 132)
+	Q2_K4_J(4, 64, 264, 266, 296, 298, 8, 136)
+	Q2_K4_J(6, 96, 268, 270, 300, 302, 12, 140)
+	VMOVDQU 48(SI), Y4
+	Q2_K4_J(0, 128, 272, 274, 304, 306, 16, 144)
+	Q2_K4_J(2, 160, 276, 278, 308, 310, 20, 148)
+	Q2_K4_J(4, 192, 280, 282, 312, 314, 24, 152)
+	Q2_K4_J(6, 224, 284, 286, 316, 318, 28, 156)
+	ADDQ $84, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q2_kx4loop
+
+q2_kx4done:
 	MOVQ out+40(FP), AX
 	QDOT4_EPILOGUE
 	RET
