@@ -38,23 +38,32 @@ var (
 var iq4nlLevels = [16]int32{-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113}
 
 // qdot32Go returns row · x for a row of 32-element blocks laid out as l.
+// The three loops are the rule's cases (levels, fifth bits, plain
+// nibbles), split so that the loop bodies have no branches.
 func qdot32Go(l *q32Layout, row []byte, x qvec) float32 {
 	var sum, msum float32
+	off := l.offset
 	for b, dx := range x.d {
 		blk := row[b*l.size : (b+1)*l.size : (b+1)*l.size]
+		qs := blk[l.qs : l.qs+16 : l.qs+16]
 		xs := x.qs[b*32 : b*32+32 : b*32+32]
-		var qh uint32
-		if l.qh != 0 {
-			qh = binary.LittleEndian.Uint32(blk[l.qh:])
-		}
 		var isum int32
-		for j, c := range blk[l.qs : l.qs+16] {
-			lo := int32(c&15) | int32(qh>>j&1)<<4
-			hi := int32(c>>4) | int32(qh>>(j+16)&1)<<4
-			if l.table {
-				lo, hi = iq4nlLevels[lo], iq4nlLevels[hi]
+		switch {
+		case l.table:
+			for j, c := range qs {
+				isum += iq4nlLevels[c&15]*int32(xs[j]) + iq4nlLevels[c>>4]*int32(xs[j+16])
 			}
-			isum += (lo-l.offset)*int32(xs[j]) + (hi-l.offset)*int32(xs[j+16])
+		case l.qh != 0:
+			qh := binary.LittleEndian.Uint32(blk[l.qh:])
+			for j, c := range qs {
+				lo := int32(c&15) | int32(qh>>j&1)<<4
+				hi := int32(c>>4) | int32(qh>>(j+16)&1)<<4
+				isum += (lo-off)*int32(xs[j]) + (hi-off)*int32(xs[j+16])
+			}
+		default:
+			for j, c := range qs {
+				isum += (int32(c&15)-off)*int32(xs[j]) + (int32(c>>4)-off)*int32(xs[j+16])
+			}
 		}
 		sum += f16At(blk) * dx * float32(isum)
 		if l.min {
