@@ -428,6 +428,24 @@ q6_kdone:
 	QTOK((DI)(R9*2), (R8)(R10*2), Y2); \
 	QTOK((DI)(R11*1), (R8)(R12*1), Y3)
 
+// QTOKU, QTOK4U: QTOK, QTOK4 for unsigned quants in Y4 (Q4_1, Q5_1), which
+// VPMADDUBSW takes as they are.
+#define QTOKU(xaddr, daddr, acc) \
+	VPMADDUBSW xaddr, Y4, Y7; \
+	VPMADDWD Y13, Y7, Y7; \
+	VCVTDQ2PS Y7, Y7; \
+	VBROADCASTSS daddr, Y8; \
+	VMULPS Y6, Y8, Y8; \
+	VFMADD231PS Y8, Y7, acc
+
+#define QTOK4U \
+	VPBROADCASTW (SI), X6; \
+	VCVTPH2PS X6, Y6; \
+	QTOKU((DI), (R8), Y0); \
+	QTOKU((DI)(R9*1), (R8)(R10*1), Y1); \
+	QTOKU((DI)(R9*2), (R8)(R10*2), Y2); \
+	QTOKU((DI)(R11*1), (R8)(R12*1), Y3)
+
 // QDOT4_PROLOGUE: with k in R9, the strides R10..R12 and zero
 // accumulators.
 #define QDOT4_PROLOGUE \
@@ -1422,9 +1440,8 @@ quantdone:
 	RET
 
 // Four-row kernels of the other 32-element types: the block is decoded
-// once into Y4 (as int8; Q4_1's and Q5_1's unsigned quants are positive
-// int8, which QTOK4's sign trick leaves as they are) and QTOK4 takes it
-// for the four rows. Rows' activation sums (Q4_1, Q5_1) are at BX with the
+// once into Y4 (as int8, or unsigned for Q4_1 and Q5_1) and QTOK4 (QTOK4U)
+// takes it for the four rows. Rows' activation sums (Q4_1, Q5_1) are at BX with the
 // scales' strides; X9..X12 accumulate m·s of each row.
 
 // MIN4: X9..X12 += f16(moff(SI)) · s of the four rows.
@@ -1462,7 +1479,7 @@ q4_1x4loop:
 	TESTQ CX, CX
 	JLE   q4_1x4done
 	NIB32(4, Y4, X4, X5)
-	QTOK4
+	QTOK4U
 	MIN4(2)
 	ADDQ $4, BX
 	ADDQ $20, SI
@@ -1539,7 +1556,7 @@ q5_1x4loop:
 	FIFTH(4, Y7)
 	VPAND Y14, Y7, Y7
 	VPOR Y7, Y4, Y4
-	QTOK4
+	QTOK4U
 	MIN4(2)
 	ADDQ $4, BX
 	ADDQ $24, SI
