@@ -21,9 +21,9 @@ import (
 //	d   [k/32]float32  block scales: x[32b+i] ≈ d[b]·qs[32b+i]
 //	s   [k/32]float32  d[b]·Σ_i qs[32b+i], for the weight types with a min
 //
-// The kernels in this file are the portable reference; the assembly ones
-// (qdot_amd64.s) compute the same integer sums per block and differ only in
-// the order of the float additions.
+// The kernels in this file, qdot32.go and qdotk.go are the portable
+// reference; the assembly ones (qdot_amd64.s) compute the same integer sums
+// per block and differ only in the order of the float additions.
 
 // qblock is the number of elements sharing one activation scale.
 const qblock = 32
@@ -59,14 +59,14 @@ func (q *qrows) row(i int) qvec {
 	return qvec{q.qs[i*k : (i+1)*k : (i+1)*k], q.d[i*nb : (i+1)*nb : (i+1)*nb], q.s[i*nb : (i+1)*nb : (i+1)*nb]}
 }
 
-// quantizeRow quantizes x (len a multiple of 32) into dst:
+// quantizeRowGeneric quantizes x (len a multiple of 32) into dst:
 //
 //	amax = max |x[i]| over the block, d = amax/127
 //	q[i] = x[i]·(127/amax) rounded half away from zero (0 when amax = 0)
 //
-// A NaN in a block makes its d NaN, so it reaches every product.
-// quantizeRowGeneric is the portable reference; quantizeRowAVX2 computes the
-// same bits (the same float32 operations, each rounded once).
+// A NaN in a block makes its d NaN, so it reaches every product. This is
+// the portable reference; quantizeRowAVX2 computes the same bits (the same
+// float32 operations, each rounded once).
 func quantizeRowGeneric(dst qvec, x []float32) {
 	for b := range len(x) / qblock {
 		xb := x[b*qblock : b*qblock+qblock : b*qblock+qblock]
