@@ -82,44 +82,59 @@ func qdot4(t gguf.Type, row []byte, q *qrows, i int) (out [4]float32) {
 }
 
 // qdot4AVX2 is qdot4 in assembly; it reports false, leaving out alone,
-// for a type without a four-row kernel or an empty row.
+// for a type without a four-row kernel or a row shorter than one block.
+// (Called once per weight row and four tokens: the block sizes are
+// constants here, not gguf trait lookups.)
 func qdot4AVX2(t gguf.Type, row []byte, q *qrows, i int, out *[4]float32) bool {
-	nb, bs := q.k/qblock, t.BlockSize()
-	if q.k < bs || !hasQDot(t) {
+	k := q.k
+	nb, ns := k/qblock, k/256
+	if nb == 0 {
 		return false
 	}
-	_ = q.qs[(i+4)*q.k-1]
+	_ = q.qs[(i+4)*k-1]
 	_ = q.d[(i+4)*nb-1]
 	_ = q.s[(i+4)*nb-1]
-	_ = row[nb*qblock/bs*t.TypeSize()-1]
-	w, xq, xd, xs, k, ns := &row[0], &q.qs[i*q.k], &q.d[i*nb], &q.s[i*nb], q.k, nb/8
+	xq, xd, xs := &q.qs[i*k], &q.d[i*nb], &q.s[i*nb]
 	switch t {
 	case gguf.TypeQ4_0:
-		qdot4Q4_0AVX2(w, xq, xd, k, nb, out)
+		qdot4Q4_0AVX2(rowStart(row, nb*18), xq, xd, k, nb, out)
 	case gguf.TypeQ4_1:
-		qdot4Q4_1AVX2(w, xq, xd, xs, k, nb, out)
+		qdot4Q4_1AVX2(rowStart(row, nb*20), xq, xd, xs, k, nb, out)
 	case gguf.TypeQ5_0:
-		qdot4Q5_0AVX2(w, xq, xd, k, nb, out)
+		qdot4Q5_0AVX2(rowStart(row, nb*22), xq, xd, k, nb, out)
 	case gguf.TypeQ5_1:
-		qdot4Q5_1AVX2(w, xq, xd, xs, k, nb, out)
+		qdot4Q5_1AVX2(rowStart(row, nb*24), xq, xd, xs, k, nb, out)
 	case gguf.TypeIQ4_NL:
-		qdot4IQ4_NLAVX2(w, xq, xd, k, nb, out)
+		qdot4IQ4_NLAVX2(rowStart(row, nb*18), xq, xd, k, nb, out)
 	case gguf.TypeQ8_0:
-		qdot4Q8_0AVX2(w, xq, xd, k, nb, out)
-	case gguf.TypeQ2_K:
-		qdot4Q2_KAVX2(w, xq, xd, k, ns, out)
-	case gguf.TypeQ3_K:
-		qdot4Q3_KAVX2(w, xq, xd, k, ns, out)
-	case gguf.TypeQ4_K:
-		qdot4Q4_KAVX2(w, xq, xd, xs, k, ns, out)
-	case gguf.TypeQ5_K:
-		qdot4Q5_KAVX2(w, xq, xd, xs, k, ns, out)
-	case gguf.TypeQ6_K:
-		qdot4Q6_KAVX2(w, xq, xd, k, ns, out)
+		qdot4Q8_0AVX2(rowStart(row, nb*34), xq, xd, k, nb, out)
 	default:
-		return false
+		if ns == 0 {
+			return false
+		}
+		switch t {
+		case gguf.TypeQ2_K:
+			qdot4Q2_KAVX2(rowStart(row, ns*84), xq, xd, k, ns, out)
+		case gguf.TypeQ3_K:
+			qdot4Q3_KAVX2(rowStart(row, ns*110), xq, xd, k, ns, out)
+		case gguf.TypeQ4_K:
+			qdot4Q4_KAVX2(rowStart(row, ns*144), xq, xd, xs, k, ns, out)
+		case gguf.TypeQ5_K:
+			qdot4Q5_KAVX2(rowStart(row, ns*176), xq, xd, xs, k, ns, out)
+		case gguf.TypeQ6_K:
+			qdot4Q6_KAVX2(rowStart(row, ns*210), xq, xd, k, ns, out)
+		default:
+			return false
+		}
 	}
 	return true
+}
+
+// rowStart returns &row[0] once row is known to hold n > 0 bytes (it
+// panics, as indexing does, when it does not).
+func rowStart(row []byte, n int) *byte {
+	_ = row[n-1]
+	return &row[0]
 }
 
 // qdot returns row · x for a row stored as t (see hasQDot): the AVX2
