@@ -1,6 +1,13 @@
 package cpu
 
-import "github.com/m40llm/m40llm/gguf"
+import (
+	"github.com/m40llm/m40llm/gguf"
+	"golang.org/x/sys/cpu"
+)
+
+// useVNNI selects the VPDPBUSD variants of some four-row kernels
+// (AVX512-VNNI on 256-bit registers: AVX512VL).
+var useVNNI = useAVX2 && cpu.X86.HasAVX512VNNI && cpu.X86.HasAVX512VL
 
 //go:noescape
 func qdotQ4_0AVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
@@ -66,6 +73,12 @@ func qdot4Q3_KAVX2(w *byte, xq *int8, xd *float32, k, nsuper int, out *[4]float3
 func qdot4Q5_KAVX2(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
 
 //go:noescape
+func qdot4Q4_KVNNI(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
+
+//go:noescape
+func qdot4Q5_KVNNI(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
+
+//go:noescape
 func qdot4Q6_KAVX2(w *byte, xq *int8, xd *float32, k, nsuper int, out *[4]float32)
 
 // qdot4 returns row · x for the four activation rows i..i+3 of q, decoding
@@ -118,9 +131,17 @@ func qdot4AVX2(t gguf.Type, row []byte, q *qrows, i int, out *[4]float32) bool {
 		case gguf.TypeQ3_K:
 			qdot4Q3_KAVX2(rowStart(row, ns*110), xq, xd, k, ns, out)
 		case gguf.TypeQ4_K:
-			qdot4Q4_KAVX2(rowStart(row, ns*144), xq, xd, xs, k, ns, out)
+			if useVNNI {
+				qdot4Q4_KVNNI(rowStart(row, ns*144), xq, xd, xs, k, ns, out)
+			} else {
+				qdot4Q4_KAVX2(rowStart(row, ns*144), xq, xd, xs, k, ns, out)
+			}
 		case gguf.TypeQ5_K:
-			qdot4Q5_KAVX2(rowStart(row, ns*176), xq, xd, xs, k, ns, out)
+			if useVNNI {
+				qdot4Q5_KVNNI(rowStart(row, ns*176), xq, xd, xs, k, ns, out)
+			} else {
+				qdot4Q5_KAVX2(rowStart(row, ns*176), xq, xd, xs, k, ns, out)
+			}
 		case gguf.TypeQ6_K:
 			qdot4Q6_KAVX2(rowStart(row, ns*210), xq, xd, k, ns, out)
 		default:

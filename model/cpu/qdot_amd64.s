@@ -1783,3 +1783,216 @@ q2_kx4done:
 	MOVQ out+40(FP), AX
 	QDOT4_EPILOGUE
 	RET
+
+// VNNI variants of the hottest four-row kernels (the K-quants of Q4_K_M
+// and Q5_K_M prompts): VPDPBUSD sums the four u8·s8 products of each
+// 32-bit lane as VPMADDUBSW + VPMADDWD do (no pair saturates: quants ≤ 31),
+// so every lane, and the result, is the same.
+
+// Q4_K_SUBV: Q4_K_SUB with VPDPBUSD.
+#define Q4_K_SUBV(wreg, xaddr, foff, acc) \
+	VPXOR Y14, Y14, Y14; \
+	VPDPBUSD xaddr, wreg, Y14; \
+	VCVTDQ2PS Y14, Y14; \
+	VBROADCASTSS foff(SP), Y15; \
+	VFMADD231PS Y15, Y14, acc
+
+#define Q4_K_JV(wreg, xoff, f0, f1, f2, f3) \
+	Q4_K_SUBV(wreg, xoff(DI), f0, Y0); \
+	Q4_K_SUBV(wreg, xoff(DI)(R9*1), f1, Y1); \
+	Q4_K_SUBV(wreg, xoff(DI)(R9*2), f2, Y2); \
+	Q4_K_SUBV(wreg, xoff(DI)(R13*1), f3, Y3)
+
+// func qdot4Q4_KVNNI(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
+// qdot4Q4_KAVX2 with VPDPBUSD (AVX512-VNNI on 256-bit registers) for
+// VPMADDUBSW + VPMADDWD: the same int32 lanes, so the same bits.
+TEXT ·qdot4Q4_KVNNI(SB), NOSPLIT, $192-56
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ xs+24(FP), BX
+	SUBQ R8, BX
+	MOVQ k+32(FP), R9
+	MOVQ nsuper+40(FP), CX
+	MOVQ R9, R10
+	SHRQ $3, R10
+	MASK0F
+	VMOVDQU Y15, 128(SP)
+	ONES16
+	VMOVDQU Y13, 160(SP)
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+q4_kx4vloop:
+	TESTQ CX, CX
+	JLE   q4_kx4vdone
+	// Scales and mins as in qdotQ4_KAVX2, with AX = u0, DX = u1, R13 = u2.
+	MOVL 4(SI), AX
+	MOVL 8(SI), DX
+	MOVL 12(SI), R13
+	MOVL AX, R11
+	ANDL $0x3f3f3f3f, R11
+	MOVL R13, R12
+	ANDL $0x0f0f0f0f, R12
+	SHRL $6, AX
+	ANDL $0x03030303, AX
+	SHLL $4, AX
+	ORL  AX, R12
+	SHLQ $32, R12
+	ORQ  R12, R11
+	VMOVQ R11, X4
+	MOVL DX, R11
+	ANDL $0x3f3f3f3f, R11
+	SHRL $4, R13
+	ANDL $0x0f0f0f0f, R13
+	SHRL $6, DX
+	ANDL $0x03030303, DX
+	SHLL $4, DX
+	ORL  DX, R13
+	SHLQ $32, R13
+	ORQ  R13, R11
+	VMOVQ R11, X5
+	VPMOVZXBD X4, Y4
+	VCVTDQ2PS Y4, Y4
+	VPMOVZXBD X5, Y5
+	VCVTDQ2PS Y5, Y5
+	VPBROADCASTW 0(SI), X14
+	VCVTPH2PS X14, Y14
+	VMULPS Y14, Y4, Y4
+	VPBROADCASTW 2(SI), X14
+	VCVTPH2PS X14, Y14
+	VMULPS Y14, Y5, Y5
+	MOVQ R8, R12
+	Q4_K_ROW(0, Y0)
+	Q4_K_ROW(32, Y1)
+	Q4_K_ROW(64, Y2)
+	Q4_K_ROW(96, Y3)
+	Q4_K_UNPACK(16, Y6, Y7)
+	Q4_K_UNPACK(48, Y8, Y9)
+	Q4_K_UNPACK(80, Y10, Y11)
+	Q4_K_UNPACK(112, Y12, Y13)
+	LEAQ (R9)(R9*2), R13
+	Q4_K_JV(Y6, 0, 0, 32, 64, 96)
+	Q4_K_JV(Y7, 32, 4, 36, 68, 100)
+	Q4_K_JV(Y8, 64, 8, 40, 72, 104)
+	Q4_K_JV(Y9, 96, 12, 44, 76, 108)
+	Q4_K_JV(Y10, 128, 16, 48, 80, 112)
+	Q4_K_JV(Y11, 160, 20, 52, 84, 116)
+	Q4_K_JV(Y12, 192, 24, 56, 88, 120)
+	Q4_K_JV(Y13, 224, 28, 60, 92, 124)
+	ADDQ $144, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q4_kx4vloop
+
+q4_kx4vdone:
+	MOVQ out+48(FP), AX
+	QDOT4_EPILOGUE
+	RET
+
+// func qdot4Q5_KVNNI(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
+// qdot4Q5_KAVX2 with VPDPBUSD (AVX512-VNNI on 256-bit registers) for
+// VPMADDUBSW + VPMADDWD: the same int32 lanes, so the same bits.
+TEXT ·qdot4Q5_KVNNI(SB), NOSPLIT, $224-56
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ xs+24(FP), BX
+	SUBQ R8, BX
+	MOVQ k+32(FP), R9
+	MOVQ nsuper+40(FP), CX
+	MOVQ R9, R10
+	SHRQ $3, R10
+	MASK0F
+	VMOVDQU Y15, 128(SP)
+	ONES16
+	VMOVDQU Y13, 160(SP)
+	MOVQ $0x1010101010101010, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+	VMOVDQU Y14, 192(SP)
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+q5_kx4vloop:
+	TESTQ CX, CX
+	JLE   q5_kx4vdone
+	// Scales and mins as in qdotQ4_KAVX2, with AX = u0, DX = u1, R13 = u2.
+	MOVL 4(SI), AX
+	MOVL 8(SI), DX
+	MOVL 12(SI), R13
+	MOVL AX, R11
+	ANDL $0x3f3f3f3f, R11
+	MOVL R13, R12
+	ANDL $0x0f0f0f0f, R12
+	SHRL $6, AX
+	ANDL $0x03030303, AX
+	SHLL $4, AX
+	ORL  AX, R12
+	SHLQ $32, R12
+	ORQ  R12, R11
+	VMOVQ R11, X4
+	MOVL DX, R11
+	ANDL $0x3f3f3f3f, R11
+	SHRL $4, R13
+	ANDL $0x0f0f0f0f, R13
+	SHRL $6, DX
+	ANDL $0x03030303, DX
+	SHLL $4, DX
+	ORL  DX, R13
+	SHLQ $32, R13
+	ORQ  R13, R11
+	VMOVQ R11, X5
+	VPMOVZXBD X4, Y4
+	VCVTDQ2PS Y4, Y4
+	VPMOVZXBD X5, Y5
+	VCVTDQ2PS Y5, Y5
+	VPBROADCASTW 0(SI), X14
+	VCVTPH2PS X14, Y14
+	VMULPS Y14, Y4, Y4
+	VPBROADCASTW 2(SI), X14
+	VCVTPH2PS X14, Y14
+	VMULPS Y14, Y5, Y5
+	MOVQ R8, R12
+	Q4_K_ROW(0, Y0)
+	Q4_K_ROW(32, Y1)
+	Q4_K_ROW(64, Y2)
+	Q4_K_ROW(96, Y3)
+	VMOVDQU 16(SI), Y15
+	Q4_K_UNPACK(48, Y6, Y7)
+	Q5_K4_BIT(VPSLLW, 4, Y6, 192(SP))
+	Q5_K4_BIT(VPSLLW, 3, Y7, 192(SP))
+	Q4_K_UNPACK(80, Y8, Y9)
+	Q5_K4_BIT(VPSLLW, 2, Y8, 192(SP))
+	Q5_K4_BIT(VPSLLW, 1, Y9, 192(SP))
+	Q4_K_UNPACK(112, Y10, Y11)
+	Q5_K4_BIT(VPSRLW, 0, Y10, 192(SP))
+	Q5_K4_BIT(VPSRLW, 1, Y11, 192(SP))
+	Q4_K_UNPACK(144, Y12, Y13)
+	Q5_K4_BIT(VPSRLW, 2, Y12, 192(SP))
+	Q5_K4_BIT(VPSRLW, 3, Y13, 192(SP))
+	LEAQ (R9)(R9*2), R13
+	Q4_K_JV(Y6, 0, 0, 32, 64, 96)
+	Q4_K_JV(Y7, 32, 4, 36, 68, 100)
+	Q4_K_JV(Y8, 64, 8, 40, 72, 104)
+	Q4_K_JV(Y9, 96, 12, 44, 76, 108)
+	Q4_K_JV(Y10, 128, 16, 48, 80, 112)
+	Q4_K_JV(Y11, 160, 20, 52, 84, 116)
+	Q4_K_JV(Y12, 192, 24, 56, 88, 120)
+	Q4_K_JV(Y13, 224, 28, 60, 92, 124)
+	ADDQ $176, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q5_kx4vloop
+
+q5_kx4vdone:
+	MOVQ out+48(FP), AX
+	QDOT4_EPILOGUE
+	RET
+
