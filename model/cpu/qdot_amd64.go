@@ -73,6 +73,12 @@ func qdot4Q3_KAVX2(w *byte, xq *int8, xd *float32, k, nsuper int, out *[4]float3
 func qdot4Q5_KAVX2(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
 
 //go:noescape
+func qdot4Q4_0VNNI(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+
+//go:noescape
+func qdot4Q8_0VNNI(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+
+//go:noescape
 func qdot4Q4_KVNNI(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
 
 //go:noescape
@@ -110,7 +116,11 @@ func qdot4AVX2(t gguf.Type, row []byte, q *qrows, i int, out *[4]float32) bool {
 	xq, xd, xs := &q.qs[i*k], &q.d[i*nb], &q.s[i*nb]
 	switch t {
 	case gguf.TypeQ4_0:
-		qdot4Q4_0AVX2(rowStart(row, nb*18), xq, xd, k, nb, out)
+		if useVNNI {
+			qdot4Q4_0VNNI(rowStart(row, nb*18), xq, xd, k, nb, out)
+		} else {
+			qdot4Q4_0AVX2(rowStart(row, nb*18), xq, xd, k, nb, out)
+		}
 	case gguf.TypeQ4_1:
 		qdot4Q4_1AVX2(rowStart(row, nb*20), xq, xd, xs, k, nb, out)
 	case gguf.TypeQ5_0:
@@ -120,7 +130,11 @@ func qdot4AVX2(t gguf.Type, row []byte, q *qrows, i int, out *[4]float32) bool {
 	case gguf.TypeIQ4_NL:
 		qdot4IQ4_NLAVX2(rowStart(row, nb*18), xq, xd, k, nb, out)
 	case gguf.TypeQ8_0:
-		qdot4Q8_0AVX2(rowStart(row, nb*34), xq, xd, k, nb, out)
+		if useVNNI {
+			qdot4Q8_0VNNI(rowStart(row, nb*34), xq, xd, k, nb, out)
+		} else {
+			qdot4Q8_0AVX2(rowStart(row, nb*34), xq, xd, k, nb, out)
+		}
 	default:
 		if ns == 0 {
 			return false

@@ -1996,3 +1996,85 @@ q5_kx4vdone:
 	QDOT4_EPILOGUE
 	RET
 
+
+// QTOKV, QTOK4V: QTOK, QTOK4 with VPDPBUSD (no pair saturates: |w| ≤ 128,
+// |x| ≤ 127).
+#define QTOKV(xaddr, daddr, acc) \
+	VMOVDQU xaddr, Y7; \
+	VPSIGNB Y4, Y7, Y7; \
+	VPXOR Y9, Y9, Y9; \
+	VPDPBUSD Y7, Y5, Y9; \
+	VCVTDQ2PS Y9, Y9; \
+	VBROADCASTSS daddr, Y8; \
+	VMULPS Y6, Y8, Y8; \
+	VFMADD231PS Y8, Y9, acc
+
+#define QTOK4V \
+	VPSIGNB Y4, Y4, Y5; \
+	VPBROADCASTW (SI), X6; \
+	VCVTPH2PS X6, Y6; \
+	QTOKV((DI), (R8), Y0); \
+	QTOKV((DI)(R9*1), (R8)(R10*1), Y1); \
+	QTOKV((DI)(R9*2), (R8)(R10*2), Y2); \
+	QTOKV((DI)(R11*1), (R8)(R12*1), Y3)
+
+// func qdot4Q4_0VNNI(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+// qdot4Q4_0AVX2 with VPDPBUSD (same bits).
+TEXT ·qdot4Q4_0VNNI(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ k+24(FP), R9
+	MOVQ nblocks+32(FP), CX
+	QDOT4_PROLOGUE
+	MASK0F
+	MOVQ $0x0808080808080808, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+
+q4_0x4vloop:
+	TESTQ CX, CX
+	JLE   q4_0x4vdone
+	VMOVDQU 2(SI), X4
+	VPSRLW $4, X4, X5
+	VINSERTI128 $1, X5, Y4, Y4
+	VPAND Y15, Y4, Y4
+	VPSUBB Y14, Y4, Y4
+	QTOK4V
+	ADDQ $18, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  q4_0x4vloop
+
+q4_0x4vdone:
+	MOVQ out+40(FP), AX
+	QDOT4_EPILOGUE
+	RET
+
+// func qdot4Q8_0VNNI(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+// qdot4Q8_0AVX2 with VPDPBUSD (same bits).
+TEXT ·qdot4Q8_0VNNI(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ k+24(FP), R9
+	MOVQ nblocks+32(FP), CX
+	QDOT4_PROLOGUE
+
+q8_0x4vloop:
+	TESTQ CX, CX
+	JLE   q8_0x4vdone
+	VMOVDQU 2(SI), Y4
+	QTOK4V
+	ADDQ $34, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  q8_0x4vloop
+
+q8_0x4vdone:
+	MOVQ out+40(FP), AX
+	QDOT4_EPILOGUE
+	RET
+
