@@ -79,6 +79,18 @@ func qdot4Q4_0VNNI(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float
 func qdot4Q8_0VNNI(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
 
 //go:noescape
+func qdot4Q4_1VNNI(w *byte, xq *int8, xd, xs *float32, k, nblocks int, out *[4]float32)
+
+//go:noescape
+func qdot4Q5_0VNNI(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+
+//go:noescape
+func qdot4Q5_1VNNI(w *byte, xq *int8, xd, xs *float32, k, nblocks int, out *[4]float32)
+
+//go:noescape
+func qdot4IQ4_NLVNNI(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+
+//go:noescape
 func qdot4Q4_KVNNI(w *byte, xq *int8, xd, xs *float32, k, nsuper int, out *[4]float32)
 
 //go:noescape
@@ -122,13 +134,29 @@ func qdot4AVX2(t gguf.Type, row []byte, q *qrows, i int, out *[4]float32) bool {
 			qdot4Q4_0AVX2(rowStart(row, nb*18), xq, xd, k, nb, out)
 		}
 	case gguf.TypeQ4_1:
-		qdot4Q4_1AVX2(rowStart(row, nb*20), xq, xd, xs, k, nb, out)
+		if useVNNI {
+			qdot4Q4_1VNNI(rowStart(row, nb*20), xq, xd, xs, k, nb, out)
+		} else {
+			qdot4Q4_1AVX2(rowStart(row, nb*20), xq, xd, xs, k, nb, out)
+		}
 	case gguf.TypeQ5_0:
-		qdot4Q5_0AVX2(rowStart(row, nb*22), xq, xd, k, nb, out)
+		if useVNNI {
+			qdot4Q5_0VNNI(rowStart(row, nb*22), xq, xd, k, nb, out)
+		} else {
+			qdot4Q5_0AVX2(rowStart(row, nb*22), xq, xd, k, nb, out)
+		}
 	case gguf.TypeQ5_1:
-		qdot4Q5_1AVX2(rowStart(row, nb*24), xq, xd, xs, k, nb, out)
+		if useVNNI {
+			qdot4Q5_1VNNI(rowStart(row, nb*24), xq, xd, xs, k, nb, out)
+		} else {
+			qdot4Q5_1AVX2(rowStart(row, nb*24), xq, xd, xs, k, nb, out)
+		}
 	case gguf.TypeIQ4_NL:
-		qdot4IQ4_NLAVX2(rowStart(row, nb*18), xq, xd, k, nb, out)
+		if useVNNI {
+			qdot4IQ4_NLVNNI(rowStart(row, nb*18), xq, xd, k, nb, out)
+		} else {
+			qdot4IQ4_NLAVX2(rowStart(row, nb*18), xq, xd, k, nb, out)
+		}
 	case gguf.TypeQ8_0:
 		if useVNNI {
 			qdot4Q8_0VNNI(rowStart(row, nb*34), xq, xd, k, nb, out)

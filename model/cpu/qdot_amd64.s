@@ -2078,3 +2078,165 @@ q8_0x4vdone:
 	QDOT4_EPILOGUE
 	RET
 
+
+// QTOKUV, QTOK4UV: QTOKU, QTOK4U with VPDPBUSD (Y5 the integer sums).
+#define QTOKUV(xaddr, daddr, acc) \
+	VPXOR Y5, Y5, Y5; \
+	VPDPBUSD xaddr, Y4, Y5; \
+	VCVTDQ2PS Y5, Y5; \
+	VBROADCASTSS daddr, Y8; \
+	VMULPS Y6, Y8, Y8; \
+	VFMADD231PS Y8, Y5, acc
+
+#define QTOK4UV \
+	VPBROADCASTW (SI), X6; \
+	VCVTPH2PS X6, Y6; \
+	QTOKUV((DI), (R8), Y0); \
+	QTOKUV((DI)(R9*1), (R8)(R10*1), Y1); \
+	QTOKUV((DI)(R9*2), (R8)(R10*2), Y2); \
+	QTOKUV((DI)(R11*1), (R8)(R12*1), Y3)
+
+// func qdot4Q4_1VNNI(w *byte, xq *int8, xd, xs *float32, k, nblocks int, out *[4]float32)
+// qdot4Q4_1AVX2 with VPDPBUSD (same bits).
+TEXT ·qdot4Q4_1VNNI(SB), NOSPLIT, $0-56
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ xs+24(FP), BX
+	MOVQ k+32(FP), R9
+	MOVQ nblocks+40(FP), CX
+	QDOT4_PROLOGUE
+	MASK0F
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VXORPS Y12, Y12, Y12
+
+q4_1x4vloop:
+	TESTQ CX, CX
+	JLE   q4_1x4vdone
+	NIB32(4, Y4, X4, X5)
+	QTOK4UV
+	MIN4(2)
+	ADDQ $4, BX
+	ADDQ $20, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  q4_1x4vloop
+
+q4_1x4vdone:
+	MOVQ out+48(FP), AX
+	QDOT4_SUMS
+	MIN4_SUMS
+	VADDPS X9, X0, X0
+	VMOVUPS X0, (AX)
+	VZEROUPPER
+	RET
+
+// func qdot4Q5_0VNNI(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+// qdot4Q5_0AVX2 with VPDPBUSD (same bits).
+TEXT ·qdot4Q5_0VNNI(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ k+24(FP), R9
+	MOVQ nblocks+32(FP), CX
+	QDOT4_PROLOGUE
+	MASK0F
+	MOVQ $0x1010101010101010, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+
+q5_0x4vloop:
+	TESTQ CX, CX
+	JLE   q5_0x4vdone
+	NIB32(6, Y4, X4, X5)
+	FIFTH(2, Y7)
+	VPANDN Y14, Y7, Y7
+	VPSUBB Y7, Y4, Y4
+	QTOK4V
+	ADDQ $22, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  q5_0x4vloop
+
+q5_0x4vdone:
+	MOVQ out+40(FP), AX
+	QDOT4_EPILOGUE
+	RET
+
+// func qdot4Q5_1VNNI(w *byte, xq *int8, xd, xs *float32, k, nblocks int, out *[4]float32)
+// qdot4Q5_1AVX2 with VPDPBUSD (same bits).
+TEXT ·qdot4Q5_1VNNI(SB), NOSPLIT, $0-56
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ xs+24(FP), BX
+	MOVQ k+32(FP), R9
+	MOVQ nblocks+40(FP), CX
+	QDOT4_PROLOGUE
+	MASK0F
+	MOVQ $0x1010101010101010, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VXORPS Y12, Y12, Y12
+
+q5_1x4vloop:
+	TESTQ CX, CX
+	JLE   q5_1x4vdone
+	NIB32(8, Y4, X4, X5)
+	FIFTH(4, Y7)
+	VPAND Y14, Y7, Y7
+	VPOR Y7, Y4, Y4
+	QTOK4UV
+	MIN4(2)
+	ADDQ $4, BX
+	ADDQ $24, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  q5_1x4vloop
+
+q5_1x4vdone:
+	MOVQ out+48(FP), AX
+	QDOT4_SUMS
+	MIN4_SUMS
+	VADDPS X9, X0, X0
+	VMOVUPS X0, (AX)
+	VZEROUPPER
+	RET
+
+// func qdot4IQ4_NLVNNI(w *byte, xq *int8, xd *float32, k, nblocks int, out *[4]float32)
+// qdot4IQ4_NLAVX2 with VPDPBUSD (same bits).
+TEXT ·qdot4IQ4_NLVNNI(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), R8
+	MOVQ k+24(FP), R9
+	MOVQ nblocks+32(FP), CX
+	QDOT4_PROLOGUE
+	MASK0F
+	VMOVDQU iq4nl<>(SB), Y14
+
+iq4nlx4vloop:
+	TESTQ CX, CX
+	JLE   iq4nlx4vdone
+	NIB32(2, Y4, X4, X5)
+	VPSHUFB Y4, Y14, Y4
+	QTOK4V
+	ADDQ $18, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  iq4nlx4vloop
+
+iq4nlx4vdone:
+	MOVQ out+40(FP), AX
+	QDOT4_EPILOGUE
+	RET
+

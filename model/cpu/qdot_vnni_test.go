@@ -20,6 +20,10 @@ var vnniKernels = []struct {
 	vnni, avx2 func(w *byte, xq *int8, xd, xs *float32, k, n int, out *[4]float32)
 }{
 	{gguf.TypeQ4_0, noSums(qdot4Q4_0VNNI), noSums(qdot4Q4_0AVX2)},
+	{gguf.TypeQ4_1, qdot4Q4_1VNNI, qdot4Q4_1AVX2},
+	{gguf.TypeQ5_0, noSums(qdot4Q5_0VNNI), noSums(qdot4Q5_0AVX2)},
+	{gguf.TypeQ5_1, qdot4Q5_1VNNI, qdot4Q5_1AVX2},
+	{gguf.TypeIQ4_NL, noSums(qdot4IQ4_NLVNNI), noSums(qdot4IQ4_NLAVX2)},
 	{gguf.TypeQ8_0, noSums(qdot4Q8_0VNNI), noSums(qdot4Q8_0AVX2)},
 	{gguf.TypeQ4_K, qdot4Q4_KVNNI, qdot4Q4_KAVX2},
 	{gguf.TypeQ5_K, qdot4Q5_KVNNI, qdot4Q5_KAVX2},
