@@ -21,9 +21,9 @@ import (
 //	d   [k/32]float32  block scales: x[32b+i] ≈ d[b]·qs[32b+i]
 //	s   [k/32]float32  d[b]·Σ_i qs[32b+i], for the weight types with a min
 //
-// The kernels in this file are the portable reference; the assembly ones
-// (qdot_amd64.s) compute the same integer sums per block and differ only in
-// the order of the float additions.
+// The kernels in this file, qdot32.go and qdotk.go are the portable
+// reference; the assembly ones (qdot_amd64.s) compute the same integer sums
+// per block and differ only in the order of the float additions.
 
 // qblock is the number of elements sharing one activation scale.
 const qblock = 32
@@ -59,13 +59,15 @@ func (q *qrows) row(i int) qvec {
 	return qvec{q.qs[i*k : (i+1)*k : (i+1)*k], q.d[i*nb : (i+1)*nb : (i+1)*nb], q.s[i*nb : (i+1)*nb : (i+1)*nb]}
 }
 
-// quantizeRow quantizes x (len a multiple of 32) into dst:
+// quantizeRowGeneric quantizes x (len a multiple of 32) into dst:
 //
 //	amax = max |x[i]| over the block, d = amax/127
 //	q[i] = x[i]·(127/amax) rounded half away from zero (0 when amax = 0)
 //
-// A NaN in a block makes its d NaN, so it reaches every product.
-func quantizeRow(dst qvec, x []float32) {
+// A NaN in a block makes its d NaN, so it reaches every product. This is
+// the portable reference; quantizeRowAVX2 computes the same bits (the same
+// float32 operations, each rounded once).
+func quantizeRowGeneric(dst qvec, x []float32) {
 	for b := range len(x) / qblock {
 		xb := x[b*qblock : b*qblock+qblock : b*qblock+qblock]
 		qb := dst.qs[b*qblock : b*qblock+qblock : b*qblock+qblock]
@@ -82,7 +84,8 @@ func quantizeRow(dst qvec, x []float32) {
 		}
 		var sum int32
 		for j, v := range xb {
-			f := v * id
+			// f is rounded before the addition: no FMA.
+			f := float32(v * id)
 			half := math.Float32frombits(math.Float32bits(f)&(1<<31) | 0x3f000000) // ±0.5
 			q := int8(int32(f + half))
 			qb[j] = q
@@ -97,7 +100,8 @@ func quantizeRow(dst qvec, x []float32) {
 // hasQDot reports whether rows of type t have an integer dot kernel.
 func hasQDot(t gguf.Type) bool {
 	switch t {
-	case gguf.TypeQ4_0, gguf.TypeQ8_0, gguf.TypeQ4_K, gguf.TypeQ6_K:
+	case gguf.TypeQ4_0, gguf.TypeQ4_1, gguf.TypeQ5_0, gguf.TypeQ5_1, gguf.TypeIQ4_NL, gguf.TypeQ8_0,
+		gguf.TypeQ2_K, gguf.TypeQ3_K, gguf.TypeQ4_K, gguf.TypeQ5_K, gguf.TypeQ6_K:
 		return true
 	}
 	return false
@@ -108,11 +112,25 @@ func hasQDot(t gguf.Type) bool {
 func qdotGeneric(t gguf.Type, row []byte, x qvec) float32 {
 	switch t {
 	case gguf.TypeQ4_0:
-		return qdotQ4_0Go(row, x)
+		return qdot32Go(&q4_0Layout, row, x)
+	case gguf.TypeQ4_1:
+		return qdot32Go(&q4_1Layout, row, x)
+	case gguf.TypeQ5_0:
+		return qdot32Go(&q5_0Layout, row, x)
+	case gguf.TypeQ5_1:
+		return qdot32Go(&q5_1Layout, row, x)
+	case gguf.TypeIQ4_NL:
+		return qdot32Go(&iq4nlLayout, row, x)
 	case gguf.TypeQ8_0:
 		return qdotQ8_0Go(row, x)
+	case gguf.TypeQ2_K:
+		return qdotQ2_KGo(row, x)
+	case gguf.TypeQ3_K:
+		return qdotQ3_KGo(row, x)
 	case gguf.TypeQ4_K:
-		return qdotQ4_KGo(row, x)
+		return qdotQ45_KGo(row, x, false)
+	case gguf.TypeQ5_K:
+		return qdotQ45_KGo(row, x, true)
 	case gguf.TypeQ6_K:
 		return qdotQ6_KGo(row, x)
 	}
@@ -120,26 +138,6 @@ func qdotGeneric(t gguf.Type, row []byte, x qvec) float32 {
 }
 
 func f16At(b []byte) float32 { return gguf.F16ToF32(binary.LittleEndian.Uint16(b)) }
-
-// qdotQ4_0Go: block_q4_0, 18 bytes for 32 elements:
-//
-//	d   f16        2 bytes   scale
-//	qs  [16]uint8  16 bytes  element j low nibble of qs[j], j+16 high nibble
-//
-// w = d·(q − 8); block sum d·dx·Σ (q−8)·qx.
-func qdotQ4_0Go(row []byte, x qvec) float32 {
-	var sum float32
-	for b, dx := range x.d {
-		blk := row[b*18 : b*18+18 : b*18+18]
-		xs := x.qs[b*32 : b*32+32 : b*32+32]
-		var isum int32
-		for j, q := range blk[2:18] {
-			isum += (int32(q&15)-8)*int32(xs[j]) + (int32(q>>4)-8)*int32(xs[j+16])
-		}
-		sum += f16At(blk) * dx * float32(isum)
-	}
-	return sum
-}
 
 // qdotQ8_0Go: block_q8_0, 34 bytes for 32 elements:
 //
@@ -179,31 +177,43 @@ func scalesMinsK4(s []byte) (sc, m uint64) {
 	return sc, m
 }
 
-// qdotQ4_KGo: block_q4_K, 144 bytes for 256 elements:
+// qdotQ45_KGo: block_q4_K (five false), 144 bytes for 256 elements, and
+// block_q5_K (five true), 176 bytes:
 //
 //	d       f16         2 bytes    super-block scale of the scales
 //	dmin    f16         2 bytes    super-block scale of the mins
 //	scales  [12]uint8   12 bytes   8 6-bit scales and mins (scalesMinsK4)
+//	qh      [32]uint8   32 bytes   Q5_K only: bit j of qh[l] is the fifth
+//	                               bit of element l of sub-block j
 //	qs      [128]uint8  128 bytes  sub-block 2c: low nibbles of qs[32c:32c+32],
 //	                               sub-block 2c+1: high nibbles
 //
 // w = d·sc[j]·q − dmin·m[j] for sub-block j, which is activation block
 // 8·super + j: its sum is d·sc[j]·dx·Σ q·qx − dmin·m[j]·s.
-func qdotQ4_KGo(row []byte, x qvec) float32 {
+func qdotQ45_KGo(row []byte, x qvec, five bool) float32 {
+	size, qsOff := 144, 16
+	if five {
+		size, qsOff = 176, 48
+	}
 	var sum, msum float32
 	for sb := range len(x.d) / 8 {
-		blk := row[sb*144 : sb*144+144 : sb*144+144]
+		blk := row[sb*size : sb*size+size : sb*size+size]
 		d, dmin := f16At(blk), f16At(blk[2:])
 		sc, m := scalesMinsK4(blk[4:16])
 		for c := range 4 {
-			qs := blk[16+32*c : 48+32*c]
+			qs := blk[qsOff+32*c : qsOff+32*c+32]
 			j := 2 * c
 			xlo := x.qs[(8*sb+j)*32 : (8*sb+j+1)*32]
 			xhi := x.qs[(8*sb+j+1)*32 : (8*sb+j+2)*32]
 			var lo, hi int32
 			for l, q := range qs {
-				lo += int32(q&15) * int32(xlo[l])
-				hi += int32(q>>4) * int32(xhi[l])
+				var h5lo, h5hi int32
+				if five {
+					h := blk[16+l] >> j
+					h5lo, h5hi = int32(h&1)<<4, int32(h&2)<<3
+				}
+				lo += (int32(q&15) | h5lo) * int32(xlo[l])
+				hi += (int32(q>>4) | h5hi) * int32(xhi[l])
 			}
 			for n, isum := range [2]int32{lo, hi} {
 				k := j + n
@@ -231,6 +241,7 @@ func qdotQ4_KGo(row []byte, x qvec) float32 {
 // w = d·scales[k]·q; block sum d·dx·Σ_k scales[k]·Σ q·qx.
 func qdotQ6_KGo(row []byte, x qvec) float32 {
 	var sum float32
+	var q [32]int8
 	for sb := range len(x.d) / 8 {
 		blk := row[sb*210 : sb*210+210 : sb*210+210]
 		ql, qh, scales := blk[0:128], blk[128:192], blk[192:208]
@@ -238,18 +249,13 @@ func qdotQ6_KGo(row []byte, x qvec) float32 {
 		for h := range 2 {
 			for r := range 4 {
 				b := 8*sb + 4*h + r
-				xs := x.qs[b*32 : b*32+32]
 				lq := ql[64*h+32*(r%2) : 64*h+32*(r%2)+32]
 				shift := uint(4 * (r / 2))
-				var isum int32
-				for half := range 2 {
-					var part int32
-					for l := 16 * half; l < 16*half+16; l++ {
-						q := int32(lq[l]>>shift&15|(qh[32*h+l]>>(2*r)&3)<<4) - 32
-						part += q * int32(xs[l])
-					}
-					isum += int32(int8(scales[8*h+2*r+half])) * part
+				for l := range q {
+					q[l] = int8(lq[l]>>shift&15|(qh[32*h+l]>>(2*r)&3)<<4) - 32
 				}
+				k := 8*h + 2*r
+				isum := dot16x2(&q, x.qs[b*32:b*32+32], int32(int8(scales[k])), int32(int8(scales[k+1])))
 				sum += d * x.d[b] * float32(isum)
 			}
 		}

@@ -27,6 +27,13 @@ func TestQuantizedActivationsLogits(t *testing.T) {
 		{"Q8_0", synth.Options{Type: gguf.TypeQ8_0, Seed: 5}},
 		{"Q6_K", synth.Options{Type: gguf.TypeQ6_K, Seed: 5}},
 		{"Q4_K_M", synth.Options{Mix: synth.MixQ4_K_M, Seed: 5}},
+		{"Q4_1", synth.Options{Type: gguf.TypeQ4_1, Seed: 5}},
+		{"Q5_0", synth.Options{Type: gguf.TypeQ5_0, Seed: 5}},
+		{"Q5_1", synth.Options{Type: gguf.TypeQ5_1, Seed: 5}},
+		{"IQ4_NL", synth.Options{Type: gguf.TypeIQ4_NL, Seed: 5}},
+		{"Q2_K", synth.Options{Type: gguf.TypeQ2_K, Seed: 5}},
+		{"Q3_K_M", synth.Options{Mix: synth.MixQ3_K_M, Seed: 5}},
+		{"Q5_K_M", synth.Options{Mix: synth.MixQ5_K_M, Seed: 5}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

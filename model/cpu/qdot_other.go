@@ -17,3 +17,6 @@ func qdot4(t gguf.Type, row []byte, q *qrows, i int) (out [4]float32) {
 
 // useAVX2 is false: there are no assembly kernels on this architecture.
 const useAVX2 = false
+
+// quantizeRow quantizes x into dst (see quantizeRowGeneric).
+func quantizeRow(dst qvec, x []float32) { quantizeRowGeneric(dst, x) }

@@ -12,7 +12,38 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-var qdotTypes = []gguf.Type{gguf.TypeQ4_0, gguf.TypeQ8_0, gguf.TypeQ4_K, gguf.TypeQ6_K}
+var qdotTypes = []gguf.Type{
+	gguf.TypeQ4_0, gguf.TypeQ4_1, gguf.TypeQ5_0, gguf.TypeQ5_1, gguf.TypeIQ4_NL, gguf.TypeQ8_0,
+	gguf.TypeQ2_K, gguf.TypeQ3_K, gguf.TypeQ4_K, gguf.TypeQ5_K, gguf.TypeQ6_K,
+}
+
+// setUnitScales sets every f16 scale, min and offset of the blocks of raw
+// (type typ) to 1.0, leaving the codes and the sub-block scales as they
+// are: a row's dequantized values are then small integers.
+func setUnitScales(typ gguf.Type, raw []byte) {
+	const one = 0x3c00 // f16 1.0
+	var offs []int
+	switch typ {
+	case gguf.TypeQ4_0, gguf.TypeQ8_0, gguf.TypeIQ4_NL, gguf.TypeQ5_0:
+		offs = []int{0}
+	case gguf.TypeQ4_1, gguf.TypeQ5_1, gguf.TypeQ4_K, gguf.TypeQ5_K:
+		offs = []int{0, 2}
+	case gguf.TypeQ2_K:
+		offs = []int{80, 82}
+	case gguf.TypeQ3_K:
+		offs = []int{108}
+	case gguf.TypeQ6_K:
+		offs = []int{208}
+	default:
+		panic("setUnitScales: " + typ.String())
+	}
+	ts := typ.TypeSize()
+	for b := 0; b+ts <= len(raw); b += ts {
+		for _, o := range offs {
+			binary.LittleEndian.PutUint16(raw[b+o:], one)
+		}
+	}
+}
 
 // quantizedRow returns src quantized to t and dequantized back.
 func quantizedRow(t *testing.T, typ gguf.Type, src []float32) ([]byte, []float32) {
@@ -118,60 +149,69 @@ func TestQDot(t *testing.T) {
 	}
 }
 
-// TestQDotExact checks that the assembly and portable kernels compute the
-// same integer sums: with every weight and activation scale 1 (and small
-// enough sums) no float operation rounds, so the results are equal bit for
-// bit. Weight quants and sub-block scales are random bytes (every value a
-// file may hold, Q8_0's -128 and Q6_K's scale -128 included).
+// TestQDotExact checks the integer arithmetic of every kernel (the
+// assembly ones through qdot and the portable ones) against the float64 dot
+// product of gguf's dequantized row with the quantized activations: with
+// every f16 scale, min and activation scale 1 (and small enough sums) no
+// float operation rounds, so the three agree bit for bit. The codes and
+// sub-block scales are random bytes (every value a file may hold: Q8_0's
+// −128 and Q6_K's scale −128 included) or every byte 0x00 or 0xff (all
+// high bits clear or set, the smallest and largest scales and mins).
 func TestQDotExact(t *testing.T) {
-	if !useAVX2 {
-		t.Skip("no assembly kernels on this CPU: qdot is qdotGeneric")
-	}
-	const one = 0x3c00 // f16 1.0
 	r := rand.New(rand.NewPCG(15, 16))
 	for _, typ := range qdotTypes {
 		bs, ts := typ.BlockSize(), typ.TypeSize()
-		for _, nb := range []int{1, 2, 3, 4} {
-			t.Run(fmt.Sprintf("%s/blocks=%d", typ, nb), func(t *testing.T) {
-				for range 50 {
-					n := nb * bs
-					raw := make([]byte, nb*ts)
-					for i := range raw {
-						raw[i] = byte(r.UintN(256))
-					}
-					for b := range nb {
-						blk := raw[b*ts : (b+1)*ts]
-						switch typ {
-						case gguf.TypeQ4_0, gguf.TypeQ8_0:
-							binary.LittleEndian.PutUint16(blk, one)
-						case gguf.TypeQ4_K:
-							binary.LittleEndian.PutUint16(blk, one)
-							binary.LittleEndian.PutUint16(blk[2:], one)
-						case gguf.TypeQ6_K:
-							binary.LittleEndian.PutUint16(blk[208:], one)
-						}
-					}
-					// One 127 per block makes d = 1; the rest are small.
-					x := make([]float32, n)
-					for i := range x {
-						x[i] = float32(r.IntN(17) - 8)
-						if i%32 == 0 {
-							x[i+r.IntN(32)] = 127
-						}
-					}
-					for i := 0; i < n; i += 32 {
-						if x[i] != 127 {
-							x[i+31] = -127
-						}
-					}
-					q := newQvec(n)
-					quantizeRow(q, x)
-					for b, d := range q.d {
-						require.Equal(t, float32(1), d, "block %d", b)
-					}
-					assert.Equal(t, qdotGeneric(typ, raw, q), qdot(typ, raw, q))
+		for _, nb := range []int{1, 2, 3, 4, 7} {
+			for _, fill := range []string{"random", "zeros", "ones"} {
+				if fill != "random" && nb > 2 {
+					continue // all codes at their largest: longer rows leave float32's exact range
 				}
-			})
+				t.Run(fmt.Sprintf("%s/blocks=%d/%s", typ, nb, fill), func(t *testing.T) {
+					reps := 50
+					if fill != "random" {
+						reps = 3
+					}
+					for range reps {
+						n := nb * bs
+						raw := make([]byte, nb*ts)
+						for i := range raw {
+							switch fill {
+							case "random":
+								raw[i] = byte(r.UintN(256))
+							case "ones":
+								raw[i] = 0xff
+							}
+						}
+						setUnitScales(typ, raw)
+						deq := make([]float32, n)
+						require.NoError(t, gguf.Dequantize(deq, raw, typ))
+						// One ±127 per block makes d = 1; the rest are small.
+						x := make([]float32, n)
+						for i := range x {
+							x[i] = float32(r.IntN(9) - 4)
+							if i%32 == 0 {
+								x[i+r.IntN(32)] = 127
+							}
+						}
+						for i := 0; i < n; i += 32 {
+							if x[i] != 127 {
+								x[i+31] = -127
+							}
+						}
+						q := newQvec(n)
+						quantizeRow(q, x)
+						var want, mag float64
+						for i, w := range deq {
+							require.Equal(t, float32(1), q.d[i/32], "block %d", i/32)
+							want += float64(w) * float64(q.qs[i])
+							mag += math.Abs(float64(w) * float64(q.qs[i]))
+						}
+						require.Less(t, mag, float64(1<<24), "every partial sum must be an exact float32 integer")
+						assert.Equal(t, float32(want), qdotGeneric(typ, raw, q), "generic")
+						assert.Equal(t, float32(want), qdot(typ, raw, q), "qdot")
+					}
+				})
+			}
 		}
 	}
 }
@@ -226,9 +266,17 @@ func BenchmarkQuantizeRow(b *testing.B) {
 		x[i] = float32(r.NormFloat64())
 	}
 	q := newQvec(k)
-	b.SetBytes(4 * k)
-	for b.Loop() {
-		quantizeRow(q, x)
+	for _, impl := range []string{"asm", "go"} {
+		b.Run(impl, func(b *testing.B) {
+			f := quantizeRow
+			if impl == "go" {
+				f = quantizeRowGeneric
+			}
+			b.SetBytes(4 * k)
+			for b.Loop() {
+				f(q, x)
+			}
+		})
 	}
 }
 
@@ -302,19 +350,8 @@ func TestQDot4(t *testing.T) {
 						w[i] = float32(r.NormFloat64())
 					}
 					raw, _ := quantizedRow(t, typ, w)
-					if unit { // every weight scale 1 (f16 0x3c00)
-						for b := range nb {
-							blk := raw[b*typ.TypeSize() : (b+1)*typ.TypeSize()]
-							switch typ {
-							case gguf.TypeQ4_0, gguf.TypeQ8_0:
-								binary.LittleEndian.PutUint16(blk, 0x3c00)
-							case gguf.TypeQ4_K:
-								binary.LittleEndian.PutUint16(blk, 0x3c00)
-								binary.LittleEndian.PutUint16(blk[2:], 0x3c00)
-							case gguf.TypeQ6_K:
-								binary.LittleEndian.PutUint16(blk[208:], 0x3c00)
-							}
-						}
+					if unit {
+						setUnitScales(typ, raw)
 					}
 					var q qrows
 					q.reset(6, n) // rows 1..4 are used: an offset start
@@ -379,5 +416,58 @@ func BenchmarkQDot4(b *testing.B) {
 			}
 			_ = s
 		})
+	}
+}
+
+// TestQuantizeRowBits checks that quantizeRow (AVX2 on amd64) writes the
+// same bits as quantizeRowGeneric: random blocks at every magnitude,
+// subnormals, signed zeros, exact halves (x·id = k + 0.5 rounds away from
+// zero), and blocks holding NaN or ±Inf, for 1 to 9 blocks.
+func TestQuantizeRowBits(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	inf := float32(math.Inf(1))
+	for nb := 1; nb <= 9; nb++ {
+		for _, kind := range []string{"random", "huge", "tiny", "subnormal", "zeros", "halves", "nan", "inf", "mixed"} {
+			t.Run(fmt.Sprintf("blocks=%d/%s", nb, kind), func(t *testing.T) {
+				n := nb * 32
+				x := make([]float32, n)
+				for i := range x {
+					v := float32(r.NormFloat64())
+					switch kind {
+					case "huge":
+						v *= 1e37
+					case "tiny":
+						v *= 1e-37
+					case "subnormal":
+						v = math.Float32frombits(r.Uint32() & 0x807fffff)
+					case "zeros":
+						v = math.Float32frombits(r.Uint32() & 0x80000000)
+					case "halves": // amax 127: x·id = x exactly
+						v = float32(r.IntN(254)-127) + 0.5
+						if i%32 == 0 {
+							v = 127
+						}
+					case "mixed":
+						v = math.Float32frombits(r.Uint32())
+					}
+					x[i] = v
+				}
+				switch kind {
+				case "nan":
+					x[r.IntN(n)] = float32(math.NaN())
+				case "inf":
+					x[r.IntN(n)] = inf
+					x[r.IntN(n)] = -inf
+				}
+				got, want := newQvec(n), newQvec(n)
+				quantizeRow(got, x)
+				quantizeRowGeneric(want, x)
+				assert.Equal(t, want.qs, got.qs, "quants")
+				for b := range nb {
+					assert.Equal(t, math.Float32bits(want.d[b]), math.Float32bits(got.d[b]), "d of block %d", b)
+					assert.Equal(t, math.Float32bits(want.s[b]), math.Float32bits(got.s[b]), "s of block %d", b)
+				}
+			})
+		}
 	}
 }
