@@ -59,6 +59,9 @@ func parsePlacement(c *cli.Context) (placement, error) {
 		if len(p.devices) > maxDevices {
 			return p, usageErrorf("--devices %q: at most %d devices", s, maxDevices)
 		}
+		if c.IsSet("device") {
+			return p, usageErrorf("--device %d and --devices %q: give one of them", c.Int("device"), s)
+		}
 	}
 	if s := c.String("tensor-split"); s != "" {
 		sum := 0.0
@@ -134,7 +137,7 @@ func placeOnGPUs(pl placement, path string, opts model.Options, gpus []*cuda.Bac
 	f.Close()
 	if err != nil {
 		closeAll()
-		return nil, "", err
+		return nil, "", fmt.Errorf("%s: %w", path, err)
 	}
 	split := pl.split
 	sizers := make([]model.Sizer, len(gpus))

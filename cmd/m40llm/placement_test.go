@@ -40,6 +40,7 @@ func TestPlacementFlagErrors(t *testing.T) {
 		{[]string{"--gpu-memory-limit", "0"}, `--gpu-memory-limit "0": want a size above 0`},
 		{[]string{"--gpu-memory-limit", "12 parsecs"}, `--gpu-memory-limit "12 parsecs"`},
 		{[]string{"--backend", "cpu", "-ngl", "4"}, "--n-gpu-layers 4 with --backend cpu"},
+		{[]string{"--device", "1", "--devices", "0,1"}, `--device 1 and --devices "0,1": give one of them`},
 	} {
 		args := append([]string{"generate", "-m", m, "-p", "x", "-n", "1"}, c.args...)
 		_, errs, code := runCLI(t, "", args...)
