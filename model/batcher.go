@@ -101,7 +101,7 @@ type Batcher struct {
 	// Step scratch.
 	batch   Batch
 	decode  int     // rows of the batch that are generated tokens (the first ones)
-	outRows []int32 // rows whose logits are wanted, then rows whose hidden states are
+	outRows []int32 // rows whose logits are wanted
 	outSeqs []*sequence
 	hidRows []int32   // rows whose hidden states an embedding pools
 	hidden  []float32 // one Dim row per output row

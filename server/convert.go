@@ -34,6 +34,11 @@ type Served struct {
 	// as control tokens (model.ChatOptions.AllowSpecialInContent); off,
 	// a client cannot write "<|im_end|>" to end its turn.
 	AllowSpecialInContent bool
+	// Embeddings is set when the model serves /v1/embeddings, /api/embed
+	// and /api/embeddings (Options.Embeddings, or a model whose file
+	// declares mean, cls or last pooling), with Pooling.
+	Embeddings bool
+	Pooling    model.Pooling
 }
 
 // GenerateRequest is a request converted to model inputs: the prompt's

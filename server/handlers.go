@@ -22,6 +22,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/models/{id...}", s.handleModel)
 	mux.Handle("POST /v1/completions", s.requireJSON(s.handleCompletions))
 	mux.Handle("POST /v1/chat/completions", s.requireJSON(s.handleChat))
+	mux.Handle("POST /v1/embeddings", s.requireJSON(s.handleEmbeddings))
 	mux.Handle("POST /tokenize", s.requireJSON(s.handleTokenize))
 	mux.Handle("POST /detokenize", s.requireJSON(s.handleDetokenize))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))

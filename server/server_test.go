@@ -260,7 +260,7 @@ func TestErrors(t *testing.T) {
 		{"body over the limit", "/v1/completions", `{"prompt":"` + strings.Repeat("x", 5000) + `"}`, 413, TypeInvalidRequest, CodeRequestTooLarge, "", "4096 bytes"},
 		{"tokenize a number", "/tokenize", `{"content":5}`, 400, TypeInvalidRequest, CodeInvalidValue, "content", "a string"},
 		{"detokenize out of range", "/detokenize", `{"tokens":[1,-3]}`, 400, TypeInvalidRequest, CodeInvalidValue, "tokens[1]", "-3"},
-		{"unknown route", "/v1/embeddings", `{}`, 404, TypeInvalidRequest, "not_found", "", "no route"},
+		{"unknown route", "/v1/audio/speech", `{}`, 404, TypeInvalidRequest, "not_found", "", "no route"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
