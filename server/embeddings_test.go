@@ -324,4 +324,7 @@ func TestEmbeddingsOllama(t *testing.T) {
 	empty, err := oc.Embeddings(ctx, &api.EmbeddingRequest{Model: modelName})
 	require.NoError(t, err)
 	assert.Empty(t, empty.Embedding)
+	show, err := oc.Show(ctx, &api.ShowRequest{Model: modelName})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"completion", "embedding"}, capabilities(show))
 }
