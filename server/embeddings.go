@@ -59,7 +59,8 @@ type EmbeddingUsage struct {
 // OllamaEmbedRequest is the body of POST /api/embed.
 type OllamaEmbedRequest struct {
 	Model string `json:"model"`
-	// Input is a string or an array of strings.
+	// Input is a string or an array of strings; none ("", [] or absent)
+	// answers no embeddings, as ollama does to load a model.
 	Input json.RawMessage `json:"input"`
 	// Truncate (true when absent) cuts an input longer than the context
 	// to its first tokens; false refuses it.
@@ -361,6 +362,11 @@ func (s *Server) handleOllamaEmbed(w http.ResponseWriter, r *http.Request) {
 	dim := served.Model.Config.Dim
 	if req.Dimensions < 0 || req.Dimensions > dim {
 		s.writeError(w, r, badRequest("dimensions", CodeInvalidValue, "dimensions must be in [1, %d], got %d", dim, req.Dimensions))
+		return
+	}
+	if in := bytes.TrimSpace(req.Input); isNull(in) || string(in) == `""` || string(in) == "[]" {
+		// No input loads the model, as ollama answers it.
+		writeJSON(w, http.StatusOK, OllamaEmbedResponse{Model: name, Embeddings: [][]float32{}, TotalDuration: time.Since(start)})
 		return
 	}
 	inputs, err := parseEmbeddingInput(req.Input, served, false)

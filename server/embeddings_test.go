@@ -321,6 +321,11 @@ func TestEmbeddingsOllama(t *testing.T) {
 	assert.Equal(t, http.StatusBadRequest, statusError(t, err).StatusCode)
 	_, err = oc.Embed(ctx, &api.EmbedRequest{Model: modelName, Input: "a", Options: map[string]any{"num_ctx": "x"}})
 	assert.Equal(t, http.StatusBadRequest, statusError(t, err).StatusCode)
+	for _, in := range []any{nil, "", []string{}} {
+		none, err := oc.Embed(ctx, &api.EmbedRequest{Model: modelName, Input: in})
+		require.NoError(t, err, "%#v", in)
+		assert.Empty(t, none.Embeddings, "%#v", in)
+	}
 	empty, err := oc.Embeddings(ctx, &api.EmbeddingRequest{Model: modelName})
 	require.NoError(t, err)
 	assert.Empty(t, empty.Embedding)
