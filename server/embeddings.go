@@ -303,6 +303,7 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiError(err))
 		return
 	}
+	noteUsage(r, &model.Result{PromptTokens: tokens})
 	resp := EmbeddingResponse{Object: "list", Model: served.Name, Data: make([]EmbeddingData, len(vecs)),
 		Usage: EmbeddingUsage{PromptTokens: tokens, TotalTokens: tokens}}
 	for i, v := range vecs {
@@ -382,6 +383,7 @@ func (s *Server) handleOllamaEmbed(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiError(err))
 		return
 	}
+	noteUsage(r, &model.Result{PromptTokens: tokens})
 	if d := req.Dimensions; d > 0 && d < dim {
 		for i, v := range vecs {
 			vecs[i] = renormalize(v[:d])
@@ -419,11 +421,12 @@ func (s *Server) handleOllamaEmbeddings(w http.ResponseWriter, r *http.Request) 
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	vecs, _, err := s.embed(r.Context(), u.sched, &embedJob{inputs: inputs, pooling: served.Pooling})
+	vecs, tokens, err := s.embed(r.Context(), u.sched, &embedJob{inputs: inputs, pooling: served.Pooling})
 	if err != nil {
 		s.writeError(w, r, apiError(err))
 		return
 	}
+	noteUsage(r, &model.Result{PromptTokens: tokens})
 	writeJSON(w, http.StatusOK, OllamaEmbeddingResponse{Embedding: vecs[0]})
 }
 

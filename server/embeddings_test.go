@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"log/slog"
 	"math"
 	"net/http"
 	"testing"
@@ -95,10 +96,11 @@ var embedTexts = []string{"Once upon a time", "The cat sat on the mat and looked
 // TestEmbeddingsOpenAI drives /v1/embeddings with the openai-go SDK on a
 // server with --embeddings: each vector equals the direct pooled pass and
 // is unit-norm, base64 decodes to the same floats, a batch of inputs
-// equals them one by one, token ids equal the text, usage counts the
-// tokens.
+// equals them one by one, token ids equal the text, usage (and the
+// access log) counts the tokens.
 func TestEmbeddingsOpenAI(t *testing.T) {
-	ts := startServer(t, 2, 128, Options{Embeddings: true, PrefillChunk: 8})
+	var logs logBuffer
+	ts := startServer(t, 2, 128, Options{Embeddings: true, PrefillChunk: 8, AccessLog: true, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	c := ts.client()
 	ctx := context.Background()
 	tok := ts.m.Tokenizer
@@ -156,6 +158,9 @@ func TestEmbeddingsOpenAI(t *testing.T) {
 		assertClose(t, single[i], d.Embedding, "batch "+embedTexts[i])
 	}
 	assert.Equal(t, int64(total), batch.Usage.PromptTokens)
+	rec := logs.lastRecord(t, 3*len(embedTexts)+1)
+	assert.Equal(t, float64(total), rec["prompt_tokens"], "access log")
+	assert.Equal(t, 0.0, rec["completion_tokens"], "access log")
 
 	var arrays [][]int64
 	for _, text := range embedTexts {
