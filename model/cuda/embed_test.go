@@ -36,8 +36,8 @@ func hiddenAll(t *testing.T, m *model.Model, ids []int32) []float32 {
 // 40, the GEMM path), Session.Embed for mean, cls and last pooling, and
 // an Engine embedding that runs in the same steps as a greedy generation
 // (steps that read the generation's logits and the embedding's hidden
-// rows), whose tokens must stay the CPU's (stories260K; the random
-// models' only their count).
+// rows), whose tokens must stay those the GPU chooses for it alone
+// (stories260K; the random models' only their count).
 func TestEmbeddingGPU(t *testing.T) {
 	ctx := context.Background()
 	for _, mc := range models {
@@ -85,7 +85,7 @@ func TestEmbeddingGPU(t *testing.T) {
 				require.NoError(t, err)
 				return res.Tokens
 			}
-			wantTokens := gen(mcpu)
+			wantTokens := gen(mgpu) // alone, before the engine takes the slots
 			eo := model.EngineOptions{BatcherOptions: model.BatcherOptions{PrefillChunk: 8}}
 			for i := range mgpu.Slots() {
 				s, err := mgpu.NewSession(i)
@@ -107,8 +107,9 @@ func TestEmbeddingGPU(t *testing.T) {
 				assert.LessOrEqual(t, en, tolEmbed, "%s: engine NMSE", p)
 				t.Logf("%s: engine NMSE %.2g", p, en)
 				// Batched with prompt rows, the generation's rows go through
-				// other kernels than alone; only the trained model's greedy
-				// choices are far enough from ties to compare token by token.
+				// other kernels than alone (float sums in another order);
+				// only the trained model's greedy choices are far enough
+				// from ties to compare token by token.
 				if mc.name == "stories260K" {
 					assert.Equal(t, wantTokens, gres.Tokens, "%s: the generation next to the embedding", p)
 				} else {
