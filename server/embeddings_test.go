@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/ollama/ollama/api"
@@ -15,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/m40llm/m40llm/gguf"
 	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
@@ -34,6 +37,11 @@ const embedTol = 5e-4
 // final norm read back (Model.ForwardHidden), mean-pooled and normalized
 // here.
 func directEmbedding(t *testing.T, ids []int32) []float64 {
+	return directPooled(t, ids, model.PoolingMean)
+}
+
+// directPooled is directEmbedding with mean or last pooling.
+func directPooled(t *testing.T, ids []int32, p model.Pooling) []float64 {
 	t.Helper()
 	m, err := model.Load(fixture.BundledModel(t), cpu.New(cpu.Options{Threads: 2}),
 		model.Options{CtxSize: 256, CacheTypeK: model.CacheF32, CacheTypeV: model.CacheF32})
@@ -49,6 +57,9 @@ func directEmbedding(t *testing.T, ids []int32) []float64 {
 	require.NoError(t, m.ForwardHidden(b, rows, h))
 	v := make([]float64, dim)
 	for r := range n {
+		if p == model.PoolingLast && r != n-1 {
+			continue
+		}
 		for i := range dim {
 			v[i] += float64(h[r*dim+i])
 		}
@@ -239,6 +250,59 @@ func TestEmbeddingsDisabled(t *testing.T) {
 	assert.Contains(t, se.ErrorMessage, "--embeddings")
 	_, err = oc.Embeddings(context.Background(), &api.EmbeddingRequest{Model: modelName, Prompt: "a"})
 	assert.Equal(t, http.StatusBadRequest, statusError(t, err).StatusCode)
+}
+
+// withPooling writes a copy of the bundled model whose metadata declares
+// llama.pooling_type v and returns its path.
+func withPooling(t *testing.T, v uint32) string {
+	t.Helper()
+	f, err := gguf.Open(fixture.BundledModel(t))
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, f.Metadata.SetAny("llama.pooling_type", v))
+	specs := make([]gguf.TensorSpec, len(f.Tensors))
+	for i, ti := range f.Tensors {
+		specs[i] = gguf.TensorSpec{Name: ti.Name, Type: ti.Type, Dims: ti.Dims}
+	}
+	path := filepath.Join(t.TempDir(), "pooled.gguf")
+	o, err := os.Create(path)
+	require.NoError(t, err)
+	w, err := gguf.NewWriter(o, &f.Metadata, specs)
+	require.NoError(t, err)
+	for i := range f.Tensors {
+		data, err := f.TensorData(&f.Tensors[i])
+		require.NoError(t, err)
+		require.NoError(t, w.WriteTensor(f.Tensors[i].Name, data))
+	}
+	require.NoError(t, w.Close())
+	require.NoError(t, o.Close())
+	return path
+}
+
+// TestEmbeddingsFromPoolingType: a model whose file declares last pooling
+// serves embeddings without Options.Embeddings, pooled by its last token
+// (the direct pass's last row), and Options.Pooling overrides it.
+func TestEmbeddingsFromPoolingType(t *testing.T) {
+	path := withPooling(t, 3)
+	ctx := context.Background()
+	for _, c := range []struct {
+		override model.Pooling
+		want     model.Pooling
+	}{{model.PoolingUnset, model.PoolingLast}, {model.PoolingMean, model.PoolingMean}} {
+		m, err := model.Load(path, cpu.New(cpu.Options{Threads: 2}), model.Options{CtxSize: 64})
+		require.NoError(t, err)
+		require.Equal(t, model.PoolingLast, m.Config.Pooling)
+		ts := serve(t, m, Options{Pooling: c.override})
+		text := embedTexts[1]
+		ids := m.Tokenizer.Encode(text, true, true)
+		resp, err := ts.client().Embeddings.New(ctx, openai.EmbeddingNewParams{
+			Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String(text)}})
+		require.NoError(t, err)
+		want := directPooled(t, ids, c.want)
+		assertClose(t, want, resp.Data[0].Embedding, c.want.String())
+		require.NoError(t, ts.srv.Close())
+		require.NoError(t, m.Close())
+	}
 }
 
 // TestEmbeddingPooling: which models serve embeddings, with which
