@@ -125,10 +125,12 @@ func embeddingsDisabled(s *Served) *Error {
 		"embeddings are not enabled for %q: it declares no pooling type; start the server with --embeddings (and --pooling mean|cls|last)", s.Name)
 }
 
-// parseEmbeddingInput reads OpenAI's input: a string, strings, token ids,
-// or arrays of token ids. Strings are tokenized as prompts are (BOS/EOS
-// as the vocabulary asks, control-token text parsed). Empty inputs and
-// more than MaxEmbeddingInputs are 400 *Errors naming input.
+// parseEmbeddingInput reads an embedding request's input: a string or
+// strings, and with ids (OpenAI's route; ollama's takes text only) token
+// ids or arrays of token ids. Strings are tokenized as prompts are
+// (BOS/EOS as the vocabulary asks, control-token text parsed). A missing
+// or empty input or item, another JSON type, and more than
+// MaxEmbeddingInputs items are 400 *Errors naming input.
 func parseEmbeddingInput(raw json.RawMessage, s *Served, ids bool) ([][]int32, error) {
 	raw = bytes.TrimSpace(raw)
 	if isNull(raw) {
