@@ -62,3 +62,19 @@ func BenchmarkDecode(b *testing.B) {
 	}
 	b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tok/s")
 }
+
+// BenchmarkEmbed measures a mean-pooled embedding of 128 tokens on the
+// bundled model: BenchmarkPrompt's pass with every row's hidden state
+// read back instead of the last row's logits.
+func BenchmarkEmbed(b *testing.B) {
+	m := benchModel(b, fixture.BundledModel(b), model.Options{CtxSize: 512})
+	s, _ := m.NewSession(0)
+	ids := randomTokens(128, m.Config.VocabSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Embed(context.Background(), ids, model.EmbedOptions{Pooling: model.PoolingMean}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(ids)*b.N)/b.Elapsed().Seconds(), "tok/s")
+}
