@@ -3,6 +3,7 @@ package model_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -438,4 +439,57 @@ func TestEngineClose(t *testing.T) {
 	active, queued, _ := e.Stats()
 	assert.Zero(t, active)
 	assert.Zero(t, queued)
+}
+
+// SubmitAll queues all of its requests or none of them.
+func TestSubmitAll(t *testing.T) {
+	e, m, log, _ := newEngine(t, 3, 256, 64)
+	ctx := context.Background()
+	prompts := []string{"Once upon a time", "Lily went to the park", "The cat"}
+
+	// One bad request: nothing is queued.
+	bad := greedyRequest(m, prompts[1], 4)
+	bad.Prompt = append(slices.Clone(bad.Prompt), int32(m.Config.VocabSize))
+	_, err := e.SubmitAll(ctx, []*model.Request{greedyRequest(m, prompts[0], 4), bad, greedyRequest(m, prompts[2], 4)})
+	require.ErrorIs(t, err, model.ErrInvalidToken)
+	assert.Contains(t, err.Error(), "request 1")
+	_, err = e.SubmitAll(ctx, nil)
+	require.ErrorIs(t, err, model.ErrInvalidRequest)
+	_, err = e.SubmitAll(ctx, []*model.Request{greedyRequest(m, prompts[0], 4), nil})
+	require.ErrorIs(t, err, model.ErrInvalidRequest)
+	// A request submitted after them runs alone: the only prompt to
+	// start at position 0 is its own.
+	_, _, err = wait(t, submit(t, ctx, e, greedyRequest(m, prompts[2], 4)))
+	require.NoError(t, err)
+	starts := 0
+	for _, st := range log.get() {
+		for _, p := range st.pos {
+			if p == 0 {
+				starts++
+			}
+		}
+	}
+	assert.Equal(t, 1, starts, "prompts evaluated")
+
+	// All good: the jobs come back in request order, each with its own text.
+	alone := make([]string, len(prompts))
+	reqs := make([]*model.Request, len(prompts))
+	for i, p := range prompts {
+		text, _, err := wait(t, submit(t, ctx, e, greedyRequest(m, p, 12)))
+		require.NoError(t, err)
+		alone[i] = text
+		reqs[i] = greedyRequest(m, p, 12)
+	}
+	jobs, err := e.SubmitAll(ctx, reqs)
+	require.NoError(t, err)
+	require.Len(t, jobs, len(prompts))
+	for i, j := range jobs {
+		text, _, err := wait(t, j)
+		require.NoError(t, err)
+		assert.Equal(t, alone[i], text, "job %d", i)
+	}
+
+	e.Close()
+	_, err = e.SubmitAll(ctx, reqs)
+	assert.ErrorIs(t, err, model.ErrEngineClosed)
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,13 +40,36 @@ type Served struct {
 // GenerateRequest is a request converted to model inputs: the prompt's
 // token ids and the generation options, plus how to answer.
 type GenerateRequest struct {
-	Prompt       []int32
-	Options      model.GenerateOptions
+	Prompt  []int32
+	Options model.GenerateOptions
+	// N is the number of choices (1..MaxChoices): N requests of the same
+	// prompt, each sampled on its own (see Requests).
+	N            int
 	Stream       bool
 	IncludeUsage bool
 	// PromptParam names the request field the prompt came from
 	// ("prompt", "messages"), for errors about it.
 	PromptParam string
+}
+
+// MaxChoices bounds the n of a request: the choices it asks for, each a
+// sequence of its own in a KV-cache slot.
+const MaxChoices = 8
+
+// Requests returns the model requests of gr's choices, in choice order:
+// the same prompt and options, except that choice i samples from the seed
+// sample.ChoiceSeed(seed, i), so that the choices are independent and
+// each is the one a request for that seed alone would get. A grammar is
+// shared (each request follows it with a matcher of its own).
+func (gr *GenerateRequest) Requests() []*model.Request {
+	n := max(gr.N, 1)
+	reqs := make([]*model.Request, n)
+	for i := range n {
+		opts := gr.Options
+		opts.Sampling.Seed = sample.ChoiceSeed(gr.Options.Sampling.Seed, i)
+		reqs[i] = &model.Request{Prompt: gr.Prompt, Options: opts}
+	}
+	return reqs
 }
 
 // requestError is apiError with the errors about the prompt (too long for
@@ -190,6 +214,9 @@ func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*Gen
 	if err != nil {
 		return nil, err
 	}
+	if err := checkBestOf(req.BestOf, gr.N); err != nil {
+		return nil, err
+	}
 	gr.Options.Grammar = g
 	if n := req.Logprobs; n != nil {
 		if *n < 0 || *n > maxCompletionLogprobs {
@@ -198,6 +225,26 @@ func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*Gen
 		gr.Options.LogProbs, gr.Options.TopLogProbs = true, *n
 	}
 	return gr, nil
+}
+
+// checkBestOf accepts best_of absent, null or equal to n (best_of
+// greater than n would generate best_of sequences and return the n most
+// likely, which this server does not do); otherwise it is a 400 naming
+// best_of.
+func checkBestOf(raw json.RawMessage, n int) error {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil
+	}
+	var b int
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return badRequest("best_of", CodeInvalidValue, "best_of must be an integer")
+	}
+	if b != n {
+		return badRequest("best_of", CodeUnsupported,
+			"best_of = %d with n = %d: best_of must equal n; choosing the best of more sequences than returned is not supported", b, n)
+	}
+	return nil
 }
 
 // maxCompletionLogprobs bounds the logprobs of /v1/completions (OpenAI's
@@ -289,8 +336,12 @@ func checkModel(name string, s *Served) error {
 // finishRequest checks the fields common to both request kinds and builds
 // the GenerateRequest.
 func finishRequest(ids []int32, promptParam string, f *SamplingFields, maxTokens *int, maxParam string, seed uint64) (*GenerateRequest, error) {
-	if f.N != nil && *f.N != 1 {
-		return nil, badRequest("n", CodeUnsupported, "n = %d: only one choice per request is supported", *f.N)
+	n := 1
+	if f.N != nil {
+		n = *f.N
+		if n < 1 || n > MaxChoices {
+			return nil, badRequest("n", CodeInvalidValue, "n must be in [1, %d], got %d", MaxChoices, n)
+		}
 	}
 	opts := model.GenerateOptions{Stop: f.Stop, IgnoreEOS: f.IgnoreEOS}
 	if maxTokens != nil {
@@ -307,6 +358,7 @@ func finishRequest(ids []int32, promptParam string, f *SamplingFields, maxTokens
 	return &GenerateRequest{
 		Prompt:       ids,
 		Options:      opts,
+		N:            n,
 		Stream:       f.Stream,
 		IncludeUsage: f.Stream && f.StreamOptions != nil && f.StreamOptions.IncludeUsage,
 		PromptParam:  promptParam,

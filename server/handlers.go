@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -160,15 +161,28 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs})
 }
 
-// format builds the response objects of one request kind. With
-// logprobs, each chunk carries the log-probabilities of the tokens its
-// text came from, and the whole response those of every token.
+// format builds the response objects of one request kind, for requests
+// of one or more choices (i is the choice's index). With logprobs, each
+// chunk carries the log-probabilities of the tokens its text came from,
+// and the whole response those of every token.
 type format interface {
-	start() any                             // the first chunk of a stream, or nil
-	delta(p model.Piece) any                // a chunk with new text
-	end(finish model.FinishReason) any      // the chunk with the finish reason
-	usage(r *model.Result) any              // the usage chunk
-	whole(text string, r *model.Result) any // the non-streamed response
+	start(i int) any                              // the first chunk of choice i's stream, or nil
+	delta(i int, p model.Piece) any               // a chunk with new text of choice i
+	end(i int, finish model.FinishReason) any     // the chunk with choice i's finish reason
+	usage(rs []*model.Result) any                 // the usage chunk
+	whole(texts []string, rs []*model.Result) any // the non-streamed response
+}
+
+// usageOfAll is the usage of a request's choices: the prompt once (it is
+// the same for every choice; its cached tokens are the first choice's)
+// and the generated tokens of all of them.
+func usageOfAll(rs []*model.Result) *Usage {
+	u := UsageOf(rs[0])
+	for _, r := range rs[1:] {
+		u.CompletionTokens += len(r.Tokens)
+		u.TotalTokens += len(r.Tokens)
+	}
+	return u
 }
 
 type completionFormat struct {
@@ -177,29 +191,47 @@ type completionFormat struct {
 	model    string
 	tok      *tokenizer.Tokenizer
 	logprobs bool
-	offsets  TextCounter // the text of the tokens streamed so far
+	offsets  []TextCounter // per choice, the text of the tokens streamed so far
 }
 
-func (f *completionFormat) start() any { return nil }
-func (f *completionFormat) delta(p model.Piece) any {
+func (f *completionFormat) start(int) any { return nil }
+func (f *completionFormat) delta(i int, p model.Piece) any {
 	c := ToCompletionChunk(f.id, f.created, f.model, p.Text, "")
+	c.Choices[0].Index = i
 	if f.logprobs {
-		c.Choices[0].Logprobs = ToCompletionLogprobs(f.tok, p.LogProbs, &f.offsets)
+		for len(f.offsets) <= i {
+			f.offsets = append(f.offsets, TextCounter{})
+		}
+		c.Choices[0].Logprobs = ToCompletionLogprobs(f.tok, p.LogProbs, &f.offsets[i])
 	}
 	return c
 }
-func (f *completionFormat) end(finish model.FinishReason) any {
-	return ToCompletionChunk(f.id, f.created, f.model, "", finish)
-}
-func (f *completionFormat) usage(r *model.Result) any {
-	return ToCompletionUsageChunk(f.id, f.created, f.model, r)
-}
-func (f *completionFormat) whole(text string, r *model.Result) any {
-	c := ToCompletion(f.id, f.created, f.model, text, r)
-	if f.logprobs {
-		c.Choices[0].Logprobs = ToCompletionLogprobs(f.tok, r.LogProbs, &TextCounter{})
-	}
+func (f *completionFormat) end(i int, finish model.FinishReason) any {
+	c := ToCompletionChunk(f.id, f.created, f.model, "", finish)
+	c.Choices[0].Index = i
 	return c
+}
+func (f *completionFormat) usage(rs []*model.Result) any {
+	c := ToCompletionUsageChunk(f.id, f.created, f.model, rs[0])
+	c.Usage = usageOfAll(rs)
+	return c
+}
+func (f *completionFormat) whole(texts []string, rs []*model.Result) any {
+	var out *CompletionResponse
+	for i, r := range rs {
+		c := ToCompletion(f.id, f.created, f.model, texts[i], r)
+		c.Choices[0].Index = i
+		if f.logprobs {
+			c.Choices[0].Logprobs = ToCompletionLogprobs(f.tok, r.LogProbs, &TextCounter{})
+		}
+		if out == nil {
+			out = c
+			continue
+		}
+		out.Choices = append(out.Choices, c.Choices[0])
+	}
+	out.Usage = usageOfAll(rs)
+	return out
 }
 
 type chatFormat struct {
@@ -210,80 +242,149 @@ type chatFormat struct {
 	logprobs bool
 }
 
-func (f *chatFormat) start() any { return ToChatChunk(f.id, f.created, f.model, true, "", "") }
-func (f *chatFormat) delta(p model.Piece) any {
+func (f *chatFormat) start(i int) any {
+	c := ToChatChunk(f.id, f.created, f.model, true, "", "")
+	c.Choices[0].Index = i
+	return c
+}
+func (f *chatFormat) delta(i int, p model.Piece) any {
 	c := ToChatChunk(f.id, f.created, f.model, false, p.Text, "")
+	c.Choices[0].Index = i
 	if f.logprobs {
 		c.Choices[0].Logprobs = ToChatLogprobs(f.tok, p.LogProbs)
 	}
 	return c
 }
-func (f *chatFormat) end(finish model.FinishReason) any {
-	return ToChatChunk(f.id, f.created, f.model, false, "", finish)
-}
-func (f *chatFormat) usage(r *model.Result) any { return ToChatUsageChunk(f.id, f.created, f.model, r) }
-func (f *chatFormat) whole(text string, r *model.Result) any {
-	c := ToChatCompletion(f.id, f.created, f.model, text, r)
-	if f.logprobs {
-		c.Choices[0].Logprobs = ToChatLogprobs(f.tok, r.LogProbs)
-	}
+func (f *chatFormat) end(i int, finish model.FinishReason) any {
+	c := ToChatChunk(f.id, f.created, f.model, false, "", finish)
+	c.Choices[0].Index = i
 	return c
 }
+func (f *chatFormat) usage(rs []*model.Result) any {
+	c := ToChatUsageChunk(f.id, f.created, f.model, rs[0])
+	c.Usage = usageOfAll(rs)
+	return c
+}
+func (f *chatFormat) whole(texts []string, rs []*model.Result) any {
+	var out *ChatCompletionResponse
+	for i, r := range rs {
+		c := ToChatCompletion(f.id, f.created, f.model, texts[i], r)
+		c.Choices[0].Index = i
+		if f.logprobs {
+			c.Choices[0].Logprobs = ToChatLogprobs(f.tok, r.LogProbs)
+		}
+		if out == nil {
+			out = c
+			continue
+		}
+		out.Choices = append(out.Choices, c.Choices[0])
+	}
+	out.Usage = usageOfAll(rs)
+	return out
+}
 
-// generate submits gr with the request's context and writes the answer:
-// one JSON object, or SSE chunks flushed as tokens arrive.
+// jobEvent is what one choice's job produced (Job.NextPieces).
+type jobEvent struct {
+	i      int
+	pieces []model.Piece
+	done   bool
+	res    *model.Result
+	err    error
+}
+
+// generate submits gr's choices (all or none) with a context that ends
+// with the request's, and writes the answer: one JSON object, or SSE
+// chunks flushed as tokens arrive, each naming its choice. The first
+// choice that fails ends the others (their context is cancelled) and is
+// the answer; so is a client that leaves.
 func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *scheduler, gr *GenerateRequest, f format) {
-	ctx := r.Context()
-	j, err := sched.submit(ctx, &model.Request{Prompt: gr.Prompt, Options: gr.Options})
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if slots := sched.m.Slots(); gr.N > slots {
+		s.writeError(w, r, badRequest("n", CodeInvalidValue,
+			"n = %d needs %d KV-cache slots at once; the server runs %d (--parallel)", gr.N, gr.N, slots))
+		return
+	}
+	jobs, err := sched.submitAll(ctx, gr.Requests())
 	if err != nil {
 		s.writeError(w, r, gr.requestError(err))
 		return
 	}
+	texts, rs := make([]string, len(jobs)), make([]*model.Result, len(jobs))
 	if !gr.Stream {
-		text, res, err := j.Wait(ctx)
-		if err != nil {
-			s.writeError(w, r, gr.requestError(err))
-			return
+		for i, j := range jobs {
+			text, res, err := j.Wait(ctx)
+			if err != nil {
+				s.writeError(w, r, gr.requestError(err))
+				return
+			}
+			texts[i], rs[i] = text, res
 		}
-		noteUsage(r, res)
-		writeJSON(w, http.StatusOK, f.whole(text, res))
+		u := usageOfAll(rs)
+		noteCounts(r, u.PromptTokens, u.CompletionTokens)
+		writeJSON(w, http.StatusOK, f.whole(texts, rs))
 		return
 	}
 
 	sse := newSSEWriter(w)
-	if c := f.start(); c != nil {
-		sse.event(c)
+	for i := range jobs {
+		if c := f.start(i); c != nil {
+			sse.event(c)
+		}
 	}
 	if sse.flush() != nil {
 		return
 	}
-	for {
-		pieces, done, res, err := j.NextPieces(ctx)
-		for _, p := range pieces {
-			sse.event(f.delta(p))
+	events := make(chan jobEvent)
+	for i, j := range jobs {
+		go func() {
+			for {
+				pieces, done, res, err := j.NextPieces(ctx)
+				select {
+				case events <- jobEvent{i, pieces, done, res, err}:
+				case <-ctx.Done():
+					return
+				}
+				if done || err != nil {
+					return
+				}
+			}
+		}()
+	}
+	for left := len(jobs); left > 0; {
+		var ev jobEvent
+		select {
+		case ev = <-events:
+		case <-ctx.Done():
+			return // the client is gone; the jobs see the cancelled context
+		}
+		for _, p := range ev.pieces {
+			sse.event(f.delta(ev.i, p))
 		}
 		switch {
-		case done && err == nil:
-			noteUsage(r, res)
-			sse.event(f.end(res.Finish))
-			if gr.IncludeUsage {
-				sse.event(f.usage(res))
-			}
-			sse.done()
-			return
-		case err != nil:
-			if ctx.Err() == nil {
-				ae := gr.requestError(err)
+		case ev.err != nil:
+			if r.Context().Err() == nil {
+				ae := gr.requestError(ev.err)
 				s.logError(r, ae)
 				sse.event(ae.Body())
 				sse.flush()
 			}
 			return
+		case ev.done:
+			rs[ev.i] = ev.res
+			sse.event(f.end(ev.i, ev.res.Finish))
+			left--
 		}
 		if sse.flush() != nil {
-			return // the client is gone; the engine sees the cancelled context
+			return // the client is gone; cancel ends every job
 		}
 	}
+	u := usageOfAll(rs)
+	noteCounts(r, u.PromptTokens, u.CompletionTokens)
+	if gr.IncludeUsage {
+		sse.event(f.usage(rs))
+	}
+	sse.done()
 }
 
 func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {

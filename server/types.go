@@ -29,7 +29,8 @@ type SamplingFields struct {
 	// LogitBias maps token ids, written as strings, to a bias in
 	// [-100, 100] added to their logits before sampling.
 	LogitBias map[string]float64 `json:"logit_bias,omitempty"`
-	// N is the number of choices; only 1 is supported.
+	// N is the number of choices, 1 to MaxChoices (default 1), each
+	// sampled independently (GenerateRequest.Requests).
 	N *int `json:"n,omitempty"`
 	// IgnoreEOS keeps generating past end-of-generation tokens (llama.cpp).
 	IgnoreEOS bool `json:"ignore_eos,omitempty"`
