@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -109,7 +110,13 @@ func (e *Engine) Submit(ctx context.Context, req *Request) (*Job, error) {
 // checks them all (as Submit) and fails, queuing nothing, with the first
 // error, wrapped with the request's index when there are several. The
 // jobs are returned in the order of reqs and are admitted in that order.
-// An empty reqs is an ErrInvalidRequest.
+// An empty reqs is an ErrInvalidRequest. When the backend is a SlotCopier,
+// the requests (on the engine's own sessions, not paced) whose prompt is
+// the first one's do not evaluate it again: once the first request has
+// evaluated all but its last token, those positions are copied into their
+// slots and each evaluates only the last token (which gives it its own
+// logits). A request admitted after the first one has ended evaluates its
+// prompt itself.
 func (e *Engine) SubmitAll(ctx context.Context, reqs []*Request) ([]*Job, error) {
 	if len(reqs) == 0 {
 		return nil, fmt.Errorf("%w: no request to submit", ErrInvalidRequest)
@@ -136,6 +143,15 @@ func (e *Engine) SubmitAll(ctx context.Context, reqs []*Request) ([]*Job, error)
 			q.hold = &j.unread
 		}
 		jobs[i] = j
+	}
+	// Requests of the first one's prompt copy its evaluated prompt instead
+	// of evaluating it again, where the backend copies slots.
+	if first := reqs[0]; first.Session == nil && !first.Paced && e.m.CanCopySlots() {
+		for i, req := range reqs[1:] {
+			if req.Session == nil && !req.Paced && slices.Equal(req.Prompt, first.Prompt) {
+				jobs[i+1].q.leader = jobs[0].q
+			}
+		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
+	"github.com/m40llm/m40llm/model/sample"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -492,4 +493,135 @@ func TestSubmitAll(t *testing.T) {
 	e.Close()
 	_, err = e.SubmitAll(ctx, reqs)
 	assert.ErrorIs(t, err, model.ErrEngineClosed)
+}
+
+// promptCounter is an Observer that counts the prompt tokens evaluated.
+type promptCounter struct{ prompt atomic.Int64 }
+
+func (c *promptCounter) Admitted(time.Duration, int) {}
+func (c *promptCounter) Stepped(st model.StepStats)  { c.prompt.Add(int64(st.Prompt)) }
+func (c *promptCounter) Sampled(bool, time.Duration) {}
+func (c *promptCounter) Ended(*model.Result, error)  {}
+
+// TestSubmitAllSharesThePrompt: requests of one prompt submitted together
+// evaluate it once when the backend copies slots (the CPU backend), and
+// once each behind a decorator that hides the copier; the text of each is
+// what a Session alone generates with its options, both ways.
+func TestSubmitAllSharesThePrompt(t *testing.T) {
+	const prompt = "Once upon a time there was a little girl who liked to play in the park with her dog"
+	opts := func(i int) model.GenerateOptions {
+		o := model.GenerateOptions{MaxTokens: 16, IgnoreEOS: true, Sampling: model.Greedy()}
+		if i > 0 {
+			o.Sampling = sample.DefaultParams()
+			o.Sampling.Seed = uint64(100 + i)
+		}
+		return o
+	}
+	ref := loadCPUModel(t, 1)
+	ids := ref.Tokenizer.Encode(prompt, true, true)
+	const n = 4
+	want := make([]string, n)
+	for i := range n {
+		s, err := ref.NewSession(0)
+		require.NoError(t, err)
+		var sb strings.Builder
+		_, err = s.Generate(context.Background(), ids, opts(i), func(text string) error { sb.WriteString(text); return nil })
+		require.NoError(t, err)
+		want[i] = sb.String()
+	}
+	require.NotEqual(t, want[1], want[2], "two seeds, one text")
+
+	for _, c := range []struct {
+		name   string
+		be     model.Backend
+		prompt int // prompt tokens evaluated
+	}{
+		{"copier", cpu.New(cpu.Options{Threads: 2}), len(ids) + n - 1},
+		{"no copier", decorated{cpu.New(cpu.Options{Threads: 2})}, n * len(ids)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := model.Load(fixture.BundledModel(t), c.be, model.Options{Slots: n, CtxSize: 128})
+			require.NoError(t, err)
+			defer m.Close()
+			counter := &promptCounter{}
+			// Chunks of 5 prompt tokens: the first request's prompt takes
+			// several steps, which the others wait through.
+			eo := model.EngineOptions{BatcherOptions: model.BatcherOptions{PrefillChunk: 5}, Observer: counter}
+			for i := range n {
+				s, err := m.NewSession(i)
+				require.NoError(t, err)
+				eo.Sessions = append(eo.Sessions, s)
+			}
+			e := model.NewEngine(m, eo)
+			defer e.Close()
+			reqs := make([]*model.Request, n)
+			for i := range n {
+				reqs[i] = &model.Request{Prompt: ids, Options: opts(i)}
+			}
+			jobs, err := e.SubmitAll(context.Background(), reqs)
+			require.NoError(t, err)
+			for i, j := range jobs {
+				text, res, err := wait(t, j)
+				require.NoError(t, err)
+				assert.Equal(t, want[i], text, "request %d", i)
+				assert.Len(t, res.Tokens, 16)
+			}
+			assert.EqualValues(t, c.prompt, counter.prompt.Load(), "prompt tokens evaluated (prompt of %d)", len(ids))
+		})
+	}
+}
+
+func loadCPUModel(t *testing.T, slots int) *model.Model {
+	t.Helper()
+	m, err := model.Load(fixture.BundledModel(t), cpu.New(cpu.Options{Threads: 2}), model.Options{Slots: slots, CtxSize: 128})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// TestCopySlot: after copying the first positions of a slot, the next
+// token gives, in the copy, exactly the logits it gives in the original,
+// for float32 and byte (f16; quantized types are stored as bytes too)
+// caches; bad copies are refused.
+func TestCopySlot(t *testing.T) {
+	for _, ct := range []model.CacheType{model.CacheF32, model.CacheF16} { // both kinds of storage (quantized types are bytes as f16)
+		t.Run(ct.String(), func(t *testing.T) {
+			m, err := model.Load(fixture.BundledModel(t), cpu.New(cpu.Options{Threads: 2}),
+				model.Options{Slots: 3, CtxSize: 64, CacheTypeK: ct, CacheTypeV: ct})
+			require.NoError(t, err)
+			defer m.Close()
+			require.True(t, m.CanCopySlots())
+			ids := m.Tokenizer.Encode("Lily and Tom went to the park to play", true, true)
+			n := len(ids) - 1
+			// Slot 2 first holds another text, which the copy overwrites.
+			other := m.Tokenizer.Encode("The big red ball rolled down the hill and far away", true, true)
+			prefill := func(slot int32, toks []int32) {
+				b := &model.Batch{}
+				for i, id := range toks {
+					b.Tokens, b.Pos, b.Slot = append(b.Tokens, id), append(b.Pos, int32(i)), append(b.Slot, slot)
+				}
+				require.NoError(t, m.Forward(b, nil, nil))
+			}
+			prefill(0, ids[:n])
+			prefill(2, other)
+			require.NoError(t, m.CopySlot(2, 0, n))
+			vocab := m.Config.VocabSize
+			last := func(slot int32) []float32 {
+				out := make([]float32, vocab)
+				b := &model.Batch{Tokens: ids[n:], Pos: []int32{int32(n)}, Slot: []int32{slot}}
+				require.NoError(t, m.Forward(b, []int32{0}, out))
+				return out
+			}
+			assert.Equal(t, last(0), last(2))
+
+			for _, bad := range [][3]int{{1, 1, 4}, {3, 0, 4}, {1, -1, 4}, {1, 0, 65}, {1, 0, -1}} {
+				assert.Error(t, m.CopySlot(bad[0], bad[1], bad[2]), "copy %v", bad)
+			}
+		})
+	}
+	m, err := model.Load(fixture.BundledModel(t), decorated{cpu.New(cpu.Options{})}, model.Options{Slots: 2, CtxSize: 16})
+	require.NoError(t, err)
+	defer m.Close()
+	assert.False(t, m.CanCopySlots())
+	assert.ErrorIs(t, m.CopySlot(1, 0, 1), model.ErrUnsupported)
 }

@@ -279,6 +279,38 @@ func (m *Model) ForwardTopK(b *Batch, outRows []int32, k int, ids []int32, vals 
 	})
 }
 
+// CanCopySlots reports whether the backend copies cached positions
+// between slots (SlotCopier), so that CopySlot works.
+func (m *Model) CanCopySlots() bool {
+	_, ok := m.be.(SlotCopier)
+	return ok
+}
+
+// CopySlot copies the cached keys and values of positions 0..n-1 of slot
+// src over those of slot dst (see SlotCopier), holding the model as a
+// forward pass does; the Sessions of those slots are not told (the
+// Batcher keeps them in step). It fails with an *UnsupportedError when
+// the backend is not a SlotCopier, for slots out of range, dst == src or
+// n outside 0..CtxSize, and with the backend's failure (matching
+// ErrBackendFailed when it is unusable).
+func (m *Model) CopySlot(dst, src, n int) error {
+	sc, ok := m.be.(SlotCopier)
+	switch {
+	case !ok:
+		return &UnsupportedError{What: "operation", Value: "KV-cache slot copy", By: m.be.Name() + " backend"}
+	case dst < 0 || dst >= m.slots || src < 0 || src >= m.slots || dst == src:
+		return fmt.Errorf("model: copy from slot %d to slot %d (have %d)", src, dst, m.slots)
+	case n < 0 || n > m.ctxSize:
+		return fmt.Errorf("model: copy of %d positions (the context holds %d)", n, m.ctxSize)
+	}
+	if err := m.Err(); err != nil {
+		return err
+	}
+	m.sem <- struct{}{}
+	defer func() { <-m.sem }()
+	return m.failure(sc.CopySlot(dst, src, n))
+}
+
 // Err returns the failure that has made the model's backend unusable (a
 // device fault), matching ErrBackendFailed, or nil while it works; every
 // later forward pass fails with it.
