@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -44,6 +45,10 @@ func TestCompletionChoices(t *testing.T) {
 	assert.Equal(t, int64(len(ids)), resp.Usage.PromptTokens, "the prompt counts once")
 	assert.Equal(t, int64(3*len(wantRes.Tokens)), resp.Usage.CompletionTokens)
 	assert.Equal(t, resp.Usage.PromptTokens+resp.Usage.CompletionTokens, resp.Usage.TotalTokens)
+	// The prompt was evaluated once; the two other choices copied it and
+	// evaluated only its last token.
+	_, _, metrics := ts.get(t, "/metrics")
+	assert.Contains(t, string(metrics), fmt.Sprintf("\nm40llm_prompt_tokens_total %d\n", len(ids)+2))
 
 	// Sampled: choice i is the one-choice request with seed ChoiceSeed(seed, i).
 	const seed = 1234

@@ -50,6 +50,9 @@ type GenerateRequest struct {
 	// PromptParam names the request field the prompt came from
 	// ("prompt", "messages"), for errors about it.
 	PromptParam string
+	// GrammarParam names the field that set Options.Grammar
+	// ("response_format", "grammar", "json_schema"), for errors about it.
+	GrammarParam string
 }
 
 // MaxChoices bounds the n of a request: the choices it asks for, each a
@@ -73,11 +76,17 @@ func (gr *GenerateRequest) Requests() []*model.Request {
 }
 
 // requestError is apiError with the errors about the prompt (too long for
-// the context, a token outside the vocabulary) pinned on its field.
+// the context, a token outside the vocabulary) pinned on its field, and a
+// grammar that the vocabulary cannot follow (model.ErrGrammarDeadEnd, a
+// 400) on the field that set it.
 func (gr *GenerateRequest) requestError(err error) *Error {
 	ae := apiError(err)
-	if errors.Is(err, model.ErrContextFull) || errors.Is(err, model.ErrInvalidToken) {
+	switch {
+	case errors.Is(err, model.ErrContextFull) || errors.Is(err, model.ErrInvalidToken):
 		ae.Param = gr.PromptParam
+	case errors.Is(err, model.ErrGrammarDeadEnd) && ae.Status == http.StatusBadRequest:
+		ae.Param = gr.GrammarParam
+		ae.Message = "the output cannot follow the constraint: " + ae.Message
 	}
 	return ae
 }
@@ -206,7 +215,7 @@ func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*Gen
 	if err := checkFields(req.completionExtras.rules()); err != nil {
 		return nil, err
 	}
-	g, err := req.constraint()
+	g, gparam, err := req.constraint()
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +226,7 @@ func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*Gen
 	if err := checkBestOf(req.BestOf, gr.N); err != nil {
 		return nil, err
 	}
-	gr.Options.Grammar = g
+	gr.Options.Grammar, gr.GrammarParam = g, gparam
 	if n := req.Logprobs; n != nil {
 		if *n < 0 || *n > maxCompletionLogprobs {
 			return nil, badRequest("logprobs", CodeInvalidValue, "logprobs must be in [0, %d], got %d", maxCompletionLogprobs, *n)
@@ -268,7 +277,7 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 	if err := checkFields(req.chatExtras.rules()); err != nil {
 		return nil, err
 	}
-	g, err := req.constraint()
+	g, gparam, err := req.constraint()
 	if err != nil {
 		return nil, err
 	}
@@ -318,7 +327,7 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 		return nil, err
 	}
 	gr.Options.LogProbs = logprobs
-	gr.Options.Grammar = g
+	gr.Options.Grammar, gr.GrammarParam = g, gparam
 	if logprobs && req.TopLogprobs != nil {
 		gr.Options.TopLogProbs = *req.TopLogprobs
 	}
