@@ -292,49 +292,10 @@ type jobEvent struct {
 	err    error
 }
 
-// generate submits gr's choices (all or none) with a context that ends
-// with the request's, and writes the answer: one JSON object, or SSE
-// chunks flushed as tokens arrive, each naming its choice. The first
-// choice that fails ends the others (their context is cancelled) and is
-// the answer; so is a client that leaves.
-func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *scheduler, gr *GenerateRequest, f format) {
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	if slots := sched.m.Slots(); gr.N > slots {
-		s.writeError(w, r, badRequest("n", CodeInvalidValue,
-			"n = %d needs %d KV-cache slots at once; the server runs %d (--parallel)", gr.N, gr.N, slots))
-		return
-	}
-	jobs, err := sched.submitAll(ctx, gr.Requests())
-	if err != nil {
-		s.writeError(w, r, gr.requestError(err))
-		return
-	}
-	texts, rs := make([]string, len(jobs)), make([]*model.Result, len(jobs))
-	if !gr.Stream {
-		for i, j := range jobs {
-			text, res, err := j.Wait(ctx)
-			if err != nil {
-				s.writeError(w, r, gr.requestError(err))
-				return
-			}
-			texts[i], rs[i] = text, res
-		}
-		u := usageOfAll(rs)
-		noteCounts(r, u.PromptTokens, u.CompletionTokens)
-		writeJSON(w, http.StatusOK, f.whole(texts, rs))
-		return
-	}
-
-	sse := newSSEWriter(w)
-	for i := range jobs {
-		if c := f.start(i); c != nil {
-			sse.event(c)
-		}
-	}
-	if sse.flush() != nil {
-		return
-	}
+// pump reads each job on a goroutine of its own and sends what it
+// produces, tagged with the job's index, until the job has ended or ctx
+// is done; the goroutines return then, whether or not anyone reads.
+func pump(ctx context.Context, jobs []*model.Job) <-chan jobEvent {
 	events := make(chan jobEvent)
 	for i, j := range jobs {
 		go func() {
@@ -351,6 +312,43 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *schedul
 			}
 		}()
 	}
+	return events
+}
+
+// generate submits gr's choices (all or none) with a context that ends
+// with the request's, and writes the answer: one JSON object, or SSE
+// chunks flushed as tokens arrive, each naming its choice. The first
+// choice that fails is the answer (an error object, or an error event
+// in a stream) and ends the others (their context is cancelled), as a
+// client that leaves does.
+func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *scheduler, gr *GenerateRequest, f format) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if slots := sched.m.Slots(); gr.N > slots {
+		s.writeError(w, r, badRequest("n", CodeInvalidValue,
+			"n = %d needs %d KV-cache slots at once; the server runs %d (--parallel)", gr.N, gr.N, slots))
+		return
+	}
+	jobs, err := sched.submitAll(ctx, gr.Requests())
+	if err != nil {
+		s.writeError(w, r, gr.requestError(err))
+		return
+	}
+	events := pump(ctx, jobs)
+
+	var sse *sseWriter
+	if gr.Stream {
+		sse = newSSEWriter(w)
+		for i := range jobs {
+			if c := f.start(i); c != nil {
+				sse.event(c)
+			}
+		}
+		if sse.flush() != nil {
+			return
+		}
+	}
+	texts, rs := make([]strings.Builder, len(jobs)), make([]*model.Result, len(jobs))
 	for left := len(jobs); left > 0; {
 		var ev jobEvent
 		select {
@@ -359,12 +357,18 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *schedul
 			return // the client is gone; the jobs see the cancelled context
 		}
 		for _, p := range ev.pieces {
-			sse.event(f.delta(ev.i, p))
+			if sse != nil {
+				sse.event(f.delta(ev.i, p))
+			} else {
+				texts[ev.i].WriteString(p.Text)
+			}
 		}
 		switch {
 		case ev.err != nil:
-			if r.Context().Err() == nil {
-				ae := gr.requestError(ev.err)
+			ae := gr.requestError(ev.err)
+			if sse == nil {
+				s.writeError(w, r, ae)
+			} else if r.Context().Err() == nil {
 				s.logError(r, ae)
 				sse.event(ae.Body())
 				sse.flush()
@@ -372,15 +376,25 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *schedul
 			return
 		case ev.done:
 			rs[ev.i] = ev.res
-			sse.event(f.end(ev.i, ev.res.Finish))
+			if sse != nil {
+				sse.event(f.end(ev.i, ev.res.Finish))
+			}
 			left--
 		}
-		if sse.flush() != nil {
+		if sse != nil && sse.flush() != nil {
 			return // the client is gone; cancel ends every job
 		}
 	}
 	u := usageOfAll(rs)
 	noteCounts(r, u.PromptTokens, u.CompletionTokens)
+	if sse == nil {
+		whole := make([]string, len(texts))
+		for i := range texts {
+			whole[i] = texts[i].String()
+		}
+		writeJSON(w, http.StatusOK, f.whole(whole, rs))
+		return
+	}
 	if gr.IncludeUsage {
 		sse.event(f.usage(rs))
 	}
