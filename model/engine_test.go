@@ -625,3 +625,64 @@ func TestCopySlot(t *testing.T) {
 	assert.False(t, m.CanCopySlots())
 	assert.ErrorIs(t, m.CopySlot(1, 0, 1), model.ErrUnsupported)
 }
+
+// failingCopier is the CPU backend whose slot copies fail.
+type failingCopier struct{ *cpu.Backend }
+
+func (failingCopier) CopySlot(int, int, int) error { return errInjected }
+
+// TestSubmitAllSharingFallsBack: requests of one prompt that cannot copy
+// it evaluate it themselves, with the same text: when the copy fails, and
+// when the first request has ended before the others got a slot.
+func TestSubmitAllSharingFallsBack(t *testing.T) {
+	ref := loadCPUModel(t, 1)
+	ids := ref.Tokenizer.Encode("Lily and Tom went to the park to play with a ball", true, true)
+	opts := model.GenerateOptions{MaxTokens: 6, IgnoreEOS: true, Sampling: model.Greedy()}
+	s, err := ref.NewSession(0)
+	require.NoError(t, err)
+	var want strings.Builder
+	_, err = s.Generate(context.Background(), ids, opts, func(text string) error { want.WriteString(text); return nil })
+	require.NoError(t, err)
+
+	run := func(t *testing.T, be model.Backend, slots int, busy bool) int64 {
+		m, err := model.Load(fixture.BundledModel(t), be, model.Options{Slots: slots, CtxSize: 128})
+		require.NoError(t, err)
+		defer m.Close()
+		counter := &promptCounter{}
+		eo := model.EngineOptions{Observer: counter}
+		for i := range slots {
+			ses, err := m.NewSession(i)
+			require.NoError(t, err)
+			eo.Sessions = append(eo.Sessions, ses)
+		}
+		e := model.NewEngine(m, eo)
+		defer e.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if busy {
+			// Hold every slot but one, so the requests run one after the other.
+			long := &model.Request{Prompt: ref.Tokenizer.Encode("The cat", true, true),
+				Options: model.GenerateOptions{MaxTokens: 100, IgnoreEOS: true, Sampling: model.Greedy()}}
+			for range slots - 1 {
+				firstPiece(t, submit(t, ctx, e, long))
+			}
+			counter.prompt.Store(0)
+		}
+		jobs, err := e.SubmitAll(ctx, []*model.Request{{Prompt: ids, Options: opts}, {Prompt: ids, Options: opts}, {Prompt: ids, Options: opts}})
+		require.NoError(t, err)
+		for i, j := range jobs {
+			text, _, err := wait(t, j)
+			require.NoError(t, err)
+			assert.Equal(t, want.String(), text, "request %d", i)
+		}
+		return counter.prompt.Load()
+	}
+	t.Run("the copy fails", func(t *testing.T) {
+		assert.EqualValues(t, 3*len(ids), run(t, failingCopier{cpu.New(cpu.Options{Threads: 2})}, 3, false))
+	})
+	t.Run("the first ended first", func(t *testing.T) {
+		// The later requests take the first one's slot, whose cache holds
+		// the prompt: one token each.
+		assert.EqualValues(t, len(ids)+2, run(t, cpu.New(cpu.Options{Threads: 2}), 2, true))
+	})
+}
