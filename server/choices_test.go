@@ -278,3 +278,30 @@ func TestChoicesCancel(t *testing.T) {
 	stream.Close()
 	waitIdle(t, ts.srv)
 }
+
+// The choices count one request in flight each: n that do not all fit
+// under the bound get 503 server_busy, and nothing of them runs.
+func TestChoicesBusy(t *testing.T) {
+	ts := startServer(t, 3, 512, Options{Queue: -1})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream := ts.client().Completions.NewStreaming(ctx, openai.CompletionNewParams{
+		Model: modelName, Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(storyPrompt)},
+		MaxTokens: openai.Int(400),
+	}, option.WithJSONSet("ignore_eos", true))
+	require.True(t, stream.Next(), "first chunk: %v", stream.Err())
+
+	status, hdr, body := ts.post(t, "/v1/completions", `{"prompt":"x","n":3}`)
+	assert.Equal(t, http.StatusServiceUnavailable, status, "%s", body)
+	assert.Equal(t, "1", hdr.Get("Retry-After"))
+	assert.Equal(t, CodeServerBusy, deref(decodeError(t, body).Code))
+	_, sched, err := ts.srv.target()
+	require.NoError(t, err)
+	assert.Equal(t, 1, sched.count(), "only the stream is in flight")
+
+	status, _, body = ts.post(t, "/v1/completions", `{"prompt":"x","n":2,"max_tokens":2}`)
+	assert.Equal(t, http.StatusOK, status, "%s", body)
+	cancel()
+	stream.Close()
+	waitIdle(t, ts.srv)
+}
