@@ -169,8 +169,8 @@ func (s *Stop) UnmarshalJSON(b []byte) error {
 
 // Prompt is the prompt field of a completion request: a string, a list
 // of one string, a list of token ids, or a list of one list of token ids.
-// Several prompts (which OpenAI answers with one choice each) are
-// rejected, as n > 1 is.
+// Several prompts (which OpenAI answers with n choices each) are
+// rejected.
 type Prompt struct {
 	Text   string
 	Tokens []int32 // set when the prompt is given as token ids
