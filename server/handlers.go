@@ -135,8 +135,10 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	s.generate(w, r, sched, gr, &completionFormat{id: newID("cmpl-"), created: time.Now().Unix(), model: served.Name,
-		tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs})
+	id, created := newID("cmpl-"), time.Now().Unix()
+	s.generate(w, r, sched, gr, func() format {
+		return &completionFormat{id: id, created: created, model: served.Name, tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs}
+	})
 }
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
@@ -157,32 +159,21 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	s.generate(w, r, sched, gr, &chatFormat{id: newID("chatcmpl-"), created: time.Now().Unix(), model: served.Name,
-		tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs})
+	id, created := newID("chatcmpl-"), time.Now().Unix()
+	s.generate(w, r, sched, gr, func() format {
+		return &chatFormat{id: id, created: created, model: served.Name, tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs}
+	})
 }
 
-// format builds the response objects of one request kind, for requests
-// of one or more choices (i is the choice's index). With logprobs, each
-// chunk carries the log-probabilities of the tokens its text came from,
-// and the whole response those of every token.
+// format builds the response objects of one request kind. With
+// logprobs, each chunk carries the log-probabilities of the tokens its
+// text came from, and the whole response those of every token.
 type format interface {
-	start(i int) any                              // the first chunk of choice i's stream, or nil
-	delta(i int, p model.Piece) any               // a chunk with new text of choice i
-	end(i int, finish model.FinishReason) any     // the chunk with choice i's finish reason
-	usage(rs []*model.Result) any                 // the usage chunk
-	whole(texts []string, rs []*model.Result) any // the non-streamed response
-}
-
-// usageOfAll is the usage of a request's choices: the prompt once (it is
-// the same for every choice; its cached tokens are the first choice's)
-// and the generated tokens of all of them.
-func usageOfAll(rs []*model.Result) *Usage {
-	u := UsageOf(rs[0])
-	for _, r := range rs[1:] {
-		u.CompletionTokens += len(r.Tokens)
-		u.TotalTokens += len(r.Tokens)
-	}
-	return u
+	start() any                             // the first chunk of a stream, or nil
+	delta(p model.Piece) any                // a chunk with new text
+	end(finish model.FinishReason) any      // the chunk with the finish reason
+	usage(r *model.Result) any              // the usage chunk
+	whole(text string, r *model.Result) any // the non-streamed response
 }
 
 type completionFormat struct {
@@ -191,47 +182,29 @@ type completionFormat struct {
 	model    string
 	tok      *tokenizer.Tokenizer
 	logprobs bool
-	offsets  []TextCounter // per choice, the text of the tokens streamed so far
+	offsets  TextCounter // the text of the tokens streamed so far
 }
 
-func (f *completionFormat) start(int) any { return nil }
-func (f *completionFormat) delta(i int, p model.Piece) any {
+func (f *completionFormat) start() any { return nil }
+func (f *completionFormat) delta(p model.Piece) any {
 	c := ToCompletionChunk(f.id, f.created, f.model, p.Text, "")
-	c.Choices[0].Index = i
 	if f.logprobs {
-		for len(f.offsets) <= i {
-			f.offsets = append(f.offsets, TextCounter{})
-		}
-		c.Choices[0].Logprobs = ToCompletionLogprobs(f.tok, p.LogProbs, &f.offsets[i])
+		c.Choices[0].Logprobs = ToCompletionLogprobs(f.tok, p.LogProbs, &f.offsets)
 	}
 	return c
 }
-func (f *completionFormat) end(i int, finish model.FinishReason) any {
-	c := ToCompletionChunk(f.id, f.created, f.model, "", finish)
-	c.Choices[0].Index = i
-	return c
+func (f *completionFormat) end(finish model.FinishReason) any {
+	return ToCompletionChunk(f.id, f.created, f.model, "", finish)
 }
-func (f *completionFormat) usage(rs []*model.Result) any {
-	c := ToCompletionUsageChunk(f.id, f.created, f.model, rs[0])
-	c.Usage = usageOfAll(rs)
-	return c
+func (f *completionFormat) usage(r *model.Result) any {
+	return ToCompletionUsageChunk(f.id, f.created, f.model, r)
 }
-func (f *completionFormat) whole(texts []string, rs []*model.Result) any {
-	var out *CompletionResponse
-	for i, r := range rs {
-		c := ToCompletion(f.id, f.created, f.model, texts[i], r)
-		c.Choices[0].Index = i
-		if f.logprobs {
-			c.Choices[0].Logprobs = ToCompletionLogprobs(f.tok, r.LogProbs, &TextCounter{})
-		}
-		if out == nil {
-			out = c
-			continue
-		}
-		out.Choices = append(out.Choices, c.Choices[0])
+func (f *completionFormat) whole(text string, r *model.Result) any {
+	c := ToCompletion(f.id, f.created, f.model, text, r)
+	if f.logprobs {
+		c.Choices[0].Logprobs = ToCompletionLogprobs(f.tok, r.LogProbs, &TextCounter{})
 	}
-	out.Usage = usageOfAll(rs)
-	return out
+	return c
 }
 
 type chatFormat struct {
@@ -242,86 +215,33 @@ type chatFormat struct {
 	logprobs bool
 }
 
-func (f *chatFormat) start(i int) any {
-	c := ToChatChunk(f.id, f.created, f.model, true, "", "")
-	c.Choices[0].Index = i
-	return c
-}
-func (f *chatFormat) delta(i int, p model.Piece) any {
+func (f *chatFormat) start() any { return ToChatChunk(f.id, f.created, f.model, true, "", "") }
+func (f *chatFormat) delta(p model.Piece) any {
 	c := ToChatChunk(f.id, f.created, f.model, false, p.Text, "")
-	c.Choices[0].Index = i
 	if f.logprobs {
 		c.Choices[0].Logprobs = ToChatLogprobs(f.tok, p.LogProbs)
 	}
 	return c
 }
-func (f *chatFormat) end(i int, finish model.FinishReason) any {
-	c := ToChatChunk(f.id, f.created, f.model, false, "", finish)
-	c.Choices[0].Index = i
-	return c
+func (f *chatFormat) end(finish model.FinishReason) any {
+	return ToChatChunk(f.id, f.created, f.model, false, "", finish)
 }
-func (f *chatFormat) usage(rs []*model.Result) any {
-	c := ToChatUsageChunk(f.id, f.created, f.model, rs[0])
-	c.Usage = usageOfAll(rs)
-	return c
-}
-func (f *chatFormat) whole(texts []string, rs []*model.Result) any {
-	var out *ChatCompletionResponse
-	for i, r := range rs {
-		c := ToChatCompletion(f.id, f.created, f.model, texts[i], r)
-		c.Choices[0].Index = i
-		if f.logprobs {
-			c.Choices[0].Logprobs = ToChatLogprobs(f.tok, r.LogProbs)
-		}
-		if out == nil {
-			out = c
-			continue
-		}
-		out.Choices = append(out.Choices, c.Choices[0])
+func (f *chatFormat) usage(r *model.Result) any { return ToChatUsageChunk(f.id, f.created, f.model, r) }
+func (f *chatFormat) whole(text string, r *model.Result) any {
+	c := ToChatCompletion(f.id, f.created, f.model, text, r)
+	if f.logprobs {
+		c.Choices[0].Logprobs = ToChatLogprobs(f.tok, r.LogProbs)
 	}
-	out.Usage = usageOfAll(rs)
-	return out
-}
-
-// jobEvent is what one choice's job produced (Job.NextPieces).
-type jobEvent struct {
-	i      int
-	pieces []model.Piece
-	done   bool
-	res    *model.Result
-	err    error
-}
-
-// pump reads each job on a goroutine of its own and sends what it
-// produces, tagged with the job's index, until the job has ended or ctx
-// is done; the goroutines return then, whether or not anyone reads.
-func pump(ctx context.Context, jobs []*model.Job) <-chan jobEvent {
-	events := make(chan jobEvent)
-	for i, j := range jobs {
-		go func() {
-			for {
-				pieces, done, res, err := j.NextPieces(ctx)
-				select {
-				case events <- jobEvent{i, pieces, done, res, err}:
-				case <-ctx.Done():
-					return
-				}
-				if done || err != nil {
-					return
-				}
-			}
-		}()
-	}
-	return events
+	return c
 }
 
 // generate submits gr's choices (all or none) with a context that ends
 // with the request's, and writes the answer: one JSON object, or SSE
-// chunks flushed as tokens arrive, each naming its choice. The first
-// choice that fails is the answer (an error object, or an error event
-// in a stream) and ends the others (their context is cancelled), as a
-// client that leaves does.
-func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *scheduler, gr *GenerateRequest, f format) {
+// chunks flushed as tokens arrive, each naming its choice. Each choice
+// has a format of its own from newFormat. The first choice that fails is
+// the answer (an error object, or an error event in a stream) and ends
+// the others (their context is cancelled), as a client that leaves does.
+func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *scheduler, gr *GenerateRequest, newFormat func() format) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	if slots := sched.m.Slots(); gr.N > slots {
@@ -335,13 +255,17 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *schedul
 		return
 	}
 	events := pump(ctx, jobs)
+	fs := make([]format, len(jobs))
+	for i := range fs {
+		fs[i] = newFormat()
+	}
 
 	var sse *sseWriter
 	if gr.Stream {
 		sse = newSSEWriter(w)
-		for i := range jobs {
-			if c := f.start(i); c != nil {
-				sse.event(c)
+		for i, f := range fs {
+			if c := f.start(); c != nil {
+				sse.event(withIndex(c, i))
 			}
 		}
 		if sse.flush() != nil {
@@ -358,7 +282,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *schedul
 		}
 		for _, p := range ev.pieces {
 			if sse != nil {
-				sse.event(f.delta(ev.i, p))
+				sse.event(withIndex(fs[ev.i].delta(p), ev.i))
 			} else {
 				texts[ev.i].WriteString(p.Text)
 			}
@@ -377,7 +301,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *schedul
 		case ev.done:
 			rs[ev.i] = ev.res
 			if sse != nil {
-				sse.event(f.end(ev.i, ev.res.Finish))
+				sse.event(withIndex(fs[ev.i].end(ev.res.Finish), ev.i))
 			}
 			left--
 		}
@@ -388,15 +312,15 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *schedul
 	u := usageOfAll(rs)
 	noteCounts(r, u.PromptTokens, u.CompletionTokens)
 	if sse == nil {
-		whole := make([]string, len(texts))
-		for i := range texts {
-			whole[i] = texts[i].String()
+		parts := make([]any, len(fs))
+		for i, f := range fs {
+			parts[i] = f.whole(texts[i].String(), rs[i])
 		}
-		writeJSON(w, http.StatusOK, f.whole(whole, rs))
+		writeJSON(w, http.StatusOK, joinChoices(parts, u))
 		return
 	}
 	if gr.IncludeUsage {
-		sse.event(f.usage(rs))
+		sse.event(withUsage(fs[0].usage(rs[0]), u))
 	}
 	sse.done()
 }
