@@ -47,11 +47,14 @@ type GenerateRequest struct {
 	N            int
 	Stream       bool
 	IncludeUsage bool
+	// tools is how a chat request uses tools; nil without.
+	tools *toolUse
 	// PromptParam names the request field the prompt came from
 	// ("prompt", "messages"), for errors about it.
 	PromptParam string
 	// GrammarParam names the field that set Options.Grammar
-	// ("response_format", "grammar", "json_schema"), for errors about it.
+	// ("response_format", "grammar", "json_schema", "tool_choice"), for
+	// errors about it.
 	GrammarParam string
 }
 
@@ -134,7 +137,10 @@ func decodeBody(r io.Reader, v any, lenient bool) error {
 	case errors.As(err, &bte):
 		return bodyTimeout(bte.timeout)
 	case errors.As(err, &te):
-		field := strings.TrimPrefix(te.Field, "SamplingFields.") // an embedded struct, not a JSON name
+		field := te.Field
+		for _, embedded := range []string{"SamplingFields.", "ConstraintFields.", "ToolFields."} {
+			field = strings.TrimPrefix(field, embedded) // an embedded struct, not a JSON name
+		}
 		if field == "" {
 			return badRequest("", CodeInvalidJSON, "the body must be a JSON object, not %s", jsonKind(te.Value))
 		}
@@ -266,7 +272,11 @@ const maxCompletionLogprobs = 5
 // as plain text unless s.AllowSpecialInContent. A template that refuses
 // the messages or breaks a render limit is a 400 *Error naming
 // "messages"; a ctx done first gives an error matching ctx.Err(). The
-// constraint fields are taken as FromCompletionRequest takes them.
+// constraint fields are taken as FromCompletionRequest takes them. Tools
+// go to the template (see ToolFields and toolSetup for tool_choice and
+// its errors); assistant tool_calls in the history must have a function
+// name and arguments that are a JSON object's text (400 naming the
+// field otherwise).
 func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served, seed uint64) (*GenerateRequest, error) {
 	if err := checkModel(req.Model, s); err != nil {
 		return nil, err
@@ -293,6 +303,10 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 			return nil, badRequest("top_logprobs", CodeInvalidValue, "top_logprobs needs logprobs: true")
 		}
 	}
+	tools, err := req.toolSetup(s.Template, g != nil)
+	if err != nil {
+		return nil, err
+	}
 	msgs := make([]chat.Message, len(req.Messages))
 	for i, msg := range req.Messages {
 		if err := checkMessage(i, &req.Messages[i]); err != nil {
@@ -307,14 +321,32 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), CodeInvalidValue,
 				"role %q: want system, developer, user, assistant or tool", msg.Role)
 		}
-		msgs[i] = chat.Message{Role: role, Content: string(msg.Content)}
+		calls, err := historyCalls(i, msg.ToolCalls)
+		if err != nil {
+			return nil, err
+		}
+		if len(calls) > 0 && role != "assistant" {
+			return nil, badRequest(fmt.Sprintf("messages[%d].tool_calls", i), CodeInvalidValue, "only assistant messages have tool_calls")
+		}
+		if len(calls) > 0 && (s.Template == nil || s.Template.ToolFormat() == chat.ToolsUnsupported) {
+			name := "none"
+			if s.Template != nil {
+				name = s.Template.Name()
+			}
+			return nil, badRequest(fmt.Sprintf("messages[%d].tool_calls", i), CodeUnsupported,
+				"the model's chat template (%s) does not render tool calls; serve it with --chat-template-file of a template that does", name)
+		}
+		msgs[i] = chat.Message{Role: role, Content: string(msg.Content), Name: msg.Name, ToolCallID: msg.ToolCallID, ToolCalls: calls}
 	}
 	if s.Template == nil {
 		return nil, &Error{Status: http.StatusInternalServerError, Type: TypeServer, Code: CodeInternal,
 			Message: fmt.Sprintf("the model has no usable chat template: %v", s.TemplateErr), Err: s.TemplateErr}
 	}
-	ids, _, err := s.Model.ChatTokens(ctx, s.Template, msgs,
-		model.ChatOptions{AddGenerationPrompt: true, AllowSpecialInContent: s.AllowSpecialInContent})
+	copts := model.ChatOptions{AddGenerationPrompt: true, AllowSpecialInContent: s.AllowSpecialInContent}
+	if tools != nil {
+		copts.Tools = tools.render
+	}
+	ids, _, err := s.Model.ChatTokens(ctx, s.Template, msgs, copts)
 	if err != nil {
 		return nil, apiError(err)
 	}
@@ -328,6 +360,10 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 	}
 	gr.Options.LogProbs = logprobs
 	gr.Options.Grammar, gr.GrammarParam = g, gparam
+	gr.tools = tools
+	if tools != nil && tools.grammar != nil {
+		gr.Options.Grammar, gr.GrammarParam = tools.grammar, "tool_choice"
+	}
 	if logprobs && req.TopLogprobs != nil {
 		gr.Options.TopLogProbs = *req.TopLogprobs
 	}
@@ -474,10 +510,27 @@ func ToChatCompletion(id string, created int64, modelName, text string, r *model
 	return &ChatCompletionResponse{
 		ID: id, Object: objectChat, Created: created, Model: modelName,
 		Choices: []ChatChoice{{
-			Message:      ChatResponseMessage{Role: "assistant", Content: text},
+			Message:      ChatResponseMessage{Role: "assistant", Content: &text},
 			FinishReason: string(r.Finish),
 		}},
 		Usage: UsageOf(r),
+	}
+}
+
+// finishToolCalls is the finish_reason of a reply that ends in tool calls.
+const finishToolCalls = "tool_calls"
+
+// withToolCalls makes the message of c the reply with calls: content
+// (null when empty) and the calls; finish_reason "tool_calls" when the
+// reply ended by itself (a reply cut by max_tokens keeps "length").
+func withToolCalls(c *ChatChoice, content string, calls []ToolCall) {
+	c.Message.Content = nil
+	if content != "" {
+		c.Message.Content = &content
+	}
+	c.Message.ToolCalls = calls
+	if c.FinishReason == string(model.FinishStop) {
+		c.FinishReason = finishToolCalls
 	}
 }
 

@@ -22,8 +22,8 @@ func TestUnsupportedParameters(t *testing.T) {
 		name, path, body, param, code string
 	}{
 		{"tools", "/v1/chat/completions", chatWith(`"tools":[{"type":"function","function":{"name":"f"}}]`), "tools", CodeUnsupported},
-		{"tool_choice required", "/v1/chat/completions", chatWith(`"tool_choice":"required"`), "tool_choice", CodeUnsupported},
-		{"named tool_choice", "/v1/chat/completions", chatWith(`"tool_choice":{"type":"function","function":{"name":"f"}}`), "tool_choice", CodeUnsupported},
+		{"tool_choice required without tools", "/v1/chat/completions", chatWith(`"tool_choice":"required"`), "tool_choice", CodeInvalidValue},
+		{"named tool_choice without tools", "/v1/chat/completions", chatWith(`"tool_choice":{"type":"function","function":{"name":"f"}}`), "tool_choice", CodeInvalidValue},
 		{"functions", "/v1/chat/completions", chatWith(`"functions":[{"name":"f"}]`), "functions", CodeUnsupported},
 		{"function_call named", "/v1/chat/completions", chatWith(`"function_call":{"name":"f"}`), "function_call", CodeUnsupported},
 		{"audio", "/v1/chat/completions", chatWith(`"audio":{"voice":"alloy","format":"mp3"}`), "audio", CodeUnsupported},

@@ -46,6 +46,7 @@ func serveCommand() *cli.Command {
 		&cli.DurationFlag{Name: "keep-alive", Value: server.DefaultKeepAlive, Usage: "a model of --models stays loaded `D` after its last request (ollama's keep_alive overrides it; -1s: for ever)"},
 		&cli.Int64Flag{Name: "memory-limit", Usage: "the models of --models loaded at once take at most `BYTES` together, counting each as its file size plus its KV cache (0: no limit but the device's)"},
 		allowSpecialFlag(),
+		chatTemplateFlag(),
 	)
 	return &cli.Command{
 		Name:  "serve",
@@ -147,6 +148,10 @@ func serveLogger(w io.Writer, format string, disabled bool, level slog.Level) *s
 }
 
 func serve(c *cli.Context) error {
+	tmpl, err := chatTemplateFile(c)
+	if err != nil {
+		return err
+	}
 	stderr := c.App.ErrWriter
 	level := slog.LevelInfo
 	if c.Bool("verbose") {
@@ -182,6 +187,7 @@ func serve(c *cli.Context) error {
 		MaxHeaderBytes:        c.Int("max-header-bytes"),
 		HostAliases:           c.StringSlice("host-alias"),
 		AllowSpecialInContent: c.Bool("allow-special-in-content"),
+		ChatTemplate:          tmpl,
 		Logger:                logger,
 		AccessLog:             !c.Bool("log-disable"),
 	})

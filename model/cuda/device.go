@@ -30,8 +30,10 @@ type device interface {
 	// blocks) to dsts[j], packed on the way (ptx.QuantType.PackPlane); as
 	// upload, the copies may be in flight when it returns.
 	uploadQuant(dsts [3]cudadrv.DevicePtr, qt ptx.QuantType, data []byte) error
-	// finishUploads waits for the uploads in flight.
+	// finishUploads waits for the uploads in flight and frees their
+	// staging buffers; waitUploads only waits.
 	finishUploads() error
+	waitUploads() error
 
 	alloc(bytes int) (cudadrv.DevicePtr, error) // device memory, 256-byte aligned
 	free(p cudadrv.DevicePtr) error
@@ -195,6 +197,7 @@ func (g *gpu) uploadQuant(dsts [3]cudadrv.DevicePtr, qt ptx.QuantType, data []by
 }
 
 func (g *gpu) finishUploads() error { return g.load.finish() }
+func (g *gpu) waitUploads() error   { return g.load.wait() }
 
 func (g *gpu) alloc(bytes int) (cudadrv.DevicePtr, error) { return cudadrv.MemAlloc(bytes) }
 func (g *gpu) free(p cudadrv.DevicePtr) error             { return cudadrv.MemFree(p) }

@@ -161,6 +161,7 @@ func (d *fakeDevice) uploadQuant(dsts [3]cudadrv.DevicePtr, qt ptx.QuantType, da
 	return nil
 }
 func (d *fakeDevice) finishUploads() error { return nil }
+func (d *fakeDevice) waitUploads() error   { return nil }
 func (d *fakeDevice) zero(p cudadrv.DevicePtr, bytes int) error {
 	return d.check("memset", p, bytes)
 }
