@@ -129,6 +129,10 @@ type sequence struct {
 	// hold, when set, keeps the sequence out of the steps while true
 	// (Request.Paced); it is read on every step, without a lock.
 	hold *atomic.Bool
+	// leader, when set, is the request of the same prompt whose evaluated
+	// prompt this one waits to copy into its own slot (share); until then
+	// it takes no part in the steps.
+	leader *sequence
 
 	todo     []int32 // prompt tokens not evaluated yet
 	decoding bool    // the prompt is done; next is the token to evaluate
@@ -241,6 +245,9 @@ func (b *Batcher) admit(q *sequence) error {
 	q.res.CachedTokens = keep
 	q.admitted = time.Now()
 	b.seqs = append(b.seqs, q)
+	if q.leader != nil {
+		b.share(q)
+	}
 	return nil
 }
 
@@ -252,6 +259,37 @@ func (q *sequence) prefix() []int32 {
 		return nil
 	}
 	return q.req.Prompt
+}
+
+// share ends q's wait for its leader (sequence.leader): once the leader's
+// slot holds all but the last token of the prompt, it copies those
+// positions into q's slot (Model.CopySlot), so that q evaluates only the
+// last prompt token (for its own logits); it ends the wait without a copy
+// when q's own cache already holds them, when the leader has ended or has
+// no session, or when the copy fails, and q then evaluates its prompt
+// itself. Otherwise q keeps waiting.
+func (b *Batcher) share(q *sequence) {
+	l, need := q.leader, len(q.req.Prompt)-1
+	switch {
+	case len(q.todo) <= 1:
+		q.leader = nil
+		return
+	case l.sink == nil || l.s == nil:
+		q.leader = nil
+		return
+	case commonPrefix(l.s.tokens, q.req.Prompt) < need:
+		return // the leader is still in its prompt
+	}
+	q.leader = nil
+	if err := b.m.CopySlot(int(q.s.slot), int(l.s.slot), need); err != nil {
+		// Some positions may have been overwritten: start over.
+		q.s.Reset()
+		q.todo = q.req.Prompt
+		q.res.CachedTokens = 0
+		return
+	}
+	q.s.tokens = append(q.s.tokens[:0], q.req.Prompt[:need]...)
+	q.todo = q.req.Prompt[need:]
 }
 
 // pickSession returns the free session of the pool whose cache shares the
@@ -287,6 +325,7 @@ func (b *Batcher) Step() (StepStats, error) {
 		}
 	}
 	b.compact()
+	b.shareAll()
 	n := b.buildBatch()
 	if n == 0 {
 		return StepStats{}, nil
@@ -325,6 +364,9 @@ func (b *Batcher) Step() (StepStats, error) {
 			}
 		}
 	}
+	// A leader that has just evaluated its prompt still runs: its slot
+	// holds the prompt until its end frees it.
+	b.shareAll()
 	vocab := b.m.Config.VocabSize
 	for j, q := range b.outSeqs {
 		room := q.s.Len() < b.m.ctxSize
@@ -396,7 +438,7 @@ func (b *Batcher) buildBatch() int {
 	budget := min(b.opts.PrefillChunk, b.m.batchSize-bt.Len())
 	// b.seqs is in admission order: the oldest prompt goes first.
 	for _, q := range b.seqs {
-		if q.decoding || q.held() || budget <= 0 {
+		if q.decoding || q.held() || q.leader != nil || budget <= 0 {
 			continue
 		}
 		n := min(len(q.todo), budget)
@@ -491,6 +533,16 @@ func (b *Batcher) end(q *sequence, err error) {
 	sink := q.sink
 	q.sink = nil
 	sink.Done(&q.res, err)
+}
+
+// shareAll lets the requests waiting for their leader's prompt take it
+// (share).
+func (b *Batcher) shareAll() {
+	for _, q := range b.seqs {
+		if q.leader != nil {
+			b.share(q)
+		}
+	}
 }
 
 // held reports whether q is held out of the step (a paced Job whose text

@@ -1,7 +1,9 @@
 package model
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"runtime"
 	"slices"
 	"strconv"
@@ -33,6 +35,10 @@ type ChatOptions struct {
 	AllowSpecialInContent bool
 	// Limits bound the render (the zero value: chat's defaults).
 	Limits chat.Limits
+	// Tools is chat.RenderOptions.Tools: the JSON list of the tools the
+	// model may call, or nil. Its strings are tokenized as the contents'
+	// are.
+	Tools json.RawMessage
 }
 
 // ChatTokens renders msgs with t and tokenizes the result, returning the
@@ -55,7 +61,7 @@ type ChatOptions struct {
 // opts.Limits, a *chat.Error matching ctx.Err() when ctx is done first.
 func (m *Model) ChatTokens(ctx context.Context, t *chat.Template, msgs []chat.Message, opts ChatOptions) ([]int32, string, error) {
 	tok := m.Tokenizer
-	ro := chat.RenderOptions{AddGenerationPrompt: opts.AddGenerationPrompt, Limits: opts.Limits}
+	ro := chat.RenderOptions{AddGenerationPrompt: opts.AddGenerationPrompt, Limits: opts.Limits, Tools: opts.Tools}
 	if id := tok.BOS(); id >= 0 {
 		ro.BOSToken = tok.Piece(id)
 	}
@@ -65,7 +71,7 @@ func (m *Model) ChatTokens(ctx context.Context, t *chat.Template, msgs []chat.Me
 	var ids []int32
 	var text string
 	var err error
-	if cs := controls(tok); !opts.AllowSpecialInContent && anyIn(cs, msgs) {
+	if cs := controls(tok); !opts.AllowSpecialInContent && anyIn(cs, msgs, opts.Tools) {
 		ids, text, err = plainContents(ctx, tok, t, msgs, ro, cs)
 	} else {
 		text, err = t.Render(ctx, msgs, ro)
@@ -120,12 +126,12 @@ func findControls(tok *tokenizer.Tokenizer) []control {
 	return all
 }
 
-// anyIn reports whether the content of one of msgs holds the text of one
-// of controls.
-func anyIn(controls []control, msgs []chat.Message) bool {
-	for _, msg := range msgs {
+// anyIn reports whether a string of msgs (contents, names, tool calls)
+// or of tools holds the text of one of controls.
+func anyIn(controls []control, msgs []chat.Message, tools json.RawMessage) bool {
+	for _, s := range userStrings(msgs, tools) {
 		for _, c := range controls {
-			if strings.Contains(msg.Content, c.text) {
+			if strings.Contains(s, c.text) {
 				return true
 			}
 		}
@@ -133,16 +139,46 @@ func anyIn(controls []control, msgs []chat.Message) bool {
 	return false
 }
 
-// plainContents renders msgs with the texts of controls in their contents
-// replaced by markers, and tokenizes the result with encodeMasked.
+// userStrings returns the strings of msgs and tools that the template
+// sees and the client wrote: contents, names, tool call ids, names and
+// the keys and values of their arguments, and those of tools.
+func userStrings(msgs []chat.Message, tools json.RawMessage) []string {
+	var out []string
+	for _, msg := range msgs {
+		out = append(out, msg.Content, msg.Name, msg.ToolCallID)
+		for _, c := range msg.ToolCalls {
+			out = append(out, c.ID, c.Name)
+			out = jsonStrings(out, c.Arguments)
+		}
+	}
+	return jsonStrings(out, tools)
+}
+
+// jsonStrings appends the strings of the JSON text raw, keys included, to
+// out; a text that does not parse adds what precedes the error (Render
+// refuses it anyway).
+func jsonStrings(out []string, raw json.RawMessage) []string {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return out
+		}
+		if s, ok := tok.(string); ok {
+			out = append(out, s)
+		}
+	}
+}
+
+// plainContents renders msgs with the texts of controls in their strings
+// (and those of ro.Tools) replaced by markers, and tokenizes the result
+// with encodeMasked.
 func plainContents(ctx context.Context, tok *tokenizer.Tokenizer, t *chat.Template, msgs []chat.Message, ro chat.RenderOptions,
 	controls []control) ([]int32, string, error) {
-	mk := newMarkers(controls, msgs, t.Source(), ro.BOSToken, ro.EOSToken)
-	masked := make([]chat.Message, len(msgs))
-	for i, msg := range msgs {
-		masked[i] = chat.Message{Role: msg.Role, Content: mk.mask.Replace(msg.Content)}
-	}
-	out, err := t.Render(ctx, masked, ro)
+	avoid := append([]string{t.Source(), ro.BOSToken, ro.EOSToken}, userStrings(msgs, ro.Tools)...)
+	mk := newMarkers(controls, msgs, avoid...)
+	ro.Strings = mk.mask.Replace
+	out, err := t.Render(ctx, msgs, ro)
 	if err != nil {
 		return nil, "", err
 	}

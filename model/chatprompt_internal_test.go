@@ -130,7 +130,7 @@ func TestChatTokensUnchanged(t *testing.T) {
 					continue
 				}
 				require.NoError(t, err)
-				require.False(t, anyIn(cs, msgs), "%s %s: a normal conversation", v.name, cname)
+				require.False(t, anyIn(cs, msgs, nil), "%s %s: a normal conversation", v.name, cname)
 				assert.Equal(t, want, ids, "%s %s %s", v.name, name, cname)
 
 				ro := chat.RenderOptions{AddGenerationPrompt: true}
@@ -236,4 +236,40 @@ func TestControlCacheLetsGo(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	assert.False(t, ok, "the entry outlives its tokenizer")
+}
+
+// TestChatToolInjection: control-token text in tools and in tool calls'
+// arguments is plain text too, with the real Qwen 2.5 and Llama 3.1
+// templates: the control tokens of the prompt are those of the same
+// conversation with that text replaced by plain words.
+func TestChatToolInjection(t *testing.T) {
+	for _, file := range []string{"qwen2.5-7b-instruct.jinja", "llama-3.1-8b-instruct.jinja"} {
+		src, err := os.ReadFile(filepath.Join("chat", "testdata", file))
+		require.NoError(t, err)
+		tmpl, err := chat.Parse(string(src))
+		require.NoError(t, err)
+		for _, v := range chatVocabs(t) {
+			tok := v.m.Tokenizer
+			cs := controls(tok)
+			if len(cs) == 0 {
+				continue
+			}
+			isControl := func(id int32) bool { return tok.IsControl(id) || tok.Type(id) == tokenizer.TypeUnknown }
+			prompt := func(payload string) []int32 {
+				p, err := json.Marshal(payload)
+				require.NoError(t, err)
+				tools := `[{"type": "function", "function": {"name": "f", "description": ` + string(p) + `, "parameters": {"type": "object"}}}]`
+				msgs := []chat.Message{
+					{Role: "user", Content: "Hi"},
+					{Role: "assistant", ToolCalls: []chat.ToolCall{{ID: "c1", Name: "f", Arguments: json.RawMessage(`{"x": ` + string(p) + `}`)}}},
+					{Role: "tool", ToolCallID: "c1", Content: "ok"},
+				}
+				ids, _, err := v.m.ChatTokens(context.Background(), tmpl, msgs, ChatOptions{AddGenerationPrompt: true, Tools: json.RawMessage(tools)})
+				require.NoError(t, err, "%s %s", file, v.name)
+				return slices.DeleteFunc(ids, func(id int32) bool { return !isControl(id) })
+			}
+			attack := "a " + cs[0].text + " b"
+			assert.Equal(t, prompt("a plain b"), prompt(attack), "%s %s: the control tokens", file, v.name)
+		}
+	}
 }

@@ -329,3 +329,61 @@ func TestEmbedCancelled(t *testing.T) {
 	_, err = s.Embed(ctx, embedPrompt(10), model.EmbedOptions{Pooling: model.PoolingMean})
 	assert.True(t, errors.Is(err, context.Canceled), fmt.Sprint(err))
 }
+
+// TestEmbedSubmitAllEvaluatesAll: embeddings submitted together with
+// generations of the same prompt (on the CPU backend, which copies slots)
+// do not share its evaluation, neither as the first request nor after it:
+// each embedding still equals the pooled row-by-row hidden states, and
+// every request evaluates the whole prompt.
+func TestEmbedSubmitAllEvaluatesAll(t *testing.T) {
+	ids := embedPrompt(30)
+	rows := hiddenRowByRow(t, ids)
+	ctx := context.Background()
+	gen := model.GenerateOptions{MaxTokens: 4, IgnoreEOS: true, Sampling: model.Greedy()}
+	for _, c := range []struct {
+		name  string
+		pools []model.Pooling // PoolingNone: a generation
+	}{
+		{"generation first", []model.Pooling{model.PoolingNone, model.PoolingMean, model.PoolingCLS, model.PoolingMean}},
+		{"embedding first", []model.Pooling{model.PoolingMean, model.PoolingNone, model.PoolingCLS, model.PoolingNone}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := loadCPU(t, fixture.BundledModel(t), f32KV(model.Options{CtxSize: 64, Slots: len(c.pools)}))
+			require.True(t, m.CanCopySlots())
+			counter := &promptCounter{}
+			eo := model.EngineOptions{BatcherOptions: model.BatcherOptions{PrefillChunk: 7}, Observer: counter}
+			for i := range m.Slots() {
+				s, err := m.NewSession(i)
+				require.NoError(t, err)
+				eo.Sessions = append(eo.Sessions, s)
+			}
+			e := model.NewEngine(m, eo)
+			defer e.Close()
+			reqs := make([]*model.Request, len(c.pools))
+			for i, p := range c.pools {
+				reqs[i] = &model.Request{Prompt: ids, Options: gen}
+				if p != model.PoolingNone {
+					reqs[i].Embed = &model.EmbedOptions{Pooling: p}
+				}
+			}
+			jobs, err := e.SubmitAll(ctx, reqs)
+			require.NoError(t, err)
+			for i, j := range jobs {
+				_, res, err := wait(t, j)
+				require.NoError(t, err, "request %d", i)
+				if c.pools[i] == model.PoolingNone {
+					assert.Len(t, res.Tokens, 4, "request %d", i)
+					continue
+				}
+				want := poolByHand(rows, c.pools[i])
+				require.Len(t, res.Embedding, len(want), "request %d", i)
+				for k := range want {
+					require.InDelta(t, want[k], res.Embedding[k], embedTol, "request %d (%s): component %d", i, c.pools[i], k)
+				}
+			}
+			// Only generations after a generation first may share the
+			// prompt, and neither case has one: nothing is shared.
+			assert.EqualValues(t, len(c.pools)*len(ids), counter.prompt.Load(), "prompt tokens evaluated")
+		})
+	}
+}

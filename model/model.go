@@ -112,10 +112,11 @@ func LoadFile(f *gguf.File, be Backend, opts Options) (*Model, error) {
 }
 
 func newModel(f *gguf.File, be Backend, opts Options) (*Model, error) {
-	cfg, err := ConfigFromGGUF(&f.Metadata)
+	plan, err := PlanFile(f, opts)
 	if err != nil {
 		return nil, err
 	}
+	cfg := plan.Config
 	tok, err := tokenizer.New(&f.Metadata)
 	if err != nil {
 		return nil, err
@@ -123,43 +124,16 @@ func newModel(f *gguf.File, be Backend, opts Options) (*Model, error) {
 	if tok.VocabSize() != cfg.VocabSize {
 		return nil, &ConfigError{Key: "tokenizer.ggml.tokens", Msg: fmt.Sprintf("vocabulary has %d tokens, the model %d", tok.VocabSize(), cfg.VocabSize)}
 	}
-	if err := checkLayers(f, cfg); err != nil {
-		return nil, err
-	}
-	if err := checkShapes(f, cfg); err != nil {
-		return nil, err
-	}
 	m := &Model{Config: cfg, Tokenizer: tok, Metadata: &f.Metadata, be: be, file: f, sem: make(chan struct{}, 1)}
-	m.ctxSize = opts.CtxSize
-	if m.ctxSize <= 0 {
-		m.ctxSize = min(cfg.ContextLength, DefaultCtxSize)
-		if m.ctxSize <= 0 {
-			m.ctxSize = DefaultCtxSize
-		}
-	}
-	m.slots = max(opts.Slots, 1)
-	m.batchSize = opts.BatchSize
-	if m.batchSize <= 0 {
-		m.batchSize = DefaultBatchSize
-	}
-	m.batchSize = min(m.batchSize, m.ctxSize*m.slots)
-	if m.batchSize < m.slots {
-		return nil, &OptionError{Option: "BatchSize", Msg: fmt.Sprintf("%d is smaller than the %d slots: a step holds the next token of every slot", m.batchSize, m.slots)}
-	}
-
-	m.typeK, m.typeV = opts.CacheTypeK, opts.CacheTypeV
+	kv := plan.KV
+	m.ctxSize, m.slots, m.batchSize, m.typeK, m.typeV = kv.Ctx, kv.Slots, plan.Bufs[0][0], kv.TypeK, kv.TypeV
 	if err := CheckCacheType(be, "CacheTypeK", m.typeK, cfg.HeadDim); err != nil {
 		return nil, err
 	}
 	if err := CheckCacheType(be, "CacheTypeV", m.typeV, cfg.ValueDim); err != nil {
 		return nil, err
 	}
-	kv := m.kvConfig()
 	if pl, ok := be.(Planner); ok {
-		plan := &Plan{Config: cfg, KV: kv, Bufs: activationShapes(cfg, m.batchSize)}
-		for i := range f.Tensors {
-			plan.Tensors = append(plan.Tensors, &f.Tensors[i])
-		}
 		if err := pl.Plan(plan); err != nil {
 			return nil, err
 		}
@@ -174,6 +148,47 @@ func newModel(f *gguf.File, be Backend, opts Options) (*Model, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// PlanFile returns what loading the model in f with opts would allocate,
+// without a backend: its Config, the file's tensors, the KV cache and the
+// activation buffers (the Plan a Planner sees). It reads the metadata and
+// checks the tensors' presence and shapes, failing as Load does on the
+// file (*ConfigError, *TensorError, *UnsupportedError) and on the options
+// (*OptionError); cache types are checked against a backend by Load.
+func PlanFile(f *gguf.File, opts Options) (*Plan, error) {
+	cfg, err := ConfigFromGGUF(&f.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkLayers(f, cfg); err != nil {
+		return nil, err
+	}
+	if err := checkShapes(f, cfg); err != nil {
+		return nil, err
+	}
+	ctx := opts.CtxSize
+	if ctx <= 0 {
+		ctx = min(cfg.ContextLength, DefaultCtxSize)
+		if ctx <= 0 {
+			ctx = DefaultCtxSize
+		}
+	}
+	slots := max(opts.Slots, 1)
+	batch := opts.BatchSize
+	if batch <= 0 {
+		batch = DefaultBatchSize
+	}
+	batch = min(batch, ctx*slots)
+	if batch < slots {
+		return nil, &OptionError{Option: "BatchSize", Msg: fmt.Sprintf("%d is smaller than the %d slots: a step holds the next token of every slot", batch, slots)}
+	}
+	kv := KVConfig{Layers: cfg.Layers, Slots: slots, Ctx: ctx, KDim: cfg.KVDim(), VDim: cfg.VDim(), TypeK: opts.CacheTypeK, TypeV: opts.CacheTypeV}
+	plan := &Plan{Config: cfg, KV: kv, Bufs: activationShapes(cfg, batch)}
+	for i := range f.Tensors {
+		plan.Tensors = append(plan.Tensors, &f.Tensors[i])
+	}
+	return plan, nil
 }
 
 // kvConfig is the KV cache the model's options ask for.
@@ -331,6 +346,38 @@ func (m *Model) ForwardTopK(b *Batch, outRows []int32, k int, ids []int32, vals 
 	return m.forward(b, outRows, len(outRows), func() error {
 		return m.be.ReadTopK(ids, vals, m.act.out, len(outRows), k)
 	})
+}
+
+// CanCopySlots reports whether the backend copies cached positions
+// between slots (SlotCopier), so that CopySlot works.
+func (m *Model) CanCopySlots() bool {
+	_, ok := m.be.(SlotCopier)
+	return ok
+}
+
+// CopySlot copies the cached keys and values of positions 0..n-1 of slot
+// src over those of slot dst (see SlotCopier), holding the model as a
+// forward pass does; the Sessions of those slots are not told (the
+// Batcher keeps them in step). It fails with an *UnsupportedError when
+// the backend is not a SlotCopier, for slots out of range, dst == src or
+// n outside 0..CtxSize, and with the backend's failure (matching
+// ErrBackendFailed when it is unusable).
+func (m *Model) CopySlot(dst, src, n int) error {
+	sc, ok := m.be.(SlotCopier)
+	switch {
+	case !ok:
+		return &UnsupportedError{What: "operation", Value: "KV-cache slot copy", By: m.be.Name() + " backend"}
+	case dst < 0 || dst >= m.slots || src < 0 || src >= m.slots || dst == src:
+		return fmt.Errorf("model: copy from slot %d to slot %d (have %d)", src, dst, m.slots)
+	case n < 0 || n > m.ctxSize:
+		return fmt.Errorf("model: copy of %d positions (the context holds %d)", n, m.ctxSize)
+	}
+	if err := m.Err(); err != nil {
+		return err
+	}
+	m.sem <- struct{}{}
+	defer func() { <-m.sem }()
+	return m.failure(sc.CopySlot(dst, src, n))
 }
 
 // Err returns the failure that has made the model's backend unusable (a

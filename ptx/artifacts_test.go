@@ -121,6 +121,9 @@ func TestKernelTableMatchesPTX(t *testing.T) {
 	}
 	used := map[string]bool{}
 	for _, spec := range kernelTable {
+		if spec.name == "" {
+			continue // kvKernel reports it absent
+		}
 		entries, ok := byModule[spec.module]
 		if !ok {
 			t.Errorf("%s: no module %s", spec.name, spec.module)

@@ -43,6 +43,16 @@
 // trade-off). The decode path also calls [Kernels.MatVec] and
 // [Kernels.GateUp] directly, for their fused forms (three products sharing
 // X; the gate and up products with SwiGLU).
+//
+// # KV cache
+//
+// [KVCache] addresses one layer of the cache; its KType and VType
+// ([CacheType]: f16, the zero value, f32, q8_0, q4_0, in ggml's block
+// layouts) pick the kernels of [Kernels.KVAppend], [Kernels.RopeAppend],
+// [Kernels.AttnDecode] and [Kernels.AttnPrefill]: FP16 keys and values use
+// the kernels of rope.cu and attention.cu, every other pair those of
+// kvcache.cu, which quantize on the way in exactly as gguf.Quantize does
+// and read the blocks with FP32 arithmetic.
 package ptx
 
 //go:generate go run ../tools/ptxgen -v

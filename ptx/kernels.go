@@ -51,7 +51,9 @@ const (
 	// kQuant is the first of the quant.cu kernels: quantKernels per type,
 	// in QuantType order (see quantKernel).
 	kQuant
-	numKernels = kQuant + kernelID(numQuantTypes)*quantKernels
+	// The kvcache.cu kernels follow the quant.cu ones: kvKernels per pair
+	// of cache types (see kvKernel), some of them absent (no name).
+	numKernels = kQuant + kernelID(numQuantTypes)*quantKernels + kernelID(numCacheTypes*numCacheTypes)*kvKernels
 )
 
 // kernelSpec is the Go side of a kernel's signature. params has one letter
@@ -170,6 +172,9 @@ func (k *Kernels) load() error {
 		mods[img.name] = m
 	}
 	for id, spec := range kernelTable {
+		if spec.name == "" {
+			continue // a pair of cache types without that kernel
+		}
 		m := mods[spec.module]
 		if m == nil {
 			return fmt.Errorf("ptx: kernel %s: no module %s", spec.name, spec.module)
@@ -221,6 +226,9 @@ func (k *Kernels) launch(id kernelID, grid, block cudadrv.Dim3, s cudadrv.Stream
 // launchShared is launch with sharedMem bytes of dynamic shared memory.
 func (k *Kernels) launchShared(id kernelID, grid, block cudadrv.Dim3, sharedMem int, s cudadrv.Stream, args ...any) error {
 	spec := kernelTable[id]
+	if spec.name == "" {
+		return fmt.Errorf("ptx: kernel %d does not exist", id)
+	}
 	if len(args) != len(spec.params) {
 		return fmt.Errorf("ptx: %s takes %d parameters, got %d", spec.name, len(spec.params), len(args))
 	}

@@ -154,32 +154,49 @@ func (k *Kernels) Rope(s cudadrv.Stream, x, cs cudadrv.DevicePtr, n, cols, headD
 	return k.launch(kRope, dim1(blocks(pairs, 256)), dim1(256), s, x, cs, int32(n), int32(cols), int32(headDim), int32(ropeDim), b2i(neox))
 }
 
-// KVCache addresses one layer of an FP16 KV cache laid out (slots, ctx,
-// cols): the row of (slot, position) starts at element (slot*Ctx +
-// position)*cols.
+// KVCache addresses one layer of a KV cache laid out (slots, ctx, row):
+// the key row of (slot, position) starts at byte (slot*Ctx +
+// position)·KType.RowBytes(KCols), the value row at (slot*Ctx +
+// position)·VType.RowBytes(VCols), each in its type's layout (CacheType;
+// the zero values are FP16). KV head h of a key row starts at byte
+// KType.RowBytes(h·HeadDim) of it. With a quantized type, the head
+// dimension of that half must be a multiple of 32.
 type KVCache struct {
 	K, V         cudadrv.DevicePtr // the layer's key and value caches
 	Ctx          int               // positions per slot
 	KCols, VCols int               // KVHeads·HeadDim and KVHeads·ValueDim
+	KType, VType CacheType         // the element types of keys and values
 }
 
 // KVAppend enqueues the store of row i of k (n, KCols) and v (n, VCols),
-// rounded to FP16, at (seq[i], pos[i]) of the cache, for i < n.
+// converted to the cache's types (rounded to FP16; quantized as gguf's
+// reference quantizers do, byte for byte), at (seq[i], pos[i]) of the
+// cache, for i < n. It fails without launching on a bad count, a value
+// that is not a cache type, or rows that are not whole blocks.
 func (k *Kernels) KVAppend(s cudadrv.Stream, c KVCache, kk, v, seq, pos cudadrv.DevicePtr, n int) error {
 	if err := checkCounts("KVAppend", n, c.Ctx, c.KCols, c.VCols); err != nil {
 		return err
 	}
-	return k.launch(kKVAppend, dim1(n), dim1(rowThreads(n, c.KCols)), s, c.K, c.V, kk, v, seq, pos, int32(n), int32(c.Ctx), int32(c.KCols), int32(c.VCols))
+	if err := c.checkTypes("KVAppend", c.KType.BlockSize(), c.VType.BlockSize()); err != nil {
+		return err
+	}
+	id, _ := kvKernel(c.KType, c.VType, kvkAppend)
+	return k.launch(id, dim1(n), dim1(rowThreads(n, c.KCols)), s, c.K, c.V, kk, v, seq, pos, int32(n), int32(c.Ctx), int32(c.KCols), int32(c.VCols))
 }
 
 // RopeAppend enqueues the fused Rope(q), Rope(kk), KVAppend(kk, v): q is
 // (n, qcols) and kk (n, KCols), both rotated in place, and the rotated key
-// rows and the value rows are stored in the cache.
+// rows and the value rows are stored in the cache. It fails as KVAppend
+// does, and when headDim is not a multiple of the key type's block.
 func (k *Kernels) RopeAppend(s cudadrv.Stream, c KVCache, q, kk, v, cs, seq, pos cudadrv.DevicePtr, n, qcols, headDim, ropeDim int, neox bool) error {
 	if err := checkCounts("RopeAppend", n, qcols, headDim, ropeDim, c.Ctx, c.KCols, c.VCols); err != nil {
 		return err
 	}
-	return k.launch(kRopeAppend, dim1(n), dim1(rowThreads(n, qcols/2)), s, q, kk, v, c.K, c.V, cs, seq, pos,
+	if err := c.checkTypes("RopeAppend", headDim, c.VType.BlockSize()); err != nil {
+		return err
+	}
+	id, _ := kvKernel(c.KType, c.VType, kvkRopeAppend)
+	return k.launch(id, dim1(n), dim1(rowThreads(n, qcols/2)), s, q, kk, v, c.K, c.V, cs, seq, pos,
 		int32(n), int32(qcols), int32(c.KCols), int32(c.VCols), int32(headDim), int32(ropeDim), b2i(neox), int32(c.Ctx))
 }
 
@@ -200,7 +217,7 @@ func (a *Attention) check(n int) error {
 		return fmt.Errorf("ptx: Attention: %d heads, %d KV heads, head dims %d/%d do not match cache rows %d/%d",
 			a.Heads, a.KVHeads, a.HeadDim, a.ValueDim, a.Cache.KCols, a.Cache.VCols)
 	}
-	return nil
+	return a.Cache.checkTypes("Attention", a.HeadDim, a.ValueDim)
 }
 
 // DecodePlan is the split of the KV axis that AttnDecode uses: Splits
@@ -273,41 +290,49 @@ func (k *Kernels) AttnDecode(s cudadrv.Stream, a *Attention, p DecodePlan, dst, 
 		return fmt.Errorf("ptx: AttnDecode: %d heads per block need %d bytes of shared memory", p.HeadsPerBlock, smem)
 	}
 	grid := cudadrv.Dim3{X: uint32(a.KVHeads * nsub), Y: uint32(p.Splits), Z: uint32(n)}
-	return k.launchShared(kAttnDecode, grid, dim1(128), smem, s, part, dst, cnt, q, a.Cache.K, a.Cache.V, seq, pos,
+	id, _ := kvKernel(a.Cache.KType, a.Cache.VType, kvkDecode)
+	return k.launchShared(id, grid, dim1(128), smem, s, part, dst, cnt, q, a.Cache.K, a.Cache.V, seq, pos,
 		int32(n), int32(a.Heads), int32(a.KVHeads), int32(a.HeadDim), int32(a.ValueDim), int32(a.Cache.Ctx),
 		int32(p.Chunk), int32(p.HeadsPerBlock), a.Scale)
 }
 
-// prefillKernels maps a head dimension to its attn_prefill instantiation
-// and query rows per block.
-var prefillKernels = map[int]struct {
-	id   kernelID
-	rows int
-}{
-	8: {kAttnPrefill8, 32}, 16: {kAttnPrefill16, 32}, 32: {kAttnPrefill32, 32},
-	64: {kAttnPrefill64, 32}, 128: {kAttnPrefill128, 16},
+// prefillKernel returns the attn_prefill instantiation for a's head
+// dimension and cache types, and its query rows per block.
+func (a *Attention) prefillKernel() (id kernelID, rows int, ok bool) {
+	if a.HeadDim != a.ValueDim {
+		return 0, 0, false
+	}
+	for i, hd := range prefillDims {
+		if hd == a.HeadDim {
+			id, ok = kvKernel(a.Cache.KType, a.Cache.VType, kvkPrefill+i)
+			return id, prefillRows[i], ok
+		}
+	}
+	return 0, 0, false
 }
 
-// PrefillSupported reports whether AttnPrefill handles a's head dimensions.
+// PrefillSupported reports whether AttnPrefill handles a's head dimensions
+// and cache types.
 func (a *Attention) PrefillSupported() bool {
-	_, ok := prefillKernels[a.HeadDim]
-	return ok && a.HeadDim == a.ValueDim
+	_, _, ok := a.prefillKernel()
+	return ok
 }
 
 // AttnPrefill enqueues tiled attention for many query rows (prompt
 // processing): each block takes consecutive query rows of one head and
-// streams the keys and values of their slot through shared memory once.
-// It needs HeadDim == ValueDim in 8, 16, 32, 64, 128 (PrefillSupported).
+// streams the keys and values of their slot through shared memory once
+// (converted to FP32). It needs HeadDim == ValueDim in 8, 16, 32, 64, 128,
+// and at least 32 with a quantized cache type (PrefillSupported).
 func (k *Kernels) AttnPrefill(s cudadrv.Stream, a *Attention, dst, q, seq, pos cudadrv.DevicePtr, n int) error {
 	if err := a.check(n); err != nil {
 		return err
 	}
-	pk, ok := prefillKernels[a.HeadDim]
-	if !ok || a.HeadDim != a.ValueDim {
-		return fmt.Errorf("ptx: AttnPrefill: head dims %d/%d not supported", a.HeadDim, a.ValueDim)
+	id, rows, ok := a.prefillKernel()
+	if !ok {
+		return fmt.Errorf("ptx: AttnPrefill: head dims %d/%d with %s/%s caches not supported", a.HeadDim, a.ValueDim, a.Cache.KType, a.Cache.VType)
 	}
-	grid := dim2((n+pk.rows-1)/pk.rows, a.Heads)
-	return k.launch(pk.id, grid, dim1(128), s, dst, q, a.Cache.K, a.Cache.V, seq, pos,
+	grid := dim2((n+rows-1)/rows, a.Heads)
+	return k.launch(id, grid, dim1(128), s, dst, q, a.Cache.K, a.Cache.V, seq, pos,
 		int32(n), int32(a.Heads), int32(a.KVHeads), int32(a.Cache.Ctx), a.Scale)
 }
 

@@ -26,6 +26,10 @@ var (
 	gemmFatbin []byte
 	//go:embed gemm.ptx
 	gemmPTX string
+	//go:embed kvcache.fatbin
+	kvcacheFatbin []byte
+	//go:embed kvcache.ptx
+	kvcachePTX string
 	//go:embed matvec.fatbin
 	matvecFatbin []byte
 	//go:embed matvec.ptx
@@ -53,6 +57,8 @@ var sourceHashes = map[string]string{
 	"attention.cu":   "3f2088e1c4ea052b4a8654ab61ab322cf4625ea0a18f870730a2fc03389a18b6",
 	"elementwise.cu": "fbcbd6a7d9eb69a1771ccdf9724937e212e11fbee3c6316b47d2c03bcfc07366",
 	"gemm.cu":        "0ce586643ac25887d8d7ae8ed56e6042ecedd102ae1bfae05efcd4e775953af3",
+	"kvcache.cu":     "6fcdbb8913b74fd06d3a7d1b66849fd717608f4e37242fe183fa25c12b98e7df",
+	"kvcache.cuh":    "7dd7a9fd908c06a8cf563f8f7f8654370b97969fda89b632ab369ce7d24252f7",
 	"matvec.cu":      "159aacb4b79172598818870f771974af03fddd9c636373dd5203542dd9f60cfb",
 	"norm.cu":        "8fcffa377191939bb3a7a9f3e7728a2794b01b0b3f8c38e3a9484b857503db44",
 	"quant.cu":       "40158c1548b48be7a9d7a59aa9b086e14fd957d06751f2161abaa628af77e242",
@@ -66,6 +72,7 @@ var images = []image{
 	{name: "attention", fatbin: attentionFatbin, ptx: attentionPTX},
 	{name: "elementwise", fatbin: elementwiseFatbin, ptx: elementwisePTX},
 	{name: "gemm", fatbin: gemmFatbin, ptx: gemmPTX},
+	{name: "kvcache", fatbin: kvcacheFatbin, ptx: kvcachePTX},
 	{name: "matvec", fatbin: matvecFatbin, ptx: matvecPTX},
 	{name: "norm", fatbin: normFatbin, ptx: normPTX},
 	{name: "quant", fatbin: quantFatbin, ptx: quantPTX},

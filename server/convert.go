@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -44,21 +45,56 @@ type Served struct {
 // GenerateRequest is a request converted to model inputs: the prompt's
 // token ids and the generation options, plus how to answer.
 type GenerateRequest struct {
-	Prompt       []int32
-	Options      model.GenerateOptions
+	Prompt  []int32
+	Options model.GenerateOptions
+	// N is the number of choices (1..MaxChoices): N requests of the same
+	// prompt, each sampled on its own (see Requests).
+	N            int
 	Stream       bool
 	IncludeUsage bool
+	// tools is how a chat request uses tools; nil without.
+	tools *toolUse
 	// PromptParam names the request field the prompt came from
 	// ("prompt", "messages"), for errors about it.
 	PromptParam string
+	// GrammarParam names the field that set Options.Grammar
+	// ("response_format", "grammar", "json_schema", "tool_choice"), for
+	// errors about it.
+	GrammarParam string
+}
+
+// MaxChoices bounds the n of a request: the choices it asks for, each a
+// sequence of its own in a KV-cache slot.
+const MaxChoices = 8
+
+// Requests returns the model requests of gr's choices, in choice order:
+// the same prompt and options, except that choice i samples from the seed
+// sample.ChoiceSeed(seed, i), so that the choices are independent and
+// each is the one a request for that seed alone would get. A grammar is
+// shared (each request follows it with a matcher of its own).
+func (gr *GenerateRequest) Requests() []*model.Request {
+	n := max(gr.N, 1)
+	reqs := make([]*model.Request, n)
+	for i := range n {
+		opts := gr.Options
+		opts.Sampling.Seed = sample.ChoiceSeed(gr.Options.Sampling.Seed, i)
+		reqs[i] = &model.Request{Prompt: gr.Prompt, Options: opts}
+	}
+	return reqs
 }
 
 // requestError is apiError with the errors about the prompt (too long for
-// the context, a token outside the vocabulary) pinned on its field.
+// the context, a token outside the vocabulary) pinned on its field, and a
+// grammar that the vocabulary cannot follow (model.ErrGrammarDeadEnd, a
+// 400) on the field that set it.
 func (gr *GenerateRequest) requestError(err error) *Error {
 	ae := apiError(err)
-	if errors.Is(err, model.ErrContextFull) || errors.Is(err, model.ErrInvalidToken) {
+	switch {
+	case errors.Is(err, model.ErrContextFull) || errors.Is(err, model.ErrInvalidToken):
 		ae.Param = gr.PromptParam
+	case errors.Is(err, model.ErrGrammarDeadEnd) && ae.Status == http.StatusBadRequest:
+		ae.Param = gr.GrammarParam
+		ae.Message = "the output cannot follow the constraint: " + ae.Message
 	}
 	return ae
 }
@@ -106,7 +142,10 @@ func decodeBody(r io.Reader, v any, lenient bool) error {
 	case errors.As(err, &bte):
 		return bodyTimeout(bte.timeout)
 	case errors.As(err, &te):
-		field := strings.TrimPrefix(te.Field, "SamplingFields.") // an embedded struct, not a JSON name
+		field := te.Field
+		for _, embedded := range []string{"SamplingFields.", "ConstraintFields.", "ToolFields."} {
+			field = strings.TrimPrefix(field, embedded) // an embedded struct, not a JSON name
+		}
 		if field == "" {
 			return badRequest("", CodeInvalidJSON, "the body must be a JSON object, not %s", jsonKind(te.Value))
 		}
@@ -187,7 +226,7 @@ func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*Gen
 	if err := checkFields(req.completionExtras.rules()); err != nil {
 		return nil, err
 	}
-	g, err := req.constraint()
+	g, gparam, err := req.constraint()
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +234,10 @@ func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*Gen
 	if err != nil {
 		return nil, err
 	}
-	gr.Options.Grammar = g
+	if err := checkBestOf(req.BestOf, gr.N); err != nil {
+		return nil, err
+	}
+	gr.Options.Grammar, gr.GrammarParam = g, gparam
 	if n := req.Logprobs; n != nil {
 		if *n < 0 || *n > maxCompletionLogprobs {
 			return nil, badRequest("logprobs", CodeInvalidValue, "logprobs must be in [0, %d], got %d", maxCompletionLogprobs, *n)
@@ -203,6 +245,26 @@ func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*Gen
 		gr.Options.LogProbs, gr.Options.TopLogProbs = true, *n
 	}
 	return gr, nil
+}
+
+// checkBestOf accepts best_of absent, null or equal to n (best_of
+// greater than n would generate best_of sequences and return the n most
+// likely, which this server does not do); otherwise it is a 400 naming
+// best_of.
+func checkBestOf(raw json.RawMessage, n int) error {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil
+	}
+	var b int
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return badRequest("best_of", CodeInvalidValue, "best_of must be an integer")
+	}
+	if b != n {
+		return badRequest("best_of", CodeUnsupported,
+			"best_of = %d with n = %d: best_of must equal n; choosing the best of more sequences than returned is not supported", b, n)
+	}
+	return nil
 }
 
 // maxCompletionLogprobs bounds the logprobs of /v1/completions (OpenAI's
@@ -215,7 +277,11 @@ const maxCompletionLogprobs = 5
 // as plain text unless s.AllowSpecialInContent. A template that refuses
 // the messages or breaks a render limit is a 400 *Error naming
 // "messages"; a ctx done first gives an error matching ctx.Err(). The
-// constraint fields are taken as FromCompletionRequest takes them.
+// constraint fields are taken as FromCompletionRequest takes them. Tools
+// go to the template (see ToolFields and toolSetup for tool_choice and
+// its errors); assistant tool_calls in the history must have a function
+// name and arguments that are a JSON object's text (400 naming the
+// field otherwise).
 func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served, seed uint64) (*GenerateRequest, error) {
 	if err := checkModel(req.Model, s); err != nil {
 		return nil, err
@@ -226,7 +292,7 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 	if err := checkFields(req.chatExtras.rules()); err != nil {
 		return nil, err
 	}
-	g, err := req.constraint()
+	g, gparam, err := req.constraint()
 	if err != nil {
 		return nil, err
 	}
@@ -242,6 +308,10 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 			return nil, badRequest("top_logprobs", CodeInvalidValue, "top_logprobs needs logprobs: true")
 		}
 	}
+	tools, err := req.toolSetup(s.Template, g != nil)
+	if err != nil {
+		return nil, err
+	}
 	msgs := make([]chat.Message, len(req.Messages))
 	for i, msg := range req.Messages {
 		if err := checkMessage(i, &req.Messages[i]); err != nil {
@@ -256,14 +326,32 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), CodeInvalidValue,
 				"role %q: want system, developer, user, assistant or tool", msg.Role)
 		}
-		msgs[i] = chat.Message{Role: role, Content: string(msg.Content)}
+		calls, err := historyCalls(i, msg.ToolCalls)
+		if err != nil {
+			return nil, err
+		}
+		if len(calls) > 0 && role != "assistant" {
+			return nil, badRequest(fmt.Sprintf("messages[%d].tool_calls", i), CodeInvalidValue, "only assistant messages have tool_calls")
+		}
+		if len(calls) > 0 && (s.Template == nil || s.Template.ToolFormat() == chat.ToolsUnsupported) {
+			name := "none"
+			if s.Template != nil {
+				name = s.Template.Name()
+			}
+			return nil, badRequest(fmt.Sprintf("messages[%d].tool_calls", i), CodeUnsupported,
+				"the model's chat template (%s) does not render tool calls; serve it with --chat-template-file of a template that does", name)
+		}
+		msgs[i] = chat.Message{Role: role, Content: string(msg.Content), Name: msg.Name, ToolCallID: msg.ToolCallID, ToolCalls: calls}
 	}
 	if s.Template == nil {
 		return nil, &Error{Status: http.StatusInternalServerError, Type: TypeServer, Code: CodeInternal,
 			Message: fmt.Sprintf("the model has no usable chat template: %v", s.TemplateErr), Err: s.TemplateErr}
 	}
-	ids, _, err := s.Model.ChatTokens(ctx, s.Template, msgs,
-		model.ChatOptions{AddGenerationPrompt: true, AllowSpecialInContent: s.AllowSpecialInContent})
+	copts := model.ChatOptions{AddGenerationPrompt: true, AllowSpecialInContent: s.AllowSpecialInContent}
+	if tools != nil {
+		copts.Tools = tools.render
+	}
+	ids, _, err := s.Model.ChatTokens(ctx, s.Template, msgs, copts)
 	if err != nil {
 		return nil, apiError(err)
 	}
@@ -276,7 +364,11 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 		return nil, err
 	}
 	gr.Options.LogProbs = logprobs
-	gr.Options.Grammar = g
+	gr.Options.Grammar, gr.GrammarParam = g, gparam
+	gr.tools = tools
+	if tools != nil && tools.grammar != nil {
+		gr.Options.Grammar, gr.GrammarParam = tools.grammar, "tool_choice"
+	}
 	if logprobs && req.TopLogprobs != nil {
 		gr.Options.TopLogProbs = *req.TopLogprobs
 	}
@@ -294,8 +386,12 @@ func checkModel(name string, s *Served) error {
 // finishRequest checks the fields common to both request kinds and builds
 // the GenerateRequest.
 func finishRequest(ids []int32, promptParam string, f *SamplingFields, maxTokens *int, maxParam string, seed uint64) (*GenerateRequest, error) {
-	if f.N != nil && *f.N != 1 {
-		return nil, badRequest("n", CodeUnsupported, "n = %d: only one choice per request is supported", *f.N)
+	n := 1
+	if f.N != nil {
+		n = *f.N
+		if n < 1 || n > MaxChoices {
+			return nil, badRequest("n", CodeInvalidValue, "n must be in [1, %d], got %d", MaxChoices, n)
+		}
 	}
 	opts := model.GenerateOptions{Stop: f.Stop, IgnoreEOS: f.IgnoreEOS}
 	if maxTokens != nil {
@@ -312,6 +408,7 @@ func finishRequest(ids []int32, promptParam string, f *SamplingFields, maxTokens
 	return &GenerateRequest{
 		Prompt:       ids,
 		Options:      opts,
+		N:            n,
 		Stream:       f.Stream,
 		IncludeUsage: f.Stream && f.StreamOptions != nil && f.StreamOptions.IncludeUsage,
 		PromptParam:  promptParam,
@@ -418,10 +515,27 @@ func ToChatCompletion(id string, created int64, modelName, text string, r *model
 	return &ChatCompletionResponse{
 		ID: id, Object: objectChat, Created: created, Model: modelName,
 		Choices: []ChatChoice{{
-			Message:      ChatResponseMessage{Role: "assistant", Content: text},
+			Message:      ChatResponseMessage{Role: "assistant", Content: &text},
 			FinishReason: string(r.Finish),
 		}},
 		Usage: UsageOf(r),
+	}
+}
+
+// finishToolCalls is the finish_reason of a reply that ends in tool calls.
+const finishToolCalls = "tool_calls"
+
+// withToolCalls makes the message of c the reply with calls: content
+// (null when empty) and the calls; finish_reason "tool_calls" when the
+// reply ended by itself (a reply cut by max_tokens keeps "length").
+func withToolCalls(c *ChatChoice, content string, calls []ToolCall) {
+	c.Message.Content = nil
+	if content != "" {
+		c.Message.Content = &content
+	}
+	c.Message.ToolCalls = calls
+	if c.FinishReason == string(model.FinishStop) {
+		c.FinishReason = finishToolCalls
 	}
 }
 

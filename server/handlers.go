@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -135,8 +136,10 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	s.generate(w, r, sched, gr, &completionFormat{id: newID("cmpl-"), created: time.Now().Unix(), model: served.Name,
-		tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs})
+	id, created := newID("cmpl-"), time.Now().Unix()
+	s.generate(w, r, sched, gr, func() format {
+		return &completionFormat{id: id, created: created, model: served.Name, tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs}
+	})
 }
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
@@ -157,8 +160,11 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	s.generate(w, r, sched, gr, &chatFormat{id: newID("chatcmpl-"), created: time.Now().Unix(), model: served.Name,
-		tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs})
+	id, created := newID("chatcmpl-"), time.Now().Unix()
+	s.generate(w, r, sched, gr, func() format {
+		return &chatFormat{id: id, created: created, model: served.Name, tok: served.Model.Tokenizer,
+			logprobs: gr.Options.LogProbs, tools: gr.tools}
+	})
 }
 
 // format builds the response objects of one request kind. With
@@ -166,8 +172,8 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 // text came from, and the whole response those of every token.
 type format interface {
 	start() any                             // the first chunk of a stream, or nil
-	delta(p model.Piece) any                // a chunk with new text
-	end(finish model.FinishReason) any      // the chunk with the finish reason
+	delta(p model.Piece) []any              // the chunks of new text (none while held back)
+	end(finish model.FinishReason) []any    // the last chunks, the finish reason in the last
 	usage(r *model.Result) any              // the usage chunk
 	whole(text string, r *model.Result) any // the non-streamed response
 }
@@ -182,15 +188,15 @@ type completionFormat struct {
 }
 
 func (f *completionFormat) start() any { return nil }
-func (f *completionFormat) delta(p model.Piece) any {
+func (f *completionFormat) delta(p model.Piece) []any {
 	c := ToCompletionChunk(f.id, f.created, f.model, p.Text, "")
 	if f.logprobs {
 		c.Choices[0].Logprobs = ToCompletionLogprobs(f.tok, p.LogProbs, &f.offsets)
 	}
-	return c
+	return []any{c}
 }
-func (f *completionFormat) end(finish model.FinishReason) any {
-	return ToCompletionChunk(f.id, f.created, f.model, "", finish)
+func (f *completionFormat) end(finish model.FinishReason) []any {
+	return []any{ToCompletionChunk(f.id, f.created, f.model, "", finish)}
 }
 func (f *completionFormat) usage(r *model.Result) any {
 	return ToCompletionUsageChunk(f.id, f.created, f.model, r)
@@ -203,24 +209,98 @@ func (f *completionFormat) whole(text string, r *model.Result) any {
 	return c
 }
 
+// chatFormat builds chat responses. With tools read from the reply
+// (tools.parse), a stream sends as content only the text that cannot
+// be part of a call (chat.ToolFormat.Undecided) and holds the rest; each
+// call, once complete (chat.ToolFormat.Complete: Hermes' as each closes,
+// the others' at the end), goes as a delta with its index, id, type and
+// name, then one with its arguments; the last chunk has finish_reason
+// "tool_calls" when the reply has calls and ended by itself — so that
+// the deltas reassemble to the non-streamed response.
 type chatFormat struct {
 	id       string
 	created  int64
 	model    string
 	tok      *tokenizer.Tokenizer
 	logprobs bool
+	tools    *toolUse
+	text     strings.Builder // the reply so far, with tools
+	sent     int             // bytes of it sent as content
+	complete int             // bytes of it whose calls are sent
+	calls    int             // calls sent
 }
 
 func (f *chatFormat) start() any { return ToChatChunk(f.id, f.created, f.model, true, "", "") }
-func (f *chatFormat) delta(p model.Piece) any {
-	c := ToChatChunk(f.id, f.created, f.model, false, p.Text, "")
+func (f *chatFormat) delta(p model.Piece) []any {
+	text := p.Text
+	if f.reading() {
+		f.text.WriteString(p.Text)
+		all := f.text.String()
+		n := max(f.tools.format.Undecided(all), f.sent)
+		text, f.sent = all[f.sent:n], n
+		var out []any
+		if text != "" || f.logprobs {
+			c := ToChatChunk(f.id, f.created, f.model, false, text, "")
+			if f.logprobs {
+				c.Choices[0].Logprobs = ToChatLogprobs(f.tok, p.LogProbs)
+			}
+			out = append(out, c)
+		}
+		if k := f.tools.format.Complete(all); k > f.complete {
+			f.complete = k
+			if calls, _, ok := f.tools.replyCalls(all[:k]); ok {
+				out = append(out, f.callDeltas(calls)...)
+			}
+		}
+		return out
+	}
+	c := ToChatChunk(f.id, f.created, f.model, false, text, "")
 	if f.logprobs {
 		c.Choices[0].Logprobs = ToChatLogprobs(f.tok, p.LogProbs)
 	}
-	return c
+	return []any{c}
 }
-func (f *chatFormat) end(finish model.FinishReason) any {
-	return ToChatChunk(f.id, f.created, f.model, false, "", finish)
+
+// callDeltas returns the chunks of the calls not sent yet: for each a
+// delta with its index, id, type and name, then one with its arguments.
+func (f *chatFormat) callDeltas(calls []ToolCall) []any {
+	var out []any
+	for i := f.calls; i < len(calls); i++ {
+		call := calls[i]
+		c := ToChatChunk(f.id, f.created, f.model, false, "", "")
+		c.Choices[0].Delta.ToolCalls = []ToolCallDelta{{Index: i, ID: call.ID, Type: call.Type,
+			Function: FunctionCallDelta{Name: call.Function.Name}}}
+		a := ToChatChunk(f.id, f.created, f.model, false, "", "")
+		a.Choices[0].Delta.ToolCalls = []ToolCallDelta{{Index: i, Function: FunctionCallDelta{Arguments: call.Function.Arguments}}}
+		out = append(out, c, a)
+	}
+	f.calls = max(f.calls, len(calls))
+	return out
+}
+
+// reading reports whether replies are read for tool calls.
+func (f *chatFormat) reading() bool { return f.tools != nil && f.tools.parse }
+
+func (f *chatFormat) end(finish model.FinishReason) []any {
+	if !f.reading() {
+		return []any{ToChatChunk(f.id, f.created, f.model, false, "", finish)}
+	}
+	var out []any
+	all := f.text.String()
+	calls, content, ok := f.tools.replyCalls(all)
+	if !ok {
+		content = all
+	}
+	if rest := content[min(f.sent, len(content)):]; rest != "" {
+		out = append(out, ToChatChunk(f.id, f.created, f.model, false, rest, ""))
+	}
+	out = append(out, f.callDeltas(calls)...)
+	last := ToChatChunk(f.id, f.created, f.model, false, "", finish)
+	if f.calls > 0 && finish == model.FinishStop {
+		fr := finishToolCalls
+		last.Choices[0].FinishReason = &fr
+	}
+	return append(out, last)
 }
 func (f *chatFormat) usage(r *model.Result) any { return ToChatUsageChunk(f.id, f.created, f.model, r) }
 func (f *chatFormat) whole(text string, r *model.Result) any {
@@ -228,63 +308,106 @@ func (f *chatFormat) whole(text string, r *model.Result) any {
 	if f.logprobs {
 		c.Choices[0].Logprobs = ToChatLogprobs(f.tok, r.LogProbs)
 	}
+	if f.reading() {
+		if calls, content, ok := f.tools.replyCalls(text); ok {
+			withToolCalls(&c.Choices[0], content, calls)
+		}
+	}
 	return c
 }
 
-// generate submits gr with the request's context and writes the answer:
-// one JSON object, or SSE chunks flushed as tokens arrive.
-func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *scheduler, gr *GenerateRequest, f format) {
-	ctx := r.Context()
-	j, err := sched.submit(ctx, &model.Request{Prompt: gr.Prompt, Options: gr.Options})
+// generate submits gr's choices (all or none) with a context that ends
+// with the request's, and writes the answer: one JSON object, or SSE
+// chunks flushed as tokens arrive, each naming its choice. Each choice
+// has a format of its own from newFormat. The first choice that fails is
+// the answer (an error object, or an error event in a stream) and ends
+// the others (their context is cancelled), as a client that leaves does.
+func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *scheduler, gr *GenerateRequest, newFormat func() format) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if slots := sched.m.Slots(); gr.N > slots {
+		s.writeError(w, r, badRequest("n", CodeInvalidValue,
+			"n = %d needs %d KV-cache slots at once; the server runs %d (--parallel)", gr.N, gr.N, slots))
+		return
+	}
+	jobs, err := sched.submitAll(ctx, gr.Requests())
 	if err != nil {
 		s.writeError(w, r, gr.requestError(err))
 		return
 	}
-	if !gr.Stream {
-		text, res, err := j.Wait(ctx)
-		if err != nil {
-			s.writeError(w, r, gr.requestError(err))
-			return
-		}
-		noteUsage(r, res)
-		writeJSON(w, http.StatusOK, f.whole(text, res))
-		return
+	events := pump(ctx, jobs)
+	fs := make([]format, len(jobs))
+	for i := range fs {
+		fs[i] = newFormat()
 	}
 
-	sse := newSSEWriter(w)
-	if c := f.start(); c != nil {
-		sse.event(c)
+	var sse *sseWriter
+	if gr.Stream {
+		sse = newSSEWriter(w)
+		for i, f := range fs {
+			if c := f.start(); c != nil {
+				sse.event(withIndex(c, i))
+			}
+		}
+		if sse.flush() != nil {
+			return
+		}
 	}
-	if sse.flush() != nil {
-		return
-	}
-	for {
-		pieces, done, res, err := j.NextPieces(ctx)
-		for _, p := range pieces {
-			sse.event(f.delta(p))
+	texts, rs := make([]strings.Builder, len(jobs)), make([]*model.Result, len(jobs))
+	for left := len(jobs); left > 0; {
+		var ev jobEvent
+		select {
+		case ev = <-events:
+		case <-ctx.Done():
+			return // the client is gone; the jobs see the cancelled context
+		}
+		for _, p := range ev.pieces {
+			if sse == nil {
+				texts[ev.i].WriteString(p.Text)
+				continue
+			}
+			for _, c := range fs[ev.i].delta(p) {
+				sse.event(withIndex(c, ev.i))
+			}
 		}
 		switch {
-		case done && err == nil:
-			noteUsage(r, res)
-			sse.event(f.end(res.Finish))
-			if gr.IncludeUsage {
-				sse.event(f.usage(res))
-			}
-			sse.done()
-			return
-		case err != nil:
-			if ctx.Err() == nil {
-				ae := gr.requestError(err)
+		case ev.err != nil:
+			ae := gr.requestError(ev.err)
+			if sse == nil {
+				s.writeError(w, r, ae)
+			} else if r.Context().Err() == nil {
 				s.logError(r, ae)
 				sse.event(ae.Body())
 				sse.flush()
 			}
 			return
+		case ev.done:
+			rs[ev.i] = ev.res
+			if sse != nil {
+				for _, c := range fs[ev.i].end(ev.res.Finish) {
+					sse.event(withIndex(c, ev.i))
+				}
+			}
+			left--
 		}
-		if sse.flush() != nil {
-			return // the client is gone; the engine sees the cancelled context
+		if sse != nil && sse.flush() != nil {
+			return // the client is gone; cancel ends every job
 		}
 	}
+	u := usageOfAll(rs)
+	noteCounts(r, u.PromptTokens, u.CompletionTokens)
+	if sse == nil {
+		parts := make([]any, len(fs))
+		for i, f := range fs {
+			parts[i] = f.whole(texts[i].String(), rs[i])
+		}
+		writeJSON(w, http.StatusOK, joinChoices(parts, u))
+		return
+	}
+	if gr.IncludeUsage {
+		sse.event(withUsage(fs[0].usage(rs[0]), u))
+	}
+	sse.done()
 }
 
 func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {

@@ -23,9 +23,6 @@ type chatExtras struct {
 	Store                json.RawMessage `json:"store,omitempty"`
 	Metadata             json.RawMessage `json:"metadata,omitempty"`
 	ServiceTier          json.RawMessage `json:"service_tier,omitempty"`
-	Tools                json.RawMessage `json:"tools,omitempty"`
-	ToolChoice           json.RawMessage `json:"tool_choice,omitempty"`
-	ParallelToolCalls    json.RawMessage `json:"parallel_tool_calls,omitempty"`
 	Functions            json.RawMessage `json:"functions,omitempty"`
 	FunctionCall         json.RawMessage `json:"function_call,omitempty"`
 	Modalities           json.RawMessage `json:"modalities,omitempty"`
@@ -39,7 +36,8 @@ type chatExtras struct {
 
 // completionExtras are the fields of /v1/completions kept raw.
 type completionExtras struct {
-	User   json.RawMessage `json:"user,omitempty"`
+	User json.RawMessage `json:"user,omitempty"`
+	// BestOf is accepted when it equals n (checkBestOf).
 	BestOf json.RawMessage `json:"best_of,omitempty"`
 	Echo   json.RawMessage `json:"echo,omitempty"`
 	Suffix json.RawMessage `json:"suffix,omitempty"`
@@ -58,7 +56,6 @@ type fieldRule struct {
 
 // Predicates of fieldRule.ok over decoded JSON values.
 func anyString(v any) bool { _, ok := v.(string); return ok }
-func anyBool(v any) bool   { _, ok := v.(bool); return ok }
 func anyObject(v any) bool { _, ok := v.(map[string]any); return ok }
 func nothing(any) bool     { return false }
 
@@ -81,7 +78,7 @@ func oneOf(texts ...string) func(any) bool {
 }
 
 func (x *chatExtras) rules() []fieldRule {
-	const noTools = "tool and function calling is not supported by this server"
+	const noFunctions = "the deprecated functions are not supported; use tools"
 	return []fieldRule{
 		{"user", x.User, anyString, "user must be a string", true},
 		{"safety_identifier", x.SafetyIdentifier, anyString, "safety_identifier must be a string", true},
@@ -91,12 +88,8 @@ func (x *chatExtras) rules() []fieldRule {
 		{"store", x.Store, oneOf(`false`), "this server does not store completions; store must be false", false},
 		{"metadata", x.Metadata, oneOf(`{}`), "metadata is kept with stored completions, which this server does not keep", false},
 		{"service_tier", x.ServiceTier, oneOf(`"auto"`, `"default"`), "this server has one service tier; service_tier must be auto or default", false},
-		{"tools", x.Tools, oneOf(`[]`), noTools, false},
-		{"tool_choice", x.ToolChoice, oneOf(`"none"`, `"auto"`), noTools + "; tool_choice must be none or auto", false},
-		// Without tools (refused above) it selects nothing.
-		{"parallel_tool_calls", x.ParallelToolCalls, anyBool, "parallel_tool_calls must be a boolean", true},
-		{"functions", x.Functions, oneOf(`[]`), noTools, false},
-		{"function_call", x.FunctionCall, oneOf(`"none"`, `"auto"`), noTools + "; function_call must be none or auto", false},
+		{"functions", x.Functions, oneOf(`[]`), noFunctions, false},
+		{"function_call", x.FunctionCall, oneOf(`"none"`, `"auto"`), noFunctions + "; function_call must be none or auto", false},
 		{"modalities", x.Modalities, oneOf(`["text"]`), "only the text modality is supported", false},
 		{"audio", x.Audio, nothing, "audio output is not supported", false},
 		{"prediction", x.Prediction, nothing, "predicted outputs are not supported", false},
@@ -110,7 +103,6 @@ func (x *chatExtras) rules() []fieldRule {
 func (x *completionExtras) rules() []fieldRule {
 	return []fieldRule{
 		{"user", x.User, anyString, "user must be a string", true},
-		{"best_of", x.BestOf, oneOf(`1`), "best_of > 1 is not supported; one sequence is generated per request", false},
 		{"echo", x.Echo, oneOf(`false`), "echo is not supported", false},
 		{"suffix", x.Suffix, oneOf(`""`), "suffix (insertion) is not supported", false},
 	}
@@ -137,13 +129,12 @@ func checkFields(rules []fieldRule) error {
 }
 
 // checkMessage refuses the fields of message i that the server does not
-// implement (tool calls of an assistant message, its refusal or audio).
+// implement (the deprecated function_call of an assistant message, its
+// refusal or audio).
 func checkMessage(i int, m *ChatMessage) error {
 	field := func(name string) string { return fmt.Sprintf("messages[%d].%s", i, name) }
-	const noTools = "tool and function calling is not supported by this server"
 	return checkFields([]fieldRule{
-		{field("tool_calls"), m.ToolCalls, oneOf(`[]`), noTools, false},
-		{field("function_call"), m.FunctionCall, nothing, noTools, false},
+		{field("function_call"), m.FunctionCall, nothing, "the deprecated function_call is not supported; use tool_calls", false},
 		{field("refusal"), m.Refusal, nothing, "refusal messages are not supported", false},
 		{field("audio"), m.Audio, nothing, "audio is not supported", false},
 	})

@@ -22,8 +22,8 @@ func TestUnsupportedParameters(t *testing.T) {
 		name, path, body, param, code string
 	}{
 		{"tools", "/v1/chat/completions", chatWith(`"tools":[{"type":"function","function":{"name":"f"}}]`), "tools", CodeUnsupported},
-		{"tool_choice required", "/v1/chat/completions", chatWith(`"tool_choice":"required"`), "tool_choice", CodeUnsupported},
-		{"named tool_choice", "/v1/chat/completions", chatWith(`"tool_choice":{"type":"function","function":{"name":"f"}}`), "tool_choice", CodeUnsupported},
+		{"tool_choice required without tools", "/v1/chat/completions", chatWith(`"tool_choice":"required"`), "tool_choice", CodeInvalidValue},
+		{"named tool_choice without tools", "/v1/chat/completions", chatWith(`"tool_choice":{"type":"function","function":{"name":"f"}}`), "tool_choice", CodeInvalidValue},
 		{"functions", "/v1/chat/completions", chatWith(`"functions":[{"name":"f"}]`), "functions", CodeUnsupported},
 		{"function_call named", "/v1/chat/completions", chatWith(`"function_call":{"name":"f"}`), "function_call", CodeUnsupported},
 		{"audio", "/v1/chat/completions", chatWith(`"audio":{"voice":"alloy","format":"mp3"}`), "audio", CodeUnsupported},
@@ -38,7 +38,7 @@ func TestUnsupportedParameters(t *testing.T) {
 		{"moderation", "/v1/chat/completions", chatWith(`"moderation":{}`), "moderation", CodeUnsupported},
 		{"parallel_tool_calls a string", "/v1/chat/completions", chatWith(`"parallel_tool_calls":"yes"`), "parallel_tool_calls", CodeInvalidValue},
 		{"user a number", "/v1/chat/completions", chatWith(`"user":5`), "user", CodeInvalidValue},
-		{"chat n 2", "/v1/chat/completions", chatWith(`"n":2`), "n", CodeUnsupported},
+		{"chat n 9", "/v1/chat/completions", chatWith(`"n":9`), "n", CodeInvalidValue},
 		{"top_logprobs without logprobs", "/v1/chat/completions", chatWith(`"top_logprobs":2`), "top_logprobs", CodeInvalidValue},
 		{"top_logprobs 21", "/v1/chat/completions", chatWith(`"logprobs":true,"top_logprobs":21`), "top_logprobs", CodeInvalidValue},
 		{"assistant tool_calls", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,"tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{}"}}]}]}`, "messages[1].tool_calls", CodeUnsupported},
@@ -46,7 +46,9 @@ func TestUnsupportedParameters(t *testing.T) {
 		{"best_of 2", "/v1/completions", cmplWith(`"best_of":2`), "best_of", CodeUnsupported},
 		{"echo", "/v1/completions", cmplWith(`"echo":true`), "echo", CodeUnsupported},
 		{"suffix", "/v1/completions", cmplWith(`"suffix":" the end"`), "suffix", CodeUnsupported},
-		{"completions n 2", "/v1/completions", cmplWith(`"n":2`), "n", CodeUnsupported},
+		{"completions n -1", "/v1/completions", cmplWith(`"n":-1`), "n", CodeInvalidValue},
+		{"best_of a string", "/v1/completions", cmplWith(`"best_of":"2"`), "best_of", CodeInvalidValue},
+		{"best_of 2 n 3", "/v1/completions", cmplWith(`"best_of":2,"n":3`), "best_of", CodeUnsupported},
 		{"completions logprobs 6", "/v1/completions", cmplWith(`"logprobs":6`), "logprobs", CodeInvalidValue},
 		{"completions logprobs -1", "/v1/completions", cmplWith(`"logprobs":-1`), "logprobs", CodeInvalidValue},
 		// Fields OpenAI does not define, at the top and deeper.

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/m40llm/m40llm/model"
+	"github.com/m40llm/m40llm/model/chat"
 )
 
 // Defaults for Options.
@@ -107,6 +108,11 @@ type Options struct {
 	Pooling model.Pooling
 	// AllowSpecialInContent is Served.AllowSpecialInContent.
 	AllowSpecialInContent bool
+	// ChatTemplate, when set, renders the chat requests of every served
+	// model instead of the model's own template (`serve
+	// --chat-template-file`), e.g. to use tools with a model whose
+	// template has none.
+	ChatTemplate *chat.Template
 	// Logger receives request errors and lifecycle events; nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -268,6 +274,9 @@ func (s *Server) newServed(m *model.Model, name string) (*Served, *scheduler, er
 		return nil, nil, err
 	}
 	tmpl, terr := m.ChatTemplate()
+	if s.opts.ChatTemplate != nil {
+		tmpl, terr = s.opts.ChatTemplate, nil
+	}
 	served := &Served{Model: m, Name: name, Template: tmpl, TemplateErr: terr, AllowSpecialInContent: s.opts.AllowSpecialInContent}
 	served.Embeddings, served.Pooling = embeddingPooling(s.opts.Embeddings, s.opts.Pooling, m.Config.Pooling)
 	if terr != nil {

@@ -29,7 +29,8 @@ type SamplingFields struct {
 	// LogitBias maps token ids, written as strings, to a bias in
 	// [-100, 100] added to their logits before sampling.
 	LogitBias map[string]float64 `json:"logit_bias,omitempty"`
-	// N is the number of choices; only 1 is supported.
+	// N is the number of choices, 1 to MaxChoices (default 1), each
+	// sampled independently (GenerateRequest.Requests).
 	N *int `json:"n,omitempty"`
 	// IgnoreEOS keeps generating past end-of-generation tokens (llama.cpp).
 	IgnoreEOS bool `json:"ignore_eos,omitempty"`
@@ -77,20 +78,22 @@ type ChatCompletionRequest struct {
 	TopLogprobs *int  `json:"top_logprobs,omitempty"`
 	SamplingFields
 	ConstraintFields
+	ToolFields
 	chatExtras
 }
 
-// ChatMessage is one message of a chat request. ToolCallID is accepted
-// (a tool message's reference to the call it answers); the other fields
-// OpenAI defines for a message are refused unless null or empty (see
+// ChatMessage is one message of a chat request. ToolCalls are the calls
+// of an assistant message (a list of ToolCall, checked when converted)
+// and ToolCallID the call a tool message answers; the other fields OpenAI
+// defines for a message are refused unless null or empty (see
 // checkMessage).
 type ChatMessage struct {
-	Role       string         `json:"role"`
-	Content    MessageContent `json:"content"`
-	Name       string         `json:"name,omitempty"`
-	ToolCallID string         `json:"tool_call_id,omitempty"`
+	Role       string          `json:"role"`
+	Content    MessageContent  `json:"content"`
+	Name       string          `json:"name,omitempty"`
+	ToolCallID string          `json:"tool_call_id,omitempty"`
+	ToolCalls  json.RawMessage `json:"tool_calls,omitempty"`
 
-	ToolCalls    json.RawMessage `json:"tool_calls,omitempty"`
 	FunctionCall json.RawMessage `json:"function_call,omitempty"`
 	Refusal      json.RawMessage `json:"refusal,omitempty"`
 	Audio        json.RawMessage `json:"audio,omitempty"`
@@ -168,8 +171,8 @@ func (s *Stop) UnmarshalJSON(b []byte) error {
 
 // Prompt is the prompt field of a completion request: a string, a list
 // of one string, a list of token ids, or a list of one list of token ids.
-// Several prompts (which OpenAI answers with one choice each) are
-// rejected, as n > 1 is.
+// Several prompts (which OpenAI answers with n choices each) are
+// rejected.
 type Prompt struct {
 	Text   string
 	Tokens []int32 // set when the prompt is given as token ids
@@ -315,11 +318,13 @@ type ChatChoice struct {
 	FinishReason string              `json:"finish_reason"`
 }
 
-// ChatResponseMessage is the assistant message of a ChatChoice.
+// ChatResponseMessage is the assistant message of a ChatChoice. Content
+// is null for a reply made only of tool calls.
 type ChatResponseMessage struct {
-	Role    string  `json:"role"`
-	Content string  `json:"content"`
-	Refusal *string `json:"refusal"`
+	Role      string     `json:"role"`
+	Content   *string    `json:"content"`
+	Refusal   *string    `json:"refusal"`
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
 }
 
 // ChatCompletionChunk is one streamed chat completion event.
@@ -342,10 +347,11 @@ type ChatChunkChoice struct {
 }
 
 // ChatDelta is the new part of the assistant message: the role in the
-// first chunk, then content.
+// first chunk, then content or parts of tool calls.
 type ChatDelta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role      string          `json:"role,omitempty"`
+	Content   *string         `json:"content,omitempty"`
+	ToolCalls []ToolCallDelta `json:"tool_calls,omitempty"`
 }
 
 // ModelList is the body of GET /v1/models.

@@ -36,6 +36,8 @@ func benchCommand() *cli.Command {
 			f = &cli.StringFlag{Name: "batch-size", Aliases: []string{"b"}, Value: fmt.Sprint(model.DefaultBatchSize), Usage: "at most `N` tokens per forward pass; a comma list runs each"}
 		case "threads":
 			f = &cli.StringFlag{Name: "threads", Aliases: []string{"t"}, Value: "0", Usage: "`N` CPU threads (0: one per CPU); a comma list runs each"}
+		case "n-gpu-layers":
+			f = &cli.StringFlag{Name: "n-gpu-layers", Aliases: []string{"ngl"}, Value: "auto", Usage: "`N` layers on the GPUs (the last N, as llama.cpp; 0: the CPU; the layer count + 1 or more, such as 99: all); auto: as many as fit; a comma list runs each"}
 		case "cache-type-k", "cache-type-v":
 			sf := *f.(*cli.StringFlag)
 			sf.Usage += "; a comma list runs each"
@@ -46,7 +48,6 @@ func benchCommand() *cli.Command {
 	flags = append(flags,
 		&cli.StringFlag{Name: "n-prompt", Aliases: []string{"p"}, Value: "512", Usage: "prompt-processing tests of `N` tokens, a comma list (0: none)"},
 		&cli.StringFlag{Name: "n-gen", Aliases: []string{"n"}, Value: "128", Usage: "generation tests of `N` tokens, a comma list (0: none)"},
-		&cli.StringFlag{Name: "n-gpu-layers", Aliases: []string{"ngl"}, Usage: "`N` layers on the GPU, a comma list: 0 runs on the CPU backend, the layer count or more (llama-bench's 99) on CUDA; a split between the two is not supported yet (default: as --backend says)"},
 		&cli.IntFlag{Name: "repetitions", Aliases: []string{"r"}, Value: 5, Usage: "`N` runs per test"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "md", Usage: "`FORMAT`: md, csv, json or jsonl (llama-bench's fields plus m40llm's)"},
 		&cli.BoolFlag{Name: "json", Usage: "same as --output json"},
@@ -91,16 +92,14 @@ func benchCommand() *cli.Command {
 				}
 			}
 			typesK, typesV := strings.Split(c.String("cache-type-k"), ","), strings.Split(c.String("cache-type-v"), ",")
-			backends, err := nglBackends(c)
-			if err != nil {
-				return err
-			}
+			ngls := strings.Split(c.String("n-gpu-layers"), ",")
 			var results []benchResult
-			for _, backend := range backends {
-				if backend != "" {
-					if err := c.Set("backend", backend); err != nil {
-						return err
-					}
+			for _, ngl := range ngls {
+				if err := c.Set("n-gpu-layers", strings.TrimSpace(ngl)); err != nil {
+					return err
+				}
+				if _, err := parsePlacement(c); err != nil {
+					return err
 				}
 				for _, batch := range batches {
 					for _, th := range threads {
@@ -129,42 +128,6 @@ func benchCommand() *cli.Command {
 }
 
 func isZero(n int) bool { return n == 0 }
-
-// nglBackends turns --n-gpu-layers, a comma list as llama-bench takes it,
-// into the backend of each run: 0 is the CPU backend, the model's layer
-// count or more CUDA. Layers cannot be split between the two yet, so any
-// other count is a usage error naming the layer count. Without the flag
-// it returns one empty name: the --backend flag stands.
-func nglBackends(c *cli.Context) ([]string, error) {
-	if !c.IsSet("n-gpu-layers") {
-		return []string{""}, nil
-	}
-	ngls, err := intList(c.String("n-gpu-layers"))
-	if err != nil {
-		return nil, usageErrorf("--n-gpu-layers: %v", err)
-	}
-	layers := 0
-	if f, err := gguf.Open(c.String("model")); err == nil {
-		if cfg, err := model.ConfigFromGGUF(&f.Metadata); err == nil {
-			layers = cfg.Layers
-		}
-		f.Close()
-	}
-	var backends []string
-	for _, n := range ngls {
-		switch {
-		case n == 0:
-			backends = append(backends, "cpu")
-		case layers > 0 && n >= layers:
-			backends = append(backends, "cuda")
-		case layers > 0:
-			return nil, usageErrorf("--n-gpu-layers %d: the model has %d layers; only 0 (CPU) or %d and more (all on the GPU) run, a split is not supported yet", n, layers, layers)
-		default:
-			return nil, usageErrorf("--n-gpu-layers %d: the model's layer count could not be read", n)
-		}
-	}
-	return backends, nil
-}
 
 // intList parses a comma list of integers ≥ 0 ("512,1024").
 func intList(s string) ([]int, error) {
@@ -420,6 +383,9 @@ type benchResult struct {
 	// file's weight bytes over it.
 	LoadSeconds float64 `json:"load_seconds"`
 	LoadGBs     float64 `json:"load_gb_per_s"`
+	// Placement says which device holds which layers when they are split
+	// (model.Split.Placement).
+	Placement string `json:"placement,omitempty"`
 	// Backend is m40llm's name of the device the test ran on ("cpu",
 	// "cuda:0").
 	Backend string `json:"backend"`
@@ -438,6 +404,34 @@ func (b *bencher) tokens(n int) []int32 {
 		ids[i] = int32(b.rng.IntN(b.m.Config.VocabSize))
 	}
 	return ids
+}
+
+// benchGPU returns the GPU backend the model runs on (the first GPU
+// stage of a split) and the layers on GPUs, +1 with the output there, as
+// llama-bench's n_gpu_layers counts them; nil and 0 on the CPU.
+func benchGPU(m *model.Model) (*cuda.Backend, int) {
+	switch be := m.Backend().(type) {
+	case *cuda.Backend:
+		return be, m.Config.Layers + 1
+	case *model.Split:
+		var first *cuda.Backend
+		n := 0
+		for i, st := range be.Stages() {
+			g, ok := st.Backend.(*cuda.Backend)
+			if !ok {
+				continue
+			}
+			if first == nil {
+				first = g
+			}
+			n += st.Layers
+			if i == be.OutputStage() {
+				n++
+			}
+		}
+		return first, n
+	}
+	return nil, 0
 }
 
 // run times reps runs (after one warm-up) of a prompt of np tokens, or of
@@ -488,16 +482,24 @@ func (b *bencher) run(ctx context.Context, path string, np, ng, reps int) (bench
 	r.DecodeBytes = r.WeightBytes
 	r.LoadSeconds = b.m.LoadTime.Seconds()
 	r.LoadGBs = float64(r.WeightBytes) / r.LoadSeconds / 1e9
-	if g, ok := b.m.Backend().(*cuda.Backend); ok {
+	if g, gpuLayers := benchGPU(b.m); g != nil {
 		r.GPUInfo = g.Describe()
 		r.Backends = "CUDA"
 		r.FlashAttn = 1
-		if n, err := strconv.Atoi(strings.TrimPrefix(r.Backend, "cuda:")); err == nil {
+		if n, err := strconv.Atoi(strings.TrimPrefix(g.Name(), "cuda:")); err == nil {
 			r.MainGPU = n
 		}
-		r.NGPULayers = b.m.Config.Layers
-		r.DecodeBytes = g.DecodeBytes(b.m.Weights)
-		r.PeakGBs = g.Device().Bandwidth() / 1e9
+		r.NGPULayers = gpuLayers
+		if _, alone := b.m.Backend().(*cuda.Backend); alone {
+			// Everything on the one GPU: its bytes and bandwidth.
+			r.DecodeBytes = g.DecodeBytes(b.m.Weights)
+			r.PeakGBs = g.Device().Bandwidth() / 1e9
+		}
+	}
+	if sp, ok := b.m.Backend().(*model.Split); ok {
+		r.Placement = sp.Placement()
+		r.Devices = sp.Name()
+		r.SplitMode = "layer"
 	}
 	for range reps {
 		d, err := once()

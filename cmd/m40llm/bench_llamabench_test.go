@@ -72,20 +72,28 @@ func TestBenchMatchesLlamaBench(t *testing.T) {
 	}
 }
 
-// -ngl takes llama-bench's lists: 0 runs on the CPU backend; a count that
-// would split the layers between the GPU and the CPU is refused with the
-// model's layer count (stories260K has 5).
+// -ngl takes llama-bench's lists: 0 runs on the CPU backend; any other
+// count places that many layers on the GPU, or, without a GPU, runs on the
+// CPU and says that it ignored the count.
 func TestBenchGPULayers(t *testing.T) {
-	out, errs, code := runCLI(t, "", "bench", "-m", fixture.BundledModel(t), "-p", "0", "-n", "4", "-r", "1", "-ngl", "0", "-o", "json")
+	out, errs, code := runCLI(t, "", "bench", "-m", fixture.BundledModel(t), "-p", "0", "-n", "4", "-r", "1", "-ngl", "0,3", "-o", "json")
 	require.Equal(t, 0, code, errs)
 	var rs []map[string]any
 	require.NoError(t, json.Unmarshal([]byte(out), &rs), out)
-	require.Len(t, rs, 1)
+	require.Len(t, rs, 2)
 	assert.Equal(t, "cpu", rs[0]["backend"])
 	assert.Equal(t, "CPU", rs[0]["backends"])
 	assert.EqualValues(t, 0, rs[0]["n_gpu_layers"])
+	if rs[1]["backend"] == "cpu" {
+		assert.Contains(t, errs, "no GPU, --n-gpu-layers 3 ignored")
+		assert.EqualValues(t, 0, rs[1]["n_gpu_layers"])
+	} else {
+		assert.Equal(t, "cpu+cuda:0", rs[1]["backend"])
+		assert.EqualValues(t, 3, rs[1]["n_gpu_layers"])
+		assert.Equal(t, "layers 0-1 and the output on cpu, layers 2-4 on cuda:0", rs[1]["placement"])
+	}
 
-	_, errs, code = runCLI(t, "", "bench", "-m", fixture.BundledModel(t), "-p", "0", "-n", "4", "-r", "1", "-ngl", "0,3")
+	_, errs, code = runCLI(t, "", "bench", "-m", fixture.BundledModel(t), "-p", "0", "-n", "4", "-r", "1", "-ngl", "0,x")
 	assert.Equal(t, 2, code)
-	assert.Contains(t, errs, "--n-gpu-layers 3: the model has 5 layers")
+	assert.Contains(t, errs, `--n-gpu-layers "x": want auto or a number of layers`)
 }

@@ -22,6 +22,7 @@ func chatFlags() []cli.Flag {
 		&cli.IntFlag{Name: "n-predict", Aliases: []string{"n"}, Value: -1, Usage: "reply with at most `N` tokens (-1: until the end of the turn)"},
 		&cli.BoolFlag{Name: "ignore-eos", Usage: "keep generating past end-of-turn tokens (to the -n limit or a full context)"},
 		allowSpecialFlag(),
+		chatTemplateFlag(),
 	)
 	return append(flags, samplingFlags()...)
 }
@@ -87,12 +88,19 @@ func runCommand() *cli.Command {
 // runChat loads the model and answers prompt, or with prompt "" chats
 // with the lines of standard input.
 func runChat(c *cli.Context, prompt string) error {
+	file, err := chatTemplateFile(c)
+	if err != nil {
+		return err
+	}
 	m, err := loadModel(c, 1)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
 	tmpl, err := m.ChatTemplate()
+	if file != nil {
+		tmpl, err = file, nil
+	}
 	if err != nil {
 		return err
 	}
@@ -158,6 +166,27 @@ func systemMessage(c *cli.Context) []chat.Message {
 		return []chat.Message{{Role: "system", Content: sys}}
 	}
 	return nil
+}
+
+// chatTemplateFlag is the flag of chat and serve that replaces the
+// model's chat template.
+func chatTemplateFlag() cli.Flag {
+	return &cli.StringFlag{Name: "chat-template-file", Usage: "render chats with the Jinja chat template in `FILE` instead of the model's own " +
+		"(e.g. one with tool calling: serve answers tools only with a template that renders them)"}
+}
+
+// chatTemplateFile reads --chat-template-file: nil without the flag, a
+// usage error (exit 2) for a file that cannot be read or compiled.
+func chatTemplateFile(c *cli.Context) (*chat.Template, error) {
+	path := c.String("chat-template-file")
+	if path == "" {
+		return nil, nil
+	}
+	t, err := chat.ParseFile(path)
+	if err != nil {
+		return nil, usageErrorf("--chat-template-file: %v", err)
+	}
+	return t, nil
 }
 
 // allowSpecialFlag is the flag of chat and serve that parses control-token

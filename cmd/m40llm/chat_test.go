@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -89,6 +91,63 @@ func TestAllowSpecialInContent(t *testing.T) {
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
 	resp.Body.Close()
 	assert.Equal(t, parsed, body.Usage.PromptTokens, "serve --allow-special-in-content")
+	require.NoError(t, syscall.Kill(syscall.Getpid(), syscall.SIGTERM))
+	assert.Equal(t, 0, waitExit(t, exit, stderr), stderr.String())
+}
+
+// TestChatTemplateFile: chat and serve render with --chat-template-file
+// instead of the model's template; serve then answers tools with it. A
+// file that cannot be read or compiled is a usage error.
+func TestChatTemplateFile(t *testing.T) {
+	dir := t.TempDir()
+	custom := filepath.Join(dir, "brackets.jinja")
+	require.NoError(t, os.WriteFile(custom, []byte("{% for m in messages %}[[{{ m.content }}]]{% endfor %}"), 0o644))
+	f, err := gguf.Open(fixture.BundledModel(t))
+	require.NoError(t, err)
+	tok, err := tokenizer.New(&f.Metadata)
+	f.Close()
+	require.NoError(t, err)
+	want := 1 + len(tok.Encode("[[hello]]", false, true)) // BOS: the template writes none
+
+	_, errs, code := runCLI(t, "hello\n", "chat", "-m", fixture.BundledModel(t), "--backend", "cpu", "--temp", "0", "-n", "1", "-v",
+		"--chat-template-file", custom)
+	require.Equal(t, 0, code, errs)
+	m := promptTokensRE.FindStringSubmatch(errs)
+	require.NotNil(t, m, errs)
+	assert.Equal(t, itoa(want), m[1])
+
+	bad := filepath.Join(dir, "bad.jinja")
+	require.NoError(t, os.WriteFile(bad, []byte("{{ x "), 0o644))
+	for _, file := range []string{bad, filepath.Join(dir, "missing.jinja")} {
+		for _, cmd := range []string{"chat", "serve"} {
+			_, errs, code := runCLI(t, "hello\n", cmd, "-m", fixture.BundledModel(t), "--backend", "cpu", "--chat-template-file", file)
+			assert.Equal(t, 2, code, "%s %s: %s", cmd, file, errs)
+			assert.Contains(t, errs, "--chat-template-file")
+		}
+	}
+
+	url, stderr, exit := startServe(t, "--ctx-size", "4096", "--chat-template-file", "../../model/chat/testdata/qwen2.5-7b-instruct.jinja")
+	resp, err := http.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(`{"messages":[{"role":"user","content":"hi"}],
+		"max_tokens":200,"temperature":0,"tool_choice":"required","parallel_tool_calls":false,"tools":[{"type":"function","function":{"name":"now","parameters":
+		{"type":"object","properties":{},"additionalProperties":false}}}]}`))
+	require.NoError(t, err)
+	var body struct {
+		Choices []struct {
+			FinishReason string `json:"finish_reason"`
+			Message      struct {
+				ToolCalls []struct {
+					Function struct{ Name, Arguments string } `json:"function"`
+				} `json:"tool_calls"`
+			} `json:"message"`
+		} `json:"choices"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	resp.Body.Close()
+	require.Len(t, body.Choices, 1)
+	assert.Equal(t, "tool_calls", body.Choices[0].FinishReason)
+	require.NotEmpty(t, body.Choices[0].Message.ToolCalls)
+	assert.Equal(t, "now", body.Choices[0].Message.ToolCalls[0].Function.Name)
+	assert.Equal(t, "{}", body.Choices[0].Message.ToolCalls[0].Function.Arguments)
 	require.NoError(t, syscall.Kill(syscall.Getpid(), syscall.SIGTERM))
 	assert.Equal(t, 0, waitExit(t, exit, stderr), stderr.String())
 }

@@ -335,7 +335,6 @@ func TestCacheTypeErrors(t *testing.T) {
 	}{
 		{"not a type", []string{"-ctk", "q5_1"}, `--cache-type-k "q5_1": not a cache type (accepted values: f32, f16, q8_0, q4_0)`},
 		{"head dim 8", []string{"-ctv", "q8_0"}, "option CacheTypeV: q8_0: the model's head dimension 8 is not a multiple of the type's 32-element blocks (accepted values: f32, f16, q8_0, q4_0)"},
-		{"cuda q4_0", []string{"--backend", "cuda", "-ctk", "q4_0"}, "--cache-type-k q4_0: the cuda backend supports only f16 caches for now (accepted values: f32, f16, q8_0, q4_0, all on the cpu backend)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

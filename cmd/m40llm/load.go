@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -17,18 +18,18 @@ import (
 
 // modelFlags are the flags of every command that loads a model.
 func modelFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "the GGUF model `FILE` (required)", EnvVars: []string{"M40LLM_MODEL"}},
 		&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "`N` KV cache positions per sequence (0: the model's training context length, at most 4096)"},
 		&cli.IntFlag{Name: "batch-size", Aliases: []string{"b"}, Value: model.DefaultBatchSize, Usage: "at most `N` tokens per forward pass; longer prompts go in chunks"},
 		&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "`N` CPU threads (0: one per CPU)"},
 		&cli.StringFlag{Name: "backend", Value: "auto", Usage: "`NAME` of the backend: auto (CUDA when a usable GPU exists, else CPU), cpu or cuda"},
 		&cli.IntFlag{Name: "device", Value: -1, Usage: "CUDA device ordinal `N` (-1: the first M40-class device, compute 5.2 or 5.3, else device 0)"},
-		&cli.StringFlag{Name: "cache-type-k", Aliases: []string{"ctk"}, Value: "f16", Usage: "`TYPE` of the cached keys: " + model.CacheTypeNames() + " (CUDA: f16 only)"},
-		&cli.StringFlag{Name: "cache-type-v", Aliases: []string{"ctv"}, Value: "f16", Usage: "`TYPE` of the cached values: " + model.CacheTypeNames() + " (CUDA: f16 only)"},
+		&cli.StringFlag{Name: "cache-type-k", Aliases: []string{"ctk"}, Value: "f16", Usage: "`TYPE` of the cached keys: " + model.CacheTypeNames()},
+		&cli.StringFlag{Name: "cache-type-v", Aliases: []string{"ctv"}, Value: "f16", Usage: "`TYPE` of the cached values: " + model.CacheTypeNames()},
 		&cli.BoolFlag{Name: "fp16-weights", Usage: "GPU: expand quantized weights to FP16 (2-7x the memory; faster with 8 or more parallel sequences today)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print load and memory details to stderr (chat and run: also the statistics of each reply)"},
-	}
+	}, placementFlags()...)
 }
 
 // samplingFlags are the flags that configure the sampler (llama.cpp's
@@ -77,62 +78,108 @@ func samplingParams(c *cli.Context) (sample.Params, uint64) {
 	}, seed
 }
 
-// newBackend returns the backend the flags ask for and a one-line
-// description of the choice and its reason. With --verbose it prints the
-// driver library search on stderr when the search failed.
-func newBackend(c *cli.Context) (model.Backend, string, error) {
+// newBackend returns the backend the flags ask for, for the model at path
+// loaded with opts, and a one-line description of the choice and its
+// reason: the CPU, one GPU, or layers split over GPUs and the CPU
+// (--n-gpu-layers, --devices, --tensor-split; auto-fit by default). With
+// --verbose it prints the driver library search on stderr when the search
+// failed.
+func newBackend(c *cli.Context, path string, opts model.Options) (model.Backend, string, error) {
 	threads := c.Int("threads")
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	newCPU := func(why string) (model.Backend, string, error) {
-		return cpu.New(cpu.Options{Threads: threads}), fmt.Sprintf("cpu (%d threads): %s", threads, why), nil
+	pl, err := parsePlacement(c)
+	if err != nil {
+		return nil, "", err
 	}
+	newCPU := func() model.Backend { return cpu.New(cpu.Options{Threads: threads}) }
+	cpuWhy := func(why string) string { return fmt.Sprintf("cpu (%d threads): %s", threads, why) }
 	switch name := c.String("backend"); name {
 	case "cpu":
-		return newCPU("as requested")
+		if pl.ngl > 0 {
+			return nil, "", usageErrorf("--n-gpu-layers %d with --backend cpu: the cpu backend runs every layer", pl.ngl)
+		}
+		return newCPU(), cpuWhy("as requested"), nil
 	case "cuda", "auto":
-		be, err := newCUDA(c, gpuOptionsFromEnv())
-		if err == nil {
-			return be, be.Describe(), nil
+		if pl.ngl == 0 {
+			return newCPU(), cpuWhy("--n-gpu-layers 0"), nil
 		}
-		if c.Bool("verbose") {
-			for _, l := range searchDetails(err) {
-				fmt.Fprintf(c.App.ErrWriter, "m40llm: %s\n", l)
+		gpus, err := openGPUs(c, pl, gpuOptionsFromEnv())
+		if err != nil {
+			if c.Bool("verbose") {
+				for _, l := range searchDetails(err) {
+					fmt.Fprintf(c.App.ErrWriter, "m40llm: %s\n", l)
+				}
 			}
+			if name == "cuda" || pl.devices != nil {
+				return nil, "", fmt.Errorf("--backend %s: %w", name, err)
+			}
+			if pl.ngl > 0 {
+				return newCPU(), cpuWhy(fmt.Sprintf("no GPU, --n-gpu-layers %d ignored: %v", pl.ngl, err)), nil
+			}
+			return newCPU(), cpuWhy("no GPU: " + err.Error()), nil
 		}
-		if name == "cuda" {
-			return nil, "", fmt.Errorf("--backend cuda: %w", err)
+		be, why, err := placeOnGPUs(pl, path, opts, gpus, newCPU)
+		var fe *model.FitError
+		if errors.As(err, &fe) && name == "auto" && pl.limit == 0 {
+			return newCPU(), cpuWhy(err.Error()), nil
 		}
-		return newCPU("no GPU: " + err.Error())
+		if err != nil {
+			return nil, "", err
+		}
+		if _, ok := be.(*cpu.Backend); ok {
+			why = cpuWhy("no layer on the GPU")
+		}
+		return be, why, nil
 	default:
 		return nil, "", usageErrorf("--backend %q: want auto, cpu or cuda", name)
 	}
 }
 
-// newCUDA opens the device --device names, by default the first Tesla
-// M40-class (compute 5.2 or 5.3, cudadrv.DeviceInfo.NativeCode) device, else device 0. Its errors say precisely
-// why no GPU can be used.
-func newCUDA(c *cli.Context, o gpuOptions) (*cuda.Backend, error) {
+// openGPUs opens a CUDA backend for each device of --devices, or the one
+// --device names (by default the first Tesla M40-class device, compute
+// 5.2 or 5.3 (cudadrv.DeviceInfo.NativeCode), else device 0), each under
+// --gpu-memory-limit. Its errors say precisely why no GPU can be used.
+func openGPUs(c *cli.Context, pl placement, o gpuOptions) ([]*cuda.Backend, error) {
 	sys, err := discover(o.driver)
 	if err != nil {
 		return nil, &noGPUError{reason: noGPUReason(sys, err), err: err}
 	}
-	dev := c.Int("device")
-	if dev < 0 {
-		dev = 0
-		for _, d := range sys.Devices {
-			if d.NativeCode() {
-				dev = d.Ordinal
-				break
+	devs := pl.devices
+	if devs == nil {
+		dev := c.Int("device")
+		if dev < 0 {
+			dev = 0
+			for _, d := range sys.Devices {
+				if d.NativeCode() {
+					dev = d.Ordinal
+					break
+				}
 			}
 		}
+		devs = []int{dev}
 	}
-	if dev >= len(sys.Devices) {
-		return nil, fmt.Errorf("--device %d: there are %d CUDA devices (see m40llm devices)", dev, len(sys.Devices))
+	var gpus []*cuda.Backend
+	for _, dev := range devs {
+		if dev >= len(sys.Devices) {
+			err = fmt.Errorf("device %d: there are %d CUDA devices (see m40llm devices)", dev, len(sys.Devices))
+		} else {
+			var g *cuda.Backend
+			g, err = cuda.New(cuda.Options{Device: dev, Driver: o.driver, BLAS: o.blas, DisableCUBLAS: o.disableCUBLAS,
+				FP16Weights: c.Bool("fp16-weights"), MemoryLimit: pl.limit})
+			gpus = append(gpus, g)
+		}
+		if err != nil {
+			for _, g := range gpus {
+				if g != nil {
+					g.Close()
+				}
+			}
+			return nil, err
+		}
 	}
-	return cuda.New(cuda.Options{Device: dev, Driver: o.driver, BLAS: o.blas, DisableCUBLAS: o.disableCUBLAS,
-		FP16Weights: c.Bool("fp16-weights")})
+	return gpus, nil
 }
 
 // noGPUError says in one sentence why no GPU can be used, and keeps the
@@ -163,15 +210,17 @@ func checkModelFlags(c *cli.Context, slots int) error {
 	case c.IsSet("batch-size") && batch > 0 && batch < slots:
 		return usageErrorf("--batch-size %d is smaller than --parallel %d: every step holds the next token of each slot", batch, slots)
 	}
+	if _, err := parsePlacement(c); err != nil {
+		return err
+	}
 	_, _, err := cacheTypes(c)
 	return err
 }
 
 // cacheTypes parses --cache-type-k and --cache-type-v. It refuses, as a
 // usage error (exit 2) that lists the accepted values, a name that is not
-// a type and, with --backend cuda, a type other than f16, the only one the
-// CUDA backend runs today. Head dimensions are checked by model.Load,
-// before it loads anything.
+// a type; both backends run every type. Head dimensions are checked by
+// model.Load, before it loads anything.
 func cacheTypes(c *cli.Context) (k, v model.CacheType, err error) {
 	var ts [2]model.CacheType
 	for i, name := range []string{"cache-type-k", "cache-type-v"} {
@@ -179,10 +228,6 @@ func cacheTypes(c *cli.Context) (k, v model.CacheType, err error) {
 		t, perr := model.ParseCacheType(val)
 		if perr != nil {
 			return 0, 0, usageErrorf("--%s %q: not a cache type (accepted values: %s)", name, val, model.CacheTypeNames())
-		}
-		if c.String("backend") == "cuda" && t != model.CacheF16 {
-			return 0, 0, usageErrorf("--%s %s: the cuda backend supports only f16 caches for now (accepted values: %s, all on the cpu backend)",
-				name, t, model.CacheTypeNames())
 		}
 		ts[i] = t
 	}
@@ -207,13 +252,9 @@ func loadModelFile(c *cli.Context, path string, slots int) (*model.Model, error)
 	if err != nil {
 		return nil, err
 	}
-	be, why, err := newBackend(c)
-	if err != nil {
-		return nil, err
-	}
 	stderr := c.App.ErrWriter
 	var prog *progress
-	m, err := model.Load(path, be, model.Options{
+	opts := model.Options{
 		CtxSize:    c.Int("ctx-size"),
 		Slots:      slots,
 		BatchSize:  c.Int("batch-size"),
@@ -225,7 +266,12 @@ func loadModelFile(c *cli.Context, path string, slots int) (*model.Model, error)
 			}
 			prog.update(done, total)
 		},
-	})
+	}
+	be, why, err := newBackend(c, path, opts)
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.Load(path, be, opts)
 	if prog != nil {
 		prog.done()
 	}

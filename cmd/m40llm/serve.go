@@ -48,6 +48,7 @@ func serveCommand() *cli.Command {
 		&cli.BoolFlag{Name: "embeddings", Usage: "serve /v1/embeddings, /api/embed and /api/embeddings from any model (models whose file declares a mean, cls or last pooling type serve them without it)"},
 		&cli.StringFlag{Name: "pooling", Usage: "`TYPE` of pooling for embeddings: mean, cls or last (default: the model's pooling type, else mean)"},
 		allowSpecialFlag(),
+		chatTemplateFlag(),
 	)
 	return &cli.Command{
 		Name:  "serve",
@@ -152,6 +153,10 @@ func serveLogger(w io.Writer, format string, disabled bool, level slog.Level) *s
 }
 
 func serve(c *cli.Context) error {
+	tmpl, err := chatTemplateFile(c)
+	if err != nil {
+		return err
+	}
 	stderr := c.App.ErrWriter
 	level := slog.LevelInfo
 	if c.Bool("verbose") {
@@ -190,6 +195,7 @@ func serve(c *cli.Context) error {
 		AllowSpecialInContent: c.Bool("allow-special-in-content"),
 		Embeddings:            c.Bool("embeddings"),
 		Pooling:               pooling,
+		ChatTemplate:          tmpl,
 		Logger:                logger,
 		AccessLog:             !c.Bool("log-disable"),
 	})

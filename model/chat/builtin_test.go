@@ -104,7 +104,7 @@ func TestBuiltins(t *testing.T) {
 		{"chatml", withoutSystem[:1], RenderOptions{}, "<|im_start|>user\nHello!<|im_end|>\n"},
 		{"llama2", withSystem, opts,
 			"<s>[INST] <<SYS>>\nYou are terse.\n<</SYS>>\n\nHello! [/INST] Hi there. </s><s>[INST] What is 2+2? [/INST]"},
-		{"llama2", []Message{{"user", "  padded  "}}, opts, "<s>[INST] padded [/INST]"},
+		{"llama2", []Message{{Role: "user", Content: "  padded  "}}, opts, "<s>[INST] padded [/INST]"},
 		{"llama3", withSystem, RenderOptions{AddGenerationPrompt: true, BOSToken: "<|begin_of_text|>"},
 			"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are terse.<|eot_id|>" +
 				"<|start_header_id|>user<|end_header_id|>\n\nHello!<|eot_id|>" +
@@ -129,7 +129,7 @@ func TestBuiltins(t *testing.T) {
 	// Llama 2 cannot express two user turns in a row.
 	tmpl, err := Builtin("llama2")
 	require.NoError(t, err)
-	_, err = tmpl.Render(context.Background(), []Message{{"user", "a"}, {"user", "b"}}, opts)
+	_, err = tmpl.Render(context.Background(), []Message{{Role: "user", Content: "a"}, {Role: "user", Content: "b"}}, opts)
 	var te *TemplateError
 	require.True(t, errors.As(err, &te), "got %v", err)
 	assert.Equal(t, "llama2", te.Template)

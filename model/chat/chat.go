@@ -6,10 +6,15 @@
 // HuggingFace transformers' apply_chat_template: Jinja2's trim_blocks and
 // lstrip_blocks, no trailing newline, and these variables:
 //
-//	messages               list of {"role", "content"} in order
+//	messages               list of {"role", "content"} in order, with
+//	                       "name", "tool_call_id" and "tool_calls" (a
+//	                       list of {"id", "type": "function", "function":
+//	                       {"name", "arguments"}}, the arguments a
+//	                       mapping) when the Message has them
 //	add_generation_prompt  RenderOptions.AddGenerationPrompt
 //	bos_token, eos_token   RenderOptions.BOSToken, EOSToken
-//	tools, documents       None
+//	tools                  RenderOptions.Tools (None without)
+//	documents              None
 //	raise_exception(msg)   fails the render with a *TemplateError
 //	strftime_now(format)   RenderOptions.Now (or the current time) formatted
 //	                       like Python's strftime
@@ -46,19 +51,47 @@ package chat
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/ardanlabs/jinja"
 )
 
-// Message is one turn of a conversation. Role is usually "system", "user"
-// or "assistant"; templates decide which roles and orders they accept.
+// Message is one turn of a conversation. Role is usually "system", "user",
+// "assistant" or "tool"; templates decide which roles and orders they
+// accept.
 type Message struct {
 	Role    string
 	Content string
+	// Name is the author's name (OpenAI's "name"); empty: the template
+	// sees no "name" key.
+	Name string
+	// ToolCalls are the calls an assistant message made; empty: the
+	// template sees no "tool_calls" key (Llama 3.1's template tests
+	// 'tool_calls' in message).
+	ToolCalls []ToolCall
+	// ToolCallID is the call a "tool" message answers; empty: no
+	// "tool_call_id" key.
+	ToolCallID string
+}
+
+// ToolCall is one function call of an assistant message.
+type ToolCall struct {
+	// ID identifies the call (OpenAI's "call_..."); tool messages refer
+	// to it.
+	ID string
+	// Name is the function's name.
+	Name string
+	// Arguments is the JSON text of the arguments, normally an object.
+	// Templates see it decoded (a mapping, as transformers passes it),
+	// since they write it with tojson.
+	Arguments json.RawMessage
 }
 
 // RenderOptions are the per-call inputs of Render besides the messages.
@@ -78,6 +111,18 @@ type RenderOptions struct {
 	// order of its objects, which tojson then reproduces.
 	Extra map[string]any
 
+	// Tools is the JSON text of the tools the model may call, a list in
+	// OpenAI's shape ([{"type": "function", "function": {"name",
+	// "description", "parameters"}}]), which templates see as tools with
+	// the key order kept. Nil: tools is None.
+	Tools json.RawMessage
+
+	// Strings, when set, is applied to every string the template sees
+	// from the messages (contents, names, ids, tool calls' keys and
+	// values) and from Tools (keys and values), before it sees them.
+	// model.ChatTokens uses it to mask control-token text.
+	Strings func(string) string
+
 	// Now is the time strftime_now reports. The zero value means the time
 	// of the Render call.
 	Now time.Time
@@ -94,8 +139,8 @@ type Template struct {
 }
 
 // Name says where the template came from: "tokenizer.chat_template" for a
-// model's own template, the built-in's name (see Builtin), or "custom" for
-// Parse.
+// model's own template, the built-in's name (see Builtin), "custom" for
+// Parse, or the file's base name for ParseFile.
 func (t *Template) Name() string { return t.name }
 
 // Source returns the Jinja source the template was compiled from.
@@ -145,6 +190,23 @@ func (e *TemplateError) Unwrap() error { return e.Err }
 // a source over MaxSourceBytes or nesting deeper than MaxNesting.
 func Parse(src string) (*Template, error) { return parse("custom", src) }
 
+// ParseFile compiles the chat template in the file at path, named by the
+// file's base name. It fails as Parse does, with an *Error wrapping a
+// *LimitError for a file over MaxSourceBytes, or with the error of
+// reading the file.
+func ParseFile(path string) (*Template, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSourceBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	return parse(filepath.Base(path), string(b))
+}
+
 func parse(name, src string) (_ *Template, err error) {
 	defer recoverEngine(name, "parse", &err)
 	if err := checkSource(src); err != nil {
@@ -172,10 +234,19 @@ func (t *Template) Render(ctx context.Context, msgs []Message, opts RenderOption
 	g := newGuard(ctx, opts.Limits)
 	list := make([]jinja.Value, len(msgs))
 	for i, m := range msgs {
-		d := jinja.NewDict()
-		d.AsDict().Set("role", jinja.NewString(m.Role))
-		d.AsDict().Set("content", jinja.NewString(m.Content))
-		list[i] = d
+		v, err := messageValue(m, opts.Strings)
+		if err != nil {
+			return "", &Error{Template: t.name, Op: "render", Err: fmt.Errorf("messages[%d]: %w", i, err)}
+		}
+		list[i] = v
+	}
+	tools := jinja.None()
+	if opts.Tools != nil {
+		v, err := decodeJSON(opts.Tools, opts.Strings)
+		if err != nil {
+			return "", &Error{Template: t.name, Op: "render", Err: fmt.Errorf("tools: %w", err)}
+		}
+		tools = v
 	}
 	now := opts.Now
 	if now.IsZero() {
@@ -186,7 +257,7 @@ func (t *Template) Render(ctx context.Context, msgs []Message, opts RenderOption
 		"add_generation_prompt": jinja.NewBool(opts.AddGenerationPrompt),
 		"bos_token":             jinja.NewString(opts.BOSToken),
 		"eos_token":             jinja.NewString(opts.EOSToken),
-		"tools":                 jinja.None(),
+		"tools":                 tools,
 		"documents":             jinja.None(),
 		"raise_exception":       jinja.NewCallable("raise_exception", t.raise),
 		"strftime_now": jinja.NewCallable("strftime_now", func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
@@ -206,6 +277,7 @@ func (t *Template) Render(ctx context.Context, msgs []Message, opts RenderOption
 		}
 		vars[k] = val
 	}
+	vars[hookToJSON] = jinja.NewCallable("tojson", g.toJSON)
 	for k, v := range g.callbacks() {
 		vars[k] = v
 	}
@@ -254,4 +326,46 @@ func (t *Template) raise(args []jinja.Value, _ map[string]jinja.Value) (jinja.Va
 		}
 	}
 	return jinja.Undefined(), &TemplateError{Template: t.name, Message: msg}
+}
+
+// messageValue converts m for the template, with f (when not nil) applied
+// to its strings.
+func messageValue(m Message, f func(string) string) (jinja.Value, error) {
+	str := func(s string) jinja.Value {
+		if f != nil {
+			s = f(s)
+		}
+		return jinja.NewString(s)
+	}
+	v := jinja.NewDict()
+	d := v.AsDict()
+	d.Set("role", str(m.Role))
+	d.Set("content", str(m.Content))
+	if m.Name != "" {
+		d.Set("name", str(m.Name))
+	}
+	if m.ToolCallID != "" {
+		d.Set("tool_call_id", str(m.ToolCallID))
+	}
+	if len(m.ToolCalls) > 0 {
+		calls := make([]jinja.Value, len(m.ToolCalls))
+		for i, c := range m.ToolCalls {
+			args, err := decodeJSON(c.Arguments, f)
+			if err != nil {
+				return jinja.Undefined(), fmt.Errorf("tool_calls[%d].arguments: %w", i, err)
+			}
+			fn := jinja.NewDict()
+			fn.AsDict().Set("name", str(c.Name))
+			fn.AsDict().Set("arguments", args)
+			call := jinja.NewDict()
+			if c.ID != "" {
+				call.AsDict().Set("id", str(c.ID))
+			}
+			call.AsDict().Set("type", jinja.NewString("function"))
+			call.AsDict().Set("function", fn)
+			calls[i] = call
+		}
+		d.Set("tool_calls", jinja.NewList(calls))
+	}
+	return v, nil
 }

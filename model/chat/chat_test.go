@@ -62,10 +62,10 @@ func find(t *testing.T, corpus []corpusTemplate, name string) corpusTemplate {
 
 var (
 	withSystem = []Message{
-		{"system", "You are terse."},
-		{"user", "Hello!"},
-		{"assistant", "Hi there."},
-		{"user", "What is 2+2?"},
+		{Role: "system", Content: "You are terse."},
+		{Role: "user", Content: "Hello!"},
+		{Role: "assistant", Content: "Hi there."},
+		{Role: "user", Content: "What is 2+2?"},
 	}
 	withoutSystem = withSystem[1:]
 	baseOptions   = RenderOptions{AddGenerationPrompt: true, BOSToken: "<s>", EOSToken: "</s>"}

@@ -16,6 +16,7 @@ import (
 //	{% endmacro %}          {{ __m40llm_leave() }}, then the tag
 //	{% set t = x %}         {% set t = __m40llm_val((x)) %}
 //	{% set ns.a = x %}      {% set ns.a = __m40llm_val((x), ns) %}
+//	x | tojson(...)         x | __m40llm_tojson(...), Python's tojson
 //
 // The callbacks print nothing. The rewriting follows the engine's own
 // parser (ardanlabs/jinja parse.go: parseSet, parseMacro), which splits
@@ -68,7 +69,7 @@ func (in *instrumenter) expr(t *tag) (string, error) {
 	if in.plain {
 		return "{{" + t.content + "}}", nil
 	}
-	return "{{" + hookOut + "((" + t.content + "))}}", nil
+	return "{{" + hookOut + "((" + rewriteFilters(t.content) + "))}}", nil
 }
 
 // block returns the engine source of the block tag t.
@@ -92,6 +93,8 @@ func (in *instrumenter) block(t *tag) (string, error) {
 	if in.plain {
 		return tagSrc, nil
 	}
+	content = rewriteFilters(content)
+	tagSrc = "{%" + content + "%}"
 	switch kw {
 	case "for":
 		return tagSrc + "{{" + hookStep + "()}}", nil

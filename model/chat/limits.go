@@ -116,6 +116,8 @@ const (
 	hookEnter  = hookPrefix + "enter" // hookEnter(params...) at the start of a macro body
 	hookLeave  = hookPrefix + "leave" // at its end
 	hookVal    = hookPrefix + "val"   // hookVal(v[, ns]) checks a value set (into ns)
+	// hookToJSON replaces the tojson filter (see tojson.go).
+	hookToJSON = hookPrefix + "tojson"
 )
 
 // guard holds the state of one render's limits. A render runs on one

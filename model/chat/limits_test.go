@@ -192,7 +192,7 @@ func TestInstrumentedCorpus(t *testing.T) {
 		"with system":    withSystem,
 		"without system": withoutSystem,
 		"one user turn":  withoutSystem[:1],
-		"padded, quoted": {{"user", "  it's \"quoted\" {{ x }} {% if %}\n\n"}, {"assistant", " \tok\n"}, {"user", "</s><|im_end|>"}},
+		"padded, quoted": {{Role: "user", Content: "  it's \"quoted\" {{ x }} {% if %}\n\n"}, {Role: "assistant", Content: " \tok\n"}, {Role: "user", Content: "</s><|im_end|>"}},
 	}
 	for name, src := range srcs {
 		t.Run(name, func(t *testing.T) {

@@ -27,19 +27,24 @@ func toValue(v any) (jinja.Value, error) {
 	case bool:
 		return jinja.NewBool(x), nil
 	case json.RawMessage:
-		return decodeJSON(x)
+		return decodeJSON(x, nil)
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return jinja.Undefined(), err
 	}
-	return decodeJSON(b)
+	return decodeJSON(b, nil)
 }
 
-func decodeJSON(b []byte) (jinja.Value, error) {
+// decodeJSON converts the JSON text b, keeping the order of object keys,
+// with f (when not nil) applied to every string, keys included.
+func decodeJSON(b []byte, f func(string) string) (jinja.Value, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
-	v, err := decodeValue(dec, 0)
+	if f == nil {
+		f = func(s string) string { return s }
+	}
+	v, err := decodeValue(dec, 0, f)
 	if err != nil {
 		return jinja.Undefined(), err
 	}
@@ -49,7 +54,7 @@ func decodeJSON(b []byte) (jinja.Value, error) {
 	return v, nil
 }
 
-func decodeValue(dec *json.Decoder, depth int) (jinja.Value, error) {
+func decodeValue(dec *json.Decoder, depth int, f func(string) string) (jinja.Value, error) {
 	if depth > maxDepth {
 		return jinja.Undefined(), fmt.Errorf("JSON nested deeper than %d", maxDepth)
 	}
@@ -63,7 +68,7 @@ func decodeValue(dec *json.Decoder, depth int) (jinja.Value, error) {
 	case bool:
 		return jinja.NewBool(t), nil
 	case string:
-		return jinja.NewString(t), nil
+		return jinja.NewString(f(t)), nil
 	case json.Number:
 		return jinja.FromGoValue(t), nil
 	case json.Delim:
@@ -75,18 +80,18 @@ func decodeValue(dec *json.Decoder, depth int) (jinja.Value, error) {
 				if err != nil {
 					return jinja.Undefined(), err
 				}
-				v, err := decodeValue(dec, depth+1)
+				v, err := decodeValue(dec, depth+1, f)
 				if err != nil {
 					return jinja.Undefined(), err
 				}
-				d.AsDict().Set(k.(string), v)
+				d.AsDict().Set(f(k.(string)), v)
 			}
 			_, err := dec.Token() // '}'
 			return d, err
 		case '[':
 			var items []jinja.Value
 			for dec.More() {
-				v, err := decodeValue(dec, depth+1)
+				v, err := decodeValue(dec, depth+1, f)
 				if err != nil {
 					return jinja.Undefined(), err
 				}

@@ -163,6 +163,17 @@ func (b *Backend) Read(dst []float32, src model.Buf, n int) error {
 	return nil
 }
 
+// Write copies src into the first len(src)/dst.Cols() rows of dst. It
+// fails when src does not fit.
+func (b *Backend) Write(dst model.Buf, src []float32) error {
+	d := dst.(*buf)
+	if len(src) > len(d.data) {
+		return fmt.Errorf("cpu: Write of %d values into %dx%d", len(src), d.rows, d.cols)
+	}
+	copy(d.data, src)
+	return nil
+}
+
 // Sync returns nil: CPU ops complete before they return.
 func (b *Backend) Sync() error { return nil }
 

@@ -13,7 +13,10 @@
 // whose rows are not whole blocks); norm weights, biases and RoPE factors
 // stay FP32. Activations and
 // all arithmetic are FP32 (the Tesla M40 has no fast FP16 arithmetic). The
-// KV cache is FP16, laid out [layer][slot][pos][dim]. Prompt processing
+// KV cache is laid out [layer][slot][pos][dim], FP16 by default; keys and
+// values may each be f32, f16, q8_0 or q4_0 (model.KVConfig), stored in
+// ggml's block layouts, quantized on the way in as the CPU backend does
+// and read with FP32 arithmetic (ptx.KVCache). Prompt processing
 // through cuBLAS rounds the activations fed to each product to FP16 as well
 // (see ptx.BLAS); decode uses the built-in matrix-vector kernels, which keep
 // them FP32.
@@ -92,6 +95,9 @@ type Options struct {
 	FP16Weights bool
 	// NoFusion records every op as its own kernel (for tests).
 	NoFusion bool
+	// MemoryLimit, when above 0, bounds the device memory the backend
+	// plans to use (Plan, Budget) below the device's free memory.
+	MemoryLimit int64
 }
 
 // Backend is the CUDA implementation of model.Backend. It is used by one
@@ -106,16 +112,18 @@ type Backend struct {
 
 	mem memory
 
-	kv     model.KVConfig
-	kc, vc cudadrv.DevicePtr // [layer][slot][pos][KDim|VDim] FP16
+	kv       model.KVConfig
+	kvK, kvV ptx.CacheType     // kv.TypeK and kv.TypeV
+	kc, vc   cudadrv.DevicePtr // [layer][slot][pos] rows of KDim|VDim in kvK|kvV
 
 	// planBatch is the largest batch of the Plan (0 without one); shapes
 	// holds one weight of each (rows, cols) loaded, for warmUp.
 	planBatch int
 	shapes    map[[2]int]cudadrv.DevicePtr
 
-	st    step
-	fault bool // InjectFault: the next step launches a faulting kernel
+	st     step
+	stream streamed // the buffer of StreamMatMul
+	fault  bool     // InjectFault: the next step launches a faulting kernel
 
 	err error // the failure that made the backend unusable; sticky
 }
@@ -125,6 +133,8 @@ var (
 	_ model.WeightCopier   = (*Backend)(nil)
 	_ model.Planner        = (*Backend)(nil)
 	_ model.MemoryReporter = (*Backend)(nil)
+	_ model.Sizer          = (*Backend)(nil)
+	_ model.BufWriter      = (*Backend)(nil)
 )
 
 // New initializes the driver, opens device opts.Device, loads the embedded

@@ -30,8 +30,10 @@ type device interface {
 	// blocks) to dsts[j], packed on the way (ptx.QuantType.PackPlane); as
 	// upload, the copies may be in flight when it returns.
 	uploadQuant(dsts [3]cudadrv.DevicePtr, qt ptx.QuantType, data []byte) error
-	// finishUploads waits for the uploads in flight.
+	// finishUploads waits for the uploads in flight and frees their
+	// staging buffers; waitUploads only waits.
 	finishUploads() error
+	waitUploads() error
 
 	alloc(bytes int) (cudadrv.DevicePtr, error) // device memory, 256-byte aligned
 	free(p cudadrv.DevicePtr) error
@@ -42,6 +44,9 @@ type device interface {
 	zero(p cudadrv.DevicePtr, bytes int) error
 	copyIn(dst cudadrv.DevicePtr, src unsafe.Pointer, bytes int) error
 	copyOut(dst unsafe.Pointer, src cudadrv.DevicePtr, bytes int) error
+	// copyDevice copies between device buffers; it does not wait for the
+	// step's stream (sync it first).
+	copyDevice(dst, src cudadrv.DevicePtr, bytes int) error
 
 	// The step's stream.
 	copyInAsync(dst cudadrv.DevicePtr, src hostBuf, bytes int) error
@@ -192,6 +197,7 @@ func (g *gpu) uploadQuant(dsts [3]cudadrv.DevicePtr, qt ptx.QuantType, data []by
 }
 
 func (g *gpu) finishUploads() error { return g.load.finish() }
+func (g *gpu) waitUploads() error   { return g.load.wait() }
 
 func (g *gpu) alloc(bytes int) (cudadrv.DevicePtr, error) { return cudadrv.MemAlloc(bytes) }
 func (g *gpu) free(p cudadrv.DevicePtr) error             { return cudadrv.MemFree(p) }
@@ -211,6 +217,9 @@ func (g *gpu) copyIn(dst cudadrv.DevicePtr, src unsafe.Pointer, bytes int) error
 }
 func (g *gpu) copyOut(dst unsafe.Pointer, src cudadrv.DevicePtr, bytes int) error {
 	return cudadrv.MemcpyDtoH(dst, src, bytes)
+}
+func (g *gpu) copyDevice(dst, src cudadrv.DevicePtr, bytes int) error {
+	return cudadrv.MemcpyDtoD(dst, src, bytes)
 }
 func (g *gpu) copyInAsync(dst cudadrv.DevicePtr, src hostBuf, bytes int) error {
 	return cudadrv.MemcpyHtoDAsync(dst, src.Ptr(), bytes, g.stream)

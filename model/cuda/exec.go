@@ -39,7 +39,7 @@ func (b *Backend) flush(rb *readback) error {
 		return err
 	}
 	err := b.dev.do(func() error {
-		if err := b.dev.finishUploads(); err != nil {
+		if err := b.dev.waitUploads(); err != nil {
 			return err
 		}
 		if rb != nil {

@@ -366,3 +366,94 @@ func TestDecodeBytes(t *testing.T) {
 	embd := ti.Size
 	assert.Equal(t, m.Weights.Bytes-embd+embd/ti.Rows(), b.DecodeBytes(m.Weights))
 }
+
+// synthHeadDim64 writes a 2-layer llama model with heads of 64 (4 query
+// heads, 2 KV heads: KV rows of 128), so that every cache type fits it.
+func synthHeadDim64(t testing.TB) string {
+	t.Helper()
+	p := synth.Presets["tinyllama"]
+	p.Layers, p.Dim, p.Heads, p.KVHeads, p.FFN, p.Vocab = layers, 256, 4, 2, 96, 600
+	path := filepath.Join(t.TempDir(), "hd64.gguf")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	require.NoError(t, synth.Write(f, p, synth.Options{Type: gguf.TypeF16, Seed: 3}))
+	require.NoError(t, f.Close())
+	return path
+}
+
+// TestKernelsCacheTypes pins the KV kernels that steps record for each
+// pair of cache types (on the fake device, and on the GPU): the decode
+// step's fused store and split attention, the unfused store, and the
+// prefill attention of a 20-token prompt are those of the pair
+// (rope_append_q8_0_q4_0, ...; f16/f16 keeps kv_append, attn_decode), and
+// the cache holds rows of the types' sizes: per (layer, position) 128
+// keys and 128 values, 4 bytes each for f32, 2 for f16, 34 per 32 for
+// q8_0 and 18 per 32 for q4_0.
+func TestKernelsCacheTypes(t *testing.T) {
+	path := synthHeadDim64(t)
+	rowBytes := map[model.CacheType]int64{model.CacheF32: 512, model.CacheF16: 256, model.CacheQ8_0: 136, model.CacheQ4_0: 72}
+	for _, kt := range model.CacheTypes() {
+		for _, vt := range model.CacheTypes() {
+			suffix := "_" + kt.String() + "_" + vt.String()
+			if kt == model.CacheF16 && vt == model.CacheF16 {
+				suffix = ""
+			}
+			for _, dev := range testDevices {
+				t.Run(fmt.Sprintf("k=%s,v=%s/%s", kt, vt, dev.name), func(t *testing.T) {
+					for _, noFusion := range []bool{false, true} {
+						b := dev.new(t, Options{NoFusion: noFusion})
+						assert.True(t, b.SupportsCacheType(kt))
+						log := logSteps(b)
+						m, err := model.Load(path, b, model.Options{CtxSize: 32, CacheTypeK: kt, CacheTypeV: vt})
+						require.NoError(t, err)
+						defer m.Close()
+						assert.Equal(t, 2*32*(rowBytes[kt]+rowBytes[vt]), b.MemoryUsage().KV, "KV cache bytes")
+
+						prompt := &model.Batch{Slot: make([]int32, 20)}
+						for i := range 20 {
+							prompt.Tokens = append(prompt.Tokens, int32(100+i))
+							prompt.Pos = append(prompt.Pos, int32(i))
+						}
+						require.NoError(t, m.Forward(prompt, nil, nil))
+						pre := kernels(log.steps[len(log.steps)-1])
+						assert.Equal(t, layers, pre["attn_prefill"+suffix], "prefill attention: %v", pre)
+
+						batch := &model.Batch{Tokens: []int32{302}, Pos: []int32{20}, Slot: []int32{0}}
+						ids, vals := make([]int32, decodeK), make([]float32, decodeK)
+						require.NoError(t, m.ForwardTopK(batch, []int32{0}, decodeK, ids, vals))
+						got := kernels(log.steps[len(log.steps)-1])
+						assert.Equal(t, layers, got["attn_decode"+suffix], "decode attention: %v", got)
+						store := "rope_append" + suffix
+						if noFusion {
+							store = "kv_append" + suffix
+						}
+						assert.Equal(t, layers, got[store], "KV store: %v", got)
+						if suffix != "" {
+							for _, f16 := range []string{"attn_decode", "rope_append", "kv_append", "attn_prefill"} {
+								assert.Zero(t, got[f16]+pre[f16], "%s recorded for a %s/%s cache", f16, kt, vt)
+							}
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestCacheTypeRefusals: the CUDA backend runs every cache type, and
+// model.Load refuses a quantized type for heads that are not whole blocks
+// before it allocates anything (the synthetic model's heads are 16 wide).
+func TestCacheTypeRefusals(t *testing.T) {
+	path := synthModel(t, "tinyllama", layers)
+	for _, ct := range []model.CacheType{model.CacheQ8_0, model.CacheQ4_0} {
+		b, d := newFake(t, Options{})
+		_, err := model.Load(path, b, model.Options{CtxSize: 16, CacheTypeV: ct})
+		var oe *model.OptionError
+		require.ErrorAs(t, err, &oe, "%s values for heads of 16", ct)
+		assert.Contains(t, err.Error(), "head dimension 16 is not a multiple of the type's 32-element blocks")
+		assert.Zero(t, d.used, "nothing allocated")
+	}
+	b, _ := newFake(t, Options{})
+	err := b.InitKV(model.KVConfig{Layers: 1, Slots: 1, Ctx: 4, KDim: 48, VDim: 64, TypeK: model.CacheQ8_0})
+	assert.Error(t, err, "q8_0 rows of 48")
+}

@@ -151,8 +151,8 @@ func (b *Backend) need(p *model.Plan) *OutOfMemoryError {
 		}
 	}
 	kv := p.KV
-	per := 2 * int64(kv.Layers) * int64(kv.Slots) * int64(kv.Ctx)
-	e.KV = alignUp(per*int64(kv.KDim)) + alignUp(per*int64(kv.VDim))
+	kb, vb := kvBytes(kv)
+	e.KV = alignUp(kb) + alignUp(vb)
 	batch, maxK := 1, 1
 	for _, s := range p.Bufs {
 		e.Activations += alignUp(4 * int64(s[0]) * int64(s[1]))
@@ -174,7 +174,9 @@ func (b *Backend) need(p *model.Plan) *OutOfMemoryError {
 // activations (maxK the widest activation).
 func (b *Backend) scratchNeed(c *model.Config, kv model.KVConfig, batch, maxK int) int {
 	n := 16*batch + 8*batch*c.RopeDim/2 + 8*c.RopeDim/2
-	a := ptx.Attention{Cache: ptx.KVCache{Ctx: kv.Ctx, KCols: kv.KDim, VCols: kv.VDim},
+	kt, _ := deviceCacheType(kv.TypeK)
+	vt, _ := deviceCacheType(kv.TypeV)
+	a := ptx.Attention{Cache: ptx.KVCache{Ctx: kv.Ctx, KCols: kv.KDim, VCols: kv.VDim, KType: kt, VType: vt},
 		Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim, ValueDim: c.ValueDim}
 	rows := min(batch, GraphMaxRows)
 	if !a.PrefillSupported() {
@@ -211,7 +213,7 @@ func (b *Backend) Plan(p *model.Plan) error {
 		if err != nil {
 			return err
 		}
-		e.Free = int64(free)
+		e.Free = b.limit(int64(free))
 		if e.Need > e.Free {
 			return e
 		}
@@ -226,6 +228,38 @@ func (b *Backend) Plan(p *model.Plan) error {
 		return nil
 	})
 }
+
+// limit bounds free by Options.MemoryLimit.
+func (b *Backend) limit(free int64) int64 {
+	if l := b.opts.MemoryLimit; l > 0 {
+		return min(free, l)
+	}
+	return free
+}
+
+// Need returns the device memory Plan would check p against: weights, KV
+// cache, activations, scratch and a fixed reserve (model.Sizer).
+func (b *Backend) Need(p *model.Plan) int64 { return b.need(p).Need }
+
+// Budget returns the device's free memory, bounded by
+// Options.MemoryLimit (model.Sizer). It fails as the driver's
+// cuMemGetInfo does, or with the backend's failure.
+func (b *Backend) Budget() (int64, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	var free int64
+	err := b.dev.do(func() error {
+		f, _, err := b.dev.memInfo()
+		free = int64(f)
+		return err
+	})
+	return b.limit(free), err
+}
+
+// DeviceKey identifies the device by its ordinal: backends of one device
+// share its memory (model.Sizer).
+func (b *Backend) DeviceKey() string { return fmt.Sprintf("cuda:%d", b.opts.Device) }
 
 // warmUp prepares what the first forward pass would otherwise set up while
 // the user waits: the batch buffers and the read staging for the planned

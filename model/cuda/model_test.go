@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/m40llm/m40llm/cudadrv"
 	"github.com/m40llm/m40llm/gguf"
@@ -66,10 +68,15 @@ func synthMix(mix synth.Mix) func(testing.TB) string {
 	return synthModel(mix.String(), synth.Options{Mix: mix, Seed: 5})
 }
 
-func synthModel(name string, opts synth.Options) func(testing.TB) string {
+// synthModel writes the model of synthQuant with opts; edits, if any,
+// change its shape first.
+func synthModel(name string, opts synth.Options, edits ...func(*synth.Preset)) func(testing.TB) string {
 	return func(t testing.TB) string {
 		p := synth.Presets["tinyllama"]
 		p.Layers, p.Dim, p.Heads, p.KVHeads, p.FFN, p.Vocab = 2, 256, 8, 4, 512, 1000
+		for _, e := range edits {
+			e(&p)
+		}
 		path := filepath.Join(t.TempDir(), "synth-"+name+".gguf")
 		f, err := os.Create(path)
 		require.NoError(t, err)
@@ -433,4 +440,157 @@ func TestStepOutOfMemoryGPU(t *testing.T) {
 	t.Logf("step after: worst row NMSE %.2g", worst)
 	require.NoError(t, mg.ForwardTopK(long, rows, k, topIDs, topVals), "the failed step, with memory")
 	assert.NoError(t, mg.Err())
+}
+
+// TestCopySlotGPU: after copying the first positions of slot 0 over
+// another text in slot 2, the next token gives the same logits in both
+// slots, bit for bit (same kernels over the same cache rows); and requests
+// of one prompt submitted together (which share it through CopySlot)
+// generate what a Session alone generates.
+func TestCopySlotGPU(t *testing.T) {
+	m := loadGPU(t, fixture.BundledModel(t), model.Options{CtxSize: 128, Slots: 3}, options())
+	require.True(t, m.CanCopySlots())
+	ids := m.Tokenizer.Encode("Lily and Tom went to the park to play", true, true)
+	n := len(ids) - 1
+	other := m.Tokenizer.Encode("The big red ball rolled down the hill and far away", true, true)
+	prefill := func(slot int32, toks []int32) {
+		b := &model.Batch{}
+		for i, id := range toks {
+			b.Tokens, b.Pos, b.Slot = append(b.Tokens, id), append(b.Pos, int32(i)), append(b.Slot, slot)
+		}
+		require.NoError(t, m.Forward(b, nil, nil))
+	}
+	prefill(0, ids[:n])
+	prefill(2, other)
+	require.NoError(t, m.CopySlot(2, 0, n))
+	vocab := m.Config.VocabSize
+	last := func(slot int32) []float32 {
+		out := make([]float32, vocab)
+		b := &model.Batch{Tokens: ids[n:], Pos: []int32{int32(n)}, Slot: []int32{slot}}
+		require.NoError(t, m.Forward(b, []int32{0}, out))
+		return out
+	}
+	assert.Equal(t, last(0), last(2))
+
+	opts := model.GenerateOptions{MaxTokens: 24, IgnoreEOS: true, Sampling: model.Greedy()}
+	s, err := m.NewSession(0)
+	require.NoError(t, err)
+	var want strings.Builder
+	_, err = s.Generate(context.Background(), ids, opts, func(text string) error { want.WriteString(text); return nil })
+	require.NoError(t, err)
+	s.Reset()
+	eo := model.EngineOptions{}
+	for i := range 3 {
+		ses, err := m.NewSession(i)
+		require.NoError(t, err)
+		eo.Sessions = append(eo.Sessions, ses)
+	}
+	e := model.NewEngine(m, eo)
+	defer e.Close()
+	reqs := []*model.Request{{Prompt: ids, Options: opts}, {Prompt: ids, Options: opts}, {Prompt: ids, Options: opts}}
+	jobs, err := e.SubmitAll(context.Background(), reqs)
+	require.NoError(t, err)
+	for i, j := range jobs {
+		text, _, err := j.Wait(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, want.String(), text, "request %d", i)
+	}
+}
+
+// TestCacheTypesGPU compares the GPU with the CPU backend for each cache
+// type (and mixed pairs) on a synthetic model with heads of 64: logits of
+// a 40-token prompt in one batch (prefill attention) and of 24 tokens one
+// at a time (split decode attention) within tolModel for f32/f16 caches
+// and 1e-3 with a quantized half (both backends quantize with ggml's
+// reference rounding, but from keys and values computed in a different
+// order, so a value at a rounding boundary may land one level apart), and
+// 32 greedy tokens equal.
+func TestCacheTypesGPU(t *testing.T) {
+	path := synthModel("hd64", synth.Options{Type: gguf.TypeF16, Seed: 9}, func(p *synth.Preset) { p.Heads, p.KVHeads = 4, 2 })(t)
+	pairs := [][2]model.CacheType{
+		{model.CacheF32, model.CacheF32}, {model.CacheF16, model.CacheF16}, {model.CacheQ8_0, model.CacheQ8_0},
+		{model.CacheQ4_0, model.CacheQ4_0}, {model.CacheF16, model.CacheQ8_0}, {model.CacheQ8_0, model.CacheF16},
+		{model.CacheQ4_0, model.CacheQ8_0}, {model.CacheF32, model.CacheQ4_0},
+	}
+	for _, pr := range pairs {
+		t.Run(fmt.Sprintf("k=%s,v=%s", pr[0], pr[1]), func(t *testing.T) {
+			mo := model.Options{CtxSize: 64, CacheTypeK: pr[0], CacheTypeV: pr[1]}
+			mc := loadCPU(t, path, mo)
+			require.Equal(t, 64, mc.Config.HeadDim)
+			mg := loadGPU(t, path, mo, options())
+			tol := tolModel
+			if pr[0].BlockSize() > 1 || pr[1].BlockSize() > 1 {
+				tol = 1e-3
+			}
+			vocab := mc.Config.VocabSize
+			worstOf := func(want, got []float32, rows int) float64 {
+				worst := 0.0
+				for i := range rows {
+					worst = max(worst, nmse(want[i*vocab:(i+1)*vocab], got[i*vocab:(i+1)*vocab]))
+				}
+				return worst
+			}
+			ids := promptIDs(mc, 40)
+			w := worstOf(forwardAll(t, mc, ids), forwardAll(t, mg, ids), len(ids))
+			assert.LessOrEqual(t, w, tol, "batch of 40: worst row NMSE")
+			t.Logf("batch of 40: worst row NMSE %.2g", w)
+			ids = promptIDs(mc, 24)
+			w = worstOf(forwardEach(t, mc, ids, 0), forwardEach(t, mg, ids, 0), len(ids))
+			assert.LessOrEqual(t, w, tol, "token by token: worst row NMSE")
+			t.Logf("token by token: worst row NMSE %.2g", w)
+
+			var got [2][]int32
+			for i, m := range []*model.Model{mc, mg} {
+				s, err := m.NewSession(0)
+				require.NoError(t, err)
+				res, err := s.Generate(context.Background(), promptIDs(m, 4), model.GenerateOptions{MaxTokens: 32, Sampling: model.Greedy(), IgnoreEOS: true}, nil)
+				require.NoError(t, err)
+				got[i] = res.Tokens
+			}
+			assert.Equal(t, got[0], got[1], "greedy tokens: CPU, GPU")
+		})
+	}
+}
+
+// BenchmarkDecodeAtDepth times whole decode steps (one token, then the
+// top-k of its logits, as generation runs them: a replayed CUDA graph) of
+// the Llama 2 7B shape with synthetic F16 weights at position 4000 of a
+// 4096-position cache, per cache type, after a 4000-token prompt filled
+// the cache. It reports tok/s and the KV cache's bytes (both halves, all
+// layers), and needs about 14 GB of disk for the model file and 18 GB of
+// GPU memory.
+func BenchmarkDecodeAtDepth(b *testing.B) {
+	newGPU(b, options()).Close() // skip before writing 13 GB without a GPU
+	const depth, ctxLen = 4000, 4096
+	path := filepath.Join(b.TempDir(), "llama2-7b-f16.gguf")
+	f, err := os.Create(path)
+	require.NoError(b, err)
+	require.NoError(b, synth.Write(f, synth.Presets["llama2-7b"], synth.Options{Type: gguf.TypeF16, Seed: 1}))
+	require.NoError(b, f.Close())
+	for _, ct := range []model.CacheType{model.CacheF16, model.CacheQ8_0, model.CacheQ4_0} {
+		b.Run(fmt.Sprintf("7b/pos=%d,ctx=%d,type=%s", depth, ctxLen, ct), func(b *testing.B) {
+			m := loadGPU(b, path, model.Options{CtxSize: ctxLen, BatchSize: 512, CacheTypeK: ct, CacheTypeV: ct}, options())
+			for p0 := 0; p0 < depth; p0 += 512 {
+				n := min(512, depth-p0)
+				batch := &model.Batch{Tokens: make([]int32, n), Pos: make([]int32, n), Slot: make([]int32, n)}
+				for i := range n {
+					batch.Tokens[i], batch.Pos[i] = int32((p0+i)*7919%m.Config.VocabSize), int32(p0+i)
+				}
+				require.NoError(b, m.Forward(batch, nil, nil))
+			}
+			step := &model.Batch{Tokens: []int32{42}, Pos: []int32{depth}, Slot: []int32{0}}
+			ids, vals := make([]int32, 40), make([]float32, 40)
+			require.NoError(b, m.ForwardTopK(step, []int32{0}, 40, ids, vals)) // captures the graph
+			steps := 0
+			start := time.Now()
+			for b.Loop() {
+				if err := m.ForwardTopK(step, []int32{0}, 40, ids, vals); err != nil {
+					b.Fatal(err)
+				}
+				steps++
+			}
+			b.ReportMetric(float64(steps)/time.Since(start).Seconds(), "tok/s")
+			b.ReportMetric(float64(m.KV().Bytes())/(1<<20), "KV-MiB")
+		})
+	}
 }

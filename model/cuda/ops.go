@@ -43,19 +43,47 @@ func (b *Backend) NewBuf(rows, cols int) (model.Buf, error) {
 
 var _ model.CacheTyper = (*Backend)(nil)
 
-// SupportsCacheType reports whether t is model.CacheF16, the only cache
-// type the CUDA kernels read today.
-func (b *Backend) SupportsCacheType(t model.CacheType) bool { return t == model.CacheF16 }
+// SupportsCacheType reports whether the kernels read and write caches of
+// type t: f32, f16, q8_0 and q4_0, for keys and values alike and in any
+// pair (model.CheckCacheType also asks that the head dimension be a
+// multiple of the type's blocks).
+func (b *Backend) SupportsCacheType(t model.CacheType) bool {
+	_, ok := deviceCacheType(t)
+	return ok
+}
 
-// InitKV allocates the FP16 KV cache, [layer][slot][pos][KDim] for keys
-// and [layer][slot][pos][VDim] for values, zeroed, in place of any cache
-// allocated before. It first waits for the weight copies still in flight
-// and then, after a Plan, warms up (see warmUp): model.Load calls it once
-// the weights are loaded, before it allocates the activations. It fails on
-// an invalid config, with the backend's failure once it is unusable, and
-// with the driver's error (cudadrv.ErrOutOfMemory when the cache does not
-// fit), and on a cache type other than f16; the backend keeps working
-// after an allocation failure, without a cache.
+// deviceCacheType is the kernels' name of t.
+func deviceCacheType(t model.CacheType) (ptx.CacheType, bool) {
+	switch t {
+	case model.CacheF16:
+		return ptx.CacheF16, true
+	case model.CacheF32:
+		return ptx.CacheF32, true
+	case model.CacheQ8_0:
+		return ptx.CacheQ8_0, true
+	case model.CacheQ4_0:
+		return ptx.CacheQ4_0, true
+	}
+	return 0, false
+}
+
+// kvBytes returns the bytes of the key and value caches of cfg: rows of
+// KDim and VDim elements in their types, for every (layer, slot, position).
+func kvBytes(cfg model.KVConfig) (k, v int64) {
+	per := int64(cfg.Layers) * int64(cfg.Slots) * int64(cfg.Ctx)
+	return per * cfg.TypeK.RowBytes(cfg.KDim), per * cfg.TypeV.RowBytes(cfg.VDim)
+}
+
+// InitKV allocates the KV cache, [layer][slot][pos] rows of KDim keys and
+// of VDim values in the config's types (ptx.KVCache gives the layouts),
+// zeroed, in place of any cache allocated before. It first waits for the
+// weight copies still in flight and then, after a Plan, warms up (see
+// warmUp): model.Load calls it once the weights are loaded, before it
+// allocates the activations. It fails on an invalid config (a cache type
+// the kernels do not read, or rows that are not whole blocks of it), with
+// the backend's failure once it is unusable, and with the driver's error
+// (cudadrv.ErrOutOfMemory when the cache does not fit); the backend keeps
+// working after an allocation failure, without a cache.
 func (b *Backend) InitKV(cfg model.KVConfig) error {
 	if b.err != nil {
 		return b.err
@@ -64,8 +92,13 @@ func (b *Backend) InitKV(cfg model.KVConfig) error {
 	if per <= 0 || cfg.KDim <= 0 || cfg.VDim <= 0 || cfg.Ctx > math.MaxInt32 {
 		return fmt.Errorf("cuda: invalid KV cache config %+v", cfg)
 	}
-	if cfg.TypeK != model.CacheF16 || cfg.TypeV != model.CacheF16 {
-		return fmt.Errorf("cuda: KV cache of %s keys and %s values: the cuda backend supports f16 caches only", cfg.TypeK, cfg.TypeV)
+	kt, okK := deviceCacheType(cfg.TypeK)
+	vt, okV := deviceCacheType(cfg.TypeV)
+	if !okK || !okV {
+		return fmt.Errorf("cuda: KV cache of %s keys and %s values: the cuda backend supports %s caches", cfg.TypeK, cfg.TypeV, model.CacheTypeNames())
+	}
+	if cfg.KDim%kt.BlockSize() != 0 || cfg.VDim%vt.BlockSize() != 0 {
+		return fmt.Errorf("cuda: KV cache rows of %d keys and %d values are not whole blocks of %s/%s", cfg.KDim, cfg.VDim, cfg.TypeK, cfg.TypeV)
 	}
 	return b.dev.do(func() error {
 		if err := b.dev.finishUploads(); err != nil {
@@ -79,14 +112,14 @@ func (b *Backend) InitKV(cfg model.KVConfig) error {
 		}
 		b.kc, b.vc, b.kv = 0, 0, model.KVConfig{}
 		var err error
-		kb, vb := 2*per*int64(cfg.KDim), 2*per*int64(cfg.VDim)
+		kb, vb := kvBytes(cfg)
 		if b.kc, err = b.mem.alloc(kb, catKV); err != nil {
 			return fmt.Errorf("%s: KV cache keys (%s): %w", b.Name(), gib(kb), err)
 		}
 		if b.vc, err = b.mem.alloc(vb, catKV); err != nil {
 			return fmt.Errorf("%s: KV cache values (%s): %w", b.Name(), gib(vb), err)
 		}
-		b.kv = cfg
+		b.kv, b.kvK, b.kvV = cfg, kt, vt
 		if err := b.dev.zero(b.kc, int(kb)); err != nil {
 			return err
 		}
@@ -97,13 +130,56 @@ func (b *Backend) InitKV(cfg model.KVConfig) error {
 	})
 }
 
+var _ model.SlotCopier = (*Backend)(nil)
+
+// CopySlot copies the keys and values of positions 0..n-1 of slot src
+// over those of slot dst in every layer: it submits and waits for the
+// recorded work (as Sync), then makes one device-to-device copy per layer
+// for the keys and one for the values (each slot's positions are
+// contiguous in a layer: [layer][slot][pos][dim] FP16), which the next
+// step's work sees. It fails, copying nothing, for slots outside the
+// cache, dst == src or n outside 0..Ctx; as Sync does; and with the
+// driver's error of a copy, after which the backend is unusable.
+func (b *Backend) CopySlot(dst, src, n int) error {
+	kv := b.kv
+	switch {
+	case kv.Slots == 0:
+		return fmt.Errorf("cuda: CopySlot without a KV cache")
+	case dst < 0 || dst >= kv.Slots || src < 0 || src >= kv.Slots || dst == src:
+		return fmt.Errorf("cuda: CopySlot from slot %d to slot %d of %d", src, dst, kv.Slots)
+	case n < 0 || n > kv.Ctx:
+		return fmt.Errorf("cuda: CopySlot of %d positions of %d", n, kv.Ctx)
+	}
+	if err := b.Sync(); err != nil {
+		return err
+	}
+	if n == 0 {
+		return nil
+	}
+	return b.failed(b.dev.do(func() error {
+		for l := range kv.Layers {
+			c := b.layerCache(l)
+			for _, h := range [2]struct {
+				base cudadrv.DevicePtr
+				cols int
+			}{{c.K, kv.KDim}, {c.V, kv.VDim}} {
+				row := 2 * h.cols // bytes of one FP16 row
+				if err := b.dev.copyDevice(h.base.Offset(dst*kv.Ctx*row), h.base.Offset(src*kv.Ctx*row), n*row); err != nil {
+					return fmt.Errorf("KV cache copy of layer %d, slot %d to %d: %w", l, src, dst, err)
+				}
+			}
+		}
+		return nil
+	}))
+}
+
 // layerCache addresses one layer of the KV cache.
 func (b *Backend) layerCache(layer int) ptx.KVCache {
 	kv := b.kv
-	per := kv.Slots * kv.Ctx
+	per := int64(kv.Slots) * int64(kv.Ctx) * int64(layer)
 	return ptx.KVCache{
-		K: b.kc.Offset(2 * layer * per * kv.KDim), V: b.vc.Offset(2 * layer * per * kv.VDim),
-		Ctx: kv.Ctx, KCols: kv.KDim, VCols: kv.VDim,
+		K: b.kc.Offset(int(per * b.kvK.RowBytes(kv.KDim))), V: b.vc.Offset(int(per * b.kvV.RowBytes(kv.VDim))),
+		Ctx: kv.Ctx, KCols: kv.KDim, VCols: kv.VDim, KType: b.kvK, VType: b.kvV,
 	}
 }
 

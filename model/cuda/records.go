@@ -286,16 +286,27 @@ func (r rope) launch(l *launcher) error {
 	return l.k.Rope(l.s, r.x, r.cs, r.n, r.cols, r.headDim, r.ropeDim, r.neox)
 }
 
+// kvSuffix is the part of a KV kernel's name that names the cache types:
+// "" for FP16 keys and values (kv_append, attn_decode), else
+// "_KTYPE_VTYPE" (attn_decode_q8_0_q8_0).
+func kvSuffix(c ptx.KVCache) string {
+	if c.KType == ptx.CacheF16 && c.VType == ptx.CacheF16 {
+		return ""
+	}
+	return "_" + c.KType.String() + "_" + c.VType.String()
+}
+
 // kvAppend is kv_append: row i of k (n, cache.KCols) and v (n,
-// cache.VCols), rounded to FP16, stored at (seq[i], pos[i]) of one layer's
-// cache, for i < n; seq and pos are the batch's int32 slots and positions.
+// cache.VCols), converted to the cache's types, stored at (seq[i], pos[i])
+// of one layer's cache, for i < n; seq and pos are the batch's int32 slots
+// and positions.
 type kvAppend struct {
 	cache          ptx.KVCache
 	k, v, seq, pos cudadrv.DevicePtr
 	n              int
 }
 
-func (kvAppend) kernel() string { return "kv_append" }
+func (r kvAppend) kernel() string { return "kv_append" + kvSuffix(r.cache) }
 func (r kvAppend) launch(l *launcher) error {
 	return l.k.KVAppend(l.s, r.cache, r.k, r.v, r.seq, r.pos, r.n)
 }
@@ -310,7 +321,7 @@ type ropeAppend struct {
 	neox                       bool
 }
 
-func (ropeAppend) kernel() string { return "rope_append" }
+func (r ropeAppend) kernel() string { return "rope_append" + kvSuffix(r.cache) }
 func (r ropeAppend) launch(l *launcher) error {
 	return l.k.RopeAppend(l.s, r.cache, r.q, r.k, r.v, r.cs, r.seq, r.pos, r.n, r.qcols, r.headDim, r.ropeDim, r.neox)
 }
@@ -327,7 +338,7 @@ type attnDecode struct {
 	n                           int
 }
 
-func (attnDecode) kernel() string { return "attn_decode" }
+func (r attnDecode) kernel() string { return "attn_decode" + kvSuffix(r.attn.Cache) }
 func (r attnDecode) launch(l *launcher) error {
 	return l.k.AttnDecode(l.s, &r.attn, r.plan, r.dst, r.part, r.cnt, r.q, r.seq, r.pos, r.n)
 }
@@ -341,7 +352,7 @@ type attnPrefill struct {
 	n                int
 }
 
-func (attnPrefill) kernel() string { return "attn_prefill" }
+func (r attnPrefill) kernel() string { return "attn_prefill" + kvSuffix(r.attn.Cache) }
 func (r attnPrefill) launch(l *launcher) error {
 	return l.k.AttnPrefill(l.s, &r.attn, r.dst, r.q, r.seq, r.pos, r.n)
 }

@@ -288,6 +288,16 @@ func convertF16(dst []uint16, src []byte, t gguf.Type, rows, cols int) error {
 	return errors.Join(errs...)
 }
 
+// wait waits for the copies in flight, keeping the staging buffers for
+// more (inside Do).
+func (l *loader) wait() error {
+	if !l.inflight {
+		return nil
+	}
+	l.inflight = false
+	return l.stream.Synchronize()
+}
+
 // finish waits for the copies in flight and frees the staging buffers
 // (inside Do).
 func (l *loader) finish() error {

@@ -66,21 +66,59 @@ space ::= | " " | "\n" [ \t]{0,20}
 // naming the keyword and its path; so does a malformed schema, one over
 // MaxSchemaBytes, or one whose schemas nest deeper than MaxSchemaDepth.
 func FromJSONSchema(schema []byte) (string, error) {
-	if len(schema) > MaxSchemaBytes {
-		return "", &SchemaError{Msg: fmt.Sprintf("schema is %d bytes, more than the limit of %d", len(schema), MaxSchemaBytes)}
-	}
-	d := json.NewDecoder(bytes.NewReader(schema))
-	d.UseNumber()
-	var root any
-	if err := d.Decode(&root); err != nil {
-		return "", &SchemaError{Msg: "not valid JSON: " + err.Error()}
-	}
-	c := &schemaConv{root: root, rules: map[string]string{}, refs: map[string]string{}}
-	body, err := c.value(root, "")
+	c, err := convertSchema(schema, "")
 	if err != nil {
 		return "", err
 	}
-	c.rules["root"] = body
+	return c.rulesText() + jsonCommonFor(c.rules), nil
+}
+
+// JSONRules are the GBNF rules that the rules of SchemaRules refer to
+// (value, object, array, string, char, number, integer, integer-part,
+// boolean, null, space), none of them named root.
+const JSONRules = jsonCommon
+
+// SchemaRules converts schema as FromJSONSchema does, for a grammar that
+// embeds it: the JSON values schema accepts are the sentences of the rule
+// named name, the rules that one needs are named name + "-" + a suffix,
+// and JSONRules, which they refer to, are left out, so that a grammar
+// embedding several schemas adds them once. name must be a GBNF rule
+// name ([a-zA-Z0-9-]+) other than root and those of JSONRules. It fails
+// as FromJSONSchema does, and for a name not of that form.
+func SchemaRules(schema []byte, name string) (string, error) {
+	if !freeRuleName(name) {
+		return "", &SchemaError{Msg: fmt.Sprintf("rule name %q is not a GBNF name free for a schema", name)}
+	}
+	c, err := convertSchema(schema, name+"-")
+	if err != nil {
+		return "", err
+	}
+	c.rules[name] = c.rules["root"]
+	delete(c.rules, "root")
+	return c.rulesText(), nil
+}
+
+// freeRuleName reports whether name is a GBNF rule name other than root
+// and those of JSONRules.
+func freeRuleName(name string) bool {
+	if name == "" || name == "root" {
+		return false
+	}
+	for _, r := range name {
+		if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	for line := range strings.SplitSeq(jsonCommon, "\n") {
+		if n, _, _ := strings.Cut(line, " ::= "); n == name {
+			return false
+		}
+	}
+	return true
+}
+
+// rulesText writes the rules of c sorted by name.
+func (c *schemaConv) rulesText() string {
 	var b strings.Builder
 	names := make([]string, 0, len(c.rules))
 	for n := range c.rules {
@@ -90,8 +128,28 @@ func FromJSONSchema(schema []byte) (string, error) {
 	for _, n := range names {
 		fmt.Fprintf(&b, "%s ::= %s\n", n, c.rules[n])
 	}
-	b.WriteString(jsonCommonFor(c.rules))
-	return b.String(), nil
+	return b.String()
+}
+
+// convertSchema converts schema into rules named root and prefix + r1,
+// ref2, ...
+func convertSchema(schema []byte, prefix string) (*schemaConv, error) {
+	if len(schema) > MaxSchemaBytes {
+		return nil, &SchemaError{Msg: fmt.Sprintf("schema is %d bytes, more than the limit of %d", len(schema), MaxSchemaBytes)}
+	}
+	d := json.NewDecoder(bytes.NewReader(schema))
+	d.UseNumber()
+	var root any
+	if err := d.Decode(&root); err != nil {
+		return nil, &SchemaError{Msg: "not valid JSON: " + err.Error()}
+	}
+	c := &schemaConv{root: root, rules: map[string]string{}, refs: map[string]string{}, prefix: prefix}
+	body, err := c.value(root, "")
+	if err != nil {
+		return nil, err
+	}
+	c.rules["root"] = body
+	return c, nil
 }
 
 // jsonCommonFor returns the shared rules not defined by the schema rules.
@@ -116,11 +174,12 @@ func CompileJSONSchema(schema []byte) (*Grammar, error) {
 }
 
 type schemaConv struct {
-	root  any
-	rules map[string]string
-	refs  map[string]string // $ref → rule name
-	n     int
-	depth int // schemas being converted, outermost first
+	root   any
+	rules  map[string]string
+	refs   map[string]string // $ref → rule name
+	n      int
+	depth  int    // schemas being converted, outermost first
+	prefix string // of the rule names but root
 }
 
 var annotations = map[string]bool{"title": true, "description": true, "default": true, "examples": true,
@@ -162,7 +221,7 @@ func gbnfString(s string) string {
 
 func (c *schemaConv) rule(body string) string {
 	c.n++
-	name := "r" + strconv.Itoa(c.n)
+	name := c.prefix + "r" + strconv.Itoa(c.n)
 	c.rules[name] = body
 	return name
 }
@@ -476,7 +535,7 @@ func (c *schemaConv) ref(v any, path string) (string, error) {
 		return "", c.errf(path, "$ref %q: only references inside the schema (#/...) are supported", ref)
 	}
 	c.n++
-	name := "ref" + strconv.Itoa(c.n)
+	name := c.prefix + "ref" + strconv.Itoa(c.n)
 	c.refs[ref] = name
 	c.rules[name] = "" // reserved while the body is built (recursive refs)
 	body, err := c.value(target, strings.TrimPrefix(ref, "#"))

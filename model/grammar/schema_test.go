@@ -148,3 +148,29 @@ func TestSchemaErrors(t *testing.T) {
 	assert.NoError(t, err)
 	_ = json.Valid
 }
+
+// Two schemas embedded in one grammar through SchemaRules keep their own
+// rules apart, and share JSONRules.
+func TestSchemaRulesEmbedded(t *testing.T) {
+	a, err := SchemaRules([]byte(`{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"],"additionalProperties":false}`), "tool-a")
+	require.NoError(t, err)
+	b, err := SchemaRules([]byte(`{"type":"object","properties":{"s":{"enum":["x","y"]}},"required":["s"],"additionalProperties":false}`), "tool-b")
+	require.NoError(t, err)
+	require.NotContains(t, a, "root ::=")
+	src := `root ::= "A" tool-a | "B" tool-b` + "\n" + a + b + JSONRules
+	g, err := Parse(src)
+	require.NoError(t, err, src)
+	for s, want := range map[string]bool{
+		`A{"n": 12}`: true, `B{"s": "y"}`: true,
+		`A{"s": "y"}`: false, `B{"n": 1}`: false, `A{"n": "1"}`: false,
+	} {
+		m := g.NewMatcher()
+		ok := m.AcceptString(s) == nil && m.Accepting()
+		assert.Equal(t, want, ok, "%s", s)
+	}
+	for _, name := range []string{"", "root", "space", "value", "a b", "x_y"} {
+		_, err := SchemaRules([]byte(`{}`), name)
+		var se *SchemaError
+		assert.ErrorAs(t, err, &se, "name %q", name)
+	}
+}
