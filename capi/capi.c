@@ -233,6 +233,14 @@ M40LLM_PUBLIC m40llm_status m40llm_get_logits(m40llm_session *session, float *lo
     return done(capiGetLogits((uintptr_t)session, logits, capacity, n_logits));
 }
 
+M40LLM_PUBLIC m40llm_status m40llm_embed(m40llm_session *session, const int32_t *tokens,
+                                         size_t n_tokens, m40llm_pooling pooling, float *embedding,
+                                         size_t capacity, size_t *n_embd)
+{
+    return done(capiEmbed((uintptr_t)session, (int32_t *)tokens, n_tokens, (int32_t)pooling, embedding,
+                          capacity, n_embd));
+}
+
 /* ---- generation ---- */
 
 M40LLM_PUBLIC m40llm_status m40llm_generate_params_init(m40llm_generate_params *params)

@@ -226,3 +226,16 @@ func (u MemoryUsage) Total() int64 { return u.Weights + u.KV + u.Activations + u
 type MemoryReporter interface {
 	MemoryUsage() MemoryUsage
 }
+
+// SlotCopier is implemented by backends that copy cached keys and values
+// from one KV-cache slot to another on the device, so that requests of
+// the same prompt (Engine.SubmitAll) evaluate it once. A Batcher whose
+// backend lacks it evaluates the prompt in every slot.
+type SlotCopier interface {
+	// CopySlot copies the keys and values of positions 0..n-1 of slot src
+	// over those of slot dst, in every layer, after the work submitted
+	// before it and before any work submitted after it. It fails, copying
+	// nothing, for slots outside the cache, dst == src or n outside
+	// 0..Ctx, and with the backend's failure (the error of Sync).
+	CopySlot(dst, src, n int) error
+}

@@ -20,6 +20,13 @@ type Request struct {
 	// When nil, the request runs on one of the Batcher's own sessions
 	// (BatcherOptions.Sessions).
 	Session *Session
+	// Embed, when not nil, makes the request an embedding: the prompt is
+	// evaluated (all of it: a cached prefix is reused only for last-token
+	// pooling), the hidden states of its rows after the final norm are
+	// pooled and L2-normalized into Result.Embedding, and the request ends
+	// with its prompt, sampling nothing (Options are not used; Sink.Token
+	// is never called). The prompt may fill the whole context.
+	Embed *EmbedOptions
 	// Paced, for a request submitted to an Engine, keeps the request out
 	// of the steps while text it produced has not been dealt with: its
 	// next token is computed only once Job.Next has been called again
@@ -93,9 +100,11 @@ type Batcher struct {
 
 	// Step scratch.
 	batch   Batch
-	decode  int // rows of the batch that are generated tokens (the first ones)
-	outRows []int32
+	decode  int     // rows of the batch that are generated tokens (the first ones)
+	outRows []int32 // rows whose logits are wanted
 	outSeqs []*sequence
+	hidRows []int32   // rows whose hidden states an embedding pools
+	hidden  []float32 // one Dim row per output row
 	logits  []float32 // one vocabulary row per output row
 	ids     []int32   // k candidates per output row
 	vals    []float32
@@ -112,18 +121,25 @@ type sequence struct {
 	ctx  context.Context
 	req  *Request
 	s    *Session
-	own  *pooled // the pooled session it runs on, or nil
-	gen  *Generation
+	own  *pooled     // the pooled session it runs on, or nil
+	gen  *Generation // nil for an embedding
+	pool *pooler     // an embedding's, else nil
 	sink Sink
 	res  Result
 	// hold, when set, keeps the sequence out of the steps while true
 	// (Request.Paced); it is read on every step, without a lock.
 	hold *atomic.Bool
+	// leader, when set, is the request of the same prompt whose evaluated
+	// prompt this one waits to copy into its own slot (share); until then
+	// it takes no part in the steps.
+	leader *sequence
 
 	todo     []int32 // prompt tokens not evaluated yet
 	decoding bool    // the prompt is done; next is the token to evaluate
 	next     int32
 	rows     int // rows of the sequence in the current batch
+	hidAt    int // an embedding's first hidden row in the step's hidRows
+	hidN     int // and how many it has
 	admitted time.Time
 	first    time.Time // when the first token was sampled
 }
@@ -180,7 +196,9 @@ func (m *Model) newSequence(ctx context.Context, req *Request, sink Sink) (*sequ
 	switch {
 	case len(p) == 0:
 		return nil, fmt.Errorf("%w: empty prompt", ErrInvalidRequest)
-	case len(p) >= m.ctxSize:
+	case req.Embed != nil && len(p) > m.ctxSize:
+		return nil, fmt.Errorf("%w: the input has %d tokens and the context holds %d positions", ErrContextFull, len(p), m.ctxSize)
+	case req.Embed == nil && len(p) >= m.ctxSize:
 		return nil, fmt.Errorf("%w: the prompt has %d tokens and the context holds %d positions; it must leave room for at least one generated token",
 			ErrContextFull, len(p), m.ctxSize)
 	}
@@ -191,6 +209,13 @@ func (m *Model) newSequence(ctx context.Context, req *Request, sink Sink) (*sequ
 	}
 	if req.Session != nil && req.Session.m != m {
 		return nil, fmt.Errorf("%w: the session belongs to another model", ErrInvalidRequest)
+	}
+	if req.Embed != nil {
+		pool, err := m.Config.EmbedPooling(req.Embed.Pooling)
+		if err != nil {
+			return nil, err
+		}
+		return &sequence{ctx: ctx, req: req, pool: newPooler(pool, m.Config.Dim, len(p)), sink: sink, res: Result{PromptTokens: len(p)}}, nil
 	}
 	gen, err := m.NewGeneration(p, req.Options)
 	if err != nil {
@@ -208,19 +233,63 @@ func (b *Batcher) admit(q *sequence) error {
 		}
 		q.s = s
 	} else {
-		q.own = b.pickSession(q.req.Prompt)
+		q.own = b.pickSession(q.prefix())
 		if q.own == nil {
 			return ErrNoFreeSession
 		}
 		q.s = q.own.s
 	}
 	q.s.busy = true
-	keep := q.s.reuse(q.req.Prompt)
+	keep := q.s.reuse(q.prefix())
 	q.todo = q.req.Prompt[keep:]
 	q.res.CachedTokens = keep
 	q.admitted = time.Now()
 	b.seqs = append(b.seqs, q)
+	if q.leader != nil {
+		b.share(q)
+	}
 	return nil
+}
+
+// prefix is the part of q's prompt a cached prefix may stand for: all
+// of it, but for an embedding that pools every row or the first (whose
+// hidden states the cache does not hold), none.
+func (q *sequence) prefix() []int32 {
+	if q.pool != nil && q.pool.p != PoolingLast {
+		return nil
+	}
+	return q.req.Prompt
+}
+
+// share ends q's wait for its leader (sequence.leader): once the leader's
+// slot holds all but the last token of the prompt, it copies those
+// positions into q's slot (Model.CopySlot), so that q evaluates only the
+// last prompt token (for its own logits); it ends the wait without a copy
+// when q's own cache already holds them, when the leader has ended or has
+// no session, or when the copy fails, and q then evaluates its prompt
+// itself. Otherwise q keeps waiting.
+func (b *Batcher) share(q *sequence) {
+	l, need := q.leader, len(q.req.Prompt)-1
+	switch {
+	case len(q.todo) <= 1:
+		q.leader = nil
+		return
+	case l.sink == nil || l.s == nil:
+		q.leader = nil
+		return
+	case commonPrefix(l.s.tokens, q.req.Prompt) < need:
+		return // the leader is still in its prompt
+	}
+	q.leader = nil
+	if err := b.m.CopySlot(int(q.s.slot), int(l.s.slot), need); err != nil {
+		// Some positions may have been overwritten: start over.
+		q.s.Reset()
+		q.todo = q.req.Prompt
+		q.res.CachedTokens = 0
+		return
+	}
+	q.s.tokens = append(q.s.tokens[:0], q.req.Prompt[:need]...)
+	q.todo = q.req.Prompt[need:]
 }
 
 // pickSession returns the free session of the pool whose cache shares the
@@ -256,6 +325,7 @@ func (b *Batcher) Step() (StepStats, error) {
 		}
 	}
 	b.compact()
+	b.shareAll()
 	n := b.buildBatch()
 	if n == 0 {
 		return StepStats{}, nil
@@ -275,6 +345,7 @@ func (b *Batcher) Step() (StepStats, error) {
 		b.compact()
 		return st, err
 	}
+	dim := b.m.Config.Dim
 	for _, q := range b.seqs {
 		switch {
 		case q.rows == 0:
@@ -284,7 +355,18 @@ func (b *Batcher) Step() (StepStats, error) {
 			q.s.tokens = append(q.s.tokens, q.todo[:q.rows]...)
 			q.todo = q.todo[q.rows:]
 		}
+		if q.pool != nil && q.rows > 0 {
+			at := len(b.outRows) + q.hidAt
+			q.pool.add(b.hidden[at*dim : (at+q.hidN)*dim])
+			if len(q.todo) == 0 {
+				q.res.Embedding = q.pool.vector()
+				b.end(q, nil)
+			}
+		}
 	}
+	// A leader that has just evaluated its prompt still runs: its slot
+	// holds the prompt until its end frees it.
+	b.shareAll()
 	vocab := b.m.Config.VocabSize
 	for j, q := range b.outSeqs {
 		room := q.s.Len() < b.m.ctxSize
@@ -334,7 +416,7 @@ type StepStats struct {
 func (b *Batcher) buildBatch() int {
 	bt := &b.batch
 	bt.Tokens, bt.Pos, bt.Slot = bt.Tokens[:0], bt.Pos[:0], bt.Slot[:0]
-	b.outRows, b.outSeqs = b.outRows[:0], b.outSeqs[:0]
+	b.outRows, b.outSeqs, b.hidRows = b.outRows[:0], b.outSeqs[:0], b.hidRows[:0]
 	add := func(tok int32, pos int, q *sequence) {
 		bt.Tokens = append(bt.Tokens, tok)
 		bt.Pos = append(bt.Pos, int32(pos))
@@ -356,16 +438,24 @@ func (b *Batcher) buildBatch() int {
 	budget := min(b.opts.PrefillChunk, b.m.batchSize-bt.Len())
 	// b.seqs is in admission order: the oldest prompt goes first.
 	for _, q := range b.seqs {
-		if q.decoding || q.held() || budget <= 0 {
+		if q.decoding || q.held() || q.leader != nil || budget <= 0 {
 			continue
 		}
 		n := min(len(q.todo), budget)
+		first := bt.Len()
 		for i, tok := range q.todo[:n] {
 			add(tok, q.s.Len()+i, q)
 		}
 		q.rows = n
 		budget -= n
-		if n == len(q.todo) {
+		switch {
+		case q.pool != nil:
+			lo, hi := q.pool.wants(len(q.req.Prompt)-len(q.todo), n)
+			q.hidAt, q.hidN = len(b.hidRows), hi-lo
+			for r := lo; r < hi; r++ {
+				b.hidRows = append(b.hidRows, int32(first+r))
+			}
+		case n == len(q.todo):
 			output(q)
 		}
 	}
@@ -403,16 +493,21 @@ func (b *Batcher) forward(k int) (err error) {
 		}
 	}()
 	rows := len(b.outRows)
+	all := append(b.outRows, b.hidRows...)
+	b.outRows = all[:rows] // keeps the grown array
 	if k > 0 {
 		if n := rows * k; cap(b.ids) < n {
 			b.ids, b.vals = make([]int32, n), make([]float32, n)
 		}
-		return b.m.ForwardTopK(&b.batch, b.outRows, k, b.ids[:rows*k], b.vals[:rows*k])
-	}
-	if n := rows * b.m.Config.VocabSize; cap(b.logits) < n {
+	} else if n := rows * b.m.Config.VocabSize; cap(b.logits) < n {
 		b.logits = make([]float32, n)
 	}
-	return b.m.Forward(&b.batch, b.outRows, b.logits[:rows*b.m.Config.VocabSize])
+	if len(b.hidRows) > 0 {
+		if n := len(all) * b.m.Config.Dim; cap(b.hidden) < n {
+			b.hidden = make([]float32, n)
+		}
+	}
+	return b.m.forwardMixed(&b.batch, all, rows, k, b.logits[:cap(b.logits)], b.ids[:cap(b.ids)], b.vals[:cap(b.vals)], b.hidden[:cap(b.hidden)])
 }
 
 // end finishes q with err (nil: it finished normally), frees its session
@@ -422,7 +517,9 @@ func (b *Batcher) end(q *sequence, err error) {
 		return // already ended
 	}
 	now := time.Now()
-	q.res.Tokens, q.res.LogProbs, q.res.Finish = q.gen.Tokens, q.gen.LogProbs, q.gen.Finish
+	if q.gen != nil {
+		q.res.Tokens, q.res.LogProbs, q.res.Finish = q.gen.Tokens, q.gen.LogProbs, q.gen.Finish
+	}
 	if q.first.IsZero() {
 		q.res.PromptTime = now.Sub(q.admitted)
 	} else {
@@ -436,6 +533,16 @@ func (b *Batcher) end(q *sequence, err error) {
 	sink := q.sink
 	q.sink = nil
 	sink.Done(&q.res, err)
+}
+
+// shareAll lets the requests waiting for their leader's prompt take it
+// (share).
+func (b *Batcher) shareAll() {
+	for _, q := range b.seqs {
+		if q.leader != nil {
+			b.share(q)
+		}
+	}
 }
 
 // held reports whether q is held out of the step (a paced Job whose text

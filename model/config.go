@@ -75,6 +75,9 @@ type Config struct {
 	QKVBias bool
 	// QKNorm: per-head RMSNorm of Q and K before RoPE (qwen3).
 	QKNorm bool
+	// Pooling is the file's `{arch}.pooling_type` (an embedding model's
+	// way of making one vector of a prompt), PoolingUnset without the key.
+	Pooling Pooling
 }
 
 // QDim returns the width of all query heads together.
@@ -149,6 +152,15 @@ func ConfigFromGGUF(md *gguf.Metadata) (*Config, error) {
 	}
 	if r.err != nil {
 		return nil, r.err
+	}
+	if v, err := md.Int(arch + ".pooling_type"); err == nil {
+		p, ok := PoolingFromGGUF(v)
+		if !ok {
+			return nil, &ConfigError{Key: arch + ".pooling_type", Msg: fmt.Sprintf("%d is not a pooling type (0 none, 1 mean, 2 cls, 3 last, 4 rank)", v)}
+		}
+		c.Pooling = p
+	} else if !errors.Is(err, gguf.ErrKeyNotFound) {
+		return nil, &ConfigError{Key: arch + ".pooling_type", Msg: err.Error()}
 	}
 	if n, err := md.Int(arch + ".vocab_size"); err == nil {
 		c.VocabSize = int(n)

@@ -3,6 +3,8 @@ package model
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,30 +96,77 @@ type Job struct {
 // Submit queues req. ctx is the request's: when it is done the request
 // ends within one step with ctx's error, freeing its session. Submit fails
 // at once for an invalid request (as Batcher.Start), an unusable backend
-// (ErrBackendFailed) or a closed engine (ErrEngineClosed).
+// (ErrBackendFailed) or a closed engine (ErrEngineClosed). It is SubmitAll
+// of one request.
 func (e *Engine) Submit(ctx context.Context, req *Request) (*Job, error) {
-	if err := e.m.Err(); err != nil {
-		return nil, err
-	}
-	j := &Job{e: e, submitted: time.Now(), paced: req.Paced, wake: make(chan struct{}, 1)}
-	q, err := e.m.newSequence(ctx, req, (*jobSink)(j))
+	jobs, err := e.SubmitAll(ctx, []*Request{req})
 	if err != nil {
 		return nil, err
 	}
-	j.q = q
-	if req.Paced {
-		q.hold = &j.unread
+	return jobs[0], nil
+}
+
+// SubmitAll queues every request of reqs under one ctx, or none: it first
+// checks them all (as Submit) and fails, queuing nothing, with the first
+// error, wrapped with the request's index when there are several. The
+// jobs are returned in the order of reqs and are admitted in that order.
+// An empty reqs is an ErrInvalidRequest. When the backend is a SlotCopier,
+// the requests (on the engine's own sessions, not paced, not embeddings)
+// whose prompt is the first one's do not evaluate it again: once the first
+// request has evaluated all but its last token, those positions are copied
+// into their slots and each evaluates only the last token (which gives it
+// its own logits). A request admitted after the first one has ended evaluates its
+// prompt itself.
+func (e *Engine) SubmitAll(ctx context.Context, reqs []*Request) ([]*Job, error) {
+	if len(reqs) == 0 {
+		return nil, fmt.Errorf("%w: no request to submit", ErrInvalidRequest)
+	}
+	if err := e.m.Err(); err != nil {
+		return nil, err
+	}
+	jobs := make([]*Job, len(reqs))
+	now := time.Now()
+	for i, req := range reqs {
+		if req == nil {
+			return nil, fmt.Errorf("%w: request %d is nil", ErrInvalidRequest, i)
+		}
+		j := &Job{e: e, submitted: now, paced: req.Paced, wake: make(chan struct{}, 1)}
+		q, err := e.m.newSequence(ctx, req, (*jobSink)(j))
+		if err != nil {
+			if len(reqs) > 1 {
+				err = fmt.Errorf("request %d: %w", i, err)
+			}
+			return nil, err
+		}
+		j.q = q
+		if req.Paced {
+			q.hold = &j.unread
+		}
+		jobs[i] = j
+	}
+	// Requests of the first one's prompt copy its evaluated prompt instead
+	// of evaluating it again, where the backend copies slots. Embeddings
+	// (which pool) take no part: a copy leaves only the last token's row
+	// to evaluate, and mean or first-token pooling needs the others' too.
+	if first := reqs[0]; first.Session == nil && !first.Paced && jobs[0].q.pool == nil && e.m.CanCopySlots() {
+		for i, req := range reqs[1:] {
+			if req.Session == nil && !req.Paced && jobs[i+1].q.pool == nil && slices.Equal(req.Prompt, first.Prompt) {
+				jobs[i+1].q.leader = jobs[0].q
+			}
+		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
 		return nil, ErrEngineClosed
 	}
-	// The loop may be asleep: wake it when the request is cancelled.
-	j.unwatch = context.AfterFunc(ctx, func() { signal(e.wake) })
-	e.inbox = append(e.inbox, j)
+	for _, j := range jobs {
+		// The loop may be asleep: wake it when the request is cancelled.
+		j.unwatch = context.AfterFunc(ctx, func() { signal(e.wake) })
+		e.inbox = append(e.inbox, j)
+	}
 	signal(e.wake)
-	return j, nil
+	return jobs, nil
 }
 
 // Stats returns the requests running, those waiting for a session, and

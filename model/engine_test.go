@@ -3,6 +3,7 @@ package model_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"github.com/m40llm/m40llm/internal/fixture"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
+	"github.com/m40llm/m40llm/model/sample"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -438,4 +440,249 @@ func TestEngineClose(t *testing.T) {
 	active, queued, _ := e.Stats()
 	assert.Zero(t, active)
 	assert.Zero(t, queued)
+}
+
+// SubmitAll queues all of its requests or none of them.
+func TestSubmitAll(t *testing.T) {
+	e, m, log, _ := newEngine(t, 3, 256, 64)
+	ctx := context.Background()
+	prompts := []string{"Once upon a time", "Lily went to the park", "The cat"}
+
+	// One bad request: nothing is queued.
+	bad := greedyRequest(m, prompts[1], 4)
+	bad.Prompt = append(slices.Clone(bad.Prompt), int32(m.Config.VocabSize))
+	_, err := e.SubmitAll(ctx, []*model.Request{greedyRequest(m, prompts[0], 4), bad, greedyRequest(m, prompts[2], 4)})
+	require.ErrorIs(t, err, model.ErrInvalidToken)
+	assert.Contains(t, err.Error(), "request 1")
+	_, err = e.SubmitAll(ctx, nil)
+	require.ErrorIs(t, err, model.ErrInvalidRequest)
+	_, err = e.SubmitAll(ctx, []*model.Request{greedyRequest(m, prompts[0], 4), nil})
+	require.ErrorIs(t, err, model.ErrInvalidRequest)
+	// A request submitted after them runs alone: the only prompt to
+	// start at position 0 is its own.
+	_, _, err = wait(t, submit(t, ctx, e, greedyRequest(m, prompts[2], 4)))
+	require.NoError(t, err)
+	starts := 0
+	for _, st := range log.get() {
+		for _, p := range st.pos {
+			if p == 0 {
+				starts++
+			}
+		}
+	}
+	assert.Equal(t, 1, starts, "prompts evaluated")
+
+	// All good: the jobs come back in request order, each with its own text.
+	alone := make([]string, len(prompts))
+	reqs := make([]*model.Request, len(prompts))
+	for i, p := range prompts {
+		text, _, err := wait(t, submit(t, ctx, e, greedyRequest(m, p, 12)))
+		require.NoError(t, err)
+		alone[i] = text
+		reqs[i] = greedyRequest(m, p, 12)
+	}
+	jobs, err := e.SubmitAll(ctx, reqs)
+	require.NoError(t, err)
+	require.Len(t, jobs, len(prompts))
+	for i, j := range jobs {
+		text, _, err := wait(t, j)
+		require.NoError(t, err)
+		assert.Equal(t, alone[i], text, "job %d", i)
+	}
+
+	e.Close()
+	_, err = e.SubmitAll(ctx, reqs)
+	assert.ErrorIs(t, err, model.ErrEngineClosed)
+}
+
+// promptCounter is an Observer that counts the prompt tokens evaluated.
+type promptCounter struct{ prompt atomic.Int64 }
+
+func (c *promptCounter) Admitted(time.Duration, int) {}
+func (c *promptCounter) Stepped(st model.StepStats)  { c.prompt.Add(int64(st.Prompt)) }
+func (c *promptCounter) Sampled(bool, time.Duration) {}
+func (c *promptCounter) Ended(*model.Result, error)  {}
+
+// TestSubmitAllSharesThePrompt: requests of one prompt submitted together
+// evaluate it once when the backend copies slots (the CPU backend), and
+// once each behind a decorator that hides the copier; the text of each is
+// what a Session alone generates with its options, both ways.
+func TestSubmitAllSharesThePrompt(t *testing.T) {
+	const prompt = "Once upon a time there was a little girl who liked to play in the park with her dog"
+	opts := func(i int) model.GenerateOptions {
+		o := model.GenerateOptions{MaxTokens: 16, IgnoreEOS: true, Sampling: model.Greedy()}
+		if i > 0 {
+			o.Sampling = sample.DefaultParams()
+			o.Sampling.Seed = uint64(100 + i)
+		}
+		return o
+	}
+	ref := loadCPUModel(t, 1)
+	ids := ref.Tokenizer.Encode(prompt, true, true)
+	const n = 4
+	want := make([]string, n)
+	for i := range n {
+		s, err := ref.NewSession(0)
+		require.NoError(t, err)
+		var sb strings.Builder
+		_, err = s.Generate(context.Background(), ids, opts(i), func(text string) error { sb.WriteString(text); return nil })
+		require.NoError(t, err)
+		want[i] = sb.String()
+	}
+	require.NotEqual(t, want[1], want[2], "two seeds, one text")
+
+	for _, c := range []struct {
+		name   string
+		be     model.Backend
+		prompt int // prompt tokens evaluated
+	}{
+		{"copier", cpu.New(cpu.Options{Threads: 2}), len(ids) + n - 1},
+		{"no copier", decorated{cpu.New(cpu.Options{Threads: 2})}, n * len(ids)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := model.Load(fixture.BundledModel(t), c.be, model.Options{Slots: n, CtxSize: 128})
+			require.NoError(t, err)
+			defer m.Close()
+			counter := &promptCounter{}
+			// Chunks of 5 prompt tokens: the first request's prompt takes
+			// several steps, which the others wait through.
+			eo := model.EngineOptions{BatcherOptions: model.BatcherOptions{PrefillChunk: 5}, Observer: counter}
+			for i := range n {
+				s, err := m.NewSession(i)
+				require.NoError(t, err)
+				eo.Sessions = append(eo.Sessions, s)
+			}
+			e := model.NewEngine(m, eo)
+			defer e.Close()
+			reqs := make([]*model.Request, n)
+			for i := range n {
+				reqs[i] = &model.Request{Prompt: ids, Options: opts(i)}
+			}
+			jobs, err := e.SubmitAll(context.Background(), reqs)
+			require.NoError(t, err)
+			for i, j := range jobs {
+				text, res, err := wait(t, j)
+				require.NoError(t, err)
+				assert.Equal(t, want[i], text, "request %d", i)
+				assert.Len(t, res.Tokens, 16)
+			}
+			assert.EqualValues(t, c.prompt, counter.prompt.Load(), "prompt tokens evaluated (prompt of %d)", len(ids))
+		})
+	}
+}
+
+func loadCPUModel(t *testing.T, slots int) *model.Model {
+	t.Helper()
+	m, err := model.Load(fixture.BundledModel(t), cpu.New(cpu.Options{Threads: 2}), model.Options{Slots: slots, CtxSize: 128})
+	require.NoError(t, err)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// TestCopySlot: after copying the first positions of a slot, the next
+// token gives, in the copy, exactly the logits it gives in the original,
+// for float32 and byte (f16; quantized types are stored as bytes too)
+// caches; bad copies are refused.
+func TestCopySlot(t *testing.T) {
+	for _, ct := range []model.CacheType{model.CacheF32, model.CacheF16} { // both kinds of storage (quantized types are bytes as f16)
+		t.Run(ct.String(), func(t *testing.T) {
+			m, err := model.Load(fixture.BundledModel(t), cpu.New(cpu.Options{Threads: 2}),
+				model.Options{Slots: 3, CtxSize: 64, CacheTypeK: ct, CacheTypeV: ct})
+			require.NoError(t, err)
+			defer m.Close()
+			require.True(t, m.CanCopySlots())
+			ids := m.Tokenizer.Encode("Lily and Tom went to the park to play", true, true)
+			n := len(ids) - 1
+			// Slot 2 first holds another text, which the copy overwrites.
+			other := m.Tokenizer.Encode("The big red ball rolled down the hill and far away", true, true)
+			prefill := func(slot int32, toks []int32) {
+				b := &model.Batch{}
+				for i, id := range toks {
+					b.Tokens, b.Pos, b.Slot = append(b.Tokens, id), append(b.Pos, int32(i)), append(b.Slot, slot)
+				}
+				require.NoError(t, m.Forward(b, nil, nil))
+			}
+			prefill(0, ids[:n])
+			prefill(2, other)
+			require.NoError(t, m.CopySlot(2, 0, n))
+			vocab := m.Config.VocabSize
+			last := func(slot int32) []float32 {
+				out := make([]float32, vocab)
+				b := &model.Batch{Tokens: ids[n:], Pos: []int32{int32(n)}, Slot: []int32{slot}}
+				require.NoError(t, m.Forward(b, []int32{0}, out))
+				return out
+			}
+			assert.Equal(t, last(0), last(2))
+
+			for _, bad := range [][3]int{{1, 1, 4}, {3, 0, 4}, {1, -1, 4}, {1, 0, 65}, {1, 0, -1}} {
+				assert.Error(t, m.CopySlot(bad[0], bad[1], bad[2]), "copy %v", bad)
+			}
+		})
+	}
+	m, err := model.Load(fixture.BundledModel(t), decorated{cpu.New(cpu.Options{})}, model.Options{Slots: 2, CtxSize: 16})
+	require.NoError(t, err)
+	defer m.Close()
+	assert.False(t, m.CanCopySlots())
+	assert.ErrorIs(t, m.CopySlot(1, 0, 1), model.ErrUnsupported)
+}
+
+// failingCopier is the CPU backend whose slot copies fail.
+type failingCopier struct{ *cpu.Backend }
+
+func (failingCopier) CopySlot(int, int, int) error { return errInjected }
+
+// TestSubmitAllSharingFallsBack: requests of one prompt that cannot copy
+// it evaluate it themselves, with the same text: when the copy fails, and
+// when the first request has ended before the others got a slot.
+func TestSubmitAllSharingFallsBack(t *testing.T) {
+	ref := loadCPUModel(t, 1)
+	ids := ref.Tokenizer.Encode("Lily and Tom went to the park to play with a ball", true, true)
+	opts := model.GenerateOptions{MaxTokens: 6, IgnoreEOS: true, Sampling: model.Greedy()}
+	s, err := ref.NewSession(0)
+	require.NoError(t, err)
+	var want strings.Builder
+	_, err = s.Generate(context.Background(), ids, opts, func(text string) error { want.WriteString(text); return nil })
+	require.NoError(t, err)
+
+	run := func(t *testing.T, be model.Backend, slots int, busy bool) int64 {
+		m, err := model.Load(fixture.BundledModel(t), be, model.Options{Slots: slots, CtxSize: 128})
+		require.NoError(t, err)
+		defer m.Close()
+		counter := &promptCounter{}
+		eo := model.EngineOptions{Observer: counter}
+		for i := range slots {
+			ses, err := m.NewSession(i)
+			require.NoError(t, err)
+			eo.Sessions = append(eo.Sessions, ses)
+		}
+		e := model.NewEngine(m, eo)
+		defer e.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if busy {
+			// Hold every slot but one, so the requests run one after the other.
+			long := &model.Request{Prompt: ref.Tokenizer.Encode("The cat", true, true),
+				Options: model.GenerateOptions{MaxTokens: 100, IgnoreEOS: true, Sampling: model.Greedy()}}
+			for range slots - 1 {
+				firstPiece(t, submit(t, ctx, e, long))
+			}
+			counter.prompt.Store(0)
+		}
+		jobs, err := e.SubmitAll(ctx, []*model.Request{{Prompt: ids, Options: opts}, {Prompt: ids, Options: opts}, {Prompt: ids, Options: opts}})
+		require.NoError(t, err)
+		for i, j := range jobs {
+			text, _, err := wait(t, j)
+			require.NoError(t, err)
+			assert.Equal(t, want.String(), text, "request %d", i)
+		}
+		return counter.prompt.Load()
+	}
+	t.Run("the copy fails", func(t *testing.T) {
+		assert.EqualValues(t, 3*len(ids), run(t, failingCopier{cpu.New(cpu.Options{Threads: 2})}, 3, false))
+	})
+	t.Run("the first ended first", func(t *testing.T) {
+		// The later requests take the first one's slot, whose cache holds
+		// the prompt: one token each.
+		assert.EqualValues(t, len(ids)+2, run(t, cpu.New(cpu.Options{Threads: 2}), 2, true))
+	})
 }

@@ -16,7 +16,7 @@ type activations struct {
 	att  Buf // (batch, Heads·ValueDim) attention output
 	hb   Buf // (batch, ffn) gate, then silu(gate)·up
 	hb2  Buf // (batch, ffn) up
-	last Buf // (batch, dim) rows whose logits are wanted
+	last Buf // (batch, dim) output rows after the final norm (hidden states)
 	out  Buf // (batch, vocab) logits
 }
 
@@ -39,12 +39,14 @@ func newActivations(b Backend, c *Config, rows int) (*activations, error) {
 	return a, nil
 }
 
-// forward runs the transformer over batch and leaves the logits of the
-// batch rows listed in outRows in a.out (row j for outRows[j]). It reads
-// top to bottom like llama2.c's forward(): embeddings, then per layer
-// attention and SwiGLU feed-forward blocks with pre-norm residuals, then the
-// final norm and the classifier.
-func forward(be Backend, c *Config, w *Weights, a *activations, batch *Batch, outRows []int32) error {
+// forward runs the transformer over batch and leaves the hidden state
+// after the final norm of the batch rows listed in outRows in a.last (row
+// j for outRows[j]), and the logits of the first logitRows of them in
+// a.out: the rest only want hidden states (embeddings) and skip the
+// classifier. It reads top to bottom like llama2.c's forward():
+// embeddings, then per layer attention and SwiGLU feed-forward blocks with
+// pre-norm residuals, then the final norm and the classifier.
+func forward(be Backend, c *Config, w *Weights, a *activations, batch *Batch, outRows []int32, logitRows int) error {
 	if err := be.SetBatch(batch); err != nil {
 		return err
 	}
@@ -86,6 +88,8 @@ func forward(be Backend, c *Config, w *Weights, a *activations, batch *Batch, ou
 	}
 	be.GatherRows(a.last, a.x, outRows)
 	be.RMSNorm(a.last, a.last, w.OutputNorm, len(outRows), eps)
-	be.MatMul(a.out, a.last, w.Output, nil, len(outRows))
+	if logitRows > 0 {
+		be.MatMul(a.out, a.last, w.Output, nil, logitRows)
+	}
 	return nil
 }

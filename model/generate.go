@@ -86,6 +86,9 @@ type Result struct {
 	// for them (GenerateOptions.LogProbs), else nil.
 	LogProbs []TokenLogProbs
 	Finish   FinishReason
+	// Embedding is an embedding request's vector (Request.Embed): Dim
+	// values of unit Euclidean norm; nil for a generation.
+	Embedding []float32
 	// QueueTime is how long the request waited for a session (Engine).
 	QueueTime time.Duration
 	// PromptTime is from admission to the first generated token (time to

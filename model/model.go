@@ -234,7 +234,7 @@ func (m *Model) Forward(b *Batch, outRows []int32, logits []float32) error {
 	if len(logits) < len(outRows)*vocab {
 		return fmt.Errorf("model: %d logits for %d output rows of %d", len(logits), len(outRows), vocab)
 	}
-	return m.forward(b, outRows, func() error {
+	return m.forward(b, outRows, len(outRows), func() error {
 		if len(outRows) == 0 {
 			return m.be.Sync()
 		}
@@ -242,9 +242,63 @@ func (m *Model) Forward(b *Batch, outRows []int32, logits []float32) error {
 	})
 }
 
-// forward validates b and outRows, runs the forward pass and then read,
-// holding the model for both.
-func (m *Model) forward(b *Batch, outRows []int32, read func() error) error {
+// ForwardHidden runs one forward pass over b as Forward does, without the
+// classifier: for each index j of rows it writes the hidden state of
+// batch row rows[j] after the final norm (output_norm), Dim values, to
+// hidden[j*Dim : (j+1)*Dim]. These are the rows embeddings are pooled
+// from. It fails as Forward does, and when hidden is too short.
+func (m *Model) ForwardHidden(b *Batch, rows []int32, hidden []float32) error {
+	dim := m.Config.Dim
+	if len(hidden) < len(rows)*dim {
+		return fmt.Errorf("model: %d values for the hidden states of %d rows of %d", len(hidden), len(rows), dim)
+	}
+	return m.forward(b, rows, 0, func() error {
+		if len(rows) == 0 {
+			return m.be.Sync()
+		}
+		return m.be.Read(hidden[:len(rows)*dim], m.act.last, len(rows))
+	})
+}
+
+// forwardMixed is the Batcher's pass: logits (k = 0) or the top k
+// candidates (k > 0) of the first logitRows of outRows, into logits or
+// ids and vals, and the hidden states of all of outRows into hidden
+// (which the logit rows' occupy too, first). Any part may be empty.
+func (m *Model) forwardMixed(b *Batch, outRows []int32, logitRows, k int, logits []float32, ids []int32, vals []float32, hidden []float32) error {
+	vocab, dim := m.Config.VocabSize, m.Config.Dim
+	switch {
+	case logitRows < 0 || logitRows > len(outRows) || k < 0 || k > MaxTopK,
+		k == 0 && len(logits) < logitRows*vocab,
+		k > 0 && (len(ids) < logitRows*k || len(vals) < logitRows*k),
+		logitRows < len(outRows) && len(hidden) < len(outRows)*dim:
+		return fmt.Errorf("model: %d of %d output rows with logits (k=%d) into %d logits, %d ids, %d hidden values",
+			logitRows, len(outRows), k, len(logits), len(ids), len(hidden))
+	}
+	return m.forward(b, outRows, logitRows, func() error {
+		switch {
+		case logitRows > 0 && k > 0:
+			if err := m.be.ReadTopK(ids, vals, m.act.out, logitRows, k); err != nil {
+				return err
+			}
+		case logitRows > 0:
+			if err := m.be.Read(logits[:logitRows*vocab], m.act.out, logitRows); err != nil {
+				return err
+			}
+		}
+		if logitRows < len(outRows) {
+			return m.be.Read(hidden[:len(outRows)*dim], m.act.last, len(outRows))
+		}
+		if logitRows == 0 {
+			return m.be.Sync()
+		}
+		return nil
+	})
+}
+
+// forward validates b and outRows, runs the forward pass (the classifier
+// for the first logitRows of outRows) and then read, holding the model
+// for both.
+func (m *Model) forward(b *Batch, outRows []int32, logitRows int, read func() error) error {
 	n := b.Len()
 	if n == 0 || n > m.batchSize || len(b.Pos) != n || len(b.Slot) != n {
 		return fmt.Errorf("model: batch of %d tokens (%d positions, %d slots); want 1 to %d of each", n, len(b.Pos), len(b.Slot), m.batchSize)
@@ -273,7 +327,7 @@ func (m *Model) forward(b *Batch, outRows []int32, read func() error) error {
 	}
 	m.sem <- struct{}{}
 	defer func() { <-m.sem }()
-	if err := forward(m.be, m.Config, m.Weights, m.act, b, outRows); err != nil {
+	if err := forward(m.be, m.Config, m.Weights, m.act, b, outRows, logitRows); err != nil {
 		return m.failure(err)
 	}
 	return m.failure(read())
@@ -289,9 +343,41 @@ func (m *Model) ForwardTopK(b *Batch, outRows []int32, k int, ids []int32, vals 
 	if k < 1 || k > MaxTopK || len(outRows) == 0 || len(ids) < len(outRows)*k || len(vals) < len(outRows)*k {
 		return fmt.Errorf("model: top-%d of %d rows into %d ids and %d values (k must be 1 to %d)", k, len(outRows), len(ids), len(vals), MaxTopK)
 	}
-	return m.forward(b, outRows, func() error {
+	return m.forward(b, outRows, len(outRows), func() error {
 		return m.be.ReadTopK(ids, vals, m.act.out, len(outRows), k)
 	})
+}
+
+// CanCopySlots reports whether the backend copies cached positions
+// between slots (SlotCopier), so that CopySlot works.
+func (m *Model) CanCopySlots() bool {
+	_, ok := m.be.(SlotCopier)
+	return ok
+}
+
+// CopySlot copies the cached keys and values of positions 0..n-1 of slot
+// src over those of slot dst (see SlotCopier), holding the model as a
+// forward pass does; the Sessions of those slots are not told (the
+// Batcher keeps them in step). It fails with an *UnsupportedError when
+// the backend is not a SlotCopier, for slots out of range, dst == src or
+// n outside 0..CtxSize, and with the backend's failure (matching
+// ErrBackendFailed when it is unusable).
+func (m *Model) CopySlot(dst, src, n int) error {
+	sc, ok := m.be.(SlotCopier)
+	switch {
+	case !ok:
+		return &UnsupportedError{What: "operation", Value: "KV-cache slot copy", By: m.be.Name() + " backend"}
+	case dst < 0 || dst >= m.slots || src < 0 || src >= m.slots || dst == src:
+		return fmt.Errorf("model: copy from slot %d to slot %d (have %d)", src, dst, m.slots)
+	case n < 0 || n > m.ctxSize:
+		return fmt.Errorf("model: copy of %d positions (the context holds %d)", n, m.ctxSize)
+	}
+	if err := m.Err(); err != nil {
+		return err
+	}
+	m.sem <- struct{}{}
+	defer func() { <-m.sem }()
+	return m.failure(sc.CopySlot(dst, src, n))
 }
 
 // Err returns the failure that has made the model's backend unusable (a

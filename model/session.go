@@ -63,7 +63,11 @@ func (s *Session) Eval(ctx context.Context, tokens []int32) ([]float32, error) {
 	if s.busy {
 		return nil, ErrSessionBusy
 	}
-	err := s.eval(ctx, tokens, func(b *Batch, out []int32) error {
+	err := s.eval(ctx, tokens, func(b *Batch, _ int, last bool) error {
+		var out []int32
+		if last {
+			out = []int32{int32(b.Len() - 1)}
+		}
 		return s.m.Forward(b, out, s.logits)
 	})
 	if err != nil {
@@ -72,10 +76,62 @@ func (s *Session) Eval(ctx context.Context, tokens []int32) ([]float32, error) {
 	return s.logits, nil
 }
 
+// Embed returns the embedding of tokens: the session's cache is cleared
+// (for last-token pooling only the part that is not a prefix of tokens),
+// tokens are evaluated in chunks of at most BatchSize, and the hidden
+// states after the final norm are pooled (opts.Pooling, or the model's
+// own) and divided by their Euclidean norm; the result has Config.Dim
+// values. The cache then holds tokens. It is the one-request case of a
+// Request with Embed set. It fails, matching ErrInvalidRequest, for no
+// tokens or a pooling that makes no vector (see Config.EmbedPooling),
+// with ErrContextFull when tokens do not fit in the context, with
+// ErrSessionBusy while a Batcher's request runs on the session, with
+// ctx's error, and with the forward pass's (a token outside the
+// vocabulary among them).
+func (s *Session) Embed(ctx context.Context, tokens []int32, opts EmbedOptions) ([]float32, error) {
+	if s.busy {
+		return nil, ErrSessionBusy
+	}
+	p, err := s.m.Config.EmbedPooling(opts.Pooling)
+	if err != nil {
+		return nil, err
+	}
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("%w: no tokens to embed", ErrInvalidRequest)
+	}
+	keep := 0
+	if p == PoolingLast {
+		keep = s.reuse(tokens)
+	}
+	s.Truncate(keep)
+	pl := newPooler(p, s.m.Config.Dim, len(tokens))
+	var rows []int32
+	var hidden []float32
+	err = s.eval(ctx, tokens[keep:], func(b *Batch, start int, _ bool) error {
+		lo, hi := pl.wants(keep+start, b.Len())
+		rows = rows[:0]
+		for r := lo; r < hi; r++ {
+			rows = append(rows, int32(r))
+		}
+		if n := len(rows) * s.m.Config.Dim; cap(hidden) < n {
+			hidden = make([]float32, n)
+		}
+		if err := s.m.ForwardHidden(b, rows, hidden[:len(rows)*s.m.Config.Dim]); err != nil {
+			return err
+		}
+		pl.add(hidden[:len(rows)*s.m.Config.Dim])
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return pl.vector(), nil
+}
+
 // eval runs tokens through the model in chunks of at most BatchSize; run
-// evaluates one chunk, with out naming its last row on the last chunk and
-// empty before.
-func (s *Session) eval(ctx context.Context, tokens []int32, run func(b *Batch, out []int32) error) error {
+// evaluates one chunk, which starts at tokens[start], last telling whether
+// it is the last chunk.
+func (s *Session) eval(ctx context.Context, tokens []int32, run func(b *Batch, start int, last bool) error) error {
 	if len(tokens) == 0 {
 		return fmt.Errorf("model: Eval of no tokens")
 	}
@@ -95,11 +151,7 @@ func (s *Session) eval(ctx context.Context, tokens []int32, run func(b *Batch, o
 			b.Pos = append(b.Pos, int32(len(s.tokens)+i))
 			b.Slot = append(b.Slot, s.slot)
 		}
-		var out []int32
-		if start+n == len(tokens) {
-			out = []int32{int32(n - 1)}
-		}
-		if err := run(b, out); err != nil {
+		if err := run(b, start, start+n == len(tokens)); err != nil {
 			return err
 		}
 		s.tokens = append(s.tokens, chunk...)
@@ -111,7 +163,7 @@ func (s *Session) eval(ctx context.Context, tokens []int32, run func(b *Batch, o
 // least one prompt token is left to evaluate, so that there are logits to
 // sample the first generated token from. It returns how many it kept.
 func (s *Session) reuse(prompt []int32) int {
-	keep := min(commonPrefix(s.tokens, prompt), len(prompt)-1)
+	keep := max(min(commonPrefix(s.tokens, prompt), len(prompt)-1), 0)
 	s.Truncate(keep)
 	return keep
 }

@@ -2,6 +2,7 @@ package model_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -242,4 +243,42 @@ func TestSplitStreamsPromptProducts(t *testing.T) {
 	after, _ := sp.Transfers()
 	assert.Greater(t, after, copies, "the short prompt ran")
 	assert.Equal(t, 2*7, sp.Streamed())
+}
+
+// TestSplitEmbeds: embeddings through a split (the hidden rows read from
+// the stage that holds the final norm, whichever it is), alone and in the
+// steps of a generation (hidden rows and logit rows in one pass), equal
+// the pooled row-by-row hidden states of one backend.
+func TestSplitEmbeds(t *testing.T) {
+	ids := embedPrompt(24)
+	rows := hiddenRowByRow(t, ids)
+	ctx := context.Background()
+	for _, lo := range []struct {
+		layers []int
+		output int
+	}{{[]int{2, 3}, 1}, {[]int{3, 2}, 0}, {[]int{5, 0}, 1}} {
+		m, err := model.Load(fixture.BundledModel(t), splitCPU(t, lo.layers, lo.output),
+			f32KV(model.Options{CtxSize: 64, Slots: 2}))
+		require.NoError(t, err)
+		e := engineOver(t, m, 5)
+		for _, p := range []model.Pooling{model.PoolingMean, model.PoolingCLS, model.PoolingLast} {
+			what := fmt.Sprintf("layers %v, output %d, %s", lo.layers, lo.output, p)
+			gen, err := e.Submit(ctx, &model.Request{Prompt: ids[:3], Options: model.GenerateOptions{MaxTokens: 12, IgnoreEOS: true, Sampling: model.Greedy()}})
+			require.NoError(t, err, what)
+			job, err := e.Submit(ctx, &model.Request{Prompt: ids, Embed: &model.EmbedOptions{Pooling: p}})
+			require.NoError(t, err, what)
+			_, res, err := wait(t, job)
+			require.NoError(t, err, what)
+			_, gres, err := wait(t, gen)
+			require.NoError(t, err, what)
+			assert.Len(t, gres.Tokens, 12, what)
+			want := poolByHand(rows, p)
+			require.Len(t, res.Embedding, len(want), what)
+			for i := range want {
+				require.InDelta(t, want[i], res.Embedding[i], embedTol, "%s: component %d", what, i)
+			}
+		}
+		e.Close()
+		require.NoError(t, m.Close())
+	}
 }

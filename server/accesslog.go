@@ -30,11 +30,20 @@ func withAccessNote(r *http.Request) (*http.Request, *accessNote) {
 // noteUsage records the token counts of res for r's access log line; it
 // does nothing for a request without a note.
 func noteUsage(r *http.Request, res *model.Result) {
+	if res != nil {
+		noteCounts(r, res.PromptTokens, len(res.Tokens))
+	}
+}
+
+// noteCounts records prompt and generated token counts for r's access
+// log line (those of every choice of the request); it does nothing for a
+// request without a note.
+func noteCounts(r *http.Request, prompt, generated int) {
 	n, ok := r.Context().Value(accessNoteKey{}).(*accessNote)
-	if !ok || res == nil {
+	if !ok {
 		return
 	}
-	n.usage, n.prompt, n.generate = true, res.PromptTokens, len(res.Tokens)
+	n.usage, n.prompt, n.generate = true, prompt, generated
 }
 
 // logAccess writes the access log record of one request: at Info level,

@@ -113,7 +113,11 @@ func TestAccessLog(t *testing.T) {
 	assert.Equal(t, float64(7), rec["completion_tokens"], "a stream's tokens, without include_usage too")
 	assert.Greater(t, rec["prompt_tokens"], 1.0)
 
-	code, _, _ := ts.get(t, "/v1/models/"+modelName)
+	code, _, body := ts.post(t, "/v1/embeddings", `{"input":"Once upon a time"}`)
+	require.Equal(t, http.StatusBadRequest, code, "%s", body) // embeddings not enabled
+	check("POST", "/v1/embeddings", "/v1/embeddings", 400)
+
+	code, _, _ = ts.get(t, "/v1/models/"+modelName)
 	require.Equal(t, http.StatusOK, code)
 	rec = check("GET", "/v1/models/{id...}", "/v1/models/"+modelName, 200)
 	assert.NotContains(t, rec, "prompt_tokens", "no tokens where nothing was generated")

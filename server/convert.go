@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,13 +35,21 @@ type Served struct {
 	// as control tokens (model.ChatOptions.AllowSpecialInContent); off,
 	// a client cannot write "<|im_end|>" to end its turn.
 	AllowSpecialInContent bool
+	// Embeddings is set when the model serves /v1/embeddings, /api/embed
+	// and /api/embeddings (Options.Embeddings, or a model whose file
+	// declares mean, cls or last pooling), with Pooling.
+	Embeddings bool
+	Pooling    model.Pooling
 }
 
 // GenerateRequest is a request converted to model inputs: the prompt's
 // token ids and the generation options, plus how to answer.
 type GenerateRequest struct {
-	Prompt       []int32
-	Options      model.GenerateOptions
+	Prompt  []int32
+	Options model.GenerateOptions
+	// N is the number of choices (1..MaxChoices): N requests of the same
+	// prompt, each sampled on its own (see Requests).
+	N            int
 	Stream       bool
 	IncludeUsage bool
 	// tools is how a chat request uses tools; nil without.
@@ -48,14 +57,44 @@ type GenerateRequest struct {
 	// PromptParam names the request field the prompt came from
 	// ("prompt", "messages"), for errors about it.
 	PromptParam string
+	// GrammarParam names the field that set Options.Grammar
+	// ("response_format", "grammar", "json_schema", "tool_choice"), for
+	// errors about it.
+	GrammarParam string
+}
+
+// MaxChoices bounds the n of a request: the choices it asks for, each a
+// sequence of its own in a KV-cache slot.
+const MaxChoices = 8
+
+// Requests returns the model requests of gr's choices, in choice order:
+// the same prompt and options, except that choice i samples from the seed
+// sample.ChoiceSeed(seed, i), so that the choices are independent and
+// each is the one a request for that seed alone would get. A grammar is
+// shared (each request follows it with a matcher of its own).
+func (gr *GenerateRequest) Requests() []*model.Request {
+	n := max(gr.N, 1)
+	reqs := make([]*model.Request, n)
+	for i := range n {
+		opts := gr.Options
+		opts.Sampling.Seed = sample.ChoiceSeed(gr.Options.Sampling.Seed, i)
+		reqs[i] = &model.Request{Prompt: gr.Prompt, Options: opts}
+	}
+	return reqs
 }
 
 // requestError is apiError with the errors about the prompt (too long for
-// the context, a token outside the vocabulary) pinned on its field.
+// the context, a token outside the vocabulary) pinned on its field, and a
+// grammar that the vocabulary cannot follow (model.ErrGrammarDeadEnd, a
+// 400) on the field that set it.
 func (gr *GenerateRequest) requestError(err error) *Error {
 	ae := apiError(err)
-	if errors.Is(err, model.ErrContextFull) || errors.Is(err, model.ErrInvalidToken) {
+	switch {
+	case errors.Is(err, model.ErrContextFull) || errors.Is(err, model.ErrInvalidToken):
 		ae.Param = gr.PromptParam
+	case errors.Is(err, model.ErrGrammarDeadEnd) && ae.Status == http.StatusBadRequest:
+		ae.Param = gr.GrammarParam
+		ae.Message = "the output cannot follow the constraint: " + ae.Message
 	}
 	return ae
 }
@@ -187,7 +226,7 @@ func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*Gen
 	if err := checkFields(req.completionExtras.rules()); err != nil {
 		return nil, err
 	}
-	g, err := req.constraint()
+	g, gparam, err := req.constraint()
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +234,10 @@ func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*Gen
 	if err != nil {
 		return nil, err
 	}
-	gr.Options.Grammar = g
+	if err := checkBestOf(req.BestOf, gr.N); err != nil {
+		return nil, err
+	}
+	gr.Options.Grammar, gr.GrammarParam = g, gparam
 	if n := req.Logprobs; n != nil {
 		if *n < 0 || *n > maxCompletionLogprobs {
 			return nil, badRequest("logprobs", CodeInvalidValue, "logprobs must be in [0, %d], got %d", maxCompletionLogprobs, *n)
@@ -203,6 +245,26 @@ func FromCompletionRequest(req *CompletionRequest, s *Served, seed uint64) (*Gen
 		gr.Options.LogProbs, gr.Options.TopLogProbs = true, *n
 	}
 	return gr, nil
+}
+
+// checkBestOf accepts best_of absent, null or equal to n (best_of
+// greater than n would generate best_of sequences and return the n most
+// likely, which this server does not do); otherwise it is a 400 naming
+// best_of.
+func checkBestOf(raw json.RawMessage, n int) error {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil
+	}
+	var b int
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return badRequest("best_of", CodeInvalidValue, "best_of must be an integer")
+	}
+	if b != n {
+		return badRequest("best_of", CodeUnsupported,
+			"best_of = %d with n = %d: best_of must equal n; choosing the best of more sequences than returned is not supported", b, n)
+	}
+	return nil
 }
 
 // maxCompletionLogprobs bounds the logprobs of /v1/completions (OpenAI's
@@ -230,7 +292,7 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 	if err := checkFields(req.chatExtras.rules()); err != nil {
 		return nil, err
 	}
-	g, err := req.constraint()
+	g, gparam, err := req.constraint()
 	if err != nil {
 		return nil, err
 	}
@@ -302,10 +364,10 @@ func FromChatRequest(ctx context.Context, req *ChatCompletionRequest, s *Served,
 		return nil, err
 	}
 	gr.Options.LogProbs = logprobs
-	gr.Options.Grammar = g
+	gr.Options.Grammar, gr.GrammarParam = g, gparam
 	gr.tools = tools
 	if tools != nil && tools.grammar != nil {
-		gr.Options.Grammar = tools.grammar
+		gr.Options.Grammar, gr.GrammarParam = tools.grammar, "tool_choice"
 	}
 	if logprobs && req.TopLogprobs != nil {
 		gr.Options.TopLogProbs = *req.TopLogprobs
@@ -324,8 +386,12 @@ func checkModel(name string, s *Served) error {
 // finishRequest checks the fields common to both request kinds and builds
 // the GenerateRequest.
 func finishRequest(ids []int32, promptParam string, f *SamplingFields, maxTokens *int, maxParam string, seed uint64) (*GenerateRequest, error) {
-	if f.N != nil && *f.N != 1 {
-		return nil, badRequest("n", CodeUnsupported, "n = %d: only one choice per request is supported", *f.N)
+	n := 1
+	if f.N != nil {
+		n = *f.N
+		if n < 1 || n > MaxChoices {
+			return nil, badRequest("n", CodeInvalidValue, "n must be in [1, %d], got %d", MaxChoices, n)
+		}
 	}
 	opts := model.GenerateOptions{Stop: f.Stop, IgnoreEOS: f.IgnoreEOS}
 	if maxTokens != nil {
@@ -342,6 +408,7 @@ func finishRequest(ids []int32, promptParam string, f *SamplingFields, maxTokens
 	return &GenerateRequest{
 		Prompt:       ids,
 		Options:      opts,
+		N:            n,
 		Stream:       f.Stream,
 		IncludeUsage: f.Stream && f.StreamOptions != nil && f.StreamOptions.IncludeUsage,
 		PromptParam:  promptParam,

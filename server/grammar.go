@@ -147,12 +147,12 @@ type jsonSchemaFormat struct {
 	Strict      *bool           `json:"strict,omitempty"`
 }
 
-// constraint returns the grammar the fields ask for, or nil when they ask
-// for none. Fields that are not well formed, more than one constraint, a
+// constraint returns the grammar the fields ask for and the field that
+// asked for it, or nil and "" when they ask for none. Fields that are not well formed, more than one constraint, a
 // grammar that does not compile (the message gives its line and column)
 // and a schema that cannot be converted (the message gives the JSON
 // pointer of the offending part) are 400 *Errors naming the field.
-func (f *ConstraintFields) constraint() (*grammar.Grammar, error) {
+func (f *ConstraintFields) constraint() (*grammar.Grammar, string, error) {
 	type source struct {
 		param string
 		get   func() (*grammar.Grammar, error)
@@ -161,7 +161,7 @@ func (f *ConstraintFields) constraint() (*grammar.Grammar, error) {
 	if !isNull(f.ResponseFormat) {
 		rf, err := decodeResponseFormat(f.ResponseFormat)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		switch rf.Type {
 		case "text":
@@ -182,7 +182,7 @@ func (f *ConstraintFields) constraint() (*grammar.Grammar, error) {
 	if !isNull(f.Grammar) {
 		var src string
 		if err := json.Unmarshal(f.Grammar, &src); err != nil {
-			return nil, badRequest("grammar", CodeInvalidValue, "grammar must be a string of GBNF rules, not %s", jsonKindOf(f.Grammar))
+			return nil, "", badRequest("grammar", CodeInvalidValue, "grammar must be a string of GBNF rules, not %s", jsonKindOf(f.Grammar))
 		}
 		if src != "" { // llama.cpp's "no grammar"
 			set = append(set, source{"grammar", func() (*grammar.Grammar, error) { return gbnfGrammar("grammar", src) }})
@@ -193,15 +193,16 @@ func (f *ConstraintFields) constraint() (*grammar.Grammar, error) {
 	}
 	switch len(set) {
 	case 0:
-		return nil, nil
+		return nil, "", nil
 	case 1:
-		return set[0].get()
+		g, err := set[0].get()
+		return g, set[0].param, err
 	}
 	names := make([]string, len(set))
 	for i, s := range set {
 		names[i] = s.param
 	}
-	return nil, badRequest(set[1].param, CodeInvalidValue,
+	return nil, "", badRequest(set[1].param, CodeInvalidValue,
 		"at most one of response_format (json_object or json_schema), grammar and json_schema may be given; this request sets %s",
 		strings.Join(names, " and "))
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -376,6 +377,34 @@ func BenchmarkConstrainedDecode(b *testing.B) {
 				tokens += len(res.Tokens)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(max(tokens, 1)), "ns/token")
+		})
+	}
+}
+
+// A grammar the vocabulary cannot follow (model.ErrGrammarDeadEnd, met
+// while generating) is the client's: 400 naming the field that set the
+// constraint.
+func TestGrammarDeadEndIs400(t *testing.T) {
+	s := testServed(t)
+	for _, c := range []struct{ body, param string }{
+		{`{"prompt":"x","grammar":"root ::= \"a\""}`, "grammar"},
+		{`{"prompt":"x","response_format":{"type":"json_object"}}`, "response_format"},
+		{`{"prompt":"x","json_schema":{"type":"string"}}`, "json_schema"},
+	} {
+		t.Run(c.param, func(t *testing.T) {
+			var req CompletionRequest
+			require.NoError(t, decodeJSON(strings.NewReader(c.body), &req))
+			gr, err := FromCompletionRequest(&req, s, 1)
+			require.NoError(t, err)
+			require.NotNil(t, gr.Options.Grammar)
+			dead := fmt.Errorf("%w after 3 generated tokens (position 9 of the sequence)", model.ErrGrammarDeadEnd)
+			ae := gr.requestError(dead)
+			assert.Equal(t, http.StatusBadRequest, ae.Status)
+			assert.Equal(t, TypeInvalidRequest, ae.Type)
+			assert.Equal(t, CodeInvalidValue, ae.Code)
+			assert.Equal(t, c.param, ae.Param)
+			assert.Contains(t, ae.Message, "cannot follow the constraint")
+			assert.Contains(t, ae.Message, "after 3 generated tokens")
 		})
 	}
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -22,6 +23,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/models/{id...}", s.handleModel)
 	mux.Handle("POST /v1/completions", s.requireJSON(s.handleCompletions))
 	mux.Handle("POST /v1/chat/completions", s.requireJSON(s.handleChat))
+	mux.Handle("POST /v1/embeddings", s.requireJSON(s.handleEmbeddings))
 	mux.Handle("POST /tokenize", s.requireJSON(s.handleTokenize))
 	mux.Handle("POST /detokenize", s.requireJSON(s.handleDetokenize))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
@@ -134,8 +136,10 @@ func (s *Server) handleCompletions(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	s.generate(w, r, sched, gr, &completionFormat{id: newID("cmpl-"), created: time.Now().Unix(), model: served.Name,
-		tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs})
+	id, created := newID("cmpl-"), time.Now().Unix()
+	s.generate(w, r, sched, gr, func() format {
+		return &completionFormat{id: id, created: created, model: served.Name, tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs}
+	})
 }
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
@@ -156,8 +160,11 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, apiError(err))
 		return
 	}
-	s.generate(w, r, sched, gr, &chatFormat{id: newID("chatcmpl-"), created: time.Now().Unix(), model: served.Name,
-		tok: served.Model.Tokenizer, logprobs: gr.Options.LogProbs, tools: gr.tools})
+	id, created := newID("chatcmpl-"), time.Now().Unix()
+	s.generate(w, r, sched, gr, func() format {
+		return &chatFormat{id: id, created: created, model: served.Name, tok: served.Model.Tokenizer,
+			logprobs: gr.Options.LogProbs, tools: gr.tools}
+	})
 }
 
 // format builds the response objects of one request kind. With
@@ -309,64 +316,98 @@ func (f *chatFormat) whole(text string, r *model.Result) any {
 	return c
 }
 
-// generate submits gr with the request's context and writes the answer:
-// one JSON object, or SSE chunks flushed as tokens arrive.
-func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *scheduler, gr *GenerateRequest, f format) {
-	ctx := r.Context()
-	j, err := sched.submit(ctx, &model.Request{Prompt: gr.Prompt, Options: gr.Options})
+// generate submits gr's choices (all or none) with a context that ends
+// with the request's, and writes the answer: one JSON object, or SSE
+// chunks flushed as tokens arrive, each naming its choice. Each choice
+// has a format of its own from newFormat. The first choice that fails is
+// the answer (an error object, or an error event in a stream) and ends
+// the others (their context is cancelled), as a client that leaves does.
+func (s *Server) generate(w http.ResponseWriter, r *http.Request, sched *scheduler, gr *GenerateRequest, newFormat func() format) {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	if slots := sched.m.Slots(); gr.N > slots {
+		s.writeError(w, r, badRequest("n", CodeInvalidValue,
+			"n = %d needs %d KV-cache slots at once; the server runs %d (--parallel)", gr.N, gr.N, slots))
+		return
+	}
+	jobs, err := sched.submitAll(ctx, gr.Requests())
 	if err != nil {
 		s.writeError(w, r, gr.requestError(err))
 		return
 	}
-	if !gr.Stream {
-		text, res, err := j.Wait(ctx)
-		if err != nil {
-			s.writeError(w, r, gr.requestError(err))
-			return
-		}
-		noteUsage(r, res)
-		writeJSON(w, http.StatusOK, f.whole(text, res))
-		return
+	events := pump(ctx, jobs)
+	fs := make([]format, len(jobs))
+	for i := range fs {
+		fs[i] = newFormat()
 	}
 
-	sse := newSSEWriter(w)
-	if c := f.start(); c != nil {
-		sse.event(c)
+	var sse *sseWriter
+	if gr.Stream {
+		sse = newSSEWriter(w)
+		for i, f := range fs {
+			if c := f.start(); c != nil {
+				sse.event(withIndex(c, i))
+			}
+		}
+		if sse.flush() != nil {
+			return
+		}
 	}
-	if sse.flush() != nil {
-		return
-	}
-	for {
-		pieces, done, res, err := j.NextPieces(ctx)
-		for _, p := range pieces {
-			for _, c := range f.delta(p) {
-				sse.event(c)
+	texts, rs := make([]strings.Builder, len(jobs)), make([]*model.Result, len(jobs))
+	for left := len(jobs); left > 0; {
+		var ev jobEvent
+		select {
+		case ev = <-events:
+		case <-ctx.Done():
+			return // the client is gone; the jobs see the cancelled context
+		}
+		for _, p := range ev.pieces {
+			if sse == nil {
+				texts[ev.i].WriteString(p.Text)
+				continue
+			}
+			for _, c := range fs[ev.i].delta(p) {
+				sse.event(withIndex(c, ev.i))
 			}
 		}
 		switch {
-		case done && err == nil:
-			noteUsage(r, res)
-			for _, c := range f.end(res.Finish) {
-				sse.event(c)
-			}
-			if gr.IncludeUsage {
-				sse.event(f.usage(res))
-			}
-			sse.done()
-			return
-		case err != nil:
-			if ctx.Err() == nil {
-				ae := gr.requestError(err)
+		case ev.err != nil:
+			ae := gr.requestError(ev.err)
+			if sse == nil {
+				s.writeError(w, r, ae)
+			} else if r.Context().Err() == nil {
 				s.logError(r, ae)
 				sse.event(ae.Body())
 				sse.flush()
 			}
 			return
+		case ev.done:
+			rs[ev.i] = ev.res
+			if sse != nil {
+				for _, c := range fs[ev.i].end(ev.res.Finish) {
+					sse.event(withIndex(c, ev.i))
+				}
+			}
+			left--
 		}
-		if sse.flush() != nil {
-			return // the client is gone; the engine sees the cancelled context
+		if sse != nil && sse.flush() != nil {
+			return // the client is gone; cancel ends every job
 		}
 	}
+	u := usageOfAll(rs)
+	noteCounts(r, u.PromptTokens, u.CompletionTokens)
+	if sse == nil {
+		parts := make([]any, len(fs))
+		for i, f := range fs {
+			parts[i] = f.whole(texts[i].String(), rs[i])
+		}
+		writeJSON(w, http.StatusOK, joinChoices(parts, u))
+		return
+	}
+	if gr.IncludeUsage {
+		sse.event(withUsage(fs[0].usage(rs[0]), u))
+	}
+	sse.done()
 }
 
 func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {

@@ -24,6 +24,8 @@ import (
 //	POST /api/show        its details, metadata and template
 //	POST /api/generate    a prompt, raw or through the chat template
 //	POST /api/chat        messages through the chat template
+//	POST /api/embed       embeddings of a string or strings (embeddings.go)
+//	POST /api/embeddings  the legacy one-prompt form
 //
 // Answers stream as NDJSON (application/x-ndjson) unless the request says
 // "stream": false; the last object has "done": true, "done_reason"
@@ -32,7 +34,7 @@ import (
 // status the OpenAI routes give the same failure (a model that is not
 // served: 404 "model 'x' not found"); a failure in the middle of a stream
 // is a last line {"error": "..."}. The model-management routes (pull,
-// push, create, copy, delete, blobs) and embeddings answer 501.
+// push, create, copy, delete, blobs) answer 501.
 
 // OllamaAPIVersion is the ollama release whose API the /api routes follow
 // (the release of the client they are tested with), answered by
@@ -58,12 +60,8 @@ func (s *Server) ollamaRoutes(mux *http.ServeMux) {
 				Message: fmt.Sprintf("%s is not supported: the server serves the one model file it was started with", r.URL.Path)})
 		})
 	}
-	for _, route := range []string{"POST /api/embed", "POST /api/embeddings"} {
-		mux.HandleFunc(route, func(w http.ResponseWriter, r *http.Request) {
-			s.writeError(w, r, &Error{Status: http.StatusNotImplemented, Type: TypeInvalidRequest, Code: CodeUnsupported,
-				Message: fmt.Sprintf("%s is not supported yet: the server has no embeddings", r.URL.Path)})
-		})
-	}
+	mux.Handle("POST /api/embed", s.ollamaJSON(s.handleOllamaEmbed))
+	mux.Handle("POST /api/embeddings", s.ollamaJSON(s.handleOllamaEmbeddings))
 }
 
 // isOllamaPath reports whether path is one of the ollama API's, whose

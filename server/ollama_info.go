@@ -252,9 +252,13 @@ func (s *Server) ollamaShow(served *Served, verbose bool) *OllamaShowResponse {
 	if served.Template != nil {
 		tmpl = served.Template.Source()
 	}
+	caps := []string{"completion"}
+	if served.Embeddings {
+		caps = append(caps, "embedding")
+	}
 	return &OllamaShowResponse{
 		Modelfile: mf.String(), Parameters: params, Template: tmpl, Details: f.details(), ModelInfo: info,
-		Capabilities: []string{"completion"}, ModifiedAt: f.modified,
+		Capabilities: caps, ModifiedAt: f.modified,
 	}
 }
 

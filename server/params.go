@@ -36,7 +36,8 @@ type chatExtras struct {
 
 // completionExtras are the fields of /v1/completions kept raw.
 type completionExtras struct {
-	User   json.RawMessage `json:"user,omitempty"`
+	User json.RawMessage `json:"user,omitempty"`
+	// BestOf is accepted when it equals n (checkBestOf).
 	BestOf json.RawMessage `json:"best_of,omitempty"`
 	Echo   json.RawMessage `json:"echo,omitempty"`
 	Suffix json.RawMessage `json:"suffix,omitempty"`
@@ -102,7 +103,6 @@ func (x *chatExtras) rules() []fieldRule {
 func (x *completionExtras) rules() []fieldRule {
 	return []fieldRule{
 		{"user", x.User, anyString, "user must be a string", true},
-		{"best_of", x.BestOf, oneOf(`1`), "best_of > 1 is not supported; one sequence is generated per request", false},
 		{"echo", x.Echo, oneOf(`false`), "echo is not supported", false},
 		{"suffix", x.Suffix, oneOf(`""`), "suffix (insertion) is not supported", false},
 	}

@@ -61,23 +61,35 @@ func newScheduler(m *model.Model, opts schedulerOptions) (*scheduler, error) {
 // every slot is in use and the queue is full, ErrShuttingDown, or the
 // engine's error for a request it refuses (see model.Engine.Submit).
 func (s *scheduler) submit(ctx context.Context, req *model.Request) (*model.Job, error) {
+	jobs, err := s.submitAll(ctx, []*model.Request{req})
+	if err != nil {
+		return nil, err
+	}
+	return jobs[0], nil
+}
+
+// submitAll queues every request of reqs under ctx, or none
+// (model.Engine.SubmitAll): each counts as one request in flight, so it
+// fails with ErrBusy when they do not all fit under the bound, and with
+// the errors of submit.
+func (s *scheduler) submitAll(ctx context.Context, reqs []*model.Request) ([]*model.Job, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.closed || s.draining:
 		return nil, ErrShuttingDown
-	case s.inflight >= s.limit:
+	case s.inflight+len(reqs) > s.limit:
 		return nil, ErrBusy
 	}
-	j, err := s.eng.Submit(ctx, req)
+	jobs, err := s.eng.SubmitAll(ctx, reqs)
 	if errors.Is(err, model.ErrEngineClosed) {
 		err = ErrShuttingDown
 	}
 	if err != nil {
 		return nil, err
 	}
-	s.inflight++
-	return j, nil
+	s.inflight += len(jobs)
+	return jobs, nil
 }
 
 // count returns the requests submitted and not ended.

@@ -1,6 +1,6 @@
 // Package server serves a model over an OpenAI-compatible HTTP API:
 // /v1/models, /v1/completions and /v1/chat/completions (streamed as
-// Server-Sent Events on request), plus llama.cpp's /tokenize and
+// Server-Sent Events on request), /v1/embeddings (embeddings.go), plus llama.cpp's /tokenize and
 // /detokenize, /health and Prometheus /metrics; and ollama's API under
 // /api (version, tags, ps, show, generate, chat; see ollama.go) over the
 // same engine, with errors in ollama's shape; and a web chat page at /
@@ -97,6 +97,15 @@ type Options struct {
 	// Host; any other gets 403 (see Handler). They are compared without
 	// case and without a port ("Box.lan:8080" allows "box.lan:58439").
 	HostAliases []string
+	// Embeddings serves embeddings (/v1/embeddings, /api/embed,
+	// /api/embeddings) from every model; without it only models whose
+	// file declares mean, cls or last pooling (`{arch}.pooling_type`) do,
+	// and the others answer 400.
+	Embeddings bool
+	// Pooling overrides the models' pooling type for embeddings
+	// (model.PoolingMean, PoolingCLS or PoolingLast); PoolingUnset keeps
+	// a model's own, or mean for a model that declares none of those.
+	Pooling model.Pooling
 	// AllowSpecialInContent is Served.AllowSpecialInContent.
 	AllowSpecialInContent bool
 	// ChatTemplate, when set, renders the chat requests of every served
@@ -269,6 +278,7 @@ func (s *Server) newServed(m *model.Model, name string) (*Served, *scheduler, er
 		tmpl, terr = s.opts.ChatTemplate, nil
 	}
 	served := &Served{Model: m, Name: name, Template: tmpl, TemplateErr: terr, AllowSpecialInContent: s.opts.AllowSpecialInContent}
+	served.Embeddings, served.Pooling = embeddingPooling(s.opts.Embeddings, s.opts.Pooling, m.Config.Pooling)
 	if terr != nil {
 		s.log.Warn("no chat template; /v1/chat/completions will fail", "model", name, "err", terr)
 	}

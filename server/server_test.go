@@ -251,8 +251,11 @@ func TestErrors(t *testing.T) {
 		{"unknown chat model", "/v1/chat/completions", `{"model":"gpt-4","messages":[{"role":"user","content":"x"}]}`, 404, TypeInvalidRequest, CodeModelNotFound, "model", "gpt-4"},
 		{"prompt longer than the context", "/v1/completions", `{"prompt":"` + long + `"}`, 400, TypeInvalidRequest, CodeContextLengthExceeded, "prompt", "context holds 64 positions"},
 		{"messages longer than the context", "/v1/chat/completions", `{"messages":[{"role":"user","content":"` + long + `"}]}`, 400, TypeInvalidRequest, CodeContextLengthExceeded, "messages", "context holds 64 positions"},
-		{"n > 1", "/v1/completions", `{"prompt":"x","n":2}`, 400, TypeInvalidRequest, CodeUnsupported, "n", "n = 2"},
-		{"chat n > 1", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x"}],"n":3}`, 400, TypeInvalidRequest, CodeUnsupported, "n", "n = 3"},
+		{"n 9", "/v1/completions", `{"prompt":"x","n":9}`, 400, TypeInvalidRequest, CodeInvalidValue, "n", "[1, 8], got 9"},
+		{"chat n 0", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x"}],"n":0}`, 400, TypeInvalidRequest, CodeInvalidValue, "n", "got 0"},
+		{"n over the slots", "/v1/completions", `{"prompt":"x","n":2}`, 400, TypeInvalidRequest, CodeInvalidValue, "n", "the server runs 1 (--parallel)"},
+		{"chat n over the slots", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x"}],"n":3}`, 400, TypeInvalidRequest, CodeInvalidValue, "n", "n = 3 needs 3"},
+		{"best_of not n", "/v1/completions", `{"prompt":"x","best_of":3}`, 400, TypeInvalidRequest, CodeUnsupported, "best_of", "best_of = 3 with n = 1"},
 		{"max_tokens 0", "/v1/completions", `{"prompt":"x","max_tokens":0}`, 400, TypeInvalidRequest, CodeInvalidValue, "max_tokens", "at least 1"},
 		{"max_completion_tokens -1", "/v1/chat/completions", `{"messages":[{"role":"user","content":"x"}],"max_completion_tokens":-1}`, 400, TypeInvalidRequest, CodeInvalidValue, "max_completion_tokens", "at least 1"},
 		{"top_p out of range", "/v1/completions", `{"prompt":"x","top_p":2}`, 400, TypeInvalidRequest, CodeInvalidValue, "top_p", "top_p"},
@@ -260,7 +263,7 @@ func TestErrors(t *testing.T) {
 		{"body over the limit", "/v1/completions", `{"prompt":"` + strings.Repeat("x", 5000) + `"}`, 413, TypeInvalidRequest, CodeRequestTooLarge, "", "4096 bytes"},
 		{"tokenize a number", "/tokenize", `{"content":5}`, 400, TypeInvalidRequest, CodeInvalidValue, "content", "a string"},
 		{"detokenize out of range", "/detokenize", `{"tokens":[1,-3]}`, 400, TypeInvalidRequest, CodeInvalidValue, "tokens[1]", "-3"},
-		{"unknown route", "/v1/embeddings", `{}`, 404, TypeInvalidRequest, "not_found", "", "no route"},
+		{"unknown route", "/v1/audio/speech", `{}`, 404, TypeInvalidRequest, "not_found", "", "no route"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/chat"
+	"github.com/m40llm/m40llm/model/sample"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/shared"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -388,5 +389,75 @@ func TestToolErrors(t *testing.T) {
 			assert.Equal(t, TypeInvalidRequest, e.Type)
 			assert.Contains(t, e.Message, c.says)
 		})
+	}
+}
+
+// Tools with n = 2: each choice is a constrained reply of calls of its
+// own, the one a one-choice request with seed ChoiceSeed(seed, i) gives
+// (the same calls, content and finish reason), and a stream reassembles,
+// choice by choice, to the non-streamed choices.
+func TestToolCallsChoices(t *testing.T) {
+	ts := startServer(t, 2, 4096, Options{ChatTemplate: toolTemplate(t, "qwen2.5-7b-instruct.jinja")})
+	c := ts.client()
+	ctx := context.Background()
+	const seed = 7
+	params := openai.ChatCompletionNewParams{
+		Model:             modelName,
+		Messages:          []openai.ChatCompletionMessageParamUnion{openai.UserMessage("What is the weather in Paris?")},
+		Tools:             toolParams(t),
+		ToolChoice:        openai.ChatCompletionToolChoiceOptionUnionParam{OfAuto: openai.String("required")},
+		ParallelToolCalls: openai.Bool(false),
+		Temperature:       openai.Float(1),
+		Seed:              openai.Int(seed),
+		MaxTokens:         openai.Int(400),
+		N:                 openai.Int(2),
+	}
+	res, err := c.Chat.Completions.New(ctx, params)
+	require.NoError(t, err)
+	require.Len(t, res.Choices, 2)
+	sameCalls := func(want, got []openai.ChatCompletionMessageToolCallUnion, what string) {
+		t.Helper()
+		require.Len(t, got, len(want), what)
+		for k := range got {
+			assert.Equal(t, want[k].Function.Name, got[k].Function.Name, what)
+			assert.Equal(t, want[k].Function.Arguments, got[k].Function.Arguments, what)
+		}
+	}
+	for i, ch := range res.Choices {
+		what := fmt.Sprintf("choice %d", i)
+		assert.Equal(t, int64(i), ch.Index, what)
+		require.Equal(t, "tool_calls", ch.FinishReason, "%s: %q", what, ch.Message.Content)
+		require.Len(t, ch.Message.ToolCalls, 1, what)
+		checkCall(t, ch.Message.ToolCalls[0], what)
+		one := params
+		one.N, one.Seed = openai.Int(1), openai.Int(int64(sample.ChoiceSeed(seed, i)))
+		alone, err := c.Chat.Completions.New(ctx, one)
+		require.NoError(t, err, what)
+		assert.Equal(t, alone.Choices[0].FinishReason, ch.FinishReason, what)
+		assert.Equal(t, alone.Choices[0].Message.Content, ch.Message.Content, what)
+		sameCalls(alone.Choices[0].Message.ToolCalls, ch.Message.ToolCalls, what+" alone")
+	}
+
+	stream := c.Chat.Completions.NewStreaming(ctx, params)
+	acc := openai.ChatCompletionAccumulator{}
+	finish := map[int64]string{}
+	for stream.Next() {
+		ch := stream.Current()
+		acc.AddChunk(ch)
+		for _, c := range ch.Choices {
+			if c.FinishReason != "" {
+				finish[c.Index] = c.FinishReason
+			}
+		}
+	}
+	require.NoError(t, stream.Err())
+	require.Len(t, acc.Choices, 2)
+	for i, ch := range acc.Choices {
+		what := fmt.Sprintf("streamed choice %d", i)
+		assert.Equal(t, "tool_calls", finish[int64(i)], what)
+		sameCalls(res.Choices[i].Message.ToolCalls, ch.Message.ToolCalls, what)
+		for _, call := range ch.Message.ToolCalls {
+			assert.True(t, strings.HasPrefix(call.ID, "call_"), what)
+		}
 	}
 }

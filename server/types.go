@@ -29,7 +29,8 @@ type SamplingFields struct {
 	// LogitBias maps token ids, written as strings, to a bias in
 	// [-100, 100] added to their logits before sampling.
 	LogitBias map[string]float64 `json:"logit_bias,omitempty"`
-	// N is the number of choices; only 1 is supported.
+	// N is the number of choices, 1 to MaxChoices (default 1), each
+	// sampled independently (GenerateRequest.Requests).
 	N *int `json:"n,omitempty"`
 	// IgnoreEOS keeps generating past end-of-generation tokens (llama.cpp).
 	IgnoreEOS bool `json:"ignore_eos,omitempty"`
@@ -170,8 +171,8 @@ func (s *Stop) UnmarshalJSON(b []byte) error {
 
 // Prompt is the prompt field of a completion request: a string, a list
 // of one string, a list of token ids, or a list of one list of token ids.
-// Several prompts (which OpenAI answers with one choice each) are
-// rejected, as n > 1 is.
+// Several prompts (which OpenAI answers with n choices each) are
+// rejected.
 type Prompt struct {
 	Text   string
 	Tokens []int32 // set when the prompt is given as token ids

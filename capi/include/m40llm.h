@@ -321,6 +321,40 @@ m40llm_status m40llm_get_logits(m40llm_session *session, float *logits, size_t c
                                 size_t *n_logits);
 
 /* ------------------------------------------------------------------------
+ * Embeddings
+ * ------------------------------------------------------------------------ */
+
+/* m40llm_pooling is how m40llm_embed makes one vector of a token sequence's
+ * hidden states (after the final norm, before the output matrix). */
+typedef enum m40llm_pooling {
+    /* The model's own ({arch}.pooling_type in its file): mean, cls or last;
+     * a model that declares none of those is refused. */
+    M40LLM_POOLING_MODEL = 0,
+    /* The average of every token's hidden state. */
+    M40LLM_POOLING_MEAN = 1,
+    /* The first token's. */
+    M40LLM_POOLING_CLS = 2,
+    /* The last token's (Qwen3-Embedding). */
+    M40LLM_POOLING_LAST = 3
+} m40llm_pooling;
+
+/*
+ * m40llm_embed evaluates tokens in the session from its start (with
+ * M40LLM_POOLING_LAST a cached prefix of tokens is kept) and writes their
+ * pooled hidden state, divided by its Euclidean norm, to embedding; the
+ * session then holds tokens. *n_embd is set to the model's embedding
+ * length (n_embd of m40llm_model_info); embedding must hold that many
+ * floats, else M40LLM_ERR_BUFFER_TOO_SMALL with nothing evaluated. Every
+ * id must be in [0, vocab_size) and n_tokens at most n_ctx
+ * (M40LLM_ERR_CONTEXT_FULL); a pooling outside the enum, or
+ * M40LLM_POOLING_MODEL for a model without one, is
+ * M40LLM_ERR_INVALID_ARGUMENT. m40llm_get_logits has no logits after it.
+ */
+m40llm_status m40llm_embed(m40llm_session *session, const int32_t *tokens, size_t n_tokens,
+                           m40llm_pooling pooling, float *embedding, size_t capacity,
+                           size_t *n_embd);
+
+/* ------------------------------------------------------------------------
  * Generation
  * ------------------------------------------------------------------------ */
 

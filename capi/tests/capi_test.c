@@ -469,6 +469,89 @@ struct collect {
     m40llm_status tokenize; /* status of a tokenize from the callback */
 };
 
+/* max_diff returns the largest |a[i] - b[i]|. */
+static double max_diff(const float *a, const float *b, size_t n)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > worst)
+            worst = d;
+    }
+    return worst;
+}
+
+static double l2(const float *v, size_t n)
+{
+    double ss = 0;
+    for (size_t i = 0; i < n; i++)
+        ss += (double)v[i] * v[i];
+    return sqrt(ss);
+}
+
+/* test_embed: m40llm_embed's errors, unit norm, and what causal attention
+ * implies: the first token's hidden state does not depend on the tokens
+ * after it, so cls of a sequence = last of its first token = mean of its
+ * first token; a cached prefix gives last pooling the same vector. */
+static void test_embed(m40llm_model *m)
+{
+    m40llm_session *x, *y;
+    float e[64], f[64], g[64];
+    size_t n = 0, len = 0;
+    int32_t toks[64];
+    for (int i = 0; i < 64; i++)
+        toks[i] = 1 + (i * 37) % 500;
+    CHECK_ST(m40llm_session_new(m, &x), M40LLM_OK);
+    CHECK_ST(m40llm_session_new(m, &y), M40LLM_OK);
+
+    CHECK_ST(m40llm_embed(NULL, toks, 4, M40LLM_POOLING_MEAN, e, 64, &n), M40LLM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(m40llm_embed(x, toks, 4, M40LLM_POOLING_MEAN, e, 64, NULL), M40LLM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(m40llm_embed(x, toks, 4, M40LLM_POOLING_MEAN, NULL, 0, &n), M40LLM_ERR_BUFFER_TOO_SMALL);
+    CHECK(n == 64, "n_embd size query");
+    CHECK_ST(m40llm_embed(x, toks, 4, M40LLM_POOLING_MEAN, e, 63, &n), M40LLM_ERR_BUFFER_TOO_SMALL);
+    CHECK_ST(m40llm_embed(x, toks, 4, M40LLM_POOLING_MEAN, NULL, 64, &n), M40LLM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(m40llm_embed(x, toks, 4, M40LLM_POOLING_MODEL, e, 64, &n), M40LLM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(m40llm_embed(x, toks, 4, (m40llm_pooling)7, e, 64, &n), M40LLM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(m40llm_embed(x, toks, 0, M40LLM_POOLING_MEAN, e, 64, &n), M40LLM_ERR_INVALID_ARGUMENT);
+    CHECK_ST(m40llm_embed(x, NULL, 4, M40LLM_POOLING_MEAN, e, 64, &n), M40LLM_ERR_INVALID_ARGUMENT);
+    int32_t bad[] = {1, 600};
+    CHECK_ST(m40llm_embed(x, bad, 2, M40LLM_POOLING_MEAN, e, 64, &n), M40LLM_ERR_INVALID_ARGUMENT);
+    int32_t many[65] = {1};
+    CHECK_ST(m40llm_embed(x, many, 65, M40LLM_POOLING_MEAN, e, 64, &n), M40LLM_ERR_CONTEXT_FULL);
+    CHECK_ST(m40llm_session_length(x, &len), M40LLM_OK);
+    CHECK(len == 0, "a refused embed changed the session");
+
+    /* 40 tokens: three chunks of n_batch 16. */
+    CHECK_ST(m40llm_embed(x, toks, 40, M40LLM_POOLING_MEAN, e, 64, &n), M40LLM_OK);
+    CHECK(n == 64, "n_embd");
+    CHECK(fabs(l2(e, 64) - 1) < 1e-5, "mean embedding not unit-norm");
+    CHECK_ST(m40llm_session_length(x, &len), M40LLM_OK);
+    CHECK(len == 40, "the session holds the embedded tokens");
+    float logits[512];
+    CHECK_ST(m40llm_get_logits(x, logits, 512, &n), M40LLM_ERR_INVALID_ARGUMENT);
+
+    CHECK_ST(m40llm_embed(x, toks, 40, M40LLM_POOLING_CLS, f, 64, &n), M40LLM_OK);
+    CHECK_ST(m40llm_embed(y, toks, 1, M40LLM_POOLING_LAST, g, 64, &n), M40LLM_OK);
+    CHECK(max_diff(f, g, 64) < 1e-6, "cls of 40 tokens != last of the first token");
+    CHECK_ST(m40llm_embed(y, toks, 1, M40LLM_POOLING_MEAN, g, 64, &n), M40LLM_OK);
+    CHECK(max_diff(f, g, 64) < 1e-6, "cls of 40 tokens != mean of the first token");
+    CHECK(max_diff(e, f, 64) > 1e-3, "mean and cls of 40 tokens are the same vector");
+
+    /* last with 25 of the 40 tokens cached, and without. */
+    CHECK_ST(m40llm_session_reset(y), M40LLM_OK);
+    CHECK_ST(m40llm_eval(y, toks, 25), M40LLM_OK);
+    CHECK_ST(m40llm_embed(y, toks, 40, M40LLM_POOLING_LAST, f, 64, &n), M40LLM_OK);
+    CHECK_ST(m40llm_session_reset(x), M40LLM_OK);
+    CHECK_ST(m40llm_embed(x, toks, 40, M40LLM_POOLING_LAST, g, 64, &n), M40LLM_OK);
+    /* binary16 KV cache: keys computed in other chunk shapes may round to
+     * a neighbouring half (~1e-4 here); another row differs by ~1e-2. */
+    CHECK(max_diff(f, g, 64) < 1e-3, "last pooling with a cached prefix");
+    CHECK(fabs(l2(f, 64) - 1) < 1e-5, "last embedding not unit-norm");
+
+    CHECK_ST(m40llm_session_free(x), M40LLM_OK);
+    CHECK_ST(m40llm_session_free(y), M40LLM_OK);
+}
+
 static int collect_cb(const char *text, size_t len, void *user)
 {
     struct collect *c = user;
@@ -1530,6 +1613,7 @@ int main(int argc, char **argv)
         test_tokenize(m);
         test_detokenize(m);
         test_sessions(m);
+        test_embed(m);
         test_generate(m);
 
         char ref[4096];

@@ -78,6 +78,8 @@ for name, args in {
     "m40llm_session_free": [handle],
     "m40llm_eval": [handle, C.POINTER(C.c_int32), C.c_size_t],
     "m40llm_get_logits": [handle, C.POINTER(C.c_float), C.c_size_t, C.POINTER(C.c_size_t)],
+    "m40llm_embed": [handle, C.POINTER(C.c_int32), C.c_size_t, C.c_int, C.POINTER(C.c_float), C.c_size_t,
+                     C.POINTER(C.c_size_t)],
     "m40llm_generate_params_init": [C.POINTER(GenerateParams)],
     "m40llm_generate": [handle, C.c_char_p, C.POINTER(GenerateParams), TEXT_CB, C.c_void_p, C.POINTER(GenerateResult)],
     "m40llm_generate_text": [handle, C.c_char_p, C.POINTER(GenerateParams), C.c_char_p, C.c_size_t,
@@ -126,6 +128,12 @@ check(lib.m40llm_eval(session, toks, n.value) == OK, "eval")
 logits = (C.c_float * 512)()
 check(lib.m40llm_get_logits(session, logits, 512, C.byref(n)) == OK, "logits")
 check(max(range(512), key=lambda i: logits[i]) == 432, "argmax after the prompt")
+
+embd = (C.c_float * 64)()
+ne = C.c_size_t()
+check(lib.m40llm_embed(session, toks, len(toks), 1, embd, 64, C.byref(ne)) == OK, "embed (mean)")
+check(ne.value == 64 and abs(sum(x * x for x in embd) - 1) < 1e-5, "unit-norm embedding")
+check(lib.m40llm_embed(session, toks, len(toks), 0, embd, 64, C.byref(ne)) == INVALID_ARGUMENT, "no model pooling")
 
 gp = GenerateParams()
 check(lib.m40llm_generate_params_init(C.byref(gp)) == OK, "generate params")

@@ -45,12 +45,14 @@ func serveCommand() *cli.Command {
 		&cli.IntFlag{Name: "max-models", Usage: "at most `N` models of --models loaded at once; the least recently used idle one is unloaded for another (0: 1, or 2 with --backend cpu)"},
 		&cli.DurationFlag{Name: "keep-alive", Value: server.DefaultKeepAlive, Usage: "a model of --models stays loaded `D` after its last request (ollama's keep_alive overrides it; -1s: for ever)"},
 		&cli.Int64Flag{Name: "memory-limit", Usage: "the models of --models loaded at once take at most `BYTES` together, counting each as its file size plus its KV cache (0: no limit but the device's)"},
+		&cli.BoolFlag{Name: "embeddings", Usage: "serve /v1/embeddings, /api/embed and /api/embeddings from any model (models whose file declares a mean, cls or last pooling type serve them without it)"},
+		&cli.StringFlag{Name: "pooling", Usage: "`TYPE` of pooling for embeddings: mean, cls or last (default: the model's pooling type, else mean)"},
 		allowSpecialFlag(),
 		chatTemplateFlag(),
 	)
 	return &cli.Command{
 		Name:  "serve",
-		Usage: "serve the model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, /health, /metrics)",
+		Usage: "serve the model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/embeddings, /v1/models, /health, /metrics)",
 		Flags: flags,
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -66,6 +68,9 @@ func serveCommand() *cli.Command {
 				if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 					return usageErrorf("--models %q: not a directory", dir)
 				}
+			}
+			if p, err := model.ParsePooling(c.String("pooling")); err != nil || (p != model.PoolingUnset && !p.Embeds()) {
+				return usageErrorf("--pooling %q: use mean, cls or last", c.String("pooling"))
 			}
 			if c.Int("max-models") < 0 || c.Int64("memory-limit") < 0 || c.Duration("keep-alive") == 0 {
 				return usageErrorf("--max-models and --memory-limit must not be negative, --keep-alive not 0")
@@ -168,6 +173,7 @@ func serve(c *cli.Context) error {
 		maxModels = defaultMaxModels(c.String("backend"))
 	}
 	slots := c.Int("parallel")
+	pooling, _ := model.ParsePooling(c.String("pooling")) // checked before
 	srv := server.New(server.Options{
 		ModelsDir:             c.String("models"),
 		LoadModel:             func(path string) (*model.Model, error) { return loadModelFile(c, path, slots) },
@@ -187,6 +193,8 @@ func serve(c *cli.Context) error {
 		MaxHeaderBytes:        c.Int("max-header-bytes"),
 		HostAliases:           c.StringSlice("host-alias"),
 		AllowSpecialInContent: c.Bool("allow-special-in-content"),
+		Embeddings:            c.Bool("embeddings"),
+		Pooling:               pooling,
 		ChatTemplate:          tmpl,
 		Logger:                logger,
 		AccessLog:             !c.Bool("log-disable"),

@@ -156,6 +156,8 @@ func TestServeErrors(t *testing.T) {
 		{"negative idle timeout", []string{"serve", "-m", stories260K, "--idle-timeout", "-1s"}, 2, "--idle-timeout must not be negative"},
 		{"max-header-bytes 0", []string{"serve", "-m", stories260K, "--max-header-bytes", "0"}, 2, "--max-header-bytes must be at least 1"},
 		{"model not found", []string{"serve", "-m", "nope.gguf", "--addr", "127.0.0.1:0"}, 3, "no such file"},
+		{"pooling rank", []string{"serve", "-m", stories260K, "--pooling", "rank"}, 2, "--pooling \"rank\": use mean, cls or last"},
+		{"pooling max", []string{"serve", "-m", stories260K, "--pooling", "max"}, 2, "--pooling \"max\""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -50,7 +50,8 @@ const (
 	IO
 	// Invalid: a bad argument: a sampling parameter, a token outside the
 	// vocabulary, an option that cannot work, a chat template that refuses
-	// the messages.
+	// the messages, a grammar that the vocabulary cannot follow
+	// (model.ErrGrammarDeadEnd: it needs text no token spells).
 	Invalid
 )
 
@@ -115,7 +116,7 @@ func Of(err error) Class {
 	case errors.As(err, &pe):
 		return IO
 	case errors.As(err, &pme), errors.As(err, &oe), errors.As(err, &tpl), errors.Is(err, model.ErrInvalidToken),
-		errors.Is(err, model.ErrInvalidRequest), errors.Is(err, cudadrv.ErrInvalidDevice):
+		errors.Is(err, model.ErrInvalidRequest), errors.Is(err, cudadrv.ErrInvalidDevice), errors.Is(err, model.ErrGrammarDeadEnd):
 		return Invalid
 	case errors.As(err, &call), errors.As(err, &res), errors.As(err, &modE), errors.As(err, &blas), errors.As(err, &bc),
 		errors.As(err, &bl), errors.As(err, &bu), errors.Is(err, cudadrv.ErrContextClosed):

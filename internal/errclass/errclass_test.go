@@ -56,6 +56,7 @@ func TestOf(t *testing.T) {
 		{"template", &chat.TemplateError{Message: "m"}, Invalid},
 		{"token", fmt.Errorf("%w: 99999", model.ErrInvalidToken), Invalid},
 		{"request", fmt.Errorf("%w: empty prompt", model.ErrInvalidRequest), Invalid},
+		{"grammar dead end", fmt.Errorf("%w after 3 generated tokens (position 9 of the sequence)", model.ErrGrammarDeadEnd), Invalid},
 		{"device ordinal", fmt.Errorf("cuda: device 3: %w", cudadrv.ErrInvalidDevice), Invalid},
 		{"launch", launch, Device},
 		{"cublas", &cublas.CallError{Func: "cublasGemmEx", Status: 13}, Device},

@@ -98,3 +98,37 @@ func f16Row(dst []float32, src []byte) {
 		dst[i] = gguf.F16ToF32(v)
 	}
 }
+
+// copyRows copies n rows from row src to row dst (ranges that do not
+// overlap).
+func (h *kvHalf) copyRows(dst, src, n int) {
+	if h.typ == model.CacheF32 {
+		copy(h.f32[dst*h.dim:(dst+n)*h.dim], h.f32[src*h.dim:(src+n)*h.dim])
+		return
+	}
+	copy(h.raw[dst*h.rowBytes:(dst+n)*h.rowBytes], h.raw[src*h.rowBytes:(src+n)*h.rowBytes])
+}
+
+var _ model.SlotCopier = (*Backend)(nil)
+
+// CopySlot copies the cached keys and values of positions 0..n-1 of slot
+// src over those of slot dst in every layer, at the cache's types (the
+// stored bytes, so nothing is quantized again). It fails for slots
+// outside the cache, dst == src, n outside 0..Ctx, or no cache.
+func (b *Backend) CopySlot(dst, src, n int) error {
+	kv := b.kv
+	switch {
+	case kv.Slots == 0:
+		return fmt.Errorf("cpu: CopySlot without a KV cache")
+	case dst < 0 || dst >= kv.Slots || src < 0 || src >= kv.Slots || dst == src:
+		return fmt.Errorf("cpu: CopySlot from slot %d to slot %d of %d", src, dst, kv.Slots)
+	case n < 0 || n > kv.Ctx:
+		return fmt.Errorf("cpu: CopySlot of %d positions of %d", n, kv.Ctx)
+	}
+	for l := range kv.Layers {
+		d, s := (l*kv.Slots+dst)*kv.Ctx, (l*kv.Slots+src)*kv.Ctx
+		b.kcache.copyRows(d, s, n)
+		b.vcache.copyRows(d, s, n)
+	}
+	return nil
+}

@@ -44,6 +44,9 @@ type device interface {
 	zero(p cudadrv.DevicePtr, bytes int) error
 	copyIn(dst cudadrv.DevicePtr, src unsafe.Pointer, bytes int) error
 	copyOut(dst unsafe.Pointer, src cudadrv.DevicePtr, bytes int) error
+	// copyDevice copies between device buffers; it does not wait for the
+	// step's stream (sync it first).
+	copyDevice(dst, src cudadrv.DevicePtr, bytes int) error
 
 	// The step's stream.
 	copyInAsync(dst cudadrv.DevicePtr, src hostBuf, bytes int) error
@@ -214,6 +217,9 @@ func (g *gpu) copyIn(dst cudadrv.DevicePtr, src unsafe.Pointer, bytes int) error
 }
 func (g *gpu) copyOut(dst unsafe.Pointer, src cudadrv.DevicePtr, bytes int) error {
 	return cudadrv.MemcpyDtoH(dst, src, bytes)
+}
+func (g *gpu) copyDevice(dst, src cudadrv.DevicePtr, bytes int) error {
+	return cudadrv.MemcpyDtoD(dst, src, bytes)
 }
 func (g *gpu) copyInAsync(dst cudadrv.DevicePtr, src hostBuf, bytes int) error {
 	return cudadrv.MemcpyHtoDAsync(dst, src.Ptr(), bytes, g.stream)

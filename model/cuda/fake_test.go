@@ -35,6 +35,13 @@ type fakeDevice struct {
 	// trusted skips run's check of the records' addresses, which
 	// allocates (for allocation counts).
 	trusted bool
+	copies  []fakeCopy // the device-to-device copies, in order
+}
+
+// fakeCopy is one copyDevice call.
+type fakeCopy struct {
+	dst, src cudadrv.DevicePtr
+	bytes    int
 }
 
 var _ device = (*fakeDevice)(nil)
@@ -163,6 +170,16 @@ func (d *fakeDevice) copyIn(dst cudadrv.DevicePtr, _ unsafe.Pointer, bytes int) 
 }
 func (d *fakeDevice) copyOut(_ unsafe.Pointer, src cudadrv.DevicePtr, bytes int) error {
 	return d.check("copy from the device", src, bytes)
+}
+func (d *fakeDevice) copyDevice(dst, src cudadrv.DevicePtr, bytes int) error {
+	if err := d.check("copy from the device", src, bytes); err != nil {
+		return err
+	}
+	if err := d.check("copy to the device", dst, bytes); err != nil {
+		return err
+	}
+	d.copies = append(d.copies, fakeCopy{dst, src, bytes})
+	return nil
 }
 func (d *fakeDevice) copyInAsync(dst cudadrv.DevicePtr, src hostBuf, bytes int) error {
 	if src.Len() < bytes {

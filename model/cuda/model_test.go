@@ -442,6 +442,61 @@ func TestStepOutOfMemoryGPU(t *testing.T) {
 	assert.NoError(t, mg.Err())
 }
 
+// TestCopySlotGPU: after copying the first positions of slot 0 over
+// another text in slot 2, the next token gives the same logits in both
+// slots, bit for bit (same kernels over the same cache rows); and requests
+// of one prompt submitted together (which share it through CopySlot)
+// generate what a Session alone generates.
+func TestCopySlotGPU(t *testing.T) {
+	m := loadGPU(t, fixture.BundledModel(t), model.Options{CtxSize: 128, Slots: 3}, options())
+	require.True(t, m.CanCopySlots())
+	ids := m.Tokenizer.Encode("Lily and Tom went to the park to play", true, true)
+	n := len(ids) - 1
+	other := m.Tokenizer.Encode("The big red ball rolled down the hill and far away", true, true)
+	prefill := func(slot int32, toks []int32) {
+		b := &model.Batch{}
+		for i, id := range toks {
+			b.Tokens, b.Pos, b.Slot = append(b.Tokens, id), append(b.Pos, int32(i)), append(b.Slot, slot)
+		}
+		require.NoError(t, m.Forward(b, nil, nil))
+	}
+	prefill(0, ids[:n])
+	prefill(2, other)
+	require.NoError(t, m.CopySlot(2, 0, n))
+	vocab := m.Config.VocabSize
+	last := func(slot int32) []float32 {
+		out := make([]float32, vocab)
+		b := &model.Batch{Tokens: ids[n:], Pos: []int32{int32(n)}, Slot: []int32{slot}}
+		require.NoError(t, m.Forward(b, []int32{0}, out))
+		return out
+	}
+	assert.Equal(t, last(0), last(2))
+
+	opts := model.GenerateOptions{MaxTokens: 24, IgnoreEOS: true, Sampling: model.Greedy()}
+	s, err := m.NewSession(0)
+	require.NoError(t, err)
+	var want strings.Builder
+	_, err = s.Generate(context.Background(), ids, opts, func(text string) error { want.WriteString(text); return nil })
+	require.NoError(t, err)
+	s.Reset()
+	eo := model.EngineOptions{}
+	for i := range 3 {
+		ses, err := m.NewSession(i)
+		require.NoError(t, err)
+		eo.Sessions = append(eo.Sessions, ses)
+	}
+	e := model.NewEngine(m, eo)
+	defer e.Close()
+	reqs := []*model.Request{{Prompt: ids, Options: opts}, {Prompt: ids, Options: opts}, {Prompt: ids, Options: opts}}
+	jobs, err := e.SubmitAll(context.Background(), reqs)
+	require.NoError(t, err)
+	for i, j := range jobs {
+		text, _, err := j.Wait(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, want.String(), text, "request %d", i)
+	}
+}
+
 // TestCacheTypesGPU compares the GPU with the CPU backend for each cache
 // type (and mixed pairs) on a synthetic model with heads of 64: logits of
 // a 40-token prompt in one batch (prefill attention) and of 24 tokens one

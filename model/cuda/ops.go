@@ -130,6 +130,49 @@ func (b *Backend) InitKV(cfg model.KVConfig) error {
 	})
 }
 
+var _ model.SlotCopier = (*Backend)(nil)
+
+// CopySlot copies the keys and values of positions 0..n-1 of slot src
+// over those of slot dst in every layer: it submits and waits for the
+// recorded work (as Sync), then makes one device-to-device copy per layer
+// for the keys and one for the values (each slot's positions are
+// contiguous in a layer: [layer][slot][pos][dim] FP16), which the next
+// step's work sees. It fails, copying nothing, for slots outside the
+// cache, dst == src or n outside 0..Ctx; as Sync does; and with the
+// driver's error of a copy, after which the backend is unusable.
+func (b *Backend) CopySlot(dst, src, n int) error {
+	kv := b.kv
+	switch {
+	case kv.Slots == 0:
+		return fmt.Errorf("cuda: CopySlot without a KV cache")
+	case dst < 0 || dst >= kv.Slots || src < 0 || src >= kv.Slots || dst == src:
+		return fmt.Errorf("cuda: CopySlot from slot %d to slot %d of %d", src, dst, kv.Slots)
+	case n < 0 || n > kv.Ctx:
+		return fmt.Errorf("cuda: CopySlot of %d positions of %d", n, kv.Ctx)
+	}
+	if err := b.Sync(); err != nil {
+		return err
+	}
+	if n == 0 {
+		return nil
+	}
+	return b.failed(b.dev.do(func() error {
+		for l := range kv.Layers {
+			c := b.layerCache(l)
+			for _, h := range [2]struct {
+				base cudadrv.DevicePtr
+				cols int
+			}{{c.K, kv.KDim}, {c.V, kv.VDim}} {
+				row := 2 * h.cols // bytes of one FP16 row
+				if err := b.dev.copyDevice(h.base.Offset(dst*kv.Ctx*row), h.base.Offset(src*kv.Ctx*row), n*row); err != nil {
+					return fmt.Errorf("KV cache copy of layer %d, slot %d to %d: %w", l, src, dst, err)
+				}
+			}
+		}
+		return nil
+	}))
+}
+
 // layerCache addresses one layer of the KV cache.
 func (b *Backend) layerCache(layer int) ptx.KVCache {
 	kv := b.kv

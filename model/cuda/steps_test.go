@@ -208,3 +208,35 @@ func checkInjectFault(t *testing.T, b *Backend) {
 	checkFailsFast(t, b, x, cause)
 	assert.Equal(t, steps, len(log.steps), "ran after the fault")
 }
+
+// TestCopySlot (fake device): one copy per layer for the keys and one for
+// the values, from slot src's first positions to slot dst's, at the
+// offsets of the [layer][slot][pos][dim] FP16 layout; bad copies are
+// refused without copying.
+func TestCopySlot(t *testing.T) {
+	b, d := newFake(t, Options{})
+	kv := model.KVConfig{Layers: 3, Slots: 4, Ctx: 16, KDim: 8, VDim: 12, TypeK: model.CacheF16, TypeV: model.CacheF16}
+	require.NoError(t, b.InitKV(kv))
+	require.NoError(t, b.CopySlot(3, 1, 5))
+	var want []fakeCopy
+	at := func(base cudadrv.DevicePtr, l, slot, dim int) cudadrv.DevicePtr {
+		return base + cudadrv.DevicePtr(2*((l*kv.Slots+slot)*kv.Ctx)*dim)
+	}
+	for l := range kv.Layers {
+		want = append(want,
+			fakeCopy{at(b.kc, l, 3, kv.KDim), at(b.kc, l, 1, kv.KDim), 2 * 5 * kv.KDim},
+			fakeCopy{at(b.vc, l, 3, kv.VDim), at(b.vc, l, 1, kv.VDim), 2 * 5 * kv.VDim})
+	}
+	assert.Equal(t, want, d.copies)
+
+	// The whole context of the last slot stays inside the cache.
+	d.copies = nil
+	require.NoError(t, b.CopySlot(0, 3, kv.Ctx))
+	assert.Len(t, d.copies, 2*kv.Layers)
+	d.copies = nil
+	for _, bad := range [][3]int{{1, 1, 4}, {4, 0, 4}, {-1, 0, 4}, {1, 0, 17}, {1, 0, -1}} {
+		assert.Error(t, b.CopySlot(bad[0], bad[1], bad[2]), "copy %v", bad)
+	}
+	assert.Empty(t, d.copies)
+	assert.NoError(t, b.Err())
+}
