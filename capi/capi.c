@@ -167,6 +167,21 @@ M40LLM_PUBLIC m40llm_status m40llm_model_load(const char *path, const m40llm_mod
     return done(st);
 }
 
+M40LLM_PUBLIC m40llm_status m40llm_model_params_ex_init(m40llm_model_params_ex *params)
+{
+    return done(capiModelParamsExInit(params));
+}
+
+M40LLM_PUBLIC m40llm_status m40llm_model_load_ex(const char *path, const m40llm_model_params_ex *params,
+                                                 m40llm_model **model)
+{
+    uintptr_t h = 0;
+    m40llm_status st = capiModelLoadEx((char *)path, (m40llm_model_params_ex *)params, model ? &h : NULL);
+    if (model)
+        *model = (m40llm_model *)h;
+    return done(st);
+}
+
 M40LLM_PUBLIC m40llm_status m40llm_model_free(m40llm_model *model)
 {
     return done(capiModelFree((uintptr_t)model));

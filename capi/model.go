@@ -70,28 +70,81 @@ func checkModelParams(p *C.m40llm_model_params) error {
 //export capiModelLoad
 func capiModelLoad(path *C.char, params *C.m40llm_model_params, out *C.uintptr_t) (st status) {
 	defer recoverPanic(&st)
+	p := defaultModelParamsEx()
+	if params != nil {
+		p.base = *params
+	}
+	return loadModel(path, &p, out)
+}
+
+//export capiModelParamsExInit
+func capiModelParamsExInit(p *C.m40llm_model_params_ex) (st status) {
+	defer recoverPanic(&st)
+	if p == nil {
+		return failArg(argErrorf("params is NULL"))
+	}
+	*p = defaultModelParamsEx()
+	return stOK
+}
+
+func defaultModelParamsEx() C.m40llm_model_params_ex {
+	return C.m40llm_model_params_ex{size: C.uint32_t(C.sizeof_m40llm_model_params_ex), base: defaultModelParams(),
+		type_k: C.M40LLM_CACHE_F16, type_v: C.M40LLM_CACHE_F16, n_gpu_layers: -1}
+}
+
+//export capiModelLoadEx
+func capiModelLoadEx(path *C.char, params *C.m40llm_model_params_ex, out *C.uintptr_t) (st status) {
+	defer recoverPanic(&st)
+	switch {
+	case params == nil:
+		return failArg(argErrorf("params is NULL"))
+	case params.size != C.sizeof_m40llm_model_params_ex:
+		return failArg(argErrorf("model params: size %d; this library knows m40llm_model_params_ex of %d bytes (set it with m40llm_model_params_ex_init)",
+			uint32(params.size), C.sizeof_m40llm_model_params_ex))
+	}
+	p := *params
+	return loadModel(path, &p, out)
+}
+
+// cacheTypes maps m40llm_cache_type to model.CacheType.
+var cacheTypes = map[C.int32_t]model.CacheType{
+	C.M40LLM_CACHE_F16: model.CacheF16, C.M40LLM_CACHE_F32: model.CacheF32,
+	C.M40LLM_CACHE_Q8_0: model.CacheQ8_0, C.M40LLM_CACHE_Q4_0: model.CacheQ4_0,
+}
+
+// loadModel loads the model at path as p says and sets *out to its handle.
+func loadModel(path *C.char, p *C.m40llm_model_params_ex, out *C.uintptr_t) status {
 	switch {
 	case out == nil:
 		return failArg(argErrorf("model (the result pointer) is NULL"))
 	case path == nil:
 		return failArg(argErrorf("path is NULL"))
 	}
-	p := defaultModelParams()
-	if params != nil {
-		p = *params
-	}
-	if err := checkModelParams(&p); err != nil {
+	if err := checkModelParams(&p.base); err != nil {
 		return failArg(err)
 	}
-	be, err := newBackend(&p)
+	typeK, okK := cacheTypes[p.type_k]
+	typeV, okV := cacheTypes[p.type_v]
+	switch {
+	case !okK || !okV:
+		return failArg(argErrorf("model params: type_k %d, type_v %d: want m40llm_cache_type values (0 to 3)", int32(p.type_k), int32(p.type_v)))
+	case p.n_gpu_layers < -1:
+		return failArg(argErrorf("model params: n_gpu_layers %d: want -1 (as many as fit) or 0 and more", int32(p.n_gpu_layers)))
+	case p.base.backend == C.M40LLM_BACKEND_CPU && p.n_gpu_layers > 0:
+		return failArg(argErrorf("model params: n_gpu_layers %d with backend CPU", int32(p.n_gpu_layers)))
+	}
+	opts := model.Options{
+		CtxSize:    int(p.base.n_ctx),
+		Slots:      int(p.base.n_sessions),
+		BatchSize:  int(p.base.n_batch),
+		CacheTypeK: typeK,
+		CacheTypeV: typeV,
+	}
+	be, err := newBackend(C.GoString(path), p, opts)
 	if err != nil {
-		return failArg(err)
+		return fail(err, stInternal)
 	}
-	m, err := model.Load(C.GoString(path), be, model.Options{
-		CtxSize:   int(p.n_ctx),
-		Slots:     int(p.n_sessions),
-		BatchSize: int(p.n_batch),
-	})
+	m, err := model.Load(C.GoString(path), be, opts)
 	if err != nil {
 		be.Close()
 		return fail(err, stInternal)

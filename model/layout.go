@@ -229,6 +229,15 @@ func Fit(p *Plan, gpus []Sizer, split []float64) (Layout, error) {
 	return Layout{}, short
 }
 
+// Place returns the layout for -ngl ngl (PlaceLayers over the GPUs), or,
+// with ngl < 0, the one Fit finds. It fails as those do.
+func Place(p *Plan, gpus []Sizer, split []float64, ngl int) (Layout, error) {
+	if ngl >= 0 {
+		return PlaceLayers(p.Config.Layers, ngl, split, len(gpus))
+	}
+	return Fit(p, gpus, split)
+}
+
 // check returns nil when l's share of p fits every device's budget, else
 // the first device that is short.
 func (l Layout) check(p *Plan, gpus []Sizer, budgets map[string]int64) *FitError {

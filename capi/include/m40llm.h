@@ -230,6 +230,52 @@ m40llm_status m40llm_model_params_init(m40llm_model_params *params);
 m40llm_status m40llm_model_load(const char *path, const m40llm_model_params *params,
                                 m40llm_model **model);
 
+/* m40llm_cache_type is the element type of the KV cache, with llama.cpp's
+ * names and block layouts. The quantized types need head dimensions that
+ * are multiples of 32. */
+typedef enum m40llm_cache_type {
+    M40LLM_CACHE_F16 = 0,
+    M40LLM_CACHE_F32 = 1,
+    M40LLM_CACHE_Q8_0 = 2,
+    M40LLM_CACHE_Q4_0 = 3
+} m40llm_cache_type;
+
+/* m40llm_model_params_ex is m40llm_model_params with the options added
+ * since: the KV cache's types and the placement of layers on the GPU and
+ * the CPU. Start from m40llm_model_params_ex_init, which sets size; later
+ * versions of the library append fields and read size to know which ones
+ * the caller has. */
+typedef struct m40llm_model_params_ex {
+    uint32_t size;              /* sizeof(m40llm_model_params_ex) */
+    m40llm_model_params base;   /* as for m40llm_model_load */
+    int32_t type_k;             /* an m40llm_cache_type for the keys; default F16 */
+    int32_t type_v;             /* and for the values; default F16 */
+    int32_t n_gpu_layers;       /* the last n layers on the GPU (llama.cpp's
+                                   -ngl; above the layer count the output too;
+                                   0: the CPU backend); -1 (default): as many as
+                                   fit in the GPU's free memory (or
+                                   gpu_memory_limit). With backend CPU it must
+                                   be 0 or -1. */
+    int32_t reserved;           /* 0 */
+    uint64_t gpu_memory_limit;  /* bytes of the GPU a model may use; 0
+                                   (default): its free memory */
+} m40llm_model_params_ex;
+
+/* m40llm_model_params_ex_init fills *params with the defaults and size. */
+m40llm_status m40llm_model_params_ex_init(m40llm_model_params_ex *params);
+
+/*
+ * m40llm_model_load_ex is m40llm_model_load with m40llm_model_params_ex
+ * (not NULL). Besides m40llm_model_load's errors: M40LLM_ERR_INVALID_ARGUMENT
+ * for a size this library does not know, a cache type outside the enum or
+ * one whose blocks do not divide the model's head dimension, and
+ * n_gpu_layers < -1 or > 0 with the CPU backend; M40LLM_ERR_OUT_OF_MEMORY
+ * when, with backend CUDA and n_gpu_layers -1, not even one layer fits
+ * (with backend AUTO the model then runs on the CPU).
+ */
+m40llm_status m40llm_model_load_ex(const char *path, const m40llm_model_params_ex *params,
+                                   m40llm_model **model);
+
 /* m40llm_model_free frees a model whose sessions have all been freed. */
 m40llm_status m40llm_model_free(m40llm_model *model);
 

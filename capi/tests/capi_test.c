@@ -270,6 +270,111 @@ static void test_model_load_errors(void)
     CHECK_ST(m40llm_model_free(BOGUS(m40llm_model)), M40LLM_ERR_INVALID_HANDLE);
 }
 
+/* The logits after the five tokens 1 400 300 200 100 with a model loaded
+ * by m40llm_model_load_ex with keys and values of type t on the CPU. */
+static int logits_with_cache(int32_t t, float *logits, size_t cap)
+{
+    m40llm_model_params_ex p;
+    m40llm_model *m = NULL;
+    m40llm_session *s = NULL;
+    size_t n = 0;
+    static const int32_t toks[] = {1, 400, 300, 200, 100};
+    m40llm_model_params_ex_init(&p);
+    p.base.backend = M40LLM_BACKEND_CPU;
+    p.base.n_ctx = 32;
+    p.type_k = p.type_v = t;
+    if (CHECK_ST(m40llm_model_load_ex(model_path, &p, &m), M40LLM_OK) != M40LLM_OK)
+        return 0;
+    CHECK_ST(m40llm_session_new(m, &s), M40LLM_OK);
+    CHECK_ST(m40llm_eval(s, toks, 5), M40LLM_OK);
+    CHECK_ST(m40llm_get_logits(s, logits, cap, &n), M40LLM_OK);
+    CHECK_ST(m40llm_session_free(s), M40LLM_OK);
+    CHECK_ST(m40llm_model_free(m), M40LLM_OK);
+    return (int)n;
+}
+
+static void test_model_load_ex(void)
+{
+    m40llm_model_params_ex p;
+    m40llm_model *m = BOGUS(m40llm_model);
+
+    CHECK_ST(m40llm_model_params_ex_init(NULL), M40LLM_ERR_INVALID_ARGUMENT);
+    memset(&p, 0x55, sizeof p);
+    CHECK_ST(m40llm_model_params_ex_init(&p), M40LLM_OK);
+    CHECK(p.size == sizeof p && p.base.backend == M40LLM_BACKEND_AUTO && p.base.n_ctx == 0 &&
+              p.type_k == M40LLM_CACHE_F16 && p.type_v == M40LLM_CACHE_F16 && p.n_gpu_layers == -1 &&
+              p.gpu_memory_limit == 0,
+          "ex defaults");
+    CHECK_ST(m40llm_model_load_ex(model_path, NULL, &m), M40LLM_ERR_INVALID_ARGUMENT);
+    CHECK(m == NULL, "*model not cleared on failure");
+
+    p.size = sizeof p - 8; /* a header this library does not know */
+    CHECK_ST(m40llm_model_load_ex(model_path, &p, &m), M40LLM_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(m40llm_last_error(), "size") != NULL, m40llm_last_error());
+    m40llm_model_params_ex_init(&p);
+    p.type_k = 7;
+    CHECK_ST(m40llm_model_load_ex(model_path, &p, &m), M40LLM_ERR_INVALID_ARGUMENT);
+    /* stories260K's heads of 8 cannot hold 32-element q8_0 blocks. */
+    m40llm_model_params_ex_init(&p);
+    p.base.backend = M40LLM_BACKEND_CPU;
+    p.type_v = M40LLM_CACHE_Q8_0;
+    CHECK_ST(m40llm_model_load_ex(model_path, &p, &m), M40LLM_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(m40llm_last_error(), "head dimension") != NULL, m40llm_last_error());
+    m40llm_model_params_ex_init(&p);
+    p.n_gpu_layers = -2;
+    CHECK_ST(m40llm_model_load_ex(model_path, &p, &m), M40LLM_ERR_INVALID_ARGUMENT);
+    m40llm_model_params_ex_init(&p);
+    p.base.backend = M40LLM_BACKEND_CPU;
+    p.n_gpu_layers = 3;
+    CHECK_ST(m40llm_model_load_ex(model_path, &p, &m), M40LLM_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(m40llm_last_error(), "n_gpu_layers") != NULL, m40llm_last_error());
+
+    /* The cache type reaches the cache: f32 and f16 caches give logits that
+     * differ (the rounding of K and V to binary16), by little. */
+    static float a[512], b[512];
+    int na = logits_with_cache(M40LLM_CACHE_F32, a, 512), nb = logits_with_cache(M40LLM_CACHE_F16, b, 512);
+    CHECK(na == 512 && nb == 512, "logits");
+    double diff = 0;
+    int same = 1;
+    for (int i = 0; i < 512 && i < na && i < nb; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        diff = d > diff ? d : diff;
+        same = same && a[i] == b[i];
+    }
+    CHECK(!same, "f32 and f16 caches gave identical logits");
+    CHECK(diff < 0.05, "f32 and f16 caches too far apart");
+
+    /* -ngl 0 with AUTO runs on the CPU, GPU or not. */
+    m40llm_model_params_ex_init(&p);
+    p.n_gpu_layers = 0;
+    p.base.n_ctx = 32;
+    CHECK_ST(m40llm_model_load_ex(model_path, &p, &m), M40LLM_OK);
+    m40llm_model_props props;
+    CHECK_ST(m40llm_model_info(m, &props), M40LLM_OK);
+    CHECK(strcmp(props.backend, "cpu") == 0, props.backend);
+    CHECK_ST(m40llm_model_free(m), M40LLM_OK);
+    if (n_devices > 0) {
+        /* Two layers on the GPU, the rest and the output on the CPU. */
+        m40llm_model_params_ex_init(&p);
+        p.n_gpu_layers = 2;
+        p.base.n_ctx = 32;
+        CHECK_ST(m40llm_model_load_ex(model_path, &p, &m), M40LLM_OK);
+        CHECK_ST(m40llm_model_info(m, &props), M40LLM_OK);
+        CHECK(strcmp(props.backend, "cpu+cuda:0") == 0, props.backend);
+        CHECK_ST(m40llm_model_free(m), M40LLM_OK);
+        /* A 1 MiB budget holds no layer: CUDA fails, AUTO runs on the CPU. */
+        m40llm_model_params_ex_init(&p);
+        p.base.backend = M40LLM_BACKEND_CUDA;
+        p.gpu_memory_limit = 1 << 20;
+        CHECK_ST(m40llm_model_load_ex(model_path, &p, &m), M40LLM_ERR_OUT_OF_MEMORY);
+        p.base.backend = M40LLM_BACKEND_AUTO;
+        CHECK_ST(m40llm_model_load_ex(model_path, &p, &m), M40LLM_OK);
+        CHECK_ST(m40llm_model_info(m, &props), M40LLM_OK);
+        CHECK(strcmp(props.backend, "cpu") == 0, props.backend);
+        CHECK_ST(m40llm_model_free(m), M40LLM_OK);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 
 static void test_model_info(m40llm_model *m)
@@ -1599,6 +1704,7 @@ int main(int argc, char **argv)
     test_last_error_is_per_thread();
     test_devices();
     test_model_load_errors();
+    test_model_load_ex();
 
     m40llm_model_params p;
     m40llm_model *m = NULL;

@@ -156,12 +156,7 @@ func placeOnGPUs(pl placement, path string, opts model.Options, gpus []*cuda.Bac
 			split = append(split, float64(max(b, 1)))
 		}
 	}
-	var layout model.Layout
-	if pl.ngl >= 0 {
-		layout, err = model.PlaceLayers(plan.Config.Layers, pl.ngl, split, len(gpus))
-	} else {
-		layout, err = model.Fit(plan, sizers, split)
-	}
+	layout, err := model.Place(plan, sizers, split, pl.ngl)
 	if err != nil {
 		closeAll()
 		return nil, "", err
