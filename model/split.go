@@ -70,9 +70,10 @@ type Split struct {
 	output int   // stage of output_norm and output
 	tied   bool  // the file has no output.weight: token_embd is the classifier
 
-	cur  int       // stage of the last op, -1 after SetBatch
-	host []float32 // staging for copies between stages
-	err  error     // the step's first copy failure
+	cur   int          // stage of the last op, -1 after SetBatch
+	host  []float32    // staging for copies between stages
+	err   error        // the step's first copy failure
+	ropes []RopeParams // by stage: Rope's parameters with the stage's factors
 
 	copies   int   // rows-copies between stages, for Transfers
 	bytes    int64 // bytes moved between stages
@@ -80,11 +81,13 @@ type Split struct {
 	streamer int   // the stage that streams, -1 for none
 }
 
+// splitStage is one stage; it does not change after NewSplit, so that the
+// methods other goroutines may call (Err, MemoryUsage, Name) read it while
+// a forward pass runs.
 type splitStage struct {
 	be            Backend
 	w             BufWriter
 	first, layers int
-	rope          RopeParams // Rope's parameters with this stage's factors
 }
 
 // splitWeight is a tensor with a copy on each stage that holds it.
@@ -161,7 +164,7 @@ func NewSplit(stages []Stage, output int) (*Split, error) {
 // splitOf returns a Split of stages holding layers[i] each, without
 // backends: enough to route tensors and plans (Fit).
 func splitOf(layers []int, output int) *Split {
-	s := &Split{output: output, cur: -1, tied: true, streamer: -1}
+	s := &Split{output: output, cur: -1, tied: true, streamer: -1, ropes: make([]RopeParams, len(layers))}
 	for i, n := range layers {
 		s.stages = append(s.stages, splitStage{first: len(s.owner), layers: n})
 		for range n {
@@ -537,7 +540,7 @@ func (s *Split) MatMul(dst, x Buf, w Weight, bias Weight, n int) {
 func (s *Split) Rope(x Buf, n, headDim int, p *RopeParams) {
 	st := s.here(x)
 	s.need(st, x, n)
-	rp := &s.stages[st].rope
+	rp := &s.ropes[st]
 	*rp = *p
 	rp.Factors = s.on(p.Factors, st)
 	s.stages[st].be.Rope(s.wrote(st, x), n, headDim, rp)
