@@ -61,6 +61,7 @@ package cuda
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/m40llm/m40llm/cublas"
 	"github.com/m40llm/m40llm/cudadrv"
@@ -125,7 +126,8 @@ type Backend struct {
 	stream streamed // the buffer of StreamMatMul
 	fault  bool     // InjectFault: the next step launches a faulting kernel
 
-	err error // the failure that made the backend unusable; sticky
+	err     error                 // the failure that made the backend unusable; sticky
+	failure atomic.Pointer[error] // err, for Err on other goroutines
 }
 
 var (
@@ -193,13 +195,27 @@ func (b *Backend) CopiesWeights() bool { return true }
 // or synchronization that failed, a device fault, or Close), or nil while
 // it works; a step that only lost an allocation leaves it nil. It does
 // not wait for pending work.
-func (b *Backend) Err() error { return b.err }
+// Unlike the other methods, it may be called from any goroutine while the
+// backend is used (the engine's callers ask it before submitting).
+func (b *Backend) Err() error {
+	if p := b.failure.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
 // fail records the first error.
 func (b *Backend) fail(err error) {
 	if err != nil && b.err == nil {
-		b.err = fmt.Errorf("%s: %w", b.Name(), err)
+		b.setErr(fmt.Errorf("%s: %w", b.Name(), err))
 	}
+}
+
+// setErr makes err the backend's failure, for this goroutine (err) and
+// for Err's callers on others (failure).
+func (b *Backend) setErr(err error) {
+	b.err = err
+	b.failure.Store(&err)
 }
 
 // Graphs returns the number of captured graphs (for tests).
@@ -243,7 +259,7 @@ func (b *Backend) Close() error {
 	err = errors.Join(err, b.dev.close())
 	b.dev = nil
 	if b.err == nil {
-		b.err = fmt.Errorf("%s: backend is closed", b.Name())
+		b.setErr(fmt.Errorf("%s: backend is closed", b.Name()))
 	}
 	return err
 }
