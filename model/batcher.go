@@ -356,8 +356,13 @@ func (b *Batcher) Step() (StepStats, error) {
 			q.todo = q.todo[q.rows:]
 		}
 		if q.pool != nil && q.rows > 0 {
-			at := len(b.outRows) + q.hidAt
-			q.pool.add(b.hidden[at*dim : (at+q.hidN)*dim])
+			// A chunk may hold none of the pooled rows (all but the last
+			// chunk of a last-token embedding): then the step may have read
+			// no hidden states at all.
+			if q.hidN > 0 {
+				at := len(b.outRows) + q.hidAt
+				q.pool.add(b.hidden[at*dim : (at+q.hidN)*dim])
+			}
 			if len(q.todo) == 0 {
 				q.res.Embedding = q.pool.vector()
 				b.end(q, nil)

@@ -208,6 +208,30 @@ func TestEmbedPooling(t *testing.T) {
 	}
 }
 
+// TestEmbedLastChunkedBesideGeneration: a last-token embedding whose first
+// chunks pool no row, on a fresh engine (no hidden-state buffer yet), with a
+// generation's rows in the same steps: the step reads no hidden states for
+// those chunks, and the embedding is still the oracle's.
+func TestEmbedLastChunkedBesideGeneration(t *testing.T) {
+	ids := embedPrompt(40)
+	want := poolByHand(hiddenRowByRow(t, ids), model.PoolingLast)
+	ctx := context.Background()
+	m := loadCPU(t, fixture.BundledModel(t), f32KV(model.Options{CtxSize: 256, Slots: 3, BatchSize: 16}))
+	e := engineOver(t, m, 7)
+	gen, err := e.Submit(ctx, &model.Request{Prompt: ids[:5], Options: model.GenerateOptions{MaxTokens: 20, Sampling: model.Greedy()}})
+	require.NoError(t, err)
+	job, err := e.Submit(ctx, &model.Request{Prompt: ids, Embed: &model.EmbedOptions{Pooling: model.PoolingLast}})
+	require.NoError(t, err)
+	_, res, err := job.Wait(ctx)
+	require.NoError(t, err)
+	_, _, err = gen.Wait(ctx)
+	require.NoError(t, err)
+	require.Len(t, res.Embedding, len(want))
+	for i := range want {
+		require.InDelta(t, want[i], res.Embedding[i], embedTol, "component %d", i)
+	}
+}
+
 // TestEmbedLastReusesPrefix: a last-token embedding of a prompt whose
 // prefix is cached evaluates only the rest and still equals the oracle; a
 // mean embedding after it re-evaluates everything.
