@@ -601,8 +601,13 @@ attn_prefill_body(float *__restrict__ dst, const float *__restrict__ q, const ui
                                          headDim, ropeDim, neox, ctx);                                \
     }
 
+// A decode block is latency-bound (two memory round trips a step): with
+// both halves quantized the kernel fits 80 registers, six blocks per
+// multiprocessor; other pairs keep the compiler's choice.
+#define KV_DECODE_BLOCKS(K, V) (kv_blocks<kv_##K>::QUANT && kv_blocks<kv_##V>::QUANT ? 6 : 1)
+
 #define KV_DECODE(K, V)                                                                               \
-    extern "C" __global__ void __launch_bounds__(128)                                                 \
+    extern "C" __global__ void __launch_bounds__(128, KV_DECODE_BLOCKS(K, V))                         \
     attn_decode_##K##_##V(float *__restrict__ part, float *__restrict__ dst, int *__restrict__ cnt,   \
                           const float *__restrict__ q, const uint8_t *__restrict__ kc,                \
                           const uint8_t *__restrict__ vc, const int *__restrict__ seq,                \
