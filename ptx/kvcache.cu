@@ -581,7 +581,7 @@ attn_prefill_body(float *__restrict__ dst, const float *__restrict__ q, const ui
 }
 
 // KV_STORE(K, V) defines kv_append_K_V and rope_append_K_V; KV_DECODE(K,
-// V) attn_decode_K_V; KV_PREFILL(K, V, HD, RW) attn_prefill_K_V_hHD.
+// V, B) attn_decode_K_V; KV_PREFILL(K, V, HD, RW) attn_prefill_K_V_hHD.
 #define KV_STORE(K, V)                                                                                \
     extern "C" __global__ void __launch_bounds__(1024)                                                \
     kv_append_##K##_##V(uint8_t *__restrict__ kc, uint8_t *__restrict__ vc,                           \
@@ -601,13 +601,12 @@ attn_prefill_body(float *__restrict__ dst, const float *__restrict__ q, const ui
                                          headDim, ropeDim, neox, ctx);                                \
     }
 
-// A decode block is latency-bound (two memory round trips a step): with
-// both halves quantized the kernel fits 80 registers, six blocks per
-// multiprocessor; other pairs keep the compiler's choice.
-#define KV_DECODE_BLOCKS(K, V) (kv_blocks<kv_##K>::QUANT && kv_blocks<kv_##V>::QUANT ? 6 : 1)
-
-#define KV_DECODE(K, V)                                                                               \
-    extern "C" __global__ void __launch_bounds__(128, KV_DECODE_BLOCKS(K, V))                         \
+// KV_DECODE(K, V, B): B the decode kernel's launch bounds. A decode
+// block is latency-bound (two memory round trips a step): with both
+// halves quantized the kernel fits 80 registers, six blocks per
+// multiprocessor (KV_PAIR_Q); other pairs keep the compiler's choice.
+#define KV_DECODE(K, V, B)                                                                            \
+    extern "C" __global__ void __launch_bounds__ B                                                    \
     attn_decode_##K##_##V(float *__restrict__ part, float *__restrict__ dst, int *__restrict__ cnt,   \
                           const float *__restrict__ q, const uint8_t *__restrict__ kc,                \
                           const uint8_t *__restrict__ vc, const int *__restrict__ seq,                \
@@ -644,7 +643,10 @@ attn_prefill_body(float *__restrict__ dst, const float *__restrict__ q, const ui
 
 #define KV_PAIR(K, V)                                                                                 \
     KV_STORE(K, V)                                                                                    \
-    KV_DECODE(K, V)
+    KV_DECODE(K, V, (128))
+#define KV_PAIR_Q(K, V)                                                                               \
+    KV_STORE(K, V)                                                                                    \
+    KV_DECODE(K, V, (128, 6))
 
 // Every pair but f16/f16 (rope.cu, attention.cu).
 KV_PAIR(f32, f32)
@@ -656,12 +658,12 @@ KV_PAIR(f16, q8_0)
 KV_PAIR(f16, q4_0)
 KV_PAIR(q8_0, f32)
 KV_PAIR(q8_0, f16)
-KV_PAIR(q8_0, q8_0)
-KV_PAIR(q8_0, q4_0)
+KV_PAIR_Q(q8_0, q8_0)
+KV_PAIR_Q(q8_0, q4_0)
 KV_PAIR(q4_0, f32)
 KV_PAIR(q4_0, f16)
-KV_PAIR(q4_0, q8_0)
-KV_PAIR(q4_0, q4_0)
+KV_PAIR_Q(q4_0, q8_0)
+KV_PAIR_Q(q4_0, q4_0)
 
 KV_PREFILL_ALL(f32, f32)
 KV_PREFILL_ALL(f32, f16)
