@@ -215,11 +215,14 @@ __device__ __forceinline__ void decode_values_q(float *red, const float *sc, con
 // attn_decode_K_V is attn_decode (attention.cu) over caches of any type,
 // with the same grid, split, merge and shared memory (hpb*(hd + DEC_SUB +
 // 5*vd + 3) floats), so the same DecodePlan serves both. Each warp owns
-// DEC_KPW keys of a step; lane l reads dims l, l+32, ... of each row (one
-// coalesced run of a block per load), keys 128 dims at a time: the scores
-// of the warp's keys are warp sums, reduced together (warp_sum16). Values up to 128 dims are read the same way
-// into registers, all of a warp's keys before any is used; wider ones by
-// one thread per output dim. Block: 128 threads.
+// DEC_KPW keys of a step. f32 and f16 halves: lane l reads dims l, l+32,
+// ... of each row, keys 128 dims at a time: the scores of the warp's keys
+// are warp sums, reduced together (warp_sum16); values up to 128 dims are
+// read the same way into registers, all of a warp's keys before any is
+// used; wider ones by one thread per output dim. Quantized halves:
+// decode_keys_q (head dims 32, 64, 128; others one thread per key) and
+// decode_values_q (up to 128 dims; wider ones one thread per output dim).
+// Block: 128 threads.
 template <class KT, class VT>
 __device__ __forceinline__ void
 attn_decode_body(float *__restrict__ part, float *__restrict__ dst, int *__restrict__ cnt,

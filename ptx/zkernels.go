@@ -57,7 +57,7 @@ var sourceHashes = map[string]string{
 	"attention.cu":   "3f2088e1c4ea052b4a8654ab61ab322cf4625ea0a18f870730a2fc03389a18b6",
 	"elementwise.cu": "fbcbd6a7d9eb69a1771ccdf9724937e212e11fbee3c6316b47d2c03bcfc07366",
 	"gemm.cu":        "0ce586643ac25887d8d7ae8ed56e6042ecedd102ae1bfae05efcd4e775953af3",
-	"kvcache.cu":     "9bc18bc5550477aef45f30441c02a0882350d7fa0aff2144e980ed9a8c76bacc",
+	"kvcache.cu":     "1104ed09814cf0248777dd327de01da137e45814ebaa4869c81d0b5b0ddd1cd2",
 	"kvcache.cuh":    "dce39483e8cfea955f0ade919c91c0e4b614f1e6f88a7771e0c4b49b08fe307c",
 	"matvec.cu":      "159aacb4b79172598818870f771974af03fddd9c636373dd5203542dd9f60cfb",
 	"norm.cu":        "8fcffa377191939bb3a7a9f3e7728a2794b01b0b3f8c38e3a9484b857503db44",
