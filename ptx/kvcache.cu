@@ -105,14 +105,124 @@ __device__ __forceinline__ void warp_sum16(float (&v)[16])
     v[0] += __shfl_xor_sync(0xffffffffu, v[0], 1);
 }
 
+// decode_keys_q writes to sc[g*DEC_SUB + j] the scaled scores of query
+// heads g < gn (queries in qs, (gn, hd)) against keys j < L of the step
+// at b0, of the quantized type KT with hd = 8·LPK, LPK 4, 8 or 16 (lpk).
+// Lane l of warp w takes elements 8·(l % lpk).. of the keys w·DEC_KPW +
+// t·(32/lpk) + l/lpk: all of the warp's loads are issued before any is
+// used (keys past L read key 0 of the step and are not stored), and each
+// quarter block is one scale, four halfword loads and, per query head,
+// eight FMAs and a multiply by the scale.
+template <class KT, int LPK>
+__device__ __forceinline__ void decode_keys_q(float *sc, const float *qs, const uint8_t *kbase, size_t krb,
+                                              int b0, int L, int gn, float scale)
+{
+    using B = kv_blocks<KT>;
+    constexpr int hd = 8 * LPK, lpk = LPK, kpw = 32 / LPK, steps = DEC_KPW / kpw;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int sub = lane % lpk, e0 = 8 * (sub % 4), o = B::ofs(e0);
+    // Rows by pointer increments, not 64-bit products; keys past L read
+    // the step's first row.
+    const int j0 = warp * DEC_KPW + lane / lpk;
+    const unsigned short *first = reinterpret_cast<const unsigned short *>(kbase + (size_t)b0 * krb) + (sub / 4) * B::HW;
+    const unsigned short *next = first + (size_t)j0 * (krb / 2);
+    const size_t stride = kpw * (krb / 2);
+    float kd[steps];
+    unsigned kw[steps][2];
+#pragma unroll
+    for (int t = 0; t < steps; t++, next += stride) {
+        const unsigned short *hb = j0 + t * kpw < L ? next : first;
+        const unsigned short h0 = __ldg(hb), h1 = __ldg(hb + o), h2 = __ldg(hb + o + 1);
+        const unsigned short h3 = __ldg(hb + o + 2), h4 = __ldg(hb + o + 3);
+        kd[t] = __half2float(__ushort_as_half(h0));
+        kw[t][0] = B::prep(kv_word(h1, h2), e0);
+        kw[t][1] = B::prep(kv_word(h3, h4), e0 + 4);
+    }
+    const float bias = B::bias();
+    for (int g = 0; g < gn; g++) {
+        const float4 qa = *reinterpret_cast<const float4 *>(qs + g * hd + sub * 8);
+        const float4 qb = *reinterpret_cast<const float4 *>(qs + g * hd + sub * 8 + 4);
+#pragma unroll
+        for (int t = 0; t < steps; t++) {
+            float s = qa.x * kv_level(kw[t][0], 0, bias);
+            s = fmaf(qa.y, kv_level(kw[t][0], 1, bias), s);
+            s = fmaf(qa.z, kv_level(kw[t][0], 2, bias), s);
+            s = fmaf(qa.w, kv_level(kw[t][0], 3, bias), s);
+            s = fmaf(qb.x, kv_level(kw[t][1], 0, bias), s);
+            s = fmaf(qb.y, kv_level(kw[t][1], 1, bias), s);
+            s = fmaf(qb.z, kv_level(kw[t][1], 2, bias), s);
+            s = fmaf(qb.w, kv_level(kw[t][1], 3, bias), s);
+            s *= kd[t];
+#pragma unroll
+            for (int off = lpk / 2; off > 0; off /= 2)
+                s += __shfl_xor_sync(0xffffffffu, s, off);
+            const int j = warp * DEC_KPW + t * kpw + lane / lpk;
+            if (sub == 0 && j < L)
+                sc[g * DEC_SUB + j] = s * scale;
+        }
+    }
+}
+
+// decode_values_q writes to red[(w*hpb + g)*vd + d] warp w's share of
+// the outputs of query heads g < gn: Σ_j sc[g*DEC_SUB + j]·v_j[d] over
+// its DEC_KPW keys j < L of the step at b0, values of the quantized type
+// VT with vd ≤ 128. Lane l takes elements 4l..4l+3 (a scale and two
+// halfwords per key, all loaded before any is used; lanes past vd idle);
+// per key and head, one multiply of the weight by the scale and four FMAs.
+template <class VT>
+__device__ __forceinline__ void decode_values_q(float *red, const float *sc, const uint8_t *vbase, size_t vrb,
+                                                int b0, int L, int vd, int gn, int hpb)
+{
+    using B = kv_blocks<VT>;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int e0 = 4 * lane, o = B::ofs(e0 % 32);
+    const bool on = e0 < vd;
+    const int blk = on ? lane / 8 : 0;
+    const unsigned short *first = reinterpret_cast<const unsigned short *>(vbase + (size_t)b0 * vrb) + blk * B::HW;
+    const unsigned short *next = first + (size_t)(warp * DEC_KPW) * (vrb / 2);
+    float vdd[DEC_KPW];
+    unsigned vw[DEC_KPW];
+#pragma unroll
+    for (int t = 0; t < DEC_KPW; t++, next += vrb / 2) {
+        const int j = warp * DEC_KPW + t;
+        const unsigned short *hb = j < L ? next : first;
+        const unsigned short h0 = __ldg(hb), h1 = __ldg(hb + o), h2 = __ldg(hb + o + 1);
+        vdd[t] = j < L ? __half2float(__ushort_as_half(h0)) : 0.0f;
+        vw[t] = B::prep(kv_word(h1, h2), e0 % 32);
+    }
+    const float bias = B::bias();
+    for (int g = 0; g < gn; g++) {
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int t = 0; t < DEC_KPW; t++) {
+            const int j = warp * DEC_KPW + t;
+            const float w = (j < L ? sc[g * DEC_SUB + j] : 0.0f) * vdd[t];
+            acc.x = fmaf(w, kv_level(vw[t], 0, bias), acc.x);
+            acc.y = fmaf(w, kv_level(vw[t], 1, bias), acc.y);
+            acc.z = fmaf(w, kv_level(vw[t], 2, bias), acc.z);
+            acc.w = fmaf(w, kv_level(vw[t], 3, bias), acc.w);
+        }
+        if (on) {
+            float *rw = red + ((size_t)warp * hpb + g) * vd + e0;
+            rw[0] = acc.x;
+            rw[1] = acc.y;
+            rw[2] = acc.z;
+            rw[3] = acc.w;
+        }
+    }
+}
+
 // attn_decode_K_V is attn_decode (attention.cu) over caches of any type,
 // with the same grid, split, merge and shared memory (hpb*(hd + DEC_SUB +
 // 5*vd + 3) floats), so the same DecodePlan serves both. Each warp owns
-// DEC_KPW keys of a step; lane l reads dims l, l+32, ... of each row (one
-// coalesced run of a block per load), keys 128 dims at a time: the scores
-// of the warp's keys are warp sums, reduced together (warp_sum16). Values up to 128 dims are read the same way
-// into registers, all of a warp's keys before any is used; wider ones by
-// one thread per output dim. Block: 128 threads.
+// DEC_KPW keys of a step. f32 and f16 halves: lane l reads dims l, l+32,
+// ... of each row, keys 128 dims at a time: the scores of the warp's keys
+// are warp sums, reduced together (warp_sum16); values up to 128 dims are
+// read the same way into registers, all of a warp's keys before any is
+// used; wider ones by one thread per output dim. Quantized halves:
+// decode_keys_q (head dims 32, 64, 128; others one thread per key) and
+// decode_values_q (up to 128 dims; wider ones one thread per output dim).
+// Block: 128 threads.
 template <class KT, class VT>
 __device__ __forceinline__ void
 attn_decode_body(float *__restrict__ part, float *__restrict__ dst, int *__restrict__ cnt,
@@ -159,9 +269,35 @@ attn_decode_body(float *__restrict__ part, float *__restrict__ dst, int *__restr
     const uint8_t *kbase = kc + slot * krb + kv_rowbytes<KT>(kh * hd);
     const uint8_t *vbase = vc + slot * vrb + kv_rowbytes<VT>(kh * vd);
 
+    // Quantized keys of up to 128 dims are read as attn_decode reads f16
+    // ones: hd/8 lanes per key (hd 32, 64 or 128), 8 elements a lane
+    // (a quarter block: its scale and four halfwords); quantized values
+    // of up to 128 dims 4 elements a lane (a scale and two halfwords).
+    const bool kq = kv_blocks<KT>::QUANT && (hd == 32 || hd == 64 || hd == 128);
+    const bool vq = kv_blocks<VT>::QUANT && vd <= 128;
+
     for (int b0 = start; b0 < end; b0 += DEC_SUB) {
         const int L = min(DEC_SUB, end - b0);
-        for (int c0 = 0; c0 < hd; c0 += 128) {
+        if (kq) {
+            if (hd == 128)
+                decode_keys_q<KT, 16>(sc, qs, kbase, krb, b0, L, gn, scale);
+            else if (hd == 64)
+                decode_keys_q<KT, 8>(sc, qs, kbase, krb, b0, L, gn, scale);
+            else
+                decode_keys_q<KT, 4>(sc, qs, kbase, krb, b0, L, gn, scale);
+        } else if (kv_blocks<KT>::QUANT) {
+            // Other quantized keys: one thread per (head, key), few
+            // registers (the fast path's count sets the kernel's).
+            for (int t = tid; t < gn * L; t += blockDim.x) {
+                const int g = t / L, j = t % L;
+                const uint8_t *row = kbase + (size_t)(b0 + j) * krb;
+                float s = 0.0f;
+                for (int d = 0; d < hd; d++)
+                    s = fmaf(qs[g * hd + d], KT::get(row, d), s);
+                sc[g * DEC_SUB + j] = s * scale;
+            }
+        }
+        for (int c0 = 0; c0 < (kv_blocks<KT>::QUANT ? 0 : hd); c0 += 128) {
             float kr[DEC_KPW][4];
 #pragma unroll
             for (int t = 0; t < DEC_KPW; t++) {
@@ -221,7 +357,18 @@ attn_decode_body(float *__restrict__ part, float *__restrict__ dst, int *__restr
         }
         __syncthreads();
 
-        if (vd <= 128) {
+        if (vq) {
+            decode_values_q<VT>(red, sc, vbase, vrb, b0, L, vd, gn, hpb);
+            __syncthreads();
+            for (int t = tid; t < gn * vd; t += blockDim.x) {
+                const int g = t / vd, d = t % vd;
+                float acc = 0.0f;
+#pragma unroll
+                for (int w = 0; w < DEC_WARPS; w++)
+                    acc += red[((size_t)w * hpb + g) * vd + d];
+                os[t] = os[t] * al[g] + acc;
+            }
+        } else if (vd <= 128 && !kv_blocks<VT>::QUANT) {
             float vr[DEC_KPW][4];
 #pragma unroll
             for (int t = 0; t < DEC_KPW; t++) {
@@ -437,7 +584,7 @@ attn_prefill_body(float *__restrict__ dst, const float *__restrict__ q, const ui
 }
 
 // KV_STORE(K, V) defines kv_append_K_V and rope_append_K_V; KV_DECODE(K,
-// V) attn_decode_K_V; KV_PREFILL(K, V, HD, RW) attn_prefill_K_V_hHD.
+// V, B) attn_decode_K_V; KV_PREFILL(K, V, HD, RW) attn_prefill_K_V_hHD.
 #define KV_STORE(K, V)                                                                                \
     extern "C" __global__ void __launch_bounds__(1024)                                                \
     kv_append_##K##_##V(uint8_t *__restrict__ kc, uint8_t *__restrict__ vc,                           \
@@ -457,8 +604,12 @@ attn_prefill_body(float *__restrict__ dst, const float *__restrict__ q, const ui
                                          headDim, ropeDim, neox, ctx);                                \
     }
 
-#define KV_DECODE(K, V)                                                                               \
-    extern "C" __global__ void __launch_bounds__(128)                                                 \
+// KV_DECODE(K, V, B): B the decode kernel's launch bounds. A decode
+// block is latency-bound (two memory round trips a step): with both
+// halves quantized the kernel fits 80 registers, six blocks per
+// multiprocessor (KV_PAIR_Q); other pairs keep the compiler's choice.
+#define KV_DECODE(K, V, B)                                                                            \
+    extern "C" __global__ void __launch_bounds__ B                                                    \
     attn_decode_##K##_##V(float *__restrict__ part, float *__restrict__ dst, int *__restrict__ cnt,   \
                           const float *__restrict__ q, const uint8_t *__restrict__ kc,                \
                           const uint8_t *__restrict__ vc, const int *__restrict__ seq,                \
@@ -495,7 +646,10 @@ attn_prefill_body(float *__restrict__ dst, const float *__restrict__ q, const ui
 
 #define KV_PAIR(K, V)                                                                                 \
     KV_STORE(K, V)                                                                                    \
-    KV_DECODE(K, V)
+    KV_DECODE(K, V, (128))
+#define KV_PAIR_Q(K, V)                                                                               \
+    KV_STORE(K, V)                                                                                    \
+    KV_DECODE(K, V, (128, 6))
 
 // Every pair but f16/f16 (rope.cu, attention.cu).
 KV_PAIR(f32, f32)
@@ -507,12 +661,12 @@ KV_PAIR(f16, q8_0)
 KV_PAIR(f16, q4_0)
 KV_PAIR(q8_0, f32)
 KV_PAIR(q8_0, f16)
-KV_PAIR(q8_0, q8_0)
-KV_PAIR(q8_0, q4_0)
+KV_PAIR_Q(q8_0, q8_0)
+KV_PAIR_Q(q8_0, q4_0)
 KV_PAIR(q4_0, f32)
 KV_PAIR(q4_0, f16)
-KV_PAIR(q4_0, q8_0)
-KV_PAIR(q4_0, q4_0)
+KV_PAIR_Q(q4_0, q8_0)
+KV_PAIR_Q(q4_0, q4_0)
 
 KV_PREFILL_ALL(f32, f32)
 KV_PREFILL_ALL(f32, f16)

@@ -150,3 +150,55 @@ struct kv_q4_0 {
         }
     }
 };
+
+// kv_blocks<T> reads the 32-element blocks of a quantized row type by
+// 16-bit words, for the decode kernel: a block is HW halfwords, the first
+// its binary16 scale d. Four consecutive elements e0..e0+3 of a block (e0
+// a multiple of 4) lie in the two halfwords at ofs(e0); prep turns those
+// two (as one little-endian word) into four bytes b_k whose levels
+// kv_level(b, k, T::BIAS) are the elements e0+k divided by d. QUANT is
+// false for the types without blocks, whose members are never used.
+template <class T> struct kv_blocks {
+    static constexpr bool QUANT = false;
+    static constexpr int HW = 1;
+    static __device__ __forceinline__ int ofs(int) { return 0; }
+    static __device__ __forceinline__ unsigned prep(unsigned, int) { return 0; }
+    static __device__ __forceinline__ float bias() { return 0.0f; }
+};
+
+// q8_0: bytes are two's-complement levels; flipping the sign bit makes
+// them q+128.
+template <> struct kv_blocks<kv_q8_0> {
+    static constexpr bool QUANT = true;
+    static constexpr int HW = 17;
+    static __device__ __forceinline__ int ofs(int e0) { return 1 + e0 / 2; }
+    static __device__ __forceinline__ unsigned prep(unsigned w, int) { return w ^ 0x80808080u; }
+    static __device__ __forceinline__ float bias() { return 8388608.0f + 128.0f; }
+};
+
+// q4_0: element e < 16 is the low nibble of byte e, e ≥ 16 the high
+// nibble of byte e−16; the nibble n is the level n−8.
+template <> struct kv_blocks<kv_q4_0> {
+    static constexpr bool QUANT = true;
+    static constexpr int HW = 9;
+    static __device__ __forceinline__ int ofs(int e0) { return 1 + (e0 & 15) / 2; }
+    static __device__ __forceinline__ unsigned prep(unsigned w, int e0)
+    {
+        return (e0 & 16 ? w >> 4 : w) & 0x0F0F0F0Fu;
+    }
+    static __device__ __forceinline__ float bias() { return 8388608.0f + 8.0f; }
+};
+
+// kv_level returns byte k of b (0..255) minus bias − 2^23 as a float,
+// exactly, without an integer conversion: the byte becomes the low
+// mantissa bits of 2^23 (0x4B000000), and the subtraction is exact.
+__device__ __forceinline__ float kv_level(unsigned b, int k, float bias)
+{
+    return __int_as_float((int)__byte_perm(b, 0x4B000000u, 0x7540 + k)) - bias;
+}
+
+// kv_word returns the little-endian word of the halfwords lo, hi.
+__device__ __forceinline__ unsigned kv_word(unsigned short lo, unsigned short hi)
+{
+    return (unsigned)lo | (unsigned)hi << 16;
+}

@@ -425,6 +425,7 @@ func TestAttentionCacheTypes(t *testing.T) {
 		{4, 2, 64, 300},  // GQA, several splits
 		{8, 2, 128, 200}, // the 7B head
 		{2, 1, 256, 70},  // wider than 128: the kernels' loops over dims
+		{4, 2, 96, 90},   // three blocks: quantized keys one thread per key, values on 24 lanes
 		{4, 4, 32, 50},   // one block per head
 		{4, 4, 8, 40},    // f32/f16 only
 	}
