@@ -6,8 +6,8 @@ import "github.com/m40llm/m40llm/model"
 const matmulGrain = 1 << 15
 
 // quantGrain is the least number of activation elements worth handing to a
-// worker for quantization.
-const quantGrain = 1 << 14
+// worker for quantization (a variable for the tests).
+var quantGrain = 1 << 12
 
 // MatMul computes dst[i] = W @ x[i] (+ bias) for the first n rows: W is
 // (d, k) in its stored type, x rows hold k floats, dst rows d floats.
@@ -71,9 +71,16 @@ func (b *Backend) matMulQ(d, s *buf, wt *weight, bv []float32, n int) {
 	k := wt.cols
 	q := &b.qx
 	q.reset(n, k)
-	b.pool.run(n, max(1, quantGrain/k), func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			quantizeRow(q.row(i), s.row(i))
+	// Blocks are quantized independently, so a row can be split among
+	// workers (decode has one row) with the same bits.
+	nb := k / qblock
+	b.pool.run(n*nb, max(1, quantGrain/qblock), func(_, lo, hi int) {
+		for blk := lo; blk < hi; {
+			i, b0 := blk/nb, blk%nb
+			b1 := min(nb, b0+hi-blk)
+			r := q.row(i)
+			quantizeRow(qvec{r.qs[b0*qblock : b1*qblock], r.d[b0:b1], r.s[b0:b1]}, s.row(i)[b0*qblock:b1*qblock])
+			blk += b1 - b0
 		}
 	})
 	grain := max(1, matmulGrain/(k*n))
