@@ -406,7 +406,10 @@ func TestEmbedSubmitAllEvaluatesAll(t *testing.T) {
 				}
 			}
 			// Only generations after a generation first may share the
-			// prompt, and neither case has one: nothing is shared.
+			// prompt, and neither case has one: nothing is shared. The
+			// engine reports a step after the jobs it ended have their
+			// results: Close waits for that.
+			e.Close()
 			assert.EqualValues(t, len(c.pools)*len(ids), counter.prompt.Load(), "prompt tokens evaluated")
 		})
 	}

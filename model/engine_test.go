@@ -566,6 +566,7 @@ func TestSubmitAllSharesThePrompt(t *testing.T) {
 				assert.Equal(t, want[i], text, "request %d", i)
 				assert.Len(t, res.Tokens, 16)
 			}
+			e.Close() // the last step is reported after its jobs end
 			assert.EqualValues(t, c.prompt, counter.prompt.Load(), "prompt tokens evaluated (prompt of %d)", len(ids))
 		})
 	}
@@ -675,6 +676,8 @@ func TestSubmitAllSharingFallsBack(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, want.String(), text, "request %d", i)
 		}
+		cancel()
+		e.Close() // the last step is reported after its jobs end
 		return counter.prompt.Load()
 	}
 	t.Run("the copy fails", func(t *testing.T) {
