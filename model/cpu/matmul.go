@@ -85,6 +85,18 @@ func (b *Backend) matMulQ(d, s *buf, wt *weight, bv []float32, n int) {
 	})
 	grain := max(1, matmulGrain/(k*n))
 	b.pool.run(wt.rows, grain, func(_, lo, hi int) {
+		if n == 1 {
+			// Decode: one kernel call for the range where there is one.
+			out := d.data[lo:hi]
+			if qdotRows(wt.typ, wt.raw[lo*wt.rowBytes:hi*wt.rowBytes], wt.rowBytes, q.row(0), out) {
+				if bv != nil {
+					for j := range out {
+						out[j] += bv[lo+j]
+					}
+				}
+				return
+			}
+		}
 		for r := lo; r < hi; r++ {
 			var add float32
 			if bv != nil {

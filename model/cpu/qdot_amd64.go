@@ -272,3 +272,21 @@ func quantizeRow(dst qvec, x []float32) {
 	_ = dst.s[nb-1]
 	quantizeRowAVX2(&x[0], &dst.qs[0], &dst.d[0], &dst.s[0], nb)
 }
+
+//go:noescape
+func qdotRowsQ4_0AVX2(w *byte, xq *int8, xd *float32, nblocks, rows int, out *float32)
+
+// qdotRows sets out[r] = qdot(t, row r, x) for the len(out) rows of
+// rowBytes each at the start of raw, in one kernel call, the same bits as
+// qdot row by row. It reports false, leaving out alone, for a type
+// without such a kernel (Q4_0 only so far) or without AVX2.
+func qdotRows(t gguf.Type, raw []byte, rowBytes int, x qvec, out []float32) bool {
+	nb := len(x.d)
+	if !useAVX2 || t != gguf.TypeQ4_0 || nb == 0 || len(out) == 0 || rowBytes != nb*18 {
+		return false
+	}
+	_ = raw[len(out)*rowBytes-1]
+	_ = x.qs[nb*qblock-1]
+	qdotRowsQ4_0AVX2(&raw[0], &x.qs[0], &x.d[0], nb, len(out), &out[0])
+	return true
+}

@@ -136,6 +136,61 @@ q4_0done:
 	MOVSS X0, ret+32(FP)
 	RET
 
+// func qdotRowsQ4_0AVX2(w *byte, xq *int8, xd *float32, nblocks, rows int, out *float32)
+// out[r] = qdotQ4_0AVX2 of row r (rows of nblocks blocks, one after the
+// other from w) with the same activations, the same bits: one call for a
+// worker's range of rows (decode).
+TEXT ·qdotRowsQ4_0AVX2(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), R9
+	MOVQ xd+16(FP), R10
+	MOVQ nblocks+24(FP), R11
+	MOVQ rows+32(FP), BX
+	MOVQ out+40(FP), DX
+	MASK0F
+	ONES16
+	MOVQ $0x0808080808080808, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+
+q4_0rrow:
+	TESTQ BX, BX
+	JLE   q4_0rdone
+	MOVQ  R9, DI
+	MOVQ  R10, R8
+	MOVQ  R11, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q4_0rloop2:
+	CMPQ CX, $2
+	JL   q4_0rloop1
+	Q4_0_BLOCK(0, 0, 0, Y0)
+	Q4_0_BLOCK(18, 32, 4, Y1)
+	ADDQ $36, SI
+	ADDQ $64, DI
+	ADDQ $8, R8
+	SUBQ $2, CX
+	JMP  q4_0rloop2
+
+q4_0rloop1:
+	CMPQ CX, $1
+	JL   q4_0rsum
+	Q4_0_BLOCK(0, 0, 0, Y0)
+	ADDQ $18, SI
+
+q4_0rsum:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	MOVSS X0, (DX)
+	ADDQ  $4, DX
+	DECQ  BX
+	JMP   q4_0rrow
+
+q4_0rdone:
+	VZEROUPPER
+	RET
+
 // Q8_0 block at woff(SI): {f16 d; int8 qs[32]}.
 #define Q8_0_BLOCK(woff, xoff, doff, acc) \
 	VMOVDQU woff+2(SI), Y2; \

@@ -1,0 +1,61 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/m40llm/m40llm/gguf"
+	"github.com/stretchr/testify/require"
+)
+
+// TestQDotRows checks the multi-row decode kernel against qdot row by row,
+// bit for bit: odd and even block counts (the kernel takes blocks two at a
+// time), 1 to 7 rows, random rows and activations. Without the kernel
+// (another CPU or architecture) qdotRows must report false.
+func TestQDotRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(29, 30))
+	typ := gguf.TypeQ4_0
+	for _, nb := range []int{1, 2, 3, 8, 9} {
+		for rows := 1; rows <= 7; rows++ {
+			t.Run(fmt.Sprintf("blocks=%d/rows=%d", nb, rows), func(t *testing.T) {
+				k := nb * qblock
+				var raw []byte
+				stride := 0
+				for range rows {
+					w := make([]float32, k)
+					for i := range w {
+						w[i] = float32(r.NormFloat64()) * float32(1+r.IntN(8))
+					}
+					row, _ := quantizedRow(t, typ, w)
+					stride = len(row)
+					raw = append(raw, row...)
+				}
+				var q qrows
+				q.reset(1, k)
+				x := make([]float32, k)
+				for i := range x {
+					x[i] = float32(r.NormFloat64())
+				}
+				quantizeRow(q.row(0), x)
+				out := make([]float32, rows+1)
+				out[rows] = 42 // must stay
+				ok := qdotRows(typ, raw, stride, q.row(0), out[:rows])
+				if !useAVX2 {
+					require.False(t, ok)
+					return
+				}
+				require.True(t, ok)
+				for j := range rows {
+					want := qdot(typ, raw[j*stride:(j+1)*stride], q.row(0))
+					require.Equal(t, math.Float32bits(want), math.Float32bits(out[j]), "row %d: %v, want %v", j, out[j], want)
+				}
+				require.Equal(t, float32(42), out[rows])
+			})
+		}
+	}
+	var q qrows
+	q.reset(1, 64)
+	require.False(t, qdotRows(gguf.TypeQ8_0, make([]byte, 68), 68, q.row(0), make([]float32, 1)), "Q8_0 has no multi-row kernel")
+}
