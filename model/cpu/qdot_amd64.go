@@ -276,17 +276,54 @@ func quantizeRow(dst qvec, x []float32) {
 //go:noescape
 func qdotRowsQ4_0AVX2(w *byte, xq *int8, xd *float32, nblocks, rows int, out *float32)
 
+//go:noescape
+func qdotRowsQ8_0AVX2(w *byte, xq *int8, xd *float32, nblocks, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ4_KAVX2(w *byte, xq *int8, xd, xs *float32, nsuper, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ6_KAVX2(w *byte, xq *int8, xd *float32, nsuper, rows int, out *float32)
+
 // qdotRows sets out[r] = qdot(t, row r, x) for the len(out) rows of
 // rowBytes each at the start of raw, in one kernel call, the same bits as
 // qdot row by row. It reports false, leaving out alone, for a type
-// without such a kernel (Q4_0 only so far) or without AVX2.
+// without such a kernel (Q4_0, Q8_0, Q4_K and Q6_K have one), without
+// AVX2, or for rows that are not whole blocks of len(x.qs) elements.
 func qdotRows(t gguf.Type, raw []byte, rowBytes int, x qvec, out []float32) bool {
 	nb := len(x.d)
-	if !useAVX2 || t != gguf.TypeQ4_0 || nb == 0 || len(out) == 0 || rowBytes != nb*18 {
+	if !useAVX2 || nb == 0 || len(out) == 0 {
+		return false
+	}
+	ns := nb / 8
+	var want int
+	switch t {
+	case gguf.TypeQ4_0:
+		want = nb * 18
+	case gguf.TypeQ8_0:
+		want = nb * 34
+	case gguf.TypeQ4_K:
+		want = ns * 144
+	case gguf.TypeQ6_K:
+		want = ns * 210
+	default:
+		return false
+	}
+	if rowBytes != want || (t == gguf.TypeQ4_K || t == gguf.TypeQ6_K) && ns*8 != nb {
 		return false
 	}
 	_ = raw[len(out)*rowBytes-1]
 	_ = x.qs[nb*qblock-1]
-	qdotRowsQ4_0AVX2(&raw[0], &x.qs[0], &x.d[0], nb, len(out), &out[0])
+	_ = x.s[nb-1]
+	switch t {
+	case gguf.TypeQ4_0:
+		qdotRowsQ4_0AVX2(&raw[0], &x.qs[0], &x.d[0], nb, len(out), &out[0])
+	case gguf.TypeQ8_0:
+		qdotRowsQ8_0AVX2(&raw[0], &x.qs[0], &x.d[0], nb, len(out), &out[0])
+	case gguf.TypeQ4_K:
+		qdotRowsQ4_KAVX2(&raw[0], &x.qs[0], &x.d[0], &x.s[0], ns, len(out), &out[0])
+	case gguf.TypeQ6_K:
+		qdotRowsQ6_KAVX2(&raw[0], &x.qs[0], &x.d[0], ns, len(out), &out[0])
+	}
 	return true
 }

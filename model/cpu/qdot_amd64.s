@@ -231,6 +231,55 @@ q8_0done:
 	MOVSS X0, ret+32(FP)
 	RET
 
+// func qdotRowsQ8_0AVX2(w *byte, xq *int8, xd *float32, nblocks, rows int, out *float32)
+// qdotQ8_0AVX2 over consecutive rows (see qdotRowsQ4_0AVX2), the same bits.
+TEXT ·qdotRowsQ8_0AVX2(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), R9
+	MOVQ xd+16(FP), R10
+	MOVQ nblocks+24(FP), R11
+	MOVQ rows+32(FP), BX
+	MOVQ out+40(FP), DX
+	ONES16
+
+q8_0rrow:
+	TESTQ BX, BX
+	JLE   q8_0rdone
+	MOVQ  R9, DI
+	MOVQ  R10, R8
+	MOVQ  R11, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q8_0rloop2:
+	CMPQ CX, $2
+	JL   q8_0rloop1
+	Q8_0_BLOCK(0, 0, 0, Y0)
+	Q8_0_BLOCK(34, 32, 4, Y1)
+	ADDQ $68, SI
+	ADDQ $64, DI
+	ADDQ $8, R8
+	SUBQ $2, CX
+	JMP  q8_0rloop2
+
+q8_0rloop1:
+	CMPQ CX, $1
+	JL   q8_0rsum
+	Q8_0_BLOCK(0, 0, 0, Y0)
+	ADDQ $34, SI
+
+q8_0rsum:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	MOVSS X0, (DX)
+	ADDQ  $4, DX
+	DECQ  BX
+	JMP   q8_0rrow
+
+q8_0rdone:
+	VZEROUPPER
+	RET
+
 // Q4_K chunk c of a super-block: qs[32c:32c+32] at qoff(SI) holds
 // sub-block 2c in its low nibbles and 2c+1 in its high nibbles (activation
 // blocks at xoff(DI) and xoff+32(DI)); the quants 0..15 are the unsigned
@@ -347,6 +396,67 @@ q4_kdone:
 	MOVSS X0, ret+40(FP)
 	RET
 
+// func qdotRowsQ4_KAVX2(w *byte, xq *int8, xd, xs *float32, nsuper, rows int, out *float32)
+// qdotQ4_KAVX2 over consecutive rows (see qdotRowsQ4_0AVX2), the same bits.
+// The row's bases, count and output pointer wait at 32(SP)..72(SP): the
+// super-block code takes every free register.
+TEXT ·qdotRowsQ4_KAVX2(SB), NOSPLIT, $80-56
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), AX
+	MOVQ AX, 32(SP)
+	MOVQ xd+16(FP), AX
+	MOVQ AX, 40(SP)
+	MOVQ xs+24(FP), AX
+	MOVQ AX, 48(SP)
+	MOVQ nsuper+32(FP), AX
+	MOVQ AX, 56(SP)
+	MOVQ rows+40(FP), AX
+	MOVQ AX, 64(SP)
+	MOVQ out+48(FP), AX
+	MOVQ AX, 72(SP)
+	MASK0F
+	ONES16
+
+q4_krrow:
+	CMPQ 64(SP), $0
+	JLE  q4_krdone
+	MOVQ 32(SP), DI
+	MOVQ 40(SP), R8
+	MOVQ 48(SP), R9
+	MOVQ 56(SP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y10, Y10, Y10
+
+q4_krloop:
+	TESTQ CX, CX
+	JLE   q4_krsum
+	K4_SCALES
+	Q4_K_CHUNK(16, 0, 32, 0, 4)
+	Q4_K_CHUNK(48, 64, 96, 8, 12)
+	Q4_K_CHUNK(80, 128, 160, 16, 20)
+	Q4_K_CHUNK(112, 192, 224, 24, 28)
+	ADDQ $144, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	ADDQ $32, R9
+	DECQ CX
+	JMP  q4_krloop
+
+q4_krsum:
+	VADDPS Y10, Y0, Y0
+	VSUBPS Y1, Y0, Y0
+	REDUCE
+	MOVQ  72(SP), AX
+	MOVSS X0, (AX)
+	ADDQ  $4, 72(SP)
+	DECQ  64(SP)
+	JMP   q4_krrow
+
+q4_krdone:
+	VZEROUPPER
+	RET
+
 // Q6_K_DOT: acc += Σ over one activation block of scale·(q−32)·x, q in Y6
 // as bytes 0..63 (clobbered), activations at xoff(DI). The two 16-element
 // sub-blocks of the block take their int16 scales from soff(SP) and
@@ -455,6 +565,61 @@ q6_kdone:
 	REDUCE
 	VZEROUPPER
 	MOVSS X0, ret+32(FP)
+	RET
+
+// func qdotRowsQ6_KAVX2(w *byte, xq *int8, xd *float32, nsuper, rows int, out *float32)
+// qdotQ6_KAVX2 over consecutive rows (see qdotRowsQ4_0AVX2), the same bits.
+TEXT ·qdotRowsQ6_KAVX2(SB), NOSPLIT, $64-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), R9
+	MOVQ xd+16(FP), R10
+	MOVQ nsuper+24(FP), R11
+	MOVQ rows+32(FP), BX
+	MOVQ out+40(FP), DX
+	MASK0F
+	MOVQ $0x0303030303030303, AX
+	VMOVQ AX, X12
+	VPBROADCASTQ X12, Y12
+	MOVQ $0x2020202020202020, AX
+	VMOVQ AX, X11
+	VPBROADCASTQ X11, Y11
+
+q6_krrow:
+	TESTQ BX, BX
+	JLE   q6_krdone
+	MOVQ  R9, DI
+	MOVQ  R10, R8
+	MOVQ  R11, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q6_krloop:
+	TESTQ CX, CX
+	JLE   q6_krsum
+	VPBROADCASTW 208(SI), X2
+	VCVTPH2PS X2, Y2
+	VMULPS (R8), Y2, Y2
+	VMOVUPS Y2, 0(SP)
+	VPMOVSXBW 192(SI), Y2
+	VMOVDQU Y2, 32(SP)
+	Q6_K_HALF(0, 32, 128, 0, 32, 64, 96, 32, 34, 36, 38, 40, 42, 44, 46, 0, 4, 8, 12)
+	Q6_K_HALF(64, 96, 160, 128, 160, 192, 224, 48, 50, 52, 54, 56, 58, 60, 62, 16, 20, 24, 28)
+	ADDQ $210, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q6_krloop
+
+q6_krsum:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	MOVSS X0, (DX)
+	ADDQ  $4, DX
+	DECQ  BX
+	JMP   q6_krrow
+
+q6_krdone:
+	VZEROUPPER
 	RET
 
 // Four activation rows at once (qdot4): the weight block is decoded once

@@ -10,52 +10,65 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestQDotRows checks the multi-row decode kernel against qdot row by row,
-// bit for bit: odd and even block counts (the kernel takes blocks two at a
-// time), 1 to 7 rows, random rows and activations. Without the kernel
-// (another CPU or architecture) qdotRows must report false.
+// TestQDotRows checks the multi-row decode kernels against qdot row by
+// row, bit for bit: Q4_0 and Q8_0 with odd and even block counts (their
+// kernels take blocks two at a time), Q4_K and Q6_K with 1 to 3
+// super-blocks, 1 to 7 rows, random rows and activations. Without the
+// kernels (another CPU or architecture) qdotRows must report false.
 func TestQDotRows(t *testing.T) {
 	r := rand.New(rand.NewPCG(29, 30))
-	typ := gguf.TypeQ4_0
-	for _, nb := range []int{1, 2, 3, 8, 9} {
-		for rows := 1; rows <= 7; rows++ {
-			t.Run(fmt.Sprintf("blocks=%d/rows=%d", nb, rows), func(t *testing.T) {
-				k := nb * qblock
-				var raw []byte
-				stride := 0
-				for range rows {
-					w := make([]float32, k)
-					for i := range w {
-						w[i] = float32(r.NormFloat64()) * float32(1+r.IntN(8))
+	cases := []struct {
+		typ gguf.Type
+		nbs []int
+	}{
+		{gguf.TypeQ4_0, []int{1, 2, 3, 8, 9}},
+		{gguf.TypeQ8_0, []int{1, 2, 3, 8, 9}},
+		{gguf.TypeQ4_K, []int{8, 16, 24}},
+		{gguf.TypeQ6_K, []int{8, 16, 24}},
+	}
+	for _, c := range cases {
+		typ := c.typ
+		for _, nb := range c.nbs {
+			for rows := 1; rows <= 7; rows++ {
+				t.Run(fmt.Sprintf("%s/blocks=%d/rows=%d", typ, nb, rows), func(t *testing.T) {
+					k := nb * qblock
+					var raw []byte
+					stride := 0
+					for range rows {
+						w := make([]float32, k)
+						for i := range w {
+							w[i] = float32(r.NormFloat64()) * float32(1+r.IntN(8))
+						}
+						row, _ := quantizedRow(t, typ, w)
+						stride = len(row)
+						raw = append(raw, row...)
 					}
-					row, _ := quantizedRow(t, typ, w)
-					stride = len(row)
-					raw = append(raw, row...)
-				}
-				var q qrows
-				q.reset(1, k)
-				x := make([]float32, k)
-				for i := range x {
-					x[i] = float32(r.NormFloat64())
-				}
-				quantizeRow(q.row(0), x)
-				out := make([]float32, rows+1)
-				out[rows] = 42 // must stay
-				ok := qdotRows(typ, raw, stride, q.row(0), out[:rows])
-				if !useAVX2 {
-					require.False(t, ok)
-					return
-				}
-				require.True(t, ok)
-				for j := range rows {
-					want := qdot(typ, raw[j*stride:(j+1)*stride], q.row(0))
-					require.Equal(t, math.Float32bits(want), math.Float32bits(out[j]), "row %d: %v, want %v", j, out[j], want)
-				}
-				require.Equal(t, float32(42), out[rows])
-			})
+					var q qrows
+					q.reset(1, k)
+					x := make([]float32, k)
+					for i := range x {
+						x[i] = float32(r.NormFloat64())
+					}
+					quantizeRow(q.row(0), x)
+					out := make([]float32, rows+1)
+					out[rows] = 42 // must stay
+					ok := qdotRows(typ, raw, stride, q.row(0), out[:rows])
+					if !useAVX2 {
+						require.False(t, ok)
+						return
+					}
+					require.True(t, ok)
+					for j := range rows {
+						want := qdot(typ, raw[j*stride:(j+1)*stride], q.row(0))
+						require.Equal(t, math.Float32bits(want), math.Float32bits(out[j]), "row %d: %v, want %v", j, out[j], want)
+					}
+					require.Equal(t, float32(42), out[rows])
+				})
+			}
 		}
 	}
 	var q qrows
 	q.reset(1, 64)
-	require.False(t, qdotRows(gguf.TypeQ8_0, make([]byte, 68), 68, q.row(0), make([]float32, 1)), "Q8_0 has no multi-row kernel")
+	require.False(t, qdotRows(gguf.TypeQ4_1, make([]byte, 40), 40, q.row(0), make([]float32, 1)), "Q4_1 has no multi-row kernel")
+	require.False(t, qdotRows(gguf.TypeQ4_0, make([]byte, 40), 40, q.row(0), make([]float32, 1)), "row of the wrong size")
 }
