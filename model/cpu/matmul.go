@@ -85,17 +85,21 @@ func (b *Backend) matMulQ(d, s *buf, wt *weight, bv []float32, n int) {
 	})
 	grain := max(1, matmulGrain/(k*n))
 	b.pool.run(wt.rows, grain, func(_, lo, hi int) {
-		if n == 1 {
-			// Decode: one kernel call for the range where there is one.
-			out := d.data[lo:hi]
-			if qdotRows(wt.typ, wt.raw[lo*wt.rowBytes:hi*wt.rowBytes], wt.rowBytes, q.row(0), out) {
-				if bv != nil {
-					for j := range out {
-						out[j] += bv[lo+j]
-					}
-				}
-				return
+		// Tokens past the last four: one kernel call per token for the
+		// range where there is a multi-row kernel (decode, small
+		// batches), else the one-row kernel. Either gives the same bits.
+		tail := n / 4 * 4
+		for i := tail; i < n; i++ {
+			out := d.data[i*d.cols+lo : i*d.cols+hi]
+			if !qdotRows(wt.typ, wt.raw[lo*wt.rowBytes:hi*wt.rowBytes], wt.rowBytes, q.row(i), out) {
+				break
 			}
+			if bv != nil {
+				for j := range out {
+					out[j] += bv[lo+j]
+				}
+			}
+			tail++
 		}
 		for r := lo; r < hi; r++ {
 			var add float32
@@ -110,7 +114,7 @@ func (b *Backend) matMulQ(d, s *buf, wt *weight, bv []float32, n int) {
 					d.data[(i+j)*d.cols+r] = v + add
 				}
 			}
-			for ; i < n; i++ {
+			for i = tail; i < n; i++ {
 				d.data[i*d.cols+r] = qdot(wt.typ, raw, q.row(i)) + add
 			}
 		}

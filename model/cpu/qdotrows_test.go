@@ -72,3 +72,62 @@ func TestQDotRows(t *testing.T) {
 	require.False(t, qdotRows(gguf.TypeQ4_1, make([]byte, 40), 40, q.row(0), make([]float32, 1)), "Q4_1 has no multi-row kernel")
 	require.False(t, qdotRows(gguf.TypeQ4_0, make([]byte, 40), 40, q.row(0), make([]float32, 1)), "row of the wrong size")
 }
+
+// TestMatMulQBits checks MatMul with an integer kernel and a bias against
+// qdot + bias per (token, row), bit for bit, for 1 to 7 tokens (the
+// tokens past the last four take the multi-row kernels where the type has
+// one, the one-row kernel otherwise) and 1 and 3 threads.
+func TestMatMulQBits(t *testing.T) {
+	r := rand.New(rand.NewPCG(31, 32))
+	const k, rows = 512, 37
+	for _, typ := range []gguf.Type{gguf.TypeQ4_0, gguf.TypeQ8_0, gguf.TypeQ4_K, gguf.TypeQ6_K, gguf.TypeQ5_0} {
+		src := make([]float32, rows*k)
+		for i := range src {
+			src[i] = float32(r.NormFloat64())
+		}
+		raw, _ := quantizedRow(t, typ, src)
+		rb := len(raw) / rows
+		ti := &gguf.TensorInfo{Name: "w", Type: typ, Dims: []int64{k, rows}, Size: int64(len(raw))}
+		bias := make([]float32, rows)
+		for i := range bias {
+			bias[i] = float32(r.NormFloat64())
+		}
+		braw := make([]byte, 4*rows)
+		require.NoError(t, gguf.Quantize(braw, bias, gguf.TypeF32))
+		bti := &gguf.TensorInfo{Name: "b", Type: gguf.TypeF32, Dims: []int64{rows}, Size: 4 * rows}
+		for _, threads := range []int{1, 3} {
+			for n := 1; n <= 7; n++ {
+				t.Run(fmt.Sprintf("%s/threads=%d/n=%d", typ, threads, n), func(t *testing.T) {
+					be := New(Options{Threads: threads})
+					defer be.Close()
+					w, err := be.LoadWeight(ti, raw)
+					require.NoError(t, err)
+					bw, err := be.LoadWeight(bti, braw)
+					require.NoError(t, err)
+					xs := make([]float32, n*k)
+					for i := range xs {
+						xs[i] = float32(r.NormFloat64())
+					}
+					out, _ := be.NewBuf(n, rows)
+					be.MatMul(out, BufFrom(n, k, xs), w, bw, n)
+					var q qrows
+					q.reset(n, k)
+					for i := range n {
+						quantizeRow(q.row(i), xs[i*k:(i+1)*k])
+					}
+					for i := range n {
+						for j := range rows {
+							var want float32
+							if i < n/4*4 {
+								want = qdot4(typ, raw[j*rb:(j+1)*rb], &q, i/4*4)[i%4] + bias[j]
+							} else {
+								want = qdot(typ, raw[j*rb:(j+1)*rb], q.row(i)) + bias[j]
+							}
+							require.Equal(t, math.Float32bits(want), math.Float32bits(Data(out)[i*rows+j]), "token %d row %d", i, j)
+						}
+					}
+				})
+			}
+		}
+	}
+}
