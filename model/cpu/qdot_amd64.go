@@ -288,8 +288,8 @@ func qdotRowsQ6_KAVX2(w *byte, xq *int8, xd *float32, nsuper, rows int, out *flo
 // qdotRows sets out[r] = qdot(t, row r, x) for the len(out) rows of
 // rowBytes each at the start of raw, in one kernel call, the same bits as
 // qdot row by row. It reports false, leaving out alone, for a type
-// without such a kernel (Q4_0, Q8_0, Q4_K and Q6_K have one), without
-// AVX2, or for rows that are not whole blocks of len(x.qs) elements.
+// without such a kernel (every type of hasQDot has one), without AVX2, or
+// for rows that are not whole blocks of len(x.qs) elements.
 func qdotRows(t gguf.Type, raw []byte, rowBytes int, x qvec, out []float32) bool {
 	nb := len(x.d)
 	if !useAVX2 || nb == 0 || len(out) == 0 {
@@ -298,32 +298,86 @@ func qdotRows(t gguf.Type, raw []byte, rowBytes int, x qvec, out []float32) bool
 	ns := nb / 8
 	var want int
 	switch t {
-	case gguf.TypeQ4_0:
+	case gguf.TypeQ4_0, gguf.TypeIQ4_NL:
 		want = nb * 18
+	case gguf.TypeQ4_1:
+		want = nb * 20
+	case gguf.TypeQ5_0:
+		want = nb * 22
+	case gguf.TypeQ5_1:
+		want = nb * 24
 	case gguf.TypeQ8_0:
 		want = nb * 34
+	case gguf.TypeQ2_K:
+		want = ns * 84
+	case gguf.TypeQ3_K:
+		want = ns * 110
 	case gguf.TypeQ4_K:
 		want = ns * 144
+	case gguf.TypeQ5_K:
+		want = ns * 176
 	case gguf.TypeQ6_K:
 		want = ns * 210
 	default:
 		return false
 	}
-	if rowBytes != want || (t == gguf.TypeQ4_K || t == gguf.TypeQ6_K) && ns*8 != nb {
+	if rowBytes != want || want == 0 {
 		return false
+	}
+	if nb%8 != 0 {
+		switch t {
+		case gguf.TypeQ2_K, gguf.TypeQ3_K, gguf.TypeQ4_K, gguf.TypeQ5_K, gguf.TypeQ6_K:
+			return false
+		}
 	}
 	_ = raw[len(out)*rowBytes-1]
 	_ = x.qs[nb*qblock-1]
 	_ = x.s[nb-1]
+	w, xq, xd, xs, rows, o := &raw[0], &x.qs[0], &x.d[0], &x.s[0], len(out), &out[0]
 	switch t {
 	case gguf.TypeQ4_0:
-		qdotRowsQ4_0AVX2(&raw[0], &x.qs[0], &x.d[0], nb, len(out), &out[0])
+		qdotRowsQ4_0AVX2(w, xq, xd, nb, rows, o)
 	case gguf.TypeQ8_0:
-		qdotRowsQ8_0AVX2(&raw[0], &x.qs[0], &x.d[0], nb, len(out), &out[0])
+		qdotRowsQ8_0AVX2(w, xq, xd, nb, rows, o)
 	case gguf.TypeQ4_K:
-		qdotRowsQ4_KAVX2(&raw[0], &x.qs[0], &x.d[0], &x.s[0], ns, len(out), &out[0])
+		qdotRowsQ4_KAVX2(w, xq, xd, xs, ns, rows, o)
 	case gguf.TypeQ6_K:
-		qdotRowsQ6_KAVX2(&raw[0], &x.qs[0], &x.d[0], ns, len(out), &out[0])
+		qdotRowsQ6_KAVX2(w, xq, xd, ns, rows, o)
+	case gguf.TypeQ4_1:
+		qdotRowsQ4_1AVX2(w, rowBytes, xq, xd, xs, nb, rows, o)
+	case gguf.TypeQ5_0:
+		qdotRowsQ5_0AVX2(w, rowBytes, xq, xd, nb, rows, o)
+	case gguf.TypeQ5_1:
+		qdotRowsQ5_1AVX2(w, rowBytes, xq, xd, xs, nb, rows, o)
+	case gguf.TypeIQ4_NL:
+		qdotRowsIQ4_NLAVX2(w, rowBytes, xq, xd, nb, rows, o)
+	case gguf.TypeQ5_K:
+		qdotRowsQ5_KAVX2(w, rowBytes, xq, xd, xs, ns, rows, o)
+	case gguf.TypeQ3_K:
+		qdotRowsQ3_KAVX2(w, rowBytes, xq, xd, ns, rows, o)
+	case gguf.TypeQ2_K:
+		qdotRowsQ2_KAVX2(w, rowBytes, xq, xd, ns, rows, o)
 	}
 	return true
 }
+
+//go:noescape
+func qdotRowsQ4_1AVX2(w *byte, stride int, xq *int8, xd, xs *float32, nblocks, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ5_0AVX2(w *byte, stride int, xq *int8, xd *float32, nblocks, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ5_1AVX2(w *byte, stride int, xq *int8, xd, xs *float32, nblocks, rows int, out *float32)
+
+//go:noescape
+func qdotRowsIQ4_NLAVX2(w *byte, stride int, xq *int8, xd *float32, nblocks, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ5_KAVX2(w *byte, stride int, xq *int8, xd, xs *float32, nsuper, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ3_KAVX2(w *byte, stride int, xq *int8, xd *float32, nsuper, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ2_KAVX2(w *byte, stride int, xq *int8, xd *float32, nsuper, rows int, out *float32)

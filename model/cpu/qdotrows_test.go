@@ -11,9 +11,10 @@ import (
 )
 
 // TestQDotRows checks the multi-row decode kernels against qdot row by
-// row, bit for bit: Q4_0 and Q8_0 with odd and even block counts (their
-// kernels take blocks two at a time), Q4_K and Q6_K with 1 to 3
-// super-blocks, 1 to 7 rows, random rows and activations. Without the
+// row, bit for bit: every type with a kernel, the 32-element types with
+// odd and even block counts (their kernels take blocks two at a time), the
+// K-quants with 1 to 3 super-blocks, 1 to 7 rows, random rows and
+// activations. Without the
 // kernels (another CPU or architecture) qdotRows must report false.
 func TestQDotRows(t *testing.T) {
 	r := rand.New(rand.NewPCG(29, 30))
@@ -25,6 +26,13 @@ func TestQDotRows(t *testing.T) {
 		{gguf.TypeQ8_0, []int{1, 2, 3, 8, 9}},
 		{gguf.TypeQ4_K, []int{8, 16, 24}},
 		{gguf.TypeQ6_K, []int{8, 16, 24}},
+		{gguf.TypeQ4_1, []int{1, 2, 3, 9}},
+		{gguf.TypeQ5_0, []int{1, 2, 3, 9}},
+		{gguf.TypeQ5_1, []int{1, 2, 3, 9}},
+		{gguf.TypeIQ4_NL, []int{1, 2, 3, 9}},
+		{gguf.TypeQ2_K, []int{8, 16, 24}},
+		{gguf.TypeQ3_K, []int{8, 16, 24}},
+		{gguf.TypeQ5_K, []int{8, 16, 24}},
 	}
 	for _, c := range cases {
 		typ := c.typ
@@ -69,18 +77,19 @@ func TestQDotRows(t *testing.T) {
 	}
 	var q qrows
 	q.reset(1, 64)
-	require.False(t, qdotRows(gguf.TypeQ4_1, make([]byte, 40), 40, q.row(0), make([]float32, 1)), "Q4_1 has no multi-row kernel")
+	require.False(t, qdotRows(gguf.TypeF16, make([]byte, 128), 128, q.row(0), make([]float32, 1)), "F16 has no multi-row kernel")
+	require.False(t, qdotRows(gguf.TypeQ4_K, make([]byte, 144), 144, q.row(0), make([]float32, 1)), "64 elements: no whole Q4_K super-block")
 	require.False(t, qdotRows(gguf.TypeQ4_0, make([]byte, 40), 40, q.row(0), make([]float32, 1)), "row of the wrong size")
 }
 
 // TestMatMulQBits checks MatMul with an integer kernel and a bias against
 // qdot + bias per (token, row), bit for bit, for 1 to 7 tokens (the
-// tokens past the last four take the multi-row kernels where the type has
-// one, the one-row kernel otherwise) and 1 and 3 threads.
+// tokens past the last four take the multi-row kernels) and 1 and 3
+// threads.
 func TestMatMulQBits(t *testing.T) {
 	r := rand.New(rand.NewPCG(31, 32))
 	const k, rows = 512, 37
-	for _, typ := range []gguf.Type{gguf.TypeQ4_0, gguf.TypeQ8_0, gguf.TypeQ4_K, gguf.TypeQ6_K, gguf.TypeQ5_0} {
+	for _, typ := range []gguf.Type{gguf.TypeQ4_0, gguf.TypeQ8_0, gguf.TypeQ4_K, gguf.TypeQ6_K, gguf.TypeQ5_0, gguf.TypeQ2_K} {
 		src := make([]float32, rows*k)
 		for i := range src {
 			src[i] = float32(r.NormFloat64())
