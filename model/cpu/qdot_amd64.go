@@ -381,3 +381,33 @@ func qdotRowsQ3_KAVX2(w *byte, stride int, xq *int8, xd *float32, nsuper, rows i
 
 //go:noescape
 func qdotRowsQ2_KAVX2(w *byte, stride int, xq *int8, xd *float32, nsuper, rows int, out *float32)
+
+//go:noescape
+func qdot4RowsQ4_0AVX2(w *byte, xq *int8, xd *float32, k, nblocks, rows, groups int, out *float32, ostride int)
+
+//go:noescape
+func qdot4RowsQ4_0VNNI(w *byte, xq *int8, xd *float32, k, nblocks, rows, groups int, out *float32, ostride int)
+
+// qdot4Rows sets out[(4g+t)·cols + r] = qdot4(t, row r, q, 4g)[t] for the
+// rows of rowBytes each at the start of raw (rows of them) and the groups
+// of four activation rows of q, in one kernel call, the same bits as
+// qdot4 per row and group. It reports false, leaving out alone, for a type
+// without such a kernel (Q4_0 only so far), without AVX2, or for rows that
+// are not whole blocks of q.k elements.
+func qdot4Rows(t gguf.Type, raw []byte, rowBytes, rows int, q *qrows, groups int, out []float32, cols int) bool {
+	k := q.k
+	nb := k / qblock
+	if !useAVX2 || t != gguf.TypeQ4_0 || nb == 0 || rows == 0 || groups == 0 || rowBytes != nb*18 || rows > cols {
+		return false
+	}
+	_ = raw[rows*rowBytes-1]
+	_ = q.qs[4*groups*k-1]
+	_ = q.d[4*groups*nb-1]
+	_ = out[(4*groups-1)*cols+rows-1]
+	if useVNNI {
+		qdot4RowsQ4_0VNNI(&raw[0], &q.qs[0], &q.d[0], k, nb, rows, groups, &out[0], 4*cols)
+	} else {
+		qdot4RowsQ4_0AVX2(&raw[0], &q.qs[0], &q.d[0], k, nb, rows, groups, &out[0], 4*cols)
+	}
+	return true
+}

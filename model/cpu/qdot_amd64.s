@@ -2975,3 +2975,178 @@ iq4nlx4vdone:
 	QDOT4_EPILOGUE
 	RET
 
+// func qdot4RowsQ4_0AVX2(w *byte, xq *int8, xd *float32, k, nblocks, rows, groups int, out *float32, ostride int)
+// The four-row kernel (QTOK4) for every group of four activation rows and
+// every weight row of a worker's range, rows outer: out[(4g+t)·ostride/4 +
+// r] = row r · token 4g+t, the same bits as a call per row and group.
+// Stack: 0(SP) the row, 8(SP) rows left, 16(SP) the row's first output,
+// 24(SP) groups left, 32(SP) and 40(SP) the group's quants and scales.
+TEXT ·qdot4RowsQ4_0AVX2(SB), NOSPLIT, $48-72
+	MOVQ w+0(FP), AX
+	MOVQ AX, 0(SP)
+	MOVQ rows+40(FP), AX
+	MOVQ AX, 8(SP)
+	MOVQ out+56(FP), AX
+	MOVQ AX, 16(SP)
+	MOVQ k+24(FP), R9
+	MOVQ ostride+64(FP), BX
+	QDOT4_PROLOGUE
+	MASK0F
+	MOVQ $0x0808080808080808, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+
+r4arow:
+	CMPQ 8(SP), $0
+	JLE  r4aend
+	MOVQ groups+48(FP), AX
+	MOVQ AX, 24(SP)
+	MOVQ xq+8(FP), AX
+	MOVQ AX, 32(SP)
+	MOVQ xd+16(FP), AX
+	MOVQ AX, 40(SP)
+	MOVQ 16(SP), DX
+
+r4agroup:
+	CMPQ 24(SP), $0
+	JLE  r4anext
+	MOVQ 0(SP), SI
+	MOVQ 32(SP), DI
+	MOVQ 40(SP), R8
+	MOVQ nblocks+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+r4aloop:
+	TESTQ CX, CX
+	JLE   r4asum
+	VMOVDQU 2(SI), X4
+	VPSRLW $4, X4, X5
+	VINSERTI128 $1, X5, Y4, Y4
+	VPAND Y15, Y4, Y4
+	VPSUBB Y14, Y4, Y4
+	QTOK4
+	ADDQ $18, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  r4aloop
+
+r4asum:
+	QDOT4_SUMS
+	VMOVSS X0, (DX)
+	ADDQ BX, DX
+	VEXTRACTPS $1, X0, (DX)
+	ADDQ BX, DX
+	VEXTRACTPS $2, X0, (DX)
+	ADDQ BX, DX
+	VEXTRACTPS $3, X0, (DX)
+	ADDQ BX, DX
+	MOVQ R9, AX
+	SHLQ $2, AX
+	ADDQ AX, 32(SP)
+	MOVQ R10, AX
+	SHLQ $2, AX
+	ADDQ AX, 40(SP)
+	DECQ 24(SP)
+	JMP  r4agroup
+
+r4anext:
+	MOVQ SI, 0(SP)
+	ADDQ $4, 16(SP)
+	DECQ 8(SP)
+	JMP  r4arow
+
+r4aend:
+	VZEROUPPER
+	RET
+
+// func qdot4RowsQ4_0VNNI(w *byte, xq *int8, xd *float32, k, nblocks, rows, groups int, out *float32, ostride int)
+// The four-row kernel (QTOK4V) for every group of four activation rows and
+// every weight row of a worker's range, rows outer: out[(4g+t)·ostride/4 +
+// r] = row r · token 4g+t, the same bits as a call per row and group.
+// Stack: 0(SP) the row, 8(SP) rows left, 16(SP) the row's first output,
+// 24(SP) groups left, 32(SP) and 40(SP) the group's quants and scales.
+TEXT ·qdot4RowsQ4_0VNNI(SB), NOSPLIT, $48-72
+	MOVQ w+0(FP), AX
+	MOVQ AX, 0(SP)
+	MOVQ rows+40(FP), AX
+	MOVQ AX, 8(SP)
+	MOVQ out+56(FP), AX
+	MOVQ AX, 16(SP)
+	MOVQ k+24(FP), R9
+	MOVQ ostride+64(FP), BX
+	QDOT4_PROLOGUE
+	MASK0F
+	MOVQ $0x0808080808080808, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+
+r4vrow:
+	CMPQ 8(SP), $0
+	JLE  r4vend
+	MOVQ groups+48(FP), AX
+	MOVQ AX, 24(SP)
+	MOVQ xq+8(FP), AX
+	MOVQ AX, 32(SP)
+	MOVQ xd+16(FP), AX
+	MOVQ AX, 40(SP)
+	MOVQ 16(SP), DX
+
+r4vgroup:
+	CMPQ 24(SP), $0
+	JLE  r4vnext
+	MOVQ 0(SP), SI
+	MOVQ 32(SP), DI
+	MOVQ 40(SP), R8
+	MOVQ nblocks+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+r4vloop:
+	TESTQ CX, CX
+	JLE   r4vsum
+	VMOVDQU 2(SI), X4
+	VPSRLW $4, X4, X5
+	VINSERTI128 $1, X5, Y4, Y4
+	VPAND Y15, Y4, Y4
+	VPSUBB Y14, Y4, Y4
+	QTOK4V
+	ADDQ $18, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  r4vloop
+
+r4vsum:
+	QDOT4_SUMS
+	VMOVSS X0, (DX)
+	ADDQ BX, DX
+	VEXTRACTPS $1, X0, (DX)
+	ADDQ BX, DX
+	VEXTRACTPS $2, X0, (DX)
+	ADDQ BX, DX
+	VEXTRACTPS $3, X0, (DX)
+	ADDQ BX, DX
+	MOVQ R9, AX
+	SHLQ $2, AX
+	ADDQ AX, 32(SP)
+	MOVQ R10, AX
+	SHLQ $2, AX
+	ADDQ AX, 40(SP)
+	DECQ 24(SP)
+	JMP  r4vgroup
+
+r4vnext:
+	MOVQ SI, 0(SP)
+	ADDQ $4, 16(SP)
+	DECQ 8(SP)
+	JMP  r4vrow
+
+r4vend:
+	VZEROUPPER
+	RET
