@@ -8,9 +8,11 @@ import (
 // see kvHalf), then computes causal grouped-query attention for every
 // (token, KV head) of the batch: the Heads/KVHeads query heads that share
 // a KV head are scored together, so each cached key and value row is read
-// once per group. A cache of another type than f32 is dequantized, head
-// by head, into per-worker scratch before scoring, so the arithmetic is
-// FP32 for every type.
+// once per group (when there are fewer (token, KV head) pairs than
+// threads, query heads are spread over the threads instead, each reading
+// its KV head's rows; the results are the same bits). A cache of another
+// type than f32 is dequantized, head by head, into per-worker scratch
+// before scoring, so the arithmetic is FP32 for every type.
 func (b *Backend) Attention(dst, q, k, v model.Buf, layer, n int, p *model.AttnParams) {
 	d, qs, ks, vs := dst.(*buf), q.(*buf), k.(*buf), v.(*buf)
 	kv := b.kv
@@ -46,6 +48,26 @@ func (b *Backend) Attention(dst, q, k, v model.Buf, layer, n int, p *model.AttnP
 		need = vOff
 	}
 	b.prepareScratch(need)
+	if total < b.threads && group > 1 {
+		// Too few (token, KV head) pairs for the threads (decode with
+		// few KV heads): one item per query head, each reading its KV
+		// head's rows itself. attendHead is the same per head, so the
+		// bits are too.
+		b.pool.run(n*p.Heads, max(1, grain/group), func(chunk, lo, hi int) {
+			scratch := b.scratch[chunk]
+			for t := lo; t < hi; t++ {
+				i, h := t/p.Heads, t%p.Heads
+				kvh := h / group
+				start := base(b.batch.Slot[i])
+				npos := int(b.batch.Pos[i]) + 1
+				keys, kstride := b.kcache.rows(start, npos, kvh*p.HeadDim, p.HeadDim, scratch[kOff:vOff])
+				vals, vstride := b.vcache.rows(start, npos, kvh*p.ValueDim, p.ValueDim, scratch[vOff:need])
+				attendHead(d.row(i)[h*p.ValueDim:(h+1)*p.ValueDim], qs.row(i)[h*p.HeadDim:(h+1)*p.HeadDim],
+					keys, vals, kstride, vstride, 0, 0, npos, p.Scale, scratch[:maxPos])
+			}
+		})
+		return
+	}
 	b.pool.run(total, grain, func(chunk, lo, hi int) {
 		scratch := b.scratch[chunk]
 		for t := lo; t < hi; t++ {

@@ -85,20 +85,50 @@ func (b *Backend) matMulQ(d, s *buf, wt *weight, bv []float32, n int) {
 	})
 	grain := max(1, matmulGrain/(k*n))
 	b.pool.run(wt.rows, grain, func(_, lo, hi int) {
+		// Tokens past the last four: one kernel call per token for the
+		// range where there is a multi-row kernel (decode, small
+		// batches), else the one-row kernel. Either gives the same bits.
+		tail := n / 4 * 4
+		for i := tail; i < n; i++ {
+			out := d.data[i*d.cols+lo : i*d.cols+hi]
+			if !qdotRows(wt.typ, wt.raw[lo*wt.rowBytes:hi*wt.rowBytes], wt.rowBytes, q.row(i), out) {
+				break
+			}
+			if bv != nil {
+				for j := range out {
+					out[j] += bv[lo+j]
+				}
+			}
+			tail++
+		}
+		// Groups of four tokens: one kernel call for the range where
+		// there is a multi-row four-token kernel.
+		head := 0
+		if n >= 4 && qdot4Rows(wt.typ, wt.raw[lo*wt.rowBytes:hi*wt.rowBytes], wt.rowBytes, hi-lo, q, n/4, d.data[lo:], d.cols) {
+			head = n / 4 * 4
+			if bv != nil {
+				for i := range head {
+					out := d.data[i*d.cols+lo : i*d.cols+hi]
+					for j := range out {
+						out[j] += bv[lo+j]
+					}
+				}
+			}
+		}
 		for r := lo; r < hi; r++ {
 			var add float32
 			if bv != nil {
 				add = bv[r]
 			}
 			raw := wt.raw[r*wt.rowBytes : (r+1)*wt.rowBytes]
-			i := 0
+			i := head
 			for ; i+4 <= n; i += 4 {
 				o := qdot4(wt.typ, raw, q, i)
 				for j, v := range o {
 					d.data[(i+j)*d.cols+r] = v + add
 				}
 			}
-			for ; i < n; i++ {
+			for i = tail; i < n; i++ {
 				d.data[i*d.cols+r] = qdot(wt.typ, raw, q.row(i)) + add
 			}
 		}

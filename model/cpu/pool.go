@@ -11,7 +11,9 @@ import (
 // workers, polls before it parks. A decode step's products follow each
 // other within microseconds (norms, adds and the activation quantizer run
 // between them), so polling that long skips the futex wake-up of every
-// worker for every product; between steps the workers park.
+// worker for every product; between steps the workers park. Pollers yield
+// their P every few microseconds (runtime.Gosched), so that other
+// goroutines of the process are not held up while every P polls.
 var poolSpin = 100 * time.Microsecond
 
 // pool runs parallel loops on a fixed set of worker goroutines, so that a
@@ -107,8 +109,11 @@ func (p *pool) wait(w int, seen uint64) uint64 {
 				return g
 			}
 			spinPause()
-			if i%256 == 0 && time.Since(start) > p.spin {
-				break
+			if i%256 == 0 {
+				if time.Since(start) > p.spin {
+					break
+				}
+				runtime.Gosched() // let other goroutines have this P
 			}
 		}
 	}
@@ -213,8 +218,11 @@ func (p *pool) awaitHelpers() {
 	start := time.Now()
 	for i := 1; p.spin > 0 && p.pending.Load() != 0; i++ {
 		spinPause()
-		if i%256 == 0 && time.Since(start) > p.spin {
-			break
+		if i%256 == 0 {
+			if time.Since(start) > p.spin {
+				break
+			}
+			runtime.Gosched()
 		}
 	}
 	for p.pending.Load() != 0 {

@@ -272,3 +272,142 @@ func quantizeRow(dst qvec, x []float32) {
 	_ = dst.s[nb-1]
 	quantizeRowAVX2(&x[0], &dst.qs[0], &dst.d[0], &dst.s[0], nb)
 }
+
+//go:noescape
+func qdotRowsQ4_0AVX2(w *byte, xq *int8, xd *float32, nblocks, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ8_0AVX2(w *byte, xq *int8, xd *float32, nblocks, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ4_KAVX2(w *byte, xq *int8, xd, xs *float32, nsuper, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ6_KAVX2(w *byte, xq *int8, xd *float32, nsuper, rows int, out *float32)
+
+// qdotRows sets out[r] = qdot(t, row r, x) for the len(out) rows of
+// rowBytes each at the start of raw, in one kernel call, the same bits as
+// qdot row by row. It reports false, leaving out alone, for a type
+// without such a kernel (every type of hasQDot has one), without AVX2, or
+// for rows that are not whole blocks of len(x.qs) elements.
+func qdotRows(t gguf.Type, raw []byte, rowBytes int, x qvec, out []float32) bool {
+	nb := len(x.d)
+	if !useAVX2 || nb == 0 || len(out) == 0 {
+		return false
+	}
+	ns := nb / 8
+	var want int
+	switch t {
+	case gguf.TypeQ4_0, gguf.TypeIQ4_NL:
+		want = nb * 18
+	case gguf.TypeQ4_1:
+		want = nb * 20
+	case gguf.TypeQ5_0:
+		want = nb * 22
+	case gguf.TypeQ5_1:
+		want = nb * 24
+	case gguf.TypeQ8_0:
+		want = nb * 34
+	case gguf.TypeQ2_K:
+		want = ns * 84
+	case gguf.TypeQ3_K:
+		want = ns * 110
+	case gguf.TypeQ4_K:
+		want = ns * 144
+	case gguf.TypeQ5_K:
+		want = ns * 176
+	case gguf.TypeQ6_K:
+		want = ns * 210
+	default:
+		return false
+	}
+	if rowBytes != want || want == 0 {
+		return false
+	}
+	if nb%8 != 0 {
+		switch t {
+		case gguf.TypeQ2_K, gguf.TypeQ3_K, gguf.TypeQ4_K, gguf.TypeQ5_K, gguf.TypeQ6_K:
+			return false
+		}
+	}
+	_ = raw[len(out)*rowBytes-1]
+	_ = x.qs[nb*qblock-1]
+	_ = x.s[nb-1]
+	w, xq, xd, xs, rows, o := &raw[0], &x.qs[0], &x.d[0], &x.s[0], len(out), &out[0]
+	switch t {
+	case gguf.TypeQ4_0:
+		qdotRowsQ4_0AVX2(w, xq, xd, nb, rows, o)
+	case gguf.TypeQ8_0:
+		qdotRowsQ8_0AVX2(w, xq, xd, nb, rows, o)
+	case gguf.TypeQ4_K:
+		qdotRowsQ4_KAVX2(w, xq, xd, xs, ns, rows, o)
+	case gguf.TypeQ6_K:
+		qdotRowsQ6_KAVX2(w, xq, xd, ns, rows, o)
+	case gguf.TypeQ4_1:
+		qdotRowsQ4_1AVX2(w, rowBytes, xq, xd, xs, nb, rows, o)
+	case gguf.TypeQ5_0:
+		qdotRowsQ5_0AVX2(w, rowBytes, xq, xd, nb, rows, o)
+	case gguf.TypeQ5_1:
+		qdotRowsQ5_1AVX2(w, rowBytes, xq, xd, xs, nb, rows, o)
+	case gguf.TypeIQ4_NL:
+		qdotRowsIQ4_NLAVX2(w, rowBytes, xq, xd, nb, rows, o)
+	case gguf.TypeQ5_K:
+		qdotRowsQ5_KAVX2(w, rowBytes, xq, xd, xs, ns, rows, o)
+	case gguf.TypeQ3_K:
+		qdotRowsQ3_KAVX2(w, rowBytes, xq, xd, ns, rows, o)
+	case gguf.TypeQ2_K:
+		qdotRowsQ2_KAVX2(w, rowBytes, xq, xd, ns, rows, o)
+	}
+	return true
+}
+
+//go:noescape
+func qdotRowsQ4_1AVX2(w *byte, stride int, xq *int8, xd, xs *float32, nblocks, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ5_0AVX2(w *byte, stride int, xq *int8, xd *float32, nblocks, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ5_1AVX2(w *byte, stride int, xq *int8, xd, xs *float32, nblocks, rows int, out *float32)
+
+//go:noescape
+func qdotRowsIQ4_NLAVX2(w *byte, stride int, xq *int8, xd *float32, nblocks, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ5_KAVX2(w *byte, stride int, xq *int8, xd, xs *float32, nsuper, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ3_KAVX2(w *byte, stride int, xq *int8, xd *float32, nsuper, rows int, out *float32)
+
+//go:noescape
+func qdotRowsQ2_KAVX2(w *byte, stride int, xq *int8, xd *float32, nsuper, rows int, out *float32)
+
+//go:noescape
+func qdot4RowsQ4_0AVX2(w *byte, xq *int8, xd *float32, k, nblocks, rows, groups int, out *float32, ostride int)
+
+//go:noescape
+func qdot4RowsQ4_0VNNI(w *byte, xq *int8, xd *float32, k, nblocks, rows, groups int, out *float32, ostride int)
+
+// qdot4Rows sets out[(4g+t)·cols + r] = qdot4(t, row r, q, 4g)[t] for the
+// rows of rowBytes each at the start of raw (rows of them) and the groups
+// of four activation rows of q, in one kernel call, the same bits as
+// qdot4 per row and group. It reports false, leaving out alone, for a type
+// without such a kernel (Q4_0 only so far), without AVX2, or for rows that
+// are not whole blocks of q.k elements.
+func qdot4Rows(t gguf.Type, raw []byte, rowBytes, rows int, q *qrows, groups int, out []float32, cols int) bool {
+	k := q.k
+	nb := k / qblock
+	if !useAVX2 || t != gguf.TypeQ4_0 || nb == 0 || rows == 0 || groups == 0 || rowBytes != nb*18 || rows > cols {
+		return false
+	}
+	_ = raw[rows*rowBytes-1]
+	_ = q.qs[4*groups*k-1]
+	_ = q.d[4*groups*nb-1]
+	_ = out[(4*groups-1)*cols+rows-1]
+	if useVNNI {
+		qdot4RowsQ4_0VNNI(&raw[0], &q.qs[0], &q.d[0], k, nb, rows, groups, &out[0], 4*cols)
+	} else {
+		qdot4RowsQ4_0AVX2(&raw[0], &q.qs[0], &q.d[0], k, nb, rows, groups, &out[0], 4*cols)
+	}
+	return true
+}

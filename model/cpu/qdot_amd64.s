@@ -136,6 +136,61 @@ q4_0done:
 	MOVSS X0, ret+32(FP)
 	RET
 
+// func qdotRowsQ4_0AVX2(w *byte, xq *int8, xd *float32, nblocks, rows int, out *float32)
+// out[r] = qdotQ4_0AVX2 of row r (rows of nblocks blocks, one after the
+// other from w) with the same activations, the same bits: one call for a
+// worker's range of rows (decode).
+TEXT ·qdotRowsQ4_0AVX2(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), R9
+	MOVQ xd+16(FP), R10
+	MOVQ nblocks+24(FP), R11
+	MOVQ rows+32(FP), BX
+	MOVQ out+40(FP), DX
+	MASK0F
+	ONES16
+	MOVQ $0x0808080808080808, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+
+q4_0rrow:
+	TESTQ BX, BX
+	JLE   q4_0rdone
+	MOVQ  R9, DI
+	MOVQ  R10, R8
+	MOVQ  R11, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q4_0rloop2:
+	CMPQ CX, $2
+	JL   q4_0rloop1
+	Q4_0_BLOCK(0, 0, 0, Y0)
+	Q4_0_BLOCK(18, 32, 4, Y1)
+	ADDQ $36, SI
+	ADDQ $64, DI
+	ADDQ $8, R8
+	SUBQ $2, CX
+	JMP  q4_0rloop2
+
+q4_0rloop1:
+	CMPQ CX, $1
+	JL   q4_0rsum
+	Q4_0_BLOCK(0, 0, 0, Y0)
+	ADDQ $18, SI
+
+q4_0rsum:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	MOVSS X0, (DX)
+	ADDQ  $4, DX
+	DECQ  BX
+	JMP   q4_0rrow
+
+q4_0rdone:
+	VZEROUPPER
+	RET
+
 // Q8_0 block at woff(SI): {f16 d; int8 qs[32]}.
 #define Q8_0_BLOCK(woff, xoff, doff, acc) \
 	VMOVDQU woff+2(SI), Y2; \
@@ -174,6 +229,55 @@ q8_0done:
 	REDUCE
 	VZEROUPPER
 	MOVSS X0, ret+32(FP)
+	RET
+
+// func qdotRowsQ8_0AVX2(w *byte, xq *int8, xd *float32, nblocks, rows int, out *float32)
+// qdotQ8_0AVX2 over consecutive rows (see qdotRowsQ4_0AVX2), the same bits.
+TEXT ·qdotRowsQ8_0AVX2(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), R9
+	MOVQ xd+16(FP), R10
+	MOVQ nblocks+24(FP), R11
+	MOVQ rows+32(FP), BX
+	MOVQ out+40(FP), DX
+	ONES16
+
+q8_0rrow:
+	TESTQ BX, BX
+	JLE   q8_0rdone
+	MOVQ  R9, DI
+	MOVQ  R10, R8
+	MOVQ  R11, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q8_0rloop2:
+	CMPQ CX, $2
+	JL   q8_0rloop1
+	Q8_0_BLOCK(0, 0, 0, Y0)
+	Q8_0_BLOCK(34, 32, 4, Y1)
+	ADDQ $68, SI
+	ADDQ $64, DI
+	ADDQ $8, R8
+	SUBQ $2, CX
+	JMP  q8_0rloop2
+
+q8_0rloop1:
+	CMPQ CX, $1
+	JL   q8_0rsum
+	Q8_0_BLOCK(0, 0, 0, Y0)
+	ADDQ $34, SI
+
+q8_0rsum:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	MOVSS X0, (DX)
+	ADDQ  $4, DX
+	DECQ  BX
+	JMP   q8_0rrow
+
+q8_0rdone:
+	VZEROUPPER
 	RET
 
 // Q4_K chunk c of a super-block: qs[32c:32c+32] at qoff(SI) holds
@@ -292,6 +396,67 @@ q4_kdone:
 	MOVSS X0, ret+40(FP)
 	RET
 
+// func qdotRowsQ4_KAVX2(w *byte, xq *int8, xd, xs *float32, nsuper, rows int, out *float32)
+// qdotQ4_KAVX2 over consecutive rows (see qdotRowsQ4_0AVX2), the same bits.
+// The row's bases, count and output pointer wait at 32(SP)..72(SP): the
+// super-block code takes every free register.
+TEXT ·qdotRowsQ4_KAVX2(SB), NOSPLIT, $80-56
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), AX
+	MOVQ AX, 32(SP)
+	MOVQ xd+16(FP), AX
+	MOVQ AX, 40(SP)
+	MOVQ xs+24(FP), AX
+	MOVQ AX, 48(SP)
+	MOVQ nsuper+32(FP), AX
+	MOVQ AX, 56(SP)
+	MOVQ rows+40(FP), AX
+	MOVQ AX, 64(SP)
+	MOVQ out+48(FP), AX
+	MOVQ AX, 72(SP)
+	MASK0F
+	ONES16
+
+q4_krrow:
+	CMPQ 64(SP), $0
+	JLE  q4_krdone
+	MOVQ 32(SP), DI
+	MOVQ 40(SP), R8
+	MOVQ 48(SP), R9
+	MOVQ 56(SP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y10, Y10, Y10
+
+q4_krloop:
+	TESTQ CX, CX
+	JLE   q4_krsum
+	K4_SCALES
+	Q4_K_CHUNK(16, 0, 32, 0, 4)
+	Q4_K_CHUNK(48, 64, 96, 8, 12)
+	Q4_K_CHUNK(80, 128, 160, 16, 20)
+	Q4_K_CHUNK(112, 192, 224, 24, 28)
+	ADDQ $144, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	ADDQ $32, R9
+	DECQ CX
+	JMP  q4_krloop
+
+q4_krsum:
+	VADDPS Y10, Y0, Y0
+	VSUBPS Y1, Y0, Y0
+	REDUCE
+	MOVQ  72(SP), AX
+	MOVSS X0, (AX)
+	ADDQ  $4, 72(SP)
+	DECQ  64(SP)
+	JMP   q4_krrow
+
+q4_krdone:
+	VZEROUPPER
+	RET
+
 // Q6_K_DOT: acc += Σ over one activation block of scale·(q−32)·x, q in Y6
 // as bytes 0..63 (clobbered), activations at xoff(DI). The two 16-element
 // sub-blocks of the block take their int16 scales from soff(SP) and
@@ -400,6 +565,61 @@ q6_kdone:
 	REDUCE
 	VZEROUPPER
 	MOVSS X0, ret+32(FP)
+	RET
+
+// func qdotRowsQ6_KAVX2(w *byte, xq *int8, xd *float32, nsuper, rows int, out *float32)
+// qdotQ6_KAVX2 over consecutive rows (see qdotRowsQ4_0AVX2), the same bits.
+TEXT ·qdotRowsQ6_KAVX2(SB), NOSPLIT, $64-48
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), R9
+	MOVQ xd+16(FP), R10
+	MOVQ nsuper+24(FP), R11
+	MOVQ rows+32(FP), BX
+	MOVQ out+40(FP), DX
+	MASK0F
+	MOVQ $0x0303030303030303, AX
+	VMOVQ AX, X12
+	VPBROADCASTQ X12, Y12
+	MOVQ $0x2020202020202020, AX
+	VMOVQ AX, X11
+	VPBROADCASTQ X11, Y11
+
+q6_krrow:
+	TESTQ BX, BX
+	JLE   q6_krdone
+	MOVQ  R9, DI
+	MOVQ  R10, R8
+	MOVQ  R11, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q6_krloop:
+	TESTQ CX, CX
+	JLE   q6_krsum
+	VPBROADCASTW 208(SI), X2
+	VCVTPH2PS X2, Y2
+	VMULPS (R8), Y2, Y2
+	VMOVUPS Y2, 0(SP)
+	VPMOVSXBW 192(SI), Y2
+	VMOVDQU Y2, 32(SP)
+	Q6_K_HALF(0, 32, 128, 0, 32, 64, 96, 32, 34, 36, 38, 40, 42, 44, 46, 0, 4, 8, 12)
+	Q6_K_HALF(64, 96, 160, 128, 160, 192, 224, 48, 50, 52, 54, 56, 58, 60, 62, 16, 20, 24, 28)
+	ADDQ $210, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q6_krloop
+
+q6_krsum:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	MOVSS X0, (DX)
+	ADDQ  $4, DX
+	DECQ  BX
+	JMP   q6_krrow
+
+q6_krdone:
+	VZEROUPPER
 	RET
 
 // Four activation rows at once (qdot4): the weight block is decoded once
@@ -757,6 +977,74 @@ q4_1done:
 	MOVSS X0, ret+40(FP)
 	RET
 
+// func qdotRowsQ4_1AVX2(w *byte, stride int, xq *int8, xd, xs *float32, nblocks, rows int, out *float32)
+// qdotQ4_1AVX2 over rows of stride bytes from w (see qdotRowsQ4_0AVX2), the same
+// bits; the row state waits on the stack from 0(SP).
+TEXT ·qdotRowsQ4_1AVX2(SB), NOSPLIT, $64-64
+	MOVQ w+0(FP), AX
+	MOVQ AX, 48(SP)
+	MOVQ stride+8(FP), AX
+	MOVQ AX, 56(SP)
+	MOVQ xq+16(FP), AX
+	MOVQ AX, 0(SP)
+	MOVQ xd+24(FP), AX
+	MOVQ AX, 8(SP)
+	MOVQ xs+32(FP), AX
+	MOVQ AX, 16(SP)
+	MOVQ nblocks+40(FP), AX
+	MOVQ AX, 24(SP)
+	MOVQ rows+48(FP), AX
+	MOVQ AX, 32(SP)
+	MOVQ out+56(FP), AX
+	MOVQ AX, 40(SP)
+	MASK0F
+	ONES16
+
+q4_1rrow:
+	CMPQ 32(SP), $0
+	JLE  q4_1rend
+	MOVQ 48(SP), SI
+	MOVQ 0(SP), DI
+	MOVQ 8(SP), R8
+	MOVQ 16(SP), R9
+	MOVQ 24(SP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y9, Y9, Y9
+
+q4_1loop2r:
+	CMPQ CX, $2
+	JL   q4_1loop1r
+	Q4_1_BLOCK(0, 0, 0, Y0)
+	Q4_1_BLOCK(20, 32, 4, Y1)
+	ADDQ $40, SI
+	ADDQ $64, DI
+	ADDQ $8, R8
+	ADDQ $8, R9
+	SUBQ $2, CX
+	JMP  q4_1loop2r
+
+q4_1loop1r:
+	CMPQ CX, $1
+	JL   q4_1doner
+	Q4_1_BLOCK(0, 0, 0, Y0)
+
+q4_1doner:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	VADDSS X9, X0, X0
+	MOVQ  40(SP), AX
+	MOVSS X0, (AX)
+	ADDQ  $4, 40(SP)
+	MOVQ  56(SP), AX
+	ADDQ  AX, 48(SP)
+	DECQ  32(SP)
+	JMP   q4_1rrow
+
+q4_1rend:
+	VZEROUPPER
+	RET
+
 // func qdotQ5_0AVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
 TEXT ·qdotQ5_0AVX2(SB), NOSPLIT, $0-36
 	MOVQ w+0(FP), SI
@@ -788,6 +1076,67 @@ q5_0done:
 	REDUCE
 	VZEROUPPER
 	MOVSS X0, ret+32(FP)
+	RET
+
+// func qdotRowsQ5_0AVX2(w *byte, stride int, xq *int8, xd *float32, nblocks, rows int, out *float32)
+// qdotQ5_0AVX2 over rows of stride bytes from w (see qdotRowsQ4_0AVX2), the same
+// bits; the row state waits on the stack from 0(SP).
+TEXT ·qdotRowsQ5_0AVX2(SB), NOSPLIT, $64-56
+	MOVQ w+0(FP), AX
+	MOVQ AX, 48(SP)
+	MOVQ stride+8(FP), AX
+	MOVQ AX, 56(SP)
+	MOVQ xq+16(FP), AX
+	MOVQ AX, 0(SP)
+	MOVQ xd+24(FP), AX
+	MOVQ AX, 8(SP)
+	MOVQ nblocks+32(FP), AX
+	MOVQ AX, 24(SP)
+	MOVQ rows+40(FP), AX
+	MOVQ AX, 32(SP)
+	MOVQ out+48(FP), AX
+	MOVQ AX, 40(SP)
+	Q5_CONSTS
+
+q5_0rrow:
+	CMPQ 32(SP), $0
+	JLE  q5_0rend
+	MOVQ 48(SP), SI
+	MOVQ 0(SP), DI
+	MOVQ 8(SP), R8
+	MOVQ 24(SP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q5_0loop2r:
+	CMPQ CX, $2
+	JL   q5_0loop1r
+	Q5_0_BLOCK(0, 0, 0, Y0)
+	Q5_0_BLOCK(22, 32, 4, Y1)
+	ADDQ $44, SI
+	ADDQ $64, DI
+	ADDQ $8, R8
+	SUBQ $2, CX
+	JMP  q5_0loop2r
+
+q5_0loop1r:
+	CMPQ CX, $1
+	JL   q5_0doner
+	Q5_0_BLOCK(0, 0, 0, Y0)
+
+q5_0doner:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	MOVQ  40(SP), AX
+	MOVSS X0, (AX)
+	ADDQ  $4, 40(SP)
+	MOVQ  56(SP), AX
+	ADDQ  AX, 48(SP)
+	DECQ  32(SP)
+	JMP   q5_0rrow
+
+q5_0rend:
+	VZEROUPPER
 	RET
 
 // func qdotQ5_1AVX2(w *byte, xq *int8, xd, xs *float32, nblocks int) float32
@@ -827,6 +1176,73 @@ q5_1done:
 	MOVSS X0, ret+40(FP)
 	RET
 
+// func qdotRowsQ5_1AVX2(w *byte, stride int, xq *int8, xd, xs *float32, nblocks, rows int, out *float32)
+// qdotQ5_1AVX2 over rows of stride bytes from w (see qdotRowsQ4_0AVX2), the same
+// bits; the row state waits on the stack from 0(SP).
+TEXT ·qdotRowsQ5_1AVX2(SB), NOSPLIT, $64-64
+	MOVQ w+0(FP), AX
+	MOVQ AX, 48(SP)
+	MOVQ stride+8(FP), AX
+	MOVQ AX, 56(SP)
+	MOVQ xq+16(FP), AX
+	MOVQ AX, 0(SP)
+	MOVQ xd+24(FP), AX
+	MOVQ AX, 8(SP)
+	MOVQ xs+32(FP), AX
+	MOVQ AX, 16(SP)
+	MOVQ nblocks+40(FP), AX
+	MOVQ AX, 24(SP)
+	MOVQ rows+48(FP), AX
+	MOVQ AX, 32(SP)
+	MOVQ out+56(FP), AX
+	MOVQ AX, 40(SP)
+	Q5_CONSTS
+
+q5_1rrow:
+	CMPQ 32(SP), $0
+	JLE  q5_1rend
+	MOVQ 48(SP), SI
+	MOVQ 0(SP), DI
+	MOVQ 8(SP), R8
+	MOVQ 16(SP), R9
+	MOVQ 24(SP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y9, Y9, Y9
+
+q5_1loop2r:
+	CMPQ CX, $2
+	JL   q5_1loop1r
+	Q5_1_BLOCK(0, 0, 0, Y0)
+	Q5_1_BLOCK(24, 32, 4, Y1)
+	ADDQ $48, SI
+	ADDQ $64, DI
+	ADDQ $8, R8
+	ADDQ $8, R9
+	SUBQ $2, CX
+	JMP  q5_1loop2r
+
+q5_1loop1r:
+	CMPQ CX, $1
+	JL   q5_1doner
+	Q5_1_BLOCK(0, 0, 0, Y0)
+
+q5_1doner:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	VADDSS X9, X0, X0
+	MOVQ  40(SP), AX
+	MOVSS X0, (AX)
+	ADDQ  $4, 40(SP)
+	MOVQ  56(SP), AX
+	ADDQ  AX, 48(SP)
+	DECQ  32(SP)
+	JMP   q5_1rrow
+
+q5_1rend:
+	VZEROUPPER
+	RET
+
 // func qdotIQ4_NLAVX2(w *byte, xq *int8, xd *float32, nblocks int) float32
 TEXT ·qdotIQ4_NLAVX2(SB), NOSPLIT, $0-36
 	MOVQ w+0(FP), SI
@@ -860,6 +1276,69 @@ iq4nldone:
 	REDUCE
 	VZEROUPPER
 	MOVSS X0, ret+32(FP)
+	RET
+
+// func qdotRowsIQ4_NLAVX2(w *byte, stride int, xq *int8, xd *float32, nblocks, rows int, out *float32)
+// qdotIQ4_NLAVX2 over rows of stride bytes from w (see qdotRowsQ4_0AVX2), the same
+// bits; the row state waits on the stack from 0(SP).
+TEXT ·qdotRowsIQ4_NLAVX2(SB), NOSPLIT, $64-56
+	MOVQ w+0(FP), AX
+	MOVQ AX, 48(SP)
+	MOVQ stride+8(FP), AX
+	MOVQ AX, 56(SP)
+	MOVQ xq+16(FP), AX
+	MOVQ AX, 0(SP)
+	MOVQ xd+24(FP), AX
+	MOVQ AX, 8(SP)
+	MOVQ nblocks+32(FP), AX
+	MOVQ AX, 24(SP)
+	MOVQ rows+40(FP), AX
+	MOVQ AX, 32(SP)
+	MOVQ out+48(FP), AX
+	MOVQ AX, 40(SP)
+	MASK0F
+	ONES16
+	VMOVDQU iq4nl<>(SB), Y14
+
+iq4nlrrow:
+	CMPQ 32(SP), $0
+	JLE  iq4nlrend
+	MOVQ 48(SP), SI
+	MOVQ 0(SP), DI
+	MOVQ 8(SP), R8
+	MOVQ 24(SP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+iq4nlloop2r:
+	CMPQ CX, $2
+	JL   iq4nlloop1r
+	IQ4_NL_BLOCK(0, 0, 0, Y0)
+	IQ4_NL_BLOCK(18, 32, 4, Y1)
+	ADDQ $36, SI
+	ADDQ $64, DI
+	ADDQ $8, R8
+	SUBQ $2, CX
+	JMP  iq4nlloop2r
+
+iq4nlloop1r:
+	CMPQ CX, $1
+	JL   iq4nldoner
+	IQ4_NL_BLOCK(0, 0, 0, Y0)
+
+iq4nldoner:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	MOVQ  40(SP), AX
+	MOVSS X0, (AX)
+	ADDQ  $4, 40(SP)
+	MOVQ  56(SP), AX
+	ADDQ  AX, 48(SP)
+	DECQ  32(SP)
+	JMP   iq4nlrrow
+
+iq4nlrend:
+	VZEROUPPER
 	RET
 
 // Q5_K_BIT: OR the fifth bits of sub-block k (bit k of each qh byte in
@@ -923,6 +1402,88 @@ q5_kdone:
 	REDUCE
 	VZEROUPPER
 	MOVSS X0, ret+40(FP)
+	RET
+
+// func qdotRowsQ5_KAVX2(w *byte, stride int, xq *int8, xd, xs *float32, nsuper, rows int, out *float32)
+// qdotQ5_KAVX2 over rows of stride bytes from w (see qdotRowsQ4_0AVX2), the same
+// bits; the row state waits on the stack from 32(SP).
+TEXT ·qdotRowsQ5_KAVX2(SB), NOSPLIT, $96-64
+	MOVQ w+0(FP), AX
+	MOVQ AX, 80(SP)
+	MOVQ stride+8(FP), AX
+	MOVQ AX, 88(SP)
+	MOVQ xq+16(FP), AX
+	MOVQ AX, 32(SP)
+	MOVQ xd+24(FP), AX
+	MOVQ AX, 40(SP)
+	MOVQ xs+32(FP), AX
+	MOVQ AX, 48(SP)
+	MOVQ nsuper+40(FP), AX
+	MOVQ AX, 56(SP)
+	MOVQ rows+48(FP), AX
+	MOVQ AX, 64(SP)
+	MOVQ out+56(FP), AX
+	MOVQ AX, 72(SP)
+	MASK0F
+	ONES16
+	MOVQ $0x1010101010101010, AX
+	VMOVQ AX, X12
+	VPBROADCASTQ X12, Y12
+
+q5_krrow:
+	CMPQ 64(SP), $0
+	JLE  q5_krend
+	MOVQ 80(SP), SI
+	MOVQ 32(SP), DI
+	MOVQ 40(SP), R8
+	MOVQ 48(SP), R9
+	MOVQ 56(SP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y10, Y10, Y10
+
+q5_kloopr:
+	TESTQ CX, CX
+	JLE   q5_kdoner
+	K4_SCALES
+	VMOVDQU 16(SI), Y11
+	K4_NIBS(48)
+	Q5_K_BIT(VPSLLW, 4, Y6)
+	Q5_K_BIT(VPSLLW, 3, Y7)
+	K4_DOT(0, 32, 0, 4)
+	K4_NIBS(80)
+	Q5_K_BIT(VPSLLW, 2, Y6)
+	Q5_K_BIT(VPSLLW, 1, Y7)
+	K4_DOT(64, 96, 8, 12)
+	K4_NIBS(112)
+	Q5_K_BIT(VPSRLW, 0, Y6)
+	Q5_K_BIT(VPSRLW, 1, Y7)
+	K4_DOT(128, 160, 16, 20)
+	K4_NIBS(144)
+	Q5_K_BIT(VPSRLW, 2, Y6)
+	Q5_K_BIT(VPSRLW, 3, Y7)
+	K4_DOT(192, 224, 24, 28)
+	ADDQ $176, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	ADDQ $32, R9
+	DECQ CX
+	JMP  q5_kloopr
+
+q5_kdoner:
+	VADDPS Y10, Y0, Y0
+	VSUBPS Y1, Y0, Y0
+	REDUCE
+	MOVQ  72(SP), AX
+	MOVSS X0, (AX)
+	ADDQ  $4, 72(SP)
+	MOVQ  88(SP), AX
+	ADDQ  AX, 80(SP)
+	DECQ  64(SP)
+	JMP   q5_krrow
+
+q5_krend:
+	VZEROUPPER
 	RET
 
 // Q3_K_J: activation block 4h+j of a Q3_K super-block: the low bits
@@ -1016,6 +1577,94 @@ q3_kdone:
 	MOVSS X0, ret+32(FP)
 	RET
 
+// func qdotRowsQ3_KAVX2(w *byte, stride int, xq *int8, xd *float32, nsuper, rows int, out *float32)
+// qdotQ3_KAVX2 over rows of stride bytes from w (see qdotRowsQ4_0AVX2), the same
+// bits; the row state waits on the stack from 80(SP).
+TEXT ·qdotRowsQ3_KAVX2(SB), NOSPLIT, $144-56
+	MOVQ w+0(FP), AX
+	MOVQ AX, 128(SP)
+	MOVQ stride+8(FP), AX
+	MOVQ AX, 136(SP)
+	MOVQ xq+16(FP), AX
+	MOVQ AX, 80(SP)
+	MOVQ xd+24(FP), AX
+	MOVQ AX, 88(SP)
+	MOVQ nsuper+32(FP), AX
+	MOVQ AX, 104(SP)
+	MOVQ rows+40(FP), AX
+	MOVQ AX, 112(SP)
+	MOVQ out+48(FP), AX
+	MOVQ AX, 120(SP)
+	MOVQ $0x0303030303030303, AX
+	VMOVQ AX, X12
+	VPBROADCASTQ X12, Y12
+	MOVQ $0x0404040404040404, AX
+	VMOVQ AX, X10
+	VPBROADCASTQ X10, Y10
+	MOVQ $0x2020202020202020, AX
+	VMOVQ AX, X11
+	VPBROADCASTQ X11, Y11
+
+q3_krrow:
+	CMPQ 112(SP), $0
+	JLE  q3_krend
+	MOVQ 128(SP), SI
+	MOVQ 80(SP), DI
+	MOVQ 88(SP), R8
+	MOVQ 104(SP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q3_kloopr:
+	TESTQ CX, CX
+	JLE   q3_kdoner
+	VPBROADCASTW 108(SI), X2
+	VCVTPH2PS X2, Y2
+	VMULPS (R8), Y2, Y2
+	VMOVUPS Y2, 0(SP)
+	MOVL 96(SI), AX
+	MOVL 100(SI), BX
+	MOVL 104(SI), DX
+	Q3_K_SCALEWORD(AX, 0, 0, 64(SP), R10, R11)
+	Q3_K_SCALEWORD(BX, 0, 2, 68(SP), R10, R11)
+	Q3_K_SCALEWORD(AX, 4, 4, 72(SP), R10, R11)
+	Q3_K_SCALEWORD(BX, 4, 6, 76(SP), R10, R11)
+	VMOVDQU 64(SP), X2
+	VPSUBB X11, X2, X2
+	VPMOVSXBW X2, Y2
+	VMOVDQU Y2, 32(SP)
+	VMOVDQU 0(SI), Y5
+	VMOVDQU 32(SI), Y3
+	Q3_K_J(0, VPSLLW, 2, 0, 32, 34, 0, Y0)
+	Q3_K_J(2, VPSLLW, 1, 32, 36, 38, 4, Y1)
+	Q3_K_J(4, VPSRLW, 0, 64, 40, 42, 8, Y0)
+	Q3_K_J(6, VPSRLW, 1, 96, 44, 46, 12, Y1)
+	VMOVDQU 64(SI), Y3
+	Q3_K_J(0, VPSRLW, 2, 128, 48, 50, 16, Y0)
+	Q3_K_J(2, VPSRLW, 3, 160, 52, 54, 20, Y1)
+	Q3_K_J(4, VPSRLW, 4, 192, 56, 58, 24, Y0)
+	Q3_K_J(6, VPSRLW, 5, 224, 60, 62, 28, Y1)
+	ADDQ $110, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q3_kloopr
+
+q3_kdoner:
+	VADDPS Y1, Y0, Y0
+	REDUCE
+	MOVQ  120(SP), AX
+	MOVSS X0, (AX)
+	ADDQ  $4, 120(SP)
+	MOVQ  136(SP), AX
+	ADDQ  AX, 128(SP)
+	DECQ  112(SP)
+	JMP   q3_krrow
+
+q3_krend:
+	VZEROUPPER
+	RET
+
 // Q2_K_J: activation block 4h+j of a Q2_K super-block: q = (Y3 >> lsh) & 3
 // (qs[32h:32h+32], unsigned), activations at xoff(DI):
 // Y0 += d·dx · Σ_k sc[k]·Σ q·x (scales at soff, soff2; d·dx at foff) and
@@ -1097,6 +1746,92 @@ q2_kdone:
 	REDUCE
 	VZEROUPPER
 	MOVSS X0, ret+32(FP)
+	RET
+
+// func qdotRowsQ2_KAVX2(w *byte, stride int, xq *int8, xd *float32, nsuper, rows int, out *float32)
+// qdotQ2_KAVX2 over rows of stride bytes from w (see qdotRowsQ4_0AVX2), the same
+// bits; the row state waits on the stack from 128(SP).
+TEXT ·qdotRowsQ2_KAVX2(SB), NOSPLIT, $192-56
+	MOVQ w+0(FP), AX
+	MOVQ AX, 176(SP)
+	MOVQ stride+8(FP), AX
+	MOVQ AX, 184(SP)
+	MOVQ xq+16(FP), AX
+	MOVQ AX, 128(SP)
+	MOVQ xd+24(FP), AX
+	MOVQ AX, 136(SP)
+	MOVQ nsuper+32(FP), AX
+	MOVQ AX, 152(SP)
+	MOVQ rows+40(FP), AX
+	MOVQ AX, 160(SP)
+	MOVQ out+48(FP), AX
+	MOVQ AX, 168(SP)
+	MASK0F
+	MOVQ $0x0303030303030303, AX
+	VMOVQ AX, X12
+	VPBROADCASTQ X12, Y12
+	MOVQ $0x0101010101010101, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+
+q2_krrow:
+	CMPQ 160(SP), $0
+	JLE  q2_krend
+	MOVQ 176(SP), SI
+	MOVQ 128(SP), DI
+	MOVQ 136(SP), R8
+	MOVQ 152(SP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+q2_kloopr:
+	TESTQ CX, CX
+	JLE   q2_kdoner
+	VPBROADCASTW 80(SI), X2
+	VCVTPH2PS X2, Y2
+	VMULPS (R8), Y2, Y2
+	VMOVUPS Y2, 0(SP)
+	VPBROADCASTW 82(SI), X2
+	VCVTPH2PS X2, Y2
+	VMULPS (R8), Y2, Y2
+	VMOVUPS Y2, 32(SP)
+	VMOVDQU 0(SI), X2
+	VPAND X15, X2, X3
+	VPMOVZXBW X3, Y3
+	VMOVDQU Y3, 64(SP)
+	VPSRLW $4, X2, X3
+	VPAND X15, X3, X3
+	VPMOVZXBW X3, Y3
+	VMOVDQU Y3, 96(SP)
+	VMOVDQU 16(SI), Y3
+	Q2_K_J(0, 0, 64, 66, 96, 98, 0, 32)
+	Q2_K_J(2, 32, 68, 70, 100, 102, 4, 36)
+	Q2_K_J(4, 64, 72, 74, 104, 106, 8, 40)
+	Q2_K_J(6, 96, 76, 78, 108, 110, 12, 44)
+	VMOVDQU 48(SI), Y3
+	Q2_K_J(0, 128, 80, 82, 112, 114, 16, 48)
+	Q2_K_J(2, 160, 84, 86, 116, 118, 20, 52)
+	Q2_K_J(4, 192, 88, 90, 120, 122, 24, 56)
+	Q2_K_J(6, 224, 92, 94, 124, 126, 28, 60)
+	ADDQ $84, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	DECQ CX
+	JMP  q2_kloopr
+
+q2_kdoner:
+	VSUBPS Y1, Y0, Y0
+	REDUCE
+	MOVQ  168(SP), AX
+	MOVSS X0, (AX)
+	ADDQ  $4, 168(SP)
+	MOVQ  184(SP), AX
+	ADDQ  AX, 176(SP)
+	DECQ  160(SP)
+	JMP   q2_krrow
+
+q2_krend:
+	VZEROUPPER
 	RET
 
 // Q5_K4_BIT: Q5_K_BIT for qdot4Q5_KAVX2: qh in Y15, 0x10 bytes at mask
@@ -2240,3 +2975,178 @@ iq4nlx4vdone:
 	QDOT4_EPILOGUE
 	RET
 
+// func qdot4RowsQ4_0AVX2(w *byte, xq *int8, xd *float32, k, nblocks, rows, groups int, out *float32, ostride int)
+// The four-row kernel (QTOK4) for every group of four activation rows and
+// every weight row of a worker's range, rows outer: out[(4g+t)·ostride/4 +
+// r] = row r · token 4g+t, the same bits as a call per row and group.
+// Stack: 0(SP) the row, 8(SP) rows left, 16(SP) the row's first output,
+// 24(SP) groups left, 32(SP) and 40(SP) the group's quants and scales.
+TEXT ·qdot4RowsQ4_0AVX2(SB), NOSPLIT, $48-72
+	MOVQ w+0(FP), AX
+	MOVQ AX, 0(SP)
+	MOVQ rows+40(FP), AX
+	MOVQ AX, 8(SP)
+	MOVQ out+56(FP), AX
+	MOVQ AX, 16(SP)
+	MOVQ k+24(FP), R9
+	MOVQ ostride+64(FP), BX
+	QDOT4_PROLOGUE
+	MASK0F
+	MOVQ $0x0808080808080808, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+
+r4arow:
+	CMPQ 8(SP), $0
+	JLE  r4aend
+	MOVQ groups+48(FP), AX
+	MOVQ AX, 24(SP)
+	MOVQ xq+8(FP), AX
+	MOVQ AX, 32(SP)
+	MOVQ xd+16(FP), AX
+	MOVQ AX, 40(SP)
+	MOVQ 16(SP), DX
+
+r4agroup:
+	CMPQ 24(SP), $0
+	JLE  r4anext
+	MOVQ 0(SP), SI
+	MOVQ 32(SP), DI
+	MOVQ 40(SP), R8
+	MOVQ nblocks+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+r4aloop:
+	TESTQ CX, CX
+	JLE   r4asum
+	VMOVDQU 2(SI), X4
+	VPSRLW $4, X4, X5
+	VINSERTI128 $1, X5, Y4, Y4
+	VPAND Y15, Y4, Y4
+	VPSUBB Y14, Y4, Y4
+	QTOK4
+	ADDQ $18, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  r4aloop
+
+r4asum:
+	QDOT4_SUMS
+	VMOVSS X0, (DX)
+	ADDQ BX, DX
+	VEXTRACTPS $1, X0, (DX)
+	ADDQ BX, DX
+	VEXTRACTPS $2, X0, (DX)
+	ADDQ BX, DX
+	VEXTRACTPS $3, X0, (DX)
+	ADDQ BX, DX
+	MOVQ R9, AX
+	SHLQ $2, AX
+	ADDQ AX, 32(SP)
+	MOVQ R10, AX
+	SHLQ $2, AX
+	ADDQ AX, 40(SP)
+	DECQ 24(SP)
+	JMP  r4agroup
+
+r4anext:
+	MOVQ SI, 0(SP)
+	ADDQ $4, 16(SP)
+	DECQ 8(SP)
+	JMP  r4arow
+
+r4aend:
+	VZEROUPPER
+	RET
+
+// func qdot4RowsQ4_0VNNI(w *byte, xq *int8, xd *float32, k, nblocks, rows, groups int, out *float32, ostride int)
+// The four-row kernel (QTOK4V) for every group of four activation rows and
+// every weight row of a worker's range, rows outer: out[(4g+t)·ostride/4 +
+// r] = row r · token 4g+t, the same bits as a call per row and group.
+// Stack: 0(SP) the row, 8(SP) rows left, 16(SP) the row's first output,
+// 24(SP) groups left, 32(SP) and 40(SP) the group's quants and scales.
+TEXT ·qdot4RowsQ4_0VNNI(SB), NOSPLIT, $48-72
+	MOVQ w+0(FP), AX
+	MOVQ AX, 0(SP)
+	MOVQ rows+40(FP), AX
+	MOVQ AX, 8(SP)
+	MOVQ out+56(FP), AX
+	MOVQ AX, 16(SP)
+	MOVQ k+24(FP), R9
+	MOVQ ostride+64(FP), BX
+	QDOT4_PROLOGUE
+	MASK0F
+	MOVQ $0x0808080808080808, AX
+	VMOVQ AX, X14
+	VPBROADCASTQ X14, Y14
+
+r4vrow:
+	CMPQ 8(SP), $0
+	JLE  r4vend
+	MOVQ groups+48(FP), AX
+	MOVQ AX, 24(SP)
+	MOVQ xq+8(FP), AX
+	MOVQ AX, 32(SP)
+	MOVQ xd+16(FP), AX
+	MOVQ AX, 40(SP)
+	MOVQ 16(SP), DX
+
+r4vgroup:
+	CMPQ 24(SP), $0
+	JLE  r4vnext
+	MOVQ 0(SP), SI
+	MOVQ 32(SP), DI
+	MOVQ 40(SP), R8
+	MOVQ nblocks+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+r4vloop:
+	TESTQ CX, CX
+	JLE   r4vsum
+	VMOVDQU 2(SI), X4
+	VPSRLW $4, X4, X5
+	VINSERTI128 $1, X5, Y4, Y4
+	VPAND Y15, Y4, Y4
+	VPSUBB Y14, Y4, Y4
+	QTOK4V
+	ADDQ $18, SI
+	ADDQ $32, DI
+	ADDQ $4, R8
+	DECQ CX
+	JMP  r4vloop
+
+r4vsum:
+	QDOT4_SUMS
+	VMOVSS X0, (DX)
+	ADDQ BX, DX
+	VEXTRACTPS $1, X0, (DX)
+	ADDQ BX, DX
+	VEXTRACTPS $2, X0, (DX)
+	ADDQ BX, DX
+	VEXTRACTPS $3, X0, (DX)
+	ADDQ BX, DX
+	MOVQ R9, AX
+	SHLQ $2, AX
+	ADDQ AX, 32(SP)
+	MOVQ R10, AX
+	SHLQ $2, AX
+	ADDQ AX, 40(SP)
+	DECQ 24(SP)
+	JMP  r4vgroup
+
+r4vnext:
+	MOVQ SI, 0(SP)
+	ADDQ $4, 16(SP)
+	DECQ 8(SP)
+	JMP  r4vrow
+
+r4vend:
+	VZEROUPPER
+	RET

@@ -20,3 +20,9 @@ const useAVX2 = false
 
 // quantizeRow quantizes x into dst (see quantizeRowGeneric).
 func quantizeRow(dst qvec, x []float32) { quantizeRowGeneric(dst, x) }
+
+// qdotRows reports false: no multi-row kernel off amd64.
+func qdotRows(gguf.Type, []byte, int, qvec, []float32) bool { return false }
+
+// qdot4Rows reports false: no multi-row kernel off amd64.
+func qdot4Rows(gguf.Type, []byte, int, int, *qrows, int, []float32, int) bool { return false }

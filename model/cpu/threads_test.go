@@ -17,7 +17,8 @@ import (
 // four-row kernels) and of three decode steps after it (n = 1, the
 // activation row split among workers) are the same bits for 1, 2, 3 and 7
 // threads (above GOMAXPROCS on small machines: the workers park instead of
-// polling), also with the activation quantizer's ranges cut to two blocks. Types: Q4_0 and Q4_K_M (integer kernels), F16 (float path).
+// polling; with 7 threads and 4 KV heads decode attention is split by query
+// head), also with the activation quantizer's ranges cut to two blocks. Types: Q4_0 and Q4_K_M (integer kernels), F16 (float path).
 func TestThreadsBitIdentical(t *testing.T) {
 	cases := []struct {
 		name string
