@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"unicode"
+
+	"github.com/m40llm/m40llm/model/grammar"
 )
 
 // ToolFormat is the syntax in which a model writes tool calls, as its
@@ -397,41 +399,16 @@ func (f ToolFormat) CallGrammar(tools []GrammarTool, parallel bool) (string, err
 		name, _ := json.Marshal(t.Name)
 		alts[i] = fmt.Sprintf("tool-call-%d", i)
 		fmt.Fprintf(&b, "%s ::= %s %s %s\n", alts[i],
-			gbnfQuote(open+`{"name": `+string(name)+`, "`+argsKey+`": `), t.Rule, gbnfQuote("}"+close))
+			grammar.Quote(open+`{"name": `+string(name)+`, "`+argsKey+`": `), t.Rule, grammar.Quote("}"+close))
 	}
 	fmt.Fprintf(&b, "tool-call ::= %s\n", strings.Join(alts, " | "))
 	calls := "tool-call"
 	if parallel {
-		calls = "tool-call (" + gbnfQuote(sep) + " tool-call)*"
+		calls = "tool-call (" + grammar.Quote(sep) + " tool-call)*"
 	}
 	if f == ToolsMistral {
-		calls = gbnfQuote(mistralTag+" [") + " " + calls + " " + gbnfQuote("]")
+		calls = grammar.Quote(mistralTag+" [") + " " + calls + " " + grammar.Quote("]")
 	}
 	fmt.Fprintf(&b, "root ::= %s\n", calls)
 	return b.String(), nil
-}
-
-// gbnfQuote returns s as a GBNF string literal.
-func gbnfQuote(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"' || r == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r < 0x20:
-			fmt.Fprintf(&b, `\x%02X`, r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
 }

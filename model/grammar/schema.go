@@ -192,10 +192,13 @@ func (c *schemaConv) errf(path, format string, args ...any) error {
 // literal returns the GBNF literal for the JSON text of v.
 func literal(v any) string {
 	b, _ := json.Marshal(v)
-	return gbnfString(string(b))
+	return Quote(string(b))
 }
 
-func gbnfString(s string) string {
+// Quote returns s as a GBNF string literal that matches exactly s: quotes
+// and backslashes escaped, newline, carriage return and tab as \n \r \t,
+// other control characters as \xHH.
+func Quote(s string) string {
 	var b strings.Builder
 	b.WriteByte('"')
 	for _, r := range s {
