@@ -7,6 +7,7 @@ import "C"
 
 import (
 	"errors"
+	"math"
 	"runtime"
 
 	"github.com/m40llm/m40llm/model"
@@ -73,6 +74,9 @@ func capiModelLoad(path *C.char, params *C.m40llm_model_params, out *C.uintptr_t
 	p := defaultModelParamsEx()
 	if params != nil {
 		p.base = *params
+	}
+	if p.base.backend != C.M40LLM_BACKEND_CPU {
+		p.n_gpu_layers = math.MaxInt32 // as before m40llm_model_load_ex: every layer on the GPU
 	}
 	return loadModel(path, &p, out)
 }

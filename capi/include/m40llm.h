@@ -197,7 +197,8 @@ typedef enum m40llm_backend {
      * context work, else the CPU (the reason is not reported). */
     M40LLM_BACKEND_AUTO = 0,
     M40LLM_BACKEND_CPU = 1,
-    /* The CUDA backend: FP16 weights and KV cache, FP32 arithmetic. Fails
+    /* The CUDA backend: weights as stored (quantized) or FP16, an FP16 KV
+     * cache (other types through m40llm_model_load_ex), FP32 arithmetic. Fails
      * with M40LLM_ERR_NO_DEVICE without a usable GPU. */
     M40LLM_BACKEND_CUDA = 2
 } m40llm_backend;
@@ -222,7 +223,9 @@ m40llm_status m40llm_model_params_init(m40llm_model_params *params);
 
 /*
  * m40llm_model_load loads the GGUF file at path and sets *model (NULL on
- * failure). params may be NULL for the defaults. Errors: M40LLM_ERR_IO
+ * failure). params may be NULL for the defaults. On the CUDA backend every
+ * layer goes to the GPU (m40llm_model_load_ex places layers over the GPU
+ * and the CPU). Errors: M40LLM_ERR_IO
  * (cannot open), _FORMAT (malformed file), _UNSUPPORTED (architecture,
  * tensor type or tokenizer), _NO_DEVICE, _OUT_OF_MEMORY (the model does not
  * fit in the GPU's free memory: the message says how much it needs).
