@@ -10,7 +10,6 @@ import (
 	"fmt"
 
 	"github.com/m40llm/m40llm/cudadrv"
-	"github.com/m40llm/m40llm/gguf"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cpu"
 	"github.com/m40llm/m40llm/model/cuda"
@@ -51,16 +50,10 @@ func newBackend(path string, p *C.m40llm_model_params_ex, opts model.Options) (m
 // place returns the backend of the layout n_gpu_layers gives on g and the
 // CPU; it takes g (closed on failure).
 func place(path string, p *C.m40llm_model_params_ex, opts model.Options, g *cuda.Backend) (model.Backend, error) {
-	f, err := gguf.Open(path)
+	plan, err := model.PlanPath(path, opts)
 	if err != nil {
 		g.Close()
 		return nil, err
-	}
-	plan, err := model.PlanFile(f, opts)
-	f.Close()
-	if err != nil {
-		g.Close()
-		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	l, err := model.Place(plan, []model.Sizer{g}, nil, int(p.n_gpu_layers))
 	if err != nil {

@@ -150,6 +150,21 @@ func newModel(f *gguf.File, be Backend, opts Options) (*Model, error) {
 	return m, nil
 }
 
+// PlanPath is PlanFile for the model file at path, which it opens and
+// closes; errors about the model name the path.
+func PlanPath(path string, opts Options) (*Plan, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	p, err := PlanFile(f, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
 // PlanFile returns what loading the model in f with opts would allocate,
 // without a backend: its Config, the file's tensors, the KV cache and the
 // activation buffers (the Plan a Planner sees). It reads the metadata and

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/m40llm/m40llm/gguf"
 	"github.com/m40llm/m40llm/model"
 	"github.com/m40llm/m40llm/model/cuda"
 	"github.com/urfave/cli/v2"
@@ -128,16 +127,10 @@ func placeOnGPUs(pl placement, path string, opts model.Options, gpus []*cuda.Bac
 			g.Close()
 		}
 	}
-	f, err := gguf.Open(path)
+	plan, err := model.PlanPath(path, opts)
 	if err != nil {
 		closeAll()
 		return nil, "", err
-	}
-	plan, err := model.PlanFile(f, opts)
-	f.Close()
-	if err != nil {
-		closeAll()
-		return nil, "", fmt.Errorf("%s: %w", path, err)
 	}
 	split := pl.split
 	sizers := make([]model.Sizer, len(gpus))
